@@ -1,0 +1,72 @@
+"""A folder of photos -> clean square tensors -> VAE posteriors cached once.
+
+The paper samples a fresh latent from the VAE posterior for every training step (LDM's
+`get_first_stage_encoding`, diffusers' `latent_dist.sample()`). Encoding costs a VAE forward per image
+per step, so we encode each photo and its mirror image once, keep the posterior's mean and std, and draw
+the sample per step: the same distribution as the paper, without the VAE in the loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import OnewordError
+
+
+def square_crop(image: Image.Image, resolution: int) -> Image.Image:
+    """Centre-crop to a square, then resize (bicubic) to resolution x resolution."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.BICUBIC)
+
+
+def to_tensor(images: list[Image.Image], resolution: int) -> torch.Tensor:
+    """PIL images -> float tensor [N, 3, R, R] in [-1, 1]."""
+    arrays = [np.asarray(square_crop(im.convert("RGB"), resolution), dtype=np.float32) for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def read_photos(source, min_count: int = 1, min_size: int = 32) -> list[Image.Image]:
+    """A folder path, or a list of paths / PIL images -> RGB PIL images (validated by oneword.images)."""
+    from .images import list_photos, load_image
+
+    if isinstance(source, (str, Path)):
+        paths = list_photos(source)
+    else:
+        paths = list(source)
+    images = [p if isinstance(p, Image.Image) else load_image(p, min_size=min_size) for p in paths]
+    if len(images) < min_count:
+        raise OnewordError(f"need at least {min_count} photos, found {len(images)}")
+    return [im.convert("RGB") for im in images]
+
+
+@dataclass
+class LatentCache:
+    """Posterior mean and std of every photo and of its mirror: rows [0, N) photos, [N, 2N) mirrors."""
+    mean: torch.Tensor
+    std: torch.Tensor
+    scaling_factor: float
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    def sample(self, index: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Scaled latents of the chosen rows, posterior-sampled with the given standard-normal noise."""
+        return (self.mean[index] + self.std[index] * noise) * self.scaling_factor
+
+
+@torch.no_grad()
+def encode_photos(model, images: list[Image.Image], resolution: int, batch: int = 8) -> LatentCache:
+    pixels = to_tensor(images, resolution)
+    pixels = torch.cat([pixels, pixels.flip(-1)])  # mirrors: the paper's random horizontal flip, p = 0.5
+    means, stds = [], []
+    for chunk in pixels.split(batch):
+        dist = model.vae.encode(chunk.to(model.device, model.vae.dtype)).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
+    return LatentCache(torch.cat(means), torch.cat(stds), float(model.vae.config.scaling_factor))

@@ -1,0 +1,400 @@
+"""Textual inversion: find the word vector(s) v* = argmin_v E ||eps - eps_theta(z_t, t, c_theta(y(v)))||^2.
+
+The paper's method, read top to bottom in `learn`: a frozen model, new placeholder token(s) whose input
+embeddings are the only trainable parameters (initialised from an init word), a random CLIP-ImageNet
+template per sample, the latent-diffusion loss on the model's own noise schedule. What we add for speed
+and safety is bookkeeping around it: cached VAE posteriors (data.py), checkpoints that resume exactly,
+a non-finite-step guard, and a cheap validation loss for early stopping.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .concept import Concept, save_concept
+from .data import LatentCache, encode_photos, read_photos
+from .errors import OnewordError
+from .safeio import atomic_write_bytes, atomic_write_json, run_lock
+from .templates import templates_for
+
+DEFAULT_INIT = {"object": "object", "style": "painting"}
+
+
+@dataclass
+class LearnConfig:
+    token: str = "<concept>"
+    init: str | None = None           # None: "object" / "painting" (or the model's shipped default)
+    vectors: int = 1
+    property: str = "object"
+    steps: int = 2000                 # an upper bound: early stopping usually ends sooner
+    batch_size: int = 4
+    lr: float = 5e-3                  # AdamW, constant after warm-up (the paper's schedule)
+    warmup: int = 0
+    weight_decay: float = 0.01        # torch AdamW's default, as the official code and diffusers use
+    reg_weight: float = 0.0           # official code's embedding_reg_weight: L2 pull toward the init vector
+    resolution: int | None = None     # None: the model's native resolution
+    seed: int = 0
+    save_every: int = 250
+    preview_every: int = 0
+    preview_prompts: tuple[str, ...] = ()
+    preview_steps: int = 25
+    early_stop: bool = True
+    val_every: int = 25
+    val_window: int = 8
+    val_threshold: float = 0.15       # DVAR: stop when var(recent val losses) / var(all) drops below this
+    min_steps: int = 200
+    grad_checkpointing: bool = False  # trade compute for memory (fits SD1.5 learning in ~4 GB)
+    max_bad_steps: int = 10           # consecutive non-finite steps before rolling back
+
+    @classmethod
+    def with_defaults(cls, model, **overrides) -> "LearnConfig":
+        """Global defaults, then the model's shipped defaults, then the user's explicit values."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in model.defaults.get("learn", {}).items() if k in names}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = cls(**values)
+        cfg.preview_prompts = tuple(cfg.preview_prompts)
+        return cfg
+
+
+def placeholder_tokens(token: str, n: int) -> list[str]:
+    """diffusers' convention for an n-vector word: `tok`, `tok_1`, ..., `tok_{n-1}`."""
+    return [token] + [f"{token}_{i}" for i in range(1, n)]
+
+
+def expand(text: str, token: str, n: int) -> str:
+    return text.replace(token, " ".join(placeholder_tokens(token, n)))
+
+
+class LearnedTokenEmbedding(nn.Module):
+    """The text encoder's frozen token embedding, except that ids >= first_id read a small trainable table.
+    The 49k-row vocabulary is never copied, optimised or restored."""
+
+    def __init__(self, base: nn.Embedding, first_id: int, vectors: torch.Tensor):
+        super().__init__()
+        self.base, self.first_id, self.vectors = base, first_id, vectors
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        is_new = ids >= self.first_id
+        out = self.base(ids.masked_fill(is_new, 0))
+        learned = self.vectors.to(out.dtype)[(ids - self.first_id).clamp(0, len(self.vectors) - 1)]
+        return torch.where(is_new.unsqueeze(-1), learned, out)
+
+
+@contextmanager
+def learned_word(model, token: str, vectors: torch.Tensor):
+    """Temporarily give the model a word whose vectors are `vectors`; yields a tokenizer that knows it.
+    The model's own tokenizer and weights are left untouched."""
+    import copy
+
+    tokenizer = copy.deepcopy(model.tokenizer)
+    names = placeholder_tokens(token, len(vectors))
+    first_id = len(tokenizer)
+    if tokenizer.add_tokens(names) != len(names):
+        raise OnewordError(f"token {token!r} is already a word of this model's vocabulary; choose another, e.g. <{token.strip('<>')}-1>")
+    embeddings = model.text_encoder.get_input_embeddings()
+    model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, vectors))
+    try:
+        yield tokenizer
+    finally:
+        model.text_encoder.set_input_embeddings(embeddings)
+
+
+def init_vectors(model, word: str, n: int) -> torch.Tensor:
+    """The init word's embedding, repeated for each of n vectors. A word that the tokenizer splits into two
+    pieces starts from the mean of the pieces; more pieces means the model does not know the word."""
+    table = model.text_encoder.get_input_embeddings().weight
+    ids = []
+    for part in word.split():
+        pieces = model.tokenizer(part, add_special_tokens=False).input_ids
+        if not pieces or len(pieces) > 2:
+            shown = model.tokenizer.convert_ids_to_tokens(pieces)
+            raise OnewordError(f"init word {part!r} is not a word this model knows (it splits into {shown}); "
+                               "choose a common word for the concept, e.g. --init cat")
+        ids += pieces
+    if not ids:
+        raise OnewordError("--init is empty; give a word that describes the concept, e.g. --init cat")
+    return table[ids].float().mean(0, keepdim=True).repeat(n, 1).detach().cpu()
+
+
+def encode_templates(tokenizer, prop: str, token: str, n: int) -> torch.Tensor:
+    """Token ids [T, L] of every template with the placeholder filled in (computed once)."""
+    texts = [expand(t.format(token), token, n) for t in templates_for(prop)]
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    first = tokenizer.convert_tokens_to_ids(token)
+    if not bool((ids == first).any(1).all()):
+        raise OnewordError(f"the prompt templates do not fit this tokenizer's {tokenizer.model_max_length} tokens with the placeholder")
+    return ids
+
+
+@dataclass
+class Batch:
+    rows: torch.Tensor
+    templates: torch.Tensor
+    posterior_noise: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+
+
+def draw_batch(g: torch.Generator, n_rows: int, n_templates: int, shape, n_train_steps: int, b: int) -> Batch:
+    """All randomness of one step, from one CPU generator, so a checkpointed generator resumes exactly."""
+    return Batch(rows=torch.randint(0, n_rows, (b,), generator=g),
+                 templates=torch.randint(0, n_templates, (b,), generator=g),
+                 posterior_noise=torch.randn((b, *shape), generator=g),
+                 noise=torch.randn((b, *shape), generator=g),
+                 timesteps=torch.randint(0, n_train_steps, (b,), generator=g))
+
+
+def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids) -> torch.Tensor:
+    """The latent-diffusion objective on the model's own schedule and prediction type."""
+    noisy = noise_schedule.add_noise(latents, noise, timesteps)
+    if noise_schedule.config.prediction_type == "v_prediction":
+        target = noise_schedule.get_velocity(latents, noise, timesteps)
+    elif noise_schedule.config.prediction_type == "epsilon":
+        target = noise
+    else:
+        raise OnewordError(f"unsupported prediction_type {noise_schedule.config.prediction_type!r}")
+    cond = model.text_encoder(ids)[0]
+    pred = model.unet(noisy.to(model.dtype), timesteps, cond.to(model.dtype)).sample
+    return F.mse_loss(pred.float(), target.float())
+
+
+class Validator:
+    """A fixed batch (photos x spread timesteps x fixed noise x one template): its loss is a low-noise
+    signal of convergence. Stop when the loss has stopped moving relative to how much it moved (DVAR)."""
+
+    def __init__(self, cache: LatentCache, ids_one: torch.Tensor, cfg: LearnConfig, n_train_steps: int, seed: int):
+        g = torch.Generator().manual_seed(seed + 7919)
+        n = min(len(cache) // 2, 8)
+        self.rows = torch.arange(n)
+        self.timesteps = torch.linspace(n_train_steps * 0.05, n_train_steps * 0.95, n).long()
+        self.posterior_noise = torch.randn((n, *cache.mean.shape[1:]), generator=g)
+        self.noise = torch.randn((n, *cache.mean.shape[1:]), generator=g)
+        self.ids = ids_one.expand(n, -1)
+        self.cfg = cfg
+
+    @torch.no_grad()
+    def loss(self, model, cache, noise_schedule) -> float:
+        dev = model.device
+        latents = cache.sample(self.rows.to(dev), self.posterior_noise.to(dev))
+        return float(diffusion_loss(model, noise_schedule, latents, self.noise.to(dev),
+                                    self.timesteps.to(dev), self.ids.to(dev)))
+
+    def converged(self, history: list[float]) -> bool:
+        w = self.cfg.val_window
+        if len(history) < 2 * w:
+            return False
+        recent, everything = torch.tensor(history[-w:]), torch.tensor(history)
+        return float(recent.var() / everything.var().clamp_min(1e-12)) < self.cfg.val_threshold
+
+
+@dataclass
+class State:
+    """Everything a checkpoint holds: resuming from it continues the run bit for bit on the CPU."""
+    step: int = 0
+    lr_scale: float = 1.0
+    skipped: int = 0
+    rollbacks: int = 0
+    val_history: list = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progress: bool = True) -> Concept:
+    """Learn `cfg.token` from photos (a folder, paths or PIL images). Writes into out_dir:
+    learned_embeds.safetensors, checkpoint.safetensors, run.json, previews/."""
+    from .generate import preview_grid
+
+    out = Path(out_dir)
+    with run_lock(out):
+        images = read_photos(photos)
+        resolution = cfg.resolution or model.resolution
+        cache = encode_photos(model, images, resolution)
+        noise_schedule = _training_schedule(model)
+        init = init_vectors(model, cfg.init or DEFAULT_INIT[cfg.property], cfg.vectors)
+        vectors = nn.Parameter(init.clone().to(model.device))
+        opt = torch.optim.AdamW([vectors], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        g = torch.Generator().manual_seed(cfg.seed)
+        state = State()
+        ckpt = out / "checkpoint.safetensors"
+        if resume and ckpt.is_file():
+            state = _load_checkpoint(ckpt, vectors, opt, g, cfg)
+        elif resume:
+            raise OnewordError(f"nothing to resume in {out}: no checkpoint.safetensors")
+        scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
+        if cfg.grad_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+        _write_run(out, cfg, model, photos, state, "running")
+
+        with learned_word(model, cfg.token, vectors) as tokenizer:
+            ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors).to(model.device)
+            validator = Validator(cache, _one_prompt_ids(tokenizer, cfg), cfg, noise_schedule.config.num_train_timesteps, cfg.seed)
+            started, done_at_start = time.perf_counter(), state.step
+            bar = _progress(cfg.steps, state.step, progress)
+            bad_in_row = 0
+            try:
+                while state.step < cfg.steps and not state.stopped_early:
+                    b = draw_batch(g, len(cache), len(ids), cache.mean.shape[1:], noise_schedule.config.num_train_timesteps, cfg.batch_size)
+                    _set_lr(opt, cfg, state)
+                    dev = model.device
+                    latents = cache.sample(b.rows.to(dev), b.posterior_noise.to(dev))
+                    loss = diffusion_loss(model, noise_schedule, latents, b.noise.to(dev), b.timesteps.to(dev), ids[b.templates.to(dev)])
+                    if cfg.reg_weight:
+                        loss = loss + cfg.reg_weight * (vectors - init.to(dev)).pow(2).sum(-1).mean()
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                    if not _finite(loss, vectors.grad):
+                        state.skipped += 1
+                        bad_in_row += 1
+                        scaler.update()
+                        if bad_in_row >= cfg.max_bad_steps:
+                            bad_in_row = 0
+                            _roll_back(ckpt, vectors, opt, g, cfg, state, init)
+                        continue
+                    bad_in_row = 0
+                    scaler.step(opt)
+                    scaler.update()
+                    state.step += 1
+                    if cfg.early_stop and state.step % cfg.val_every == 0:
+                        state.val_history.append(validator.loss(model, cache, noise_schedule))
+                        state.stopped_early = state.step >= cfg.min_steps and validator.converged(state.val_history)
+                    if bar is not None:
+                        bar.update(1)
+                        if state.step % 10 == 0:
+                            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                    if cfg.preview_every and state.step % cfg.preview_every == 0:
+                        preview_grid(model, tokenizer, cfg, out / "previews" / f"step_{state.step:06d}.png")
+                    if state.step % cfg.save_every == 0 or state.step >= cfg.steps or state.stopped_early:
+                        _save(out, ckpt, vectors, opt, g, cfg, state, model, photos, "running")
+            except KeyboardInterrupt:
+                _save(out, ckpt, vectors, opt, g, cfg, state, model, photos, "interrupted")
+                raise OnewordError(f"interrupted at step {state.step}; checkpoint saved. Resume with: "
+                                   f"oneword learn --resume {out}") from None
+            finally:
+                if bar is not None:
+                    bar.close()
+                if cfg.grad_checkpointing:
+                    model.unet.disable_gradient_checkpointing()
+            elapsed = time.perf_counter() - started
+            rate = (state.step - done_at_start) * cfg.batch_size / max(elapsed, 1e-9)
+            concept = _save(out, ckpt, vectors, opt, g, cfg, state, model, photos,
+                            "early_stopped" if state.stopped_early else "done", rate=rate, elapsed=elapsed)
+        return concept
+
+
+def _finite(loss, grad) -> bool:
+    return bool(torch.isfinite(loss)) and grad is not None and bool(torch.isfinite(grad).all())
+
+
+def _training_schedule(model):
+    """The model's own noise schedule (betas, prediction type) as a DDPM scheduler for add_noise/get_velocity."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(model.scheduler.config)
+
+
+def _one_prompt_ids(tokenizer, cfg) -> torch.Tensor:
+    text = templates_for(cfg.property)[0].format(cfg.token)
+    return tokenizer(expand(text, cfg.token, cfg.vectors), padding="max_length",
+                     max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+def _set_lr(opt, cfg: LearnConfig, state: State) -> None:
+    warm = min(1.0, (state.step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * warm * state.lr_scale
+
+
+def _progress(total: int, start: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc="learning")
+
+
+def _concept(vectors, cfg: LearnConfig, model, state: State) -> Concept:
+    meta = {"token": cfg.token, "init": cfg.init or DEFAULT_INIT[cfg.property], "vectors": str(cfg.vectors),
+            "property": cfg.property, "base_model": str(model.identity.get("source")),
+            "model_fingerprint": str(model.identity.get("fingerprint")), "steps": str(state.step),
+            "text_width": str(model.hidden_size), "tool": "oneword"}
+    return Concept(token=cfg.token, vectors=vectors.detach().float().cpu().clone(), meta=meta)
+
+
+def _save(out: Path, ckpt: Path, vectors, opt, g, cfg, state, model, photos, status, rate=None, elapsed=None) -> Concept:
+    """Checkpoint first, then the embedding, then run.json: each atomic, so any kill leaves a consistent set."""
+    from safetensors.torch import save
+
+    adam = opt.state.get(vectors, {})
+    tensors = {"vectors": vectors.detach().float().cpu().contiguous(), "rng": g.get_state()}
+    for k in ("exp_avg", "exp_avg_sq"):
+        if k in adam:
+            tensors[k] = adam[k].detach().float().cpu().contiguous()
+    meta = {"state": json.dumps(asdict(state)), "config": json.dumps(asdict(cfg)),
+            "adam_step": str(int(adam["step"])) if "step" in adam else "0"}
+    atomic_write_bytes(ckpt, save(tensors, metadata=meta))
+    concept = _concept(vectors, cfg, model, state)
+    save_concept(concept, out / "learned_embeds.safetensors")
+    _write_run(out, cfg, model, photos, state, status, rate, elapsed)
+    return concept
+
+
+def _load_checkpoint(ckpt: Path, vectors, opt, g, cfg: LearnConfig) -> State:
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    saved = json.loads(meta["config"])
+    for k in ("token", "vectors", "property", "batch_size", "seed"):
+        if saved.get(k) != getattr(cfg, k):
+            raise OnewordError(f"cannot resume: this run used {k}={saved.get(k)!r}, not {getattr(cfg, k)!r}")
+    if tensors["vectors"].shape != vectors.shape:
+        raise OnewordError(f"cannot resume: checkpoint holds vectors of shape {tuple(tensors['vectors'].shape)}")
+    with torch.no_grad():
+        vectors.copy_(tensors["vectors"].to(vectors.device))
+    if "exp_avg" in tensors:
+        opt.state[vectors] = {"step": torch.tensor(float(meta["adam_step"])),
+                              "exp_avg": tensors["exp_avg"].to(vectors.device),
+                              "exp_avg_sq": tensors["exp_avg_sq"].to(vectors.device)}
+    g.set_state(tensors["rng"])
+    return State(**json.loads(meta["state"]))
+
+
+def _roll_back(ckpt: Path, vectors, opt, g, cfg: LearnConfig, state: State, init) -> None:
+    """Repeated non-finite steps: back to the last good checkpoint with half the learning rate; stop after 3."""
+    state.rollbacks += 1
+    if state.rollbacks > 3:
+        raise OnewordError(f"learning diverged: {state.skipped} non-finite steps and 3 roll-backs; "
+                           f"try a lower --lr (now {cfg.lr * state.lr_scale:g})")
+    keep = (state.rollbacks, state.skipped, state.lr_scale * 0.5)
+    if ckpt.is_file():
+        restored = _load_checkpoint(ckpt, vectors, opt, g, cfg)
+        state.step, state.val_history, state.stopped_early = restored.step, restored.val_history, False
+    else:
+        with torch.no_grad():
+            vectors.copy_(init.to(vectors.device))
+        opt.state.clear()
+        state.step, state.val_history = 0, []
+    state.rollbacks, state.skipped, state.lr_scale = keep
+
+
+def _write_run(out: Path, cfg, model, photos, state: State, status: str, rate=None, elapsed=None) -> None:
+    run = {"status": status, "step": state.step, "config": asdict(cfg), "model": model.identity,
+           "photos": str(photos) if isinstance(photos, (str, Path)) else None,
+           "skipped_nonfinite_steps": state.skipped, "rollbacks": state.rollbacks,
+           "early_stopping": {"enabled": cfg.early_stop, "stopped_early": state.stopped_early,
+                              "val_every": cfg.val_every, "val_losses": state.val_history}}
+    if rate is not None:
+        run["image_steps_per_s"] = round(rate, 3)
+        run["elapsed_s"] = round(elapsed, 3)
+    atomic_write_json(out / "run.json", run)

@@ -1,0 +1,156 @@
+"""Load a frozen text-to-image model — a local diffusers folder, a hub id (from the local cache only
+when offline), a single-file checkpoint, or the embedded world model — behind one small interface."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import OnewordError
+
+def _dtype_keyword() -> str:
+    """diffusers >= 0.41 names the argument `dtype` in from_pretrained (and warns on `torch_dtype`)."""
+    import diffusers.utils as du
+
+    return "dtype" if hasattr(du, "_resolve_dtype") else "torch_dtype"
+
+
+_DTYPE_KW = _dtype_keyword()
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class FrozenModel:
+    """A Stable Diffusion pipeline whose weights never change, plus what oneword needs to know of it."""
+    pipe: object
+    identity: dict
+    defaults: dict = field(default_factory=dict)  # oneword.json shipped with the model: {"learn": {..}, "generate": {..}}
+
+    tokenizer = property(lambda self: self.pipe.tokenizer)
+    text_encoder = property(lambda self: self.pipe.text_encoder)
+    unet = property(lambda self: self.pipe.unet)
+    vae = property(lambda self: self.pipe.vae)
+    scheduler = property(lambda self: self.pipe.scheduler)
+    device = property(lambda self: self.pipe.unet.device)
+    dtype = property(lambda self: self.pipe.unet.dtype)
+    hidden_size = property(lambda self: self.pipe.text_encoder.config.hidden_size)
+    prediction_type = property(lambda self: self.pipe.scheduler.config.prediction_type)
+
+    @property
+    def resolution(self) -> int:
+        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 weights where the GPU supports it (no loss scaling needed), fp16 on older GPUs, fp32 on CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_model(spec: str | os.PathLike | None = None, device=None, dtype=None, config: str | None = None) -> FrozenModel:
+    """spec: None (embedded world model), a diffusers folder, a hub id, or a .safetensors/.ckpt file.
+    `config` is a diffusers folder or hub id describing a single file's architecture (needed offline)."""
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    kind, pipe = _load_pipeline(spec, dtype, config)
+    pipe.to(device)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    pipe.set_progress_bar_config(disable=True)
+    source = str(spec) if spec is not None else "world"
+    identity = {"source": source, "kind": kind, "pipeline": type(pipe).__name__,
+                "text_width": pipe.text_encoder.config.hidden_size,
+                "prediction_type": pipe.scheduler.config.prediction_type,
+                "resolution": pipe.unet.config.sample_size * pipe.vae_scale_factor,
+                "fingerprint": _fingerprint(pipe)}
+    return FrozenModel(pipe=pipe, identity=identity, defaults=_shipped_defaults(spec))
+
+
+def _load_pipeline(spec, dtype, config):
+    from diffusers import StableDiffusionPipeline
+
+    kw = dict(safety_checker=None, requires_safety_checker=False)
+    kw[_DTYPE_KW] = dtype
+    if spec is None:
+        from .world import model_path
+        return "world", _from_folder(model_path(), kw)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return "folder", _from_folder(path, kw)
+    if path.is_file():
+        if path.suffix.lower() not in (".safetensors", ".ckpt"):
+            raise OnewordError(f"{path}: a model file must be .safetensors or .ckpt (or give a diffusers folder)")
+        return "single_file", _from_single_file(path, {**kw, "torch_dtype": kw.pop(_DTYPE_KW)}, config)
+    if HUB_ID.match(str(spec)) and not str(spec).startswith((".", "/", "~")):
+        try:
+            return "hub", StableDiffusionPipeline.from_pretrained(str(spec), local_files_only=True, **kw)
+        except Exception:
+            raise OnewordError(
+                f"model {spec!r} is not in the local Hugging Face cache and the network is not used; "
+                f"download it where you have access (huggingface-cli download {spec} --local-dir DIR) "
+                f"and pass --model DIR") from None
+    raise OnewordError(f"unknown model {str(spec)!r}: not a folder, a .safetensors/.ckpt file or a hub id")
+
+
+def _from_folder(path: Path, kw):
+    from diffusers import StableDiffusionPipeline
+
+    if not (path / "model_index.json").is_file():
+        raise OnewordError(f"{path} is not a diffusers model folder (no model_index.json)")
+    try:
+        return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kw)
+    except Exception as e:
+        raise OnewordError(f"cannot load the model in {path}: {_first_line(e)}") from None
+
+
+def _from_single_file(path: Path, kw, config):
+    from diffusers import StableDiffusionPipeline
+
+    extra = {"config": config} if config else {}
+    if path.suffix.lower() == ".ckpt":
+        extra["use_safetensors"] = False  # diffusers loads .ckpt with weights_only=True
+    try:
+        return StableDiffusionPipeline.from_single_file(str(path), local_files_only=True, **extra, **kw)
+    except Exception as e:
+        hint = "" if config else (" (offline, diffusers needs the architecture's config: pass --model-config "
+                                  "with a diffusers folder or cached hub id of the same architecture)")
+        raise OnewordError(f"cannot load single-file checkpoint {path}: {_first_line(e)}{hint}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _shipped_defaults(spec) -> dict:
+    """A model folder may carry oneword.json with recommended settings (the world model does)."""
+    if spec is None:
+        from .world import model_path
+        spec = model_path()
+    f = Path(spec) / "oneword.json" if Path(spec).is_dir() else None
+    if f and f.is_file():
+        return json.loads(f.read_text())
+    return {}
+
+
+def _fingerprint(pipe) -> str:
+    """A cheap identity of the weights: configs plus a few sampled parameter values."""
+    h = hashlib.sha256()
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        cfg = m.config.to_dict() if hasattr(m.config, "to_dict") else dict(m.config)
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+        params = list(m.parameters())
+        for p in params[:: max(1, len(params) // 8)]:
+            h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,98 @@
+"""Crash-safe file writing: every file oneword writes appears whole or not at all.
+
+Write to a temporary file in the same folder, fsync it, rename it over the target, fsync the folder.
+A full disk or a kill at any point leaves the previous version of the target intact.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OnewordError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OnewordError(f"disk full while writing {path}; the previous version is intact") from e
+        raise OnewordError(f"cannot write {path}: {e.strerror or e}") from e
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_save_image(path: str | Path, image) -> Path:
+    """Save a PIL image atomically, format from the extension."""
+    buf = io.BytesIO()
+    image.save(buf, format=_image_format(path))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _image_format(path) -> str:
+    ext = Path(path).suffix.lower().lstrip(".")
+    return {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}.get(ext, "PNG")
+
+
+def _unlink_quietly(p) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def run_lock(folder: str | Path):
+    """Hold an exclusive lock on a run folder so two runs cannot write into it at once."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OnewordError(f"{folder} is in use by another oneword run (remove nothing; wait for it to finish)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield folder
+    finally:
+        os.close(fd)

@@ -1,0 +1,55 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny random SD pipeline folder (epsilon prediction), built once per test session."""
+    from oneword.testing import make_tiny_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-sd")
+    make_tiny_pipeline(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_v_dir(tmp_path_factory):
+    from oneword.testing import make_tiny_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-sd-v")
+    make_tiny_pipeline(path, prediction_type="v_prediction")
+    return path
+
+
+@pytest.fixture
+def tiny_model(tiny_dir):
+    from oneword.models import load_model
+
+    return load_model(str(tiny_dir), device="cpu")
+
+
+def write_photos(folder, n=4, size=64, seed=0):
+    """n synthetic 'photos' of one object (a teal ring) at varied positions."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        im = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(150, 255, 3)))
+        d = ImageDraw.Draw(im)
+        x, y = rng.integers(8, size - 40, 2)
+        d.ellipse([x, y, x + 30, y + 30], outline=(0, 128, 128), width=6)
+        im.save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.fixture
+def photos(tmp_path):
+    return write_photos(tmp_path / "photos")

@@ -1,0 +1,145 @@
+"""The core engine: the paper's method on a tiny random SD pipeline."""
+import json
+
+import pytest
+import torch
+
+from oneword.errors import OnewordError
+from oneword.invert import LearnConfig, diffusion_loss, encode_templates, learn, learned_word
+from oneword.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
+
+
+def quick(**kw):
+    base = dict(token="<teal-ring>", init="ring", steps=6, batch_size=2, lr=5e-2, save_every=3,
+                early_stop=False, seed=0)
+    base.update(kw)
+    return LearnConfig(**base)
+
+
+def frozen_state(model):
+    return {f"{name}.{k}": v.detach().clone() for name, m in
+            (("unet", model.unet), ("vae", model.vae), ("text", model.text_encoder)) for k, v in m.state_dict().items()}
+
+
+def test_only_the_new_vector_changes_and_frozen_weights_are_bit_identical(tiny_model, photos, tmp_path):
+    before = frozen_state(tiny_model)
+    vocab = len(tiny_model.tokenizer)
+    concept = learn(tiny_model, photos, quick(), tmp_path / "run", progress=False)
+    after = frozen_state(tiny_model)
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert len(tiny_model.tokenizer) == vocab  # the model's own tokenizer is untouched too
+    ring = tiny_model.text_encoder.get_input_embeddings().weight[tiny_model.tokenizer("ring", add_special_tokens=False).input_ids[0]]
+    assert concept.vectors.shape == (1, tiny_model.hidden_size)
+    assert not torch.allclose(concept.vectors[0], ring)  # it learned something
+    for p in tiny_model.unet.parameters():
+        assert p.grad is None
+
+
+def test_loss_falls_on_a_fixed_problem(tiny_model, photos, tmp_path):
+    cfg = quick(steps=60, lr=0.1, early_stop=True, val_every=10, min_steps=10_000, init="dog")
+    learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
+    val = json.loads((tmp_path / "run" / "run.json").read_text())["early_stopping"]["val_losses"]
+    assert len(val) == 6
+    assert val[-1] < val[0]
+
+
+def test_same_seed_gives_bit_identical_vectors_on_cpu(tiny_model, photos, tmp_path):
+    a = learn(tiny_model, photos, quick(), tmp_path / "a", progress=False)
+    b = learn(tiny_model, photos, quick(), tmp_path / "b", progress=False)
+    c = learn(tiny_model, photos, quick(seed=1), tmp_path / "c", progress=False)
+    assert torch.equal(a.vectors, b.vectors)
+    assert not torch.equal(a.vectors, c.vectors)
+
+
+def test_resume_equals_uninterrupted(tiny_model, photos, tmp_path):
+    whole = learn(tiny_model, photos, quick(steps=9, early_stop=True, val_every=2, min_steps=100), tmp_path / "whole", progress=False)
+    learn(tiny_model, photos, quick(steps=3, early_stop=True, val_every=2, min_steps=100), tmp_path / "part", progress=False)
+    resumed = learn(tiny_model, photos, quick(steps=9, early_stop=True, val_every=2, min_steps=100), tmp_path / "part",
+                    resume=True, progress=False)
+    assert torch.equal(whole.vectors, resumed.vectors)
+    run = json.loads((tmp_path / "part" / "run.json").read_text())
+    assert run["step"] == 9 and run["status"] == "done"
+
+
+def test_saved_file_loads_in_diffusers_and_prompt_embedding_matches(tiny_dir, tiny_model, photos, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    concept = learn(tiny_model, photos, quick(vectors=2), tmp_path / "run", progress=False)
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.load_textual_inversion(str(tmp_path / "run" / "learned_embeds.safetensors"))
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<teal-ring>", "<teal-ring>_1"])
+    table = pipe.text_encoder.get_input_embeddings().weight
+    assert torch.equal(table[ids], concept.vectors)
+    # the prompt embedding diffusers computes equals the one oneword learned with
+    prompt = "a photo of <teal-ring>"
+    theirs, _ = pipe.encode_prompt(prompt, "cpu", 1, False)
+    with learned_word(tiny_model, concept.token, concept.vectors) as tok:
+        ids = tok("a photo of <teal-ring> <teal-ring>_1", padding="max_length", max_length=tok.model_max_length,
+                  return_tensors="pt").input_ids
+        ours = tiny_model.text_encoder(ids)[0]
+    assert torch.allclose(theirs, ours, atol=1e-6)
+
+
+def test_v_prediction_uses_velocity_target(tiny_v_dir, photos, tmp_path):
+    from oneword.invert import _training_schedule
+    from oneword.models import load_model
+
+    model = load_model(str(tiny_v_dir), device="cpu")
+    sched = _training_schedule(model)
+    assert sched.config.prediction_type == "v_prediction"
+    torch.manual_seed(0)
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t = torch.tensor([10, 900])
+    ids = model.tokenizer(["a", "b"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        got = diffusion_loss(model, sched, latents, noise, t, ids)
+        pred = model.unet(sched.add_noise(latents, noise, t), t, model.text_encoder(ids)[0]).sample
+    assert torch.allclose(got, torch.nn.functional.mse_loss(pred, sched.get_velocity(latents, noise, t)))
+    assert not torch.allclose(got, torch.nn.functional.mse_loss(pred, noise))
+    learn(model, photos, quick(steps=2), tmp_path / "run", progress=False)
+
+
+def test_style_property_uses_style_templates(tiny_model):
+    with learned_word(tiny_model, "<s>", torch.zeros(1, tiny_model.hidden_size)) as tok:
+        style = [tok.decode(r, skip_special_tokens=True) for r in encode_templates(tok, "style", "<s>", 1)]
+        obj = [tok.decode(r, skip_special_tokens=True) for r in encode_templates(tok, "object", "<s>", 1)]
+    assert len(style) == len(STYLE_TEMPLATES) and all("style of" in s for s in style)
+    assert len(obj) == len(OBJECT_TEMPLATES) and not any("style of" in s for s in obj)
+
+
+def test_token_already_in_vocabulary_is_refused(tiny_model, photos, tmp_path):
+    with pytest.raises(OnewordError, match="already a word"):
+        learn(tiny_model, photos, quick(token="cat"), tmp_path / "run", progress=False)
+
+
+def test_unknown_init_word_is_refused(tiny_model, photos, tmp_path):
+    with pytest.raises(OnewordError, match="not a word this model knows"):
+        learn(tiny_model, photos, quick(init="qzxqvjkw"), tmp_path / "run", progress=False)
+
+
+def test_nonfinite_steps_never_reach_the_vector(tiny_model, photos, tmp_path, monkeypatch):
+    import oneword.invert as inv
+
+    real = inv.diffusion_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] % 3 == 0 else loss
+
+    monkeypatch.setattr(inv, "diffusion_loss", sometimes_nan)
+    concept = learn(tiny_model, photos, quick(steps=6), tmp_path / "run", progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["skipped_nonfinite_steps"] >= 2 and run["step"] == 6
+    assert torch.isfinite(concept.vectors).all()
+
+
+def test_repeated_nonfinite_steps_roll_back_then_stop(tiny_model, photos, tmp_path, monkeypatch):
+    import oneword.invert as inv
+
+    monkeypatch.setattr(inv, "diffusion_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(OnewordError, match="diverged"):
+        learn(tiny_model, photos, quick(steps=6, max_bad_steps=2), tmp_path / "run", progress=False)
