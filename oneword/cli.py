@@ -91,6 +91,7 @@ def _add_learn(sub) -> None:
 
 
 def cmd_learn(args) -> None:
+    from .data import read_photos
     from .invert import LearnConfig, learn
 
     overrides = {"token": args.token, "init": args.init, "steps": args.steps, "batch_size": args.batch_size,
@@ -113,6 +114,7 @@ def cmd_learn(args) -> None:
         photos, out = args.photos, Path(args.out or Path("runs") / _slug(args.token))
         if (out / "checkpoint.safetensors").exists():
             raise OnewordError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    read_photos(photos)  # refuse bad photos before spending time on the model
     model = load_model_from(args)
     cfg = LearnConfig.with_defaults(model, **overrides)
     concept = learn(model, photos, cfg, out, resume=bool(args.resume), progress=not args.quiet)

@@ -22,7 +22,7 @@ from torch import nn
 from .concept import Concept, save_concept
 from .data import LatentCache, encode_photos, read_photos
 from .errors import OnewordError
-from .safeio import atomic_write_bytes, atomic_write_json, run_lock
+from .safeio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries, run_lock
 from .templates import templates_for
 
 DEFAULT_INIT = {"object": "object", "style": "painting"}
@@ -98,7 +98,7 @@ def learned_word(model, token: str, vectors: torch.Tensor):
     tokenizer = copy.deepcopy(model.tokenizer)
     names = placeholder_tokens(token, len(vectors))
     first_id = len(tokenizer)
-    if tokenizer.add_tokens(names) != len(names):
+    if any(_is_known_word(tokenizer, name) for name in names) or tokenizer.add_tokens(names) != len(names):
         raise OnewordError(f"token {token!r} is already a word of this model's vocabulary; choose another, e.g. <{token.strip('<>')}-1>")
     embeddings = model.text_encoder.get_input_embeddings()
     model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, vectors))
@@ -106,6 +106,11 @@ def learned_word(model, token: str, vectors: torch.Tensor):
         yield tokenizer
     finally:
         model.text_encoder.set_input_embeddings(embeddings)
+
+
+def _is_known_word(tokenizer, text: str) -> bool:
+    """True when `text` already means something to the model: one vocabulary entry (e.g. "cat" = "cat</w>")."""
+    return text in tokenizer.get_vocab() or len(tokenizer(text, add_special_tokens=False).input_ids) == 1
 
 
 def init_vectors(model, word: str, n: int) -> torch.Tensor:
@@ -215,6 +220,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
 
     out = Path(out_dir)
     with run_lock(out):
+        remove_stale_temporaries(out)
         images = read_photos(photos)
         resolution = cfg.resolution or model.resolution
         cache = encode_photos(model, images, resolution)

@@ -78,6 +78,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete temp files a killed writer left behind (call while holding the folder's run_lock)."""
+    n = 0
+    for p in Path(folder).glob(".*.tmp"):
+        _unlink_quietly(p)
+        n += 1
+    return n
+
+
 @contextmanager
 def run_lock(folder: str | Path):
     """Hold an exclusive lock on a run folder so two runs cannot write into it at once."""

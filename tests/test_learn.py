@@ -102,11 +102,16 @@ def test_v_prediction_uses_velocity_target(tiny_v_dir, photos, tmp_path):
 
 
 def test_style_property_uses_style_templates(tiny_model):
+    def ids(tok, templates):
+        return tok([t.format("<s>") for t in templates], padding="max_length", max_length=tok.model_max_length,
+                   return_tensors="pt").input_ids
+
     with learned_word(tiny_model, "<s>", torch.zeros(1, tiny_model.hidden_size)) as tok:
-        style = [tok.decode(r, skip_special_tokens=True) for r in encode_templates(tok, "style", "<s>", 1)]
-        obj = [tok.decode(r, skip_special_tokens=True) for r in encode_templates(tok, "object", "<s>", 1)]
-    assert len(style) == len(STYLE_TEMPLATES) and all("style of" in s for s in style)
-    assert len(obj) == len(OBJECT_TEMPLATES) and not any("style of" in s for s in obj)
+        style, obj = encode_templates(tok, "style", "<s>", 1), encode_templates(tok, "object", "<s>", 1)
+        assert torch.equal(style, ids(tok, STYLE_TEMPLATES))
+        assert torch.equal(obj, ids(tok, OBJECT_TEMPLATES))
+    with pytest.raises(OnewordError, match="--property"):
+        encode_templates(tok, "colour", "<s>", 1)
 
 
 def test_token_already_in_vocabulary_is_refused(tiny_model, photos, tmp_path):

@@ -1,0 +1,105 @@
+"""The command line as a user meets it: the main jobs work, bad input gets one line and exit code 2."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from oneword.cli import main
+from conftest import write_photos
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def learn_args(photos, tiny_dir, out, *extra):
+    return ("learn", photos, "--token", "<teal-ring>", "--init", "ring", "--model", tiny_dir, "--out", out,
+            "--steps", "4", "--batch-size", "2", "--save-every", "2", "--quiet", *extra)
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_learn_then_generate_with_two_words(capsys, tiny_dir, photos, tmp_path):
+    code, out, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--preview-every", "2"))
+    assert code == 0, err
+    run_json = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run_json["step"] == 4 and run_json["config"]["token"] == "<teal-ring>"
+    assert (tmp_path / "a" / "previews" / "step_000004.png").is_file()
+    other = write_photos(tmp_path / "other", seed=3)
+    code, _, err = run(capsys, "learn", other, "--token", "<blob>", "--model", tiny_dir, "--out", tmp_path / "b",
+                       "--steps", "2", "--vectors", "2", "--quiet")
+    assert code == 0, err
+    code, out, err = run(capsys, "generate", "a photo of <teal-ring> next to <blob>", "--model", tiny_dir,
+                         "--embeds", tmp_path / "a" / "learned_embeds.safetensors",
+                         "--embeds", tmp_path / "b" / "learned_embeds.safetensors",
+                         "-n", "2", "--steps", "2", "--out", tmp_path / "g.png")
+    assert code == 0, err
+    assert Image.open(tmp_path / "g.png").size[0] > 16
+    assert (tmp_path / "g_00.png").is_file() and (tmp_path / "g_01.png").is_file()
+
+
+def test_existing_run_is_not_overwritten(capsys, tiny_dir, photos, tmp_path):
+    assert run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a"))[0] == 0
+    before = (tmp_path / "a" / "learned_embeds.safetensors").read_bytes()
+    code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a"))
+    assert_one_line_error(code, err, "--resume")
+    assert (tmp_path / "a" / "learned_embeds.safetensors").read_bytes() == before
+
+
+def test_resume_from_the_cli_continues_to_more_steps(capsys, tiny_dir, photos, tmp_path):
+    assert run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a"))[0] == 0
+    code, out, err = run(capsys, "learn", "--resume", tmp_path / "a", "--steps", "6", "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["step"] == 6
+
+
+@pytest.mark.parametrize("case", ["empty", "not_images", "corrupt", "missing"])
+def test_bad_photo_folders(capsys, tiny_dir, tmp_path, case):
+    folder = tmp_path / "photos"
+    if case != "missing":
+        folder.mkdir()
+    if case == "not_images":
+        (folder / "notes.txt").write_text("hello")
+    if case == "corrupt":
+        write_photos(folder, n=2)
+        (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code, _, err = run(capsys, *learn_args(folder, tiny_dir, tmp_path / "out"))
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "out" / "learned_embeds.safetensors").exists()
+
+
+def test_token_in_vocabulary_and_unknown_init(capsys, tiny_dir, photos, tmp_path):
+    code, _, err = run(capsys, "learn", photos, "--token", "cat", "--model", tiny_dir, "--out", tmp_path / "a", "--quiet")
+    assert_one_line_error(code, err, "already")
+    code, _, err = run(capsys, "learn", photos, "--token", "<x>", "--init", "zqxjvbkw", "--model", tiny_dir,
+                       "--out", tmp_path / "b", "--quiet")
+    assert_one_line_error(code, err, "zqxjvbkw")
+
+
+def test_unknown_models(capsys, photos, tmp_path):
+    code, _, err = run(capsys, *learn_args(photos, tmp_path / "nowhere", tmp_path / "a"))
+    assert_one_line_error(code, err, "unknown model")
+    code, _, err = run(capsys, *learn_args(photos, "someone/not-cached-model", tmp_path / "a"))
+    assert_one_line_error(code, err, "--model")
+    (tmp_path / "empty_model").mkdir()
+    code, _, err = run(capsys, *learn_args(photos, tmp_path / "empty_model", tmp_path / "a"))
+    assert_one_line_error(code, err, "model_index.json")
+
+
+def test_wrong_width_embedding_is_refused(capsys, tiny_dir, tmp_path):
+    from oneword.concept import Concept, save_concept
+
+    save_concept(Concept("<wide>", torch.randn(1, 768), {}), tmp_path / "wide.safetensors")
+    code, _, err = run(capsys, "generate", "a photo of <wide>", "--model", tiny_dir, "--embeds",
+                       tmp_path / "wide.safetensors", "-n", "1", "--steps", "1", "--out", tmp_path / "x.png")
+    assert_one_line_error(code, err, "768", "32")
+    assert not (tmp_path / "x.png").exists()
