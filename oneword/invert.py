@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .concept import Concept, save_concept
+from .concept import Concept, check_token_free, expand_prompt, save_concept
 from .data import LatentCache, encode_photos, read_photos
 from .errors import OnewordError
 from .safeio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries, run_lock
@@ -71,7 +71,8 @@ def placeholder_tokens(token: str, n: int) -> list[str]:
 
 
 def expand(text: str, token: str, n: int) -> str:
-    return text.replace(token, " ".join(placeholder_tokens(token, n)))
+    """Spell an n-vector word out as its n tokens (idempotent, case-insensitive: concept.expand_prompt)."""
+    return expand_prompt(text, [Concept(token, torch.zeros(n, 1))])
 
 
 class LearnedTokenEmbedding(nn.Module):
@@ -98,19 +99,15 @@ def learned_word(model, token: str, vectors: torch.Tensor):
     tokenizer = copy.deepcopy(model.tokenizer)
     names = placeholder_tokens(token, len(vectors))
     first_id = len(tokenizer)
-    if any(_is_known_word(tokenizer, name) for name in names) or tokenizer.add_tokens(names) != len(names):
-        raise OnewordError(f"token {token!r} is already a word of this model's vocabulary; choose another, e.g. <{token.strip('<>')}-1>")
+    check_token_free(tokenizer, token, len(vectors))
+    if tokenizer.add_tokens(names) != len(names):
+        raise OnewordError(f"token {token!r} is already a word of this model's vocabulary; choose another")
     embeddings = model.text_encoder.get_input_embeddings()
     model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, vectors))
     try:
         yield tokenizer
     finally:
         model.text_encoder.set_input_embeddings(embeddings)
-
-
-def _is_known_word(tokenizer, text: str) -> bool:
-    """True when `text` already means something to the model: one vocabulary entry (e.g. "cat" = "cat</w>")."""
-    return text in tokenizer.get_vocab() or len(tokenizer(text, add_special_tokens=False).input_ids) == 1
 
 
 def init_vectors(model, word: str, n: int) -> torch.Tensor:

@@ -1,0 +1,112 @@
+"""Crash-safe writes: a full disk keeps the previous file whole; a run folder has one writer at a time."""
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from oneword import safeio
+from oneword.errors import OnewordError
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+class _FullDiskFile:
+    """A file object whose writes fail part-way, as on a full disk (some bytes land, then ENOSPC)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, data):
+        self.real.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.real.close()
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "replace"])
+def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch, where):
+    target = tmp_path / "checkpoint.safetensors"
+    safeio.atomic_write_bytes(target, b"previous good checkpoint")
+    if where == "write":
+        real_fdopen = os.fdopen
+        monkeypatch.setattr(os, "fdopen", lambda *a, **k: _FullDiskFile(real_fdopen(*a, **k)))
+    else:
+        def boom(*a, **k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(os, where, boom)
+    with pytest.raises(OnewordError, match="disk full.*previous version is intact") as e:
+        safeio.atomic_write_bytes(target, b"new data that does not fit" * 1000)
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"previous good checkpoint"
+    assert _leftovers(tmp_path) == []
+
+
+def test_quota_and_other_errors_are_one_line(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    for code, match in ((errno.EDQUOT, "disk full"), (errno.EROFS, "cannot write")):
+        def boom(*a, **k):
+            raise OSError(code, os.strerror(code))
+        monkeypatch.setattr(os, "fsync", boom)
+        with pytest.raises(OnewordError, match=match):
+            safeio.atomic_write_json(target, {"a": 1})
+        monkeypatch.undo()
+    assert not target.exists() and _leftovers(tmp_path) == []
+
+
+def test_interrupt_during_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "run.json"
+    safeio.atomic_write_text(target, "old")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        safeio.atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def test_writes_are_whole(tmp_path):
+    safeio.atomic_write_json(tmp_path / "a" / "b.json", {"k": [1, 2]})
+    assert (tmp_path / "a" / "b.json").read_text().startswith("{")
+    from PIL import Image
+
+    safeio.atomic_save_image(tmp_path / "g.png", Image.new("RGB", (4, 4)))
+    assert Image.open(tmp_path / "g.png").size == (4, 4)
+
+
+def test_run_lock_allows_one_holder(tmp_path):
+    with safeio.run_lock(tmp_path / "run"):
+        with pytest.raises(OnewordError, match="in use by another oneword run"):
+            with safeio.run_lock(tmp_path / "run"):
+                pass
+        # another process is refused too
+        code = ("import sys; from oneword import safeio\n"
+                "try:\n    safeio.run_lock(sys.argv[1]).__enter__()\nexcept Exception as e:\n"
+                "    print(type(e).__name__); sys.exit(3)\n")
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                           timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(safeio.__file__))))
+        assert r.returncode == 3 and "OnewordError" in r.stdout
+    with safeio.run_lock(tmp_path / "run"):   # released on exit: can be taken again
+        pass
+
+
+def test_lock_is_released_when_the_holder_dies(tmp_path):
+    code = ("import os, sys; from oneword import safeio\n"
+            "safeio.run_lock(sys.argv[1]).__enter__(); os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], check=True, timeout=60,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(safeio.__file__))))
+    with safeio.run_lock(tmp_path / "run"):
+        pass
