@@ -96,3 +96,35 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_dir, photos, tmp_
     assert "oneword learn --resume" in err and err.strip().count("\n") == 0
     state = json.loads((out / "run.json").read_text())
     assert state["status"] == "interrupted" and (out / "checkpoint.safetensors").is_file()
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_model, photos, tmp_path, monkeypatch):
+    import errno
+
+    from oneword.errors import OnewordError
+    from oneword.invert import LearnConfig, learn
+
+    cfg = LearnConfig(token="<k>", init="ring", steps=4, batch_size=2, save_every=2, early_stop=False)
+    out = tmp_path / "run"
+    learn(tiny_model, photos, cfg, out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+
+    import os
+
+    real_fsync, calls = os.fsync, []
+
+    def no_space_after_run_json(fd):
+        calls.append(fd)
+        if len(calls) > 2:  # run.json at the start (file + folder) succeeds; the checkpoint hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_space_after_run_json)
+    cfg.steps = 8
+    with pytest.raises(OnewordError, match="disk full"):
+        learn(tiny_model, photos, cfg, out, resume=True, progress=False)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    assert len(calls) > 2  # the failure happened while checkpointing, after steps ran
+    assert after.keys() == before.keys()  # no temp files left
+    for name in ("checkpoint.safetensors", "learned_embeds.safetensors"):
+        assert after[name] == before[name]  # the previous checkpoint is intact
