@@ -20,9 +20,7 @@ import base64
 import binascii
 import io
 import json
-import os
 import re
-import stat
 import struct
 import unicodedata
 import warnings
@@ -35,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import OnewordError
-from .safeio import atomic_write_bytes
+from .safeio import atomic_write_bytes, read_regular_file
 
 # ----------------------------------------------------------------------------------------- limits
 MAX_VECTORS = 75                 # CLIP's 77-token context minus BOS/EOS
@@ -506,42 +504,6 @@ def _json_matrix(x, where: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- load
-def _read_regular(path: Path, limit: int) -> bytes:
-    """Read a whole regular file (no FIFOs/devices that could block or never end), refusing big ones."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise OnewordError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise OnewordError(f"{path} is a folder, not an embedding file") from None
-    except OSError as e:
-        raise OnewordError(f"cannot open {path}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OnewordError(f"{path} is not a regular file")
-        if st.st_size == 0:
-            raise OnewordError(f"{path} is empty (0 bytes)")
-        if st.st_size > limit:
-            raise OnewordError(f"{path} is {st.st_size / 2**20:.0f} MB; an embedding is at most a few MB "
-                               "(is it a model checkpoint?)")
-        chunks, left = [], st.st_size + 1
-        while left > 0:
-            b = os.read(fd, min(left, 1 << 20))
-            if not b:
-                break
-            chunks.append(b)
-            left -= len(b)
-        data = b"".join(chunks)
-        if len(data) > limit:
-            raise OnewordError(f"{path} grew while being read (refused)")
-        return data
-    except OSError as e:
-        raise OnewordError(f"cannot read {path}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-
-
 def _resolve_input(path: Path) -> Path:
     if path.is_dir():
         for name in ("learned_embeds.safetensors", "learned_embeds.bin"):
@@ -568,7 +530,8 @@ def load_concepts(path: str | Path, token: str | None = None) -> list[Concept]:
         raise OnewordError(f"cannot read {path}: {e.strerror or e}") from None
     if size > MAX_FILE_BYTES:
         _refuse_big(path, size)
-    data = _read_regular(path, MAX_FILE_BYTES)
+    data = read_regular_file(path, MAX_FILE_BYTES, "an embedding file",
+                             "an embedding is at most a few MB (is it a model checkpoint?)")
     kind = _sniff(data)
     if kind == "safetensors":
         concepts = _load_safetensors(data, path)

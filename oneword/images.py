@@ -20,14 +20,13 @@ Decisions (also in docs/reliability.md):
 from __future__ import annotations
 
 import io
-import os
-import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import OnewordError
+from .safeio import read_regular_file
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo")
 UNSUPPORTED_IMAGE_EXTS = (".heic", ".heif", ".avif", ".jxl", ".raw", ".dng", ".cr2", ".nef", ".arw", ".psd",
@@ -37,38 +36,13 @@ MAX_PIXELS = 64_000_000
 MAX_FILE_BYTES = 512 << 20
 
 
-def _open_bytes(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise OnewordError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise OnewordError(f"{path} is a folder, not an image") from None
-    except OSError as e:
-        raise OnewordError(f"cannot open {path}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OnewordError(f"{path} is not a regular file")
-        if st.st_size == 0:
-            raise OnewordError(f"{path} is empty (0 bytes)")
-        if st.st_size > MAX_FILE_BYTES:
-            raise OnewordError(f"{path} is {st.st_size >> 20} MB; too big for a photo")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise OnewordError(f"cannot read {path}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-
-
 def load_image(path: str | Path, min_size: int = 32, max_pixels: int = MAX_PIXELS,
                allow_animated: bool = False):
     """Read a photo as an 8-bit RGB PIL image, upright, transparency over white; see the module doc."""
     from PIL import Image, ImageFile
 
     path = Path(path)
-    data = _open_bytes(path)
+    data = read_regular_file(path, MAX_FILE_BYTES, "an image", "too big for a photo")
     Image.init()   # register every plugin so that `formats=` can name them
     old_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     try:

@@ -9,7 +9,6 @@ a non-finite-step guard, and a cheap validation loss for early stopping.
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields

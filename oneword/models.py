@@ -147,13 +147,16 @@ def _first_line(e: Exception) -> str:
 
 
 def _shipped_defaults(spec) -> dict:
-    """A model folder may carry oneword.json with recommended settings (the world model does)."""
+    """Recommended settings: a model folder may carry oneword.json; the world model's are in code."""
     if spec is None:
-        from .world import model_path
-        spec = model_path()
+        from .world.defaults import WORLD_DEFAULTS
+        return WORLD_DEFAULTS
     f = Path(spec) / "oneword.json" if Path(spec).is_dir() else None
     if f and f.is_file():
-        return json.loads(f.read_text())
+        try:
+            return json.loads(f.read_text())
+        except (OSError, ValueError):
+            raise OnewordError(f"{f} is not valid JSON") from None
     return {}
 
 

@@ -16,6 +16,45 @@ from pathlib import Path
 from .errors import OnewordError
 
 
+def read_regular_file(path: str | Path, limit: int, what: str = "file", too_big: str = "") -> bytes:
+    """Read a whole regular file, refusing what could block or never end (FIFOs, devices), empty files and
+    files over `limit` bytes, each with a one-line OnewordError naming the file."""
+    import stat
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise OnewordError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise OnewordError(f"{path} is a folder, not {what}") from None
+    except OSError as e:
+        raise OnewordError(f"cannot open {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OnewordError(f"{path} is not a regular file")
+        if st.st_size == 0:
+            raise OnewordError(f"{path} is empty (0 bytes)")
+        if st.st_size > limit:
+            raise OnewordError(f"{path} is {st.st_size / 2**20:.0f} MB; {too_big or 'too big'}")
+        chunks, left = [], st.st_size + 1
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 20))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise OnewordError(f"{path} grew while being read (refused)")
+        return data
+    except OSError as e:
+        raise OnewordError(f"cannot read {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
