@@ -1,0 +1,587 @@
+"""Throughput and peak memory of oneword's engine, side by side with the loop the common scripts run.
+
+For each model and batch size, in one process and on the same model (same architecture, same weights):
+
+  oneword    `oneword.invert.learn` itself (early stopping off, no previews, no checkpoint inside the timed
+             window): cached VAE posteriors, only the new vector trained through LearnedTokenEmbedding,
+             AdamW over that vector, the model's default dtype (bf16 on a bf16 GPU, fp32 on CPU).
+  reference  what diffusers' examples/textual_inversion/textual_inversion.py does per step: VAE encode with
+             `latent_dist.sample()` every step, text encoder in fp32 (autocast fp16 inside it on CUDA, as
+             accelerate wraps the prepared model), UNet/VAE weights fp16 on CUDA (fp32 on CPU),
+             `resize_token_embeddings` + AdamW over the whole embedding matrix with every other row restored
+             after each step, GradScaler on CUDA, `loss.item()` logged each step. Its data pipeline (resize,
+             tokenisation) is precomputed, which favours the reference.
+
+Warm-up steps are excluded. The oneword window is measured inside the real loop: the wall time between the
+start of step W's loss and the start of step W+N's loss (CUDA synchronised at both marks), so it covers N
+whole loop iterations and nothing else. Peak memory: CUDA `max_memory_allocated` (reset at the start of the
+timed window, i.e. steady-state training; `peak_run` also covers setup such as encoding the photos);
+CPU peak RSS of the process (VmHWM, reset through /proc/self/clear_refs at the same marks; includes the
+weights and the Python runtime).
+
+    .venv/bin/python benchmarks/speed.py --model tiny world --batch 1 4 16 --steps 20
+    .venv/bin/python benchmarks/speed.py --model sd15 --device cuda --batch 4 16 32      # GPU session
+    .venv/bin/python benchmarks/speed.py --model sd15 --device cuda --batch 1 4 --grad-checkpointing
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+GiB = 1024 ** 3
+TOKEN = "<bench-concept>"
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+_TINY_DIR: Path | None = None
+WORLD_DIR: Path | None = None  # --world-dir: another pretraining's output (model/, judge/) instead of the shipped one
+
+
+def load(kind: str, device: torch.device, dtype: torch.dtype):
+    """A fresh FrozenModel of `kind` on `device` with all weights in `dtype`."""
+    from oneword.models import load_model
+
+    global _TINY_DIR
+    if kind == "tiny":
+        if _TINY_DIR is None:
+            from oneword.testing import make_tiny_pipeline
+
+            _TINY_DIR = Path(tempfile.mkdtemp(prefix="oneword-bench-tiny-"))
+            make_tiny_pipeline(_TINY_DIR)
+        return load_model(str(_TINY_DIR), device=device, dtype=dtype)
+    if kind == "world":
+        from oneword.world import model_path
+
+        if WORLD_DIR is not None:  # same architecture family: give it the shipped world model's defaults
+            model = load_model(str(WORLD_DIR / "model"), device=device, dtype=dtype)
+            try:
+                from oneword.world.defaults import WORLD_DEFAULTS
+
+                model.defaults = copy.deepcopy(WORLD_DEFAULTS)
+            except ImportError:
+                pass
+            return model
+        if not (model_path() / "model_index.json").is_file():
+            raise SystemExit("the world model is not shipped yet (oneword/world/model/model_index.json missing)")
+        return load_model(None, device=device, dtype=dtype)
+    if kind == "sd15":
+        from benchmarks.sd15 import build_sd15
+
+        return build_sd15(device, dtype)
+    raise SystemExit(f"unknown model {kind!r}")
+
+
+def synthetic_photos(n: int, size: int, seed: int = 0) -> list[Image.Image]:
+    """n smooth random RGB images (content does not change speed)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        out.append(Image.fromarray(small).resize((size, size), Image.BICUBIC))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- memory
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # Linux: reset the peak-RSS high-water mark to the current RSS
+        except OSError:
+            pass
+
+
+def peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+# ----------------------------------------------------------------------------------------------- oneword
+
+def apply_engine_flags(model, args) -> None:
+    if args.channels_last:
+        model.unet.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.unet.compile(mode=args.compile_mode, backend=args.compile_backend)
+
+
+def run_oneword(model, photos, batch: int, warmup: int, steps: int, args) -> dict:
+    """Time `oneword.invert.learn` from inside: marks at the loss of step `warmup` and `warmup + steps`."""
+    import oneword.invert as inv
+
+    device = model.device
+    marks: dict[str, float] = {}
+    calls = {"n": 0}
+    real = inv.diffusion_loss
+
+    def timed(*a, **k):
+        i = calls["n"]
+        calls["n"] += 1
+        if i == warmup:
+            sync(device)
+            reset_peak(device)
+            marks["start"] = time.perf_counter()
+        elif i == warmup + steps:
+            sync(device)
+            marks["end"] = time.perf_counter()
+            marks["peak"] = peak_bytes(device)
+        return real(*a, **k)
+
+    cfg = inv.LearnConfig.with_defaults(model, token=TOKEN, steps=warmup + steps + 1, batch_size=batch,
+                                        early_stop=False, save_every=10 ** 9, preview_every=0, seed=0,
+                                        grad_checkpointing=args.grad_checkpointing, resolution=args.resolution)
+    inv.diffusion_loss = timed
+    try:
+        with tempfile.TemporaryDirectory(prefix="oneword-bench-run-") as out, sdpa_context(args):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            inv.learn(model, photos, cfg, out, progress=False)
+            peak_run = peak_bytes(device) if device.type == "cuda" else None
+    finally:
+        inv.diffusion_loss = real
+    return {"seconds": marks["end"] - marks["start"], "peak": marks["peak"], "peak_run": peak_run}
+
+
+# ----------------------------------------------------------------------------------------------- reference
+
+class ReferenceLoop:
+    """diffusers examples/textual_inversion/textual_inversion.py, step for step (single process,
+    gradient_accumulation_steps=1, constant lr, mixed_precision fp16 on CUDA / no on CPU)."""
+
+    def __init__(self, model, photos, resolution: int, init_word: str, grad_checkpointing: bool = False,
+                 seed: int = 0):
+        from diffusers import DDPMScheduler
+
+        from oneword.data import to_tensor
+        from oneword.templates import OBJECT_TEMPLATES
+
+        self.device = model.device
+        self.cuda = self.device.type == "cuda"
+        self.weight_dtype = torch.float16 if self.cuda else torch.float32
+        self.tokenizer = copy.deepcopy(model.tokenizer)
+        self.tokenizer.add_tokens([TOKEN])
+        init_id = self.tokenizer.encode(init_word, add_special_tokens=False)[0]
+        self.placeholder_id = self.tokenizer.convert_tokens_to_ids(TOKEN)
+        self.text_encoder = model.text_encoder.float()           # trainable model kept in fp32
+        self.text_encoder.resize_token_embeddings(len(self.tokenizer))
+        embeds = self.text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            embeds[self.placeholder_id] = embeds[init_id].clone()
+        self.vae, self.unet = model.vae.to(self.weight_dtype), model.unet.to(self.weight_dtype)
+        self.vae.requires_grad_(False)
+        self.unet.requires_grad_(False)
+        tm = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5 flattened it
+        for m in (tm.encoder, tm.final_layer_norm, tm.embeddings.position_embedding):
+            m.requires_grad_(False)
+        self.text_encoder.get_input_embeddings().requires_grad_(True)
+        if grad_checkpointing:
+            self.unet.train()
+            self.text_encoder.gradient_checkpointing_enable()
+            self.unet.enable_gradient_checkpointing()
+        self.text_encoder.train()
+        self.optimizer = torch.optim.AdamW(self.text_encoder.get_input_embeddings().parameters(), lr=5e-3,
+                                           betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.orig_embeds = embeds.data.clone()
+        self.noise_scheduler = DDPMScheduler.from_config(model.scheduler.config)
+        self.scaling = float(self.vae.config.scaling_factor)
+        # the script's dataset, precomputed: pixel tensors in [-1, 1] and tokenised templates
+        self.pixels = to_tensor(photos, resolution)
+        texts = [t.format(TOKEN) for t in OBJECT_TEMPLATES]
+        self.ids = self.tokenizer(texts, padding="max_length", truncation=True,
+                                  max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
+        self.g = torch.Generator().manual_seed(seed)
+
+    def batch(self, b: int):
+        rows = torch.randint(0, len(self.pixels), (b,), generator=self.g)
+        flip = torch.rand(b, generator=self.g) < 0.5
+        px = self.pixels[rows]
+        px = torch.where(flip[:, None, None, None], px.flip(-1), px)
+        ids = self.ids[torch.randint(0, len(self.ids), (b,), generator=self.g)]
+        return px.to(self.device), ids.to(self.device)
+
+    def step(self, b: int) -> float:
+        pixel_values, input_ids = self.batch(b)
+        latents = self.vae.encode(pixel_values.to(dtype=self.weight_dtype)).latent_dist.sample().detach()
+        latents = latents * self.scaling
+        noise = torch.randn_like(latents)
+        bsz = latents.shape[0]
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device).long()
+        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.cuda):
+            encoder_hidden_states = self.text_encoder(input_ids)[0].to(dtype=self.weight_dtype)
+        model_pred = self.unet(noisy_latents, timesteps, encoder_hidden_states).sample
+        if self.noise_scheduler.config.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        index_no_updates = torch.ones((len(self.tokenizer),), dtype=torch.bool)
+        index_no_updates[self.placeholder_id: self.placeholder_id + 1] = False
+        with torch.no_grad():
+            weight = self.text_encoder.get_input_embeddings().weight
+            weight[index_no_updates] = self.orig_embeds[index_no_updates]
+        return loss.detach().item()  # the script logs it every step
+
+
+def run_reference(model, photos, batch: int, warmup: int, steps: int, args) -> dict:
+    import oneword.invert as inv
+
+    init_word = inv.LearnConfig.with_defaults(model).init or inv.DEFAULT_INIT["object"]
+    ref = ReferenceLoop(model, photos, args.resolution or model.resolution, init_word, args.grad_checkpointing)
+    with sdpa_context(args):
+        for i in range(warmup + steps):
+            if i == warmup:
+                sync(ref.device)
+                reset_peak(ref.device)
+                start = time.perf_counter()
+            ref.step(batch)
+        sync(ref.device)
+    return {"seconds": time.perf_counter() - start, "peak": peak_bytes(ref.device), "peak_run": None}
+
+
+# ----------------------------------------------------------------------------------------------- time to quality
+
+TTQ_CONCEPTS = ("teal_ring", "red_crescent", "striped_square", "style_halftone")  # none of them HELD_OUT
+PAPER_IMAGE_STEPS = 5000 * 4
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    """'paper', 'default', or 'NAME:key=value,key=value' (LearnConfig fields over the model's defaults)."""
+    if text == "paper":  # official code: batch 4, base lr 5e-3 x (batch 4 x 2 GPUs) = 0.04, constant, 5000 steps
+        return "paper", {"batch_size": 4, "lr": 5e-3 * 8, "steps": 5000, "warmup": 0, "early_stop": False}
+    if text == "default":
+        return "default", {}
+    name, _, rest = text.partition(":")
+    over = {}
+    for kv in filter(None, rest.split(",")):
+        k, v = kv.split("=")
+        over[k] = {"true": True, "false": False}.get(v.lower(), None)
+        if over[k] is None:
+            over[k] = float(v) if any(c in v for c in ".e") else int(v)
+    return name, over
+
+
+def learn_with_snapshots(model, photos, cfg, milestones: set[int]):
+    """Run `learn` and keep the vectors whenever step x batch hits a milestone (read at the start of a step,
+    i.e. after `step` completed updates). Returns (concept, {image_steps: vectors}, wall seconds, run.json)."""
+    import oneword.invert as inv
+
+    snaps = {}
+    real = inv._set_lr
+
+    def hook(opt, cfg_, state):
+        seen = state.step * cfg_.batch_size
+        if seen in milestones and seen not in snaps:
+            snaps[seen] = opt.param_groups[0]["params"][0].detach().float().cpu().clone()
+        return real(opt, cfg_, state)
+
+    inv._set_lr = hook
+    try:
+        with tempfile.TemporaryDirectory(prefix="oneword-ttq-") as out:
+            t0 = time.perf_counter()
+            concept = inv.learn(model, photos, cfg, out, progress=False)
+            wall = time.perf_counter() - t0
+            run = json.loads((Path(out) / "run.json").read_text())
+    finally:
+        inv._set_lr = real
+    snaps[run["step"] * cfg.batch_size] = concept.vectors.clone()
+    return concept, dict(sorted(snaps.items())), wall, run
+
+
+def time_to_quality(args) -> int:
+    """Reconstruction (world CLIP, the paper's protocol) against image-steps for the paper's setting and
+    oneword's default (plus any --setting), on world concepts; editability at the end points."""
+    import oneword.invert as inv
+    from oneword.concept import Concept
+    from oneword.evaluate import EvalConfig, Evaluator, learned, load_judge, world_prompts
+    from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
+
+    device = torch.device("cpu")
+    model = load("world", device, torch.float32)
+    judge = load_judge(str(WORLD_DIR / "judge") if WORLD_DIR else "world", model)
+    settings = [parse_setting(t) for t in args.setting]
+    scale = args.ttq_scale
+    grid = sorted({int(round(x * scale / 4)) * 4 for x in
+                   (0, 100, 200, 400, 800, 1200, 1600, 2400, 3200, 4000, 5000, 6400, 8000, 10000, 12000, 16000, 20000)})
+    eval_cfg = EvalConfig(n=args.ttq_n, steps=50, guidance=5.0, seed=0, batch=args.ttq_n, bootstrap=1000)
+    report = {"machine": machine(device), "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv,
+              "scale": scale, "eval": {"n": eval_cfg.n, "steps": eval_cfg.steps, "guidance": eval_cfg.guidance},
+              "defaults": {k: v for k, v in vars(inv.LearnConfig.with_defaults(model)).items()
+                           if k not in ("preview_prompts",)},
+              "concepts": {}}
+    out_json = Path(args.ttq_json)
+    for name in args.concepts:
+        if name in HELD_OUT:
+            raise SystemExit(f"{name} is held out: final reports only, not tuning")
+        c = NOVEL_CONCEPTS[name]
+        photos = c.photos(5, seed=0)
+        attrs = None
+        rec_eval = Evaluator(model, photos, judge, c.kind, prompts=world_prompts(c.kind)[:1], config=eval_cfg)
+        full_eval = Evaluator(model, photos, judge, c.kind, prompts="world", config=eval_cfg)
+        attrs = rec_eval.attributes
+        entry = {"kind": c.kind, "init": c.init_word, "ceiling": rec_eval.ceiling, "attributes": attrs, "runs": {}}
+        for label, over in settings:
+            over = dict(over)
+            if "steps" in over and label == "paper":
+                over["steps"] = max(1, int(round(over["steps"] * scale)))
+            cfg = inv.LearnConfig.with_defaults(model, token="<ttq>", init=c.init_word, property=c.kind, seed=0,
+                                                save_every=10 ** 9, **over)
+            milestones = set(grid)
+            concept, snaps, wall, run = learn_with_snapshots(model, photos, cfg, milestones)
+            curve = []
+            for seen, vec in snaps.items():
+                r = rec_eval.evaluate(learned(Concept(token="<ttq>", vectors=vec, meta={})))
+                curve.append({"image_steps": seen, "reconstruction": r["reconstruction"]["mean"],
+                              "ci": r["reconstruction"]["ci"],
+                              "present": r.get("present_reconstruction", {}).get("mean")})
+            final = full_eval.evaluate(learned(concept))
+            keep = ("reconstruction", "editability", "present_reconstruction", "present_edits", "edit_applied",
+                    "edit_and_present")
+            entry["runs"][label] = {"config": {k: getattr(cfg, k) for k in ("batch_size", "lr", "warmup", "steps",
+                                                                           "early_stop", "val_every", "val_window",
+                                                                           "val_threshold", "min_steps")},
+                                    "wall_s": wall, "steps": run["step"], "image_steps": run["step"] * cfg.batch_size,
+                                    "stopped_early": run["early_stopping"]["stopped_early"],
+                                    "val_losses": run["early_stopping"]["val_losses"],
+                                    "image_steps_per_s": run.get("image_steps_per_s"),
+                                    "curve": curve, "final": {k: final[k] for k in keep if k in final}}
+            print(f"{name:15s} {label:10s} steps {run['step']:5d} ({run['step'] * cfg.batch_size:6d} image-steps) "
+                  f"{wall:6.1f} s  rec {final['reconstruction']['mean']:.3f}  "
+                  f"edit {final.get('editability', {}).get('mean', float('nan')):.3f}  "
+                  f"present {final.get('present_reconstruction', {}).get('mean', float('nan')):.2f}", flush=True)
+            report["concepts"][name] = entry
+            out_json.parent.mkdir(parents=True, exist_ok=True)
+            out_json.write_text(json.dumps(report, indent=1))
+    if args.ttq_plot:
+        plot_time_to_quality(report, Path(args.ttq_plot))
+    return 0
+
+
+def plot_time_to_quality(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["concepts"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        entry = report["concepts"][name]
+        for label, run in entry["runs"].items():
+            xs = [max(p["image_steps"], 1) for p in run["curve"]]
+            ys = [p["reconstruction"] for p in run["curve"]]
+            lo = [p["ci"][0] for p in run["curve"]]
+            hi = [p["ci"][1] for p in run["curve"]]
+            line, = ax.plot(xs, ys, marker="o", ms=3, label=f"{label} ({run['wall_s']:.0f} s)")
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+            if run["stopped_early"]:
+                ax.axvline(xs[-1], color=line.get_color(), ls=":", lw=1)
+        if "paper" in entry["runs"]:
+            paper = entry["runs"]["paper"]
+            ax.axhline(paper["curve"][-1]["reconstruction"], color="gray", ls="--", lw=0.8)
+            ax.axvline(paper["image_steps"] / 4, color="gray", ls=":", lw=0.8)
+        ax.axhline(entry["ceiling"], color="black", ls="-", lw=0.5)
+        ax.set_xscale("symlog", linthresh=100)
+        ax.set_xlim(left=0)
+        ax.set_title(f"{name} ({entry['kind']})", fontsize=9)
+        ax.set_xlabel("image-steps (steps x batch)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("reconstruction (world CLIP img-img)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("world model, reconstruction vs image-steps (shaded: 95% CI over samples)\n"
+                 "dashed: paper setting's final; dotted grey: 1/4 of its image-steps; black: photo self-similarity; "
+                 "dotted colour: early stop", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+def sdpa_context(args):
+    if args.sdpa == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[args.sdpa]
+    return sdpa_kernel(backend)
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure(kind: str, system: str, batch: int, args, device: torch.device) -> dict:
+    from oneword.models import default_dtype
+
+    if system == "oneword":
+        dtype = {"auto": default_dtype(device), "bf16": torch.bfloat16, "fp16": torch.float16,
+                 "fp32": torch.float32}[args.dtype]
+        model = load(kind, device, dtype)
+        apply_engine_flags(model, args)
+    else:
+        dtype = torch.float32  # the script loads fp32, then casts UNet/VAE to the fp16 weight dtype on CUDA
+        model = load(kind, device, dtype)
+    photos = synthetic_photos(args.photos, args.resolution or model.resolution)
+    warmup = args.warmup if args.warmup is not None else (10 if args.compile and system == "oneword" else 3)
+    fn = run_oneword if system == "oneword" else run_reference
+    r = fn(model, photos, batch, warmup, args.steps, args)
+    r["threads"] = torch.get_num_threads()  # oneword.models runs small models on one CPU thread
+    del model
+    free(device)
+    r.update(model=kind, system=system, batch=batch, steps=args.steps, dtype=str(dtype).replace("torch.", ""),
+             image_steps_per_s=batch * args.steps / r["seconds"])
+    return r
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def fmt_mem(b) -> str:
+    return "-" if b is None else f"{b / GiB:.2f} GiB" if b >= GiB / 4 else f"{b / 2 ** 20:.0f} MiB"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", nargs="+", default=None, choices=["tiny", "world", "sd15"],
+                   help="default: tiny and world on CPU, sd15 on CUDA")
+    p.add_argument("--batch", nargs="+", type=int, default=None, help="default: 1 4 16 (CPU), 4 16 32 (CUDA)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; 10 with --compile)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--systems", nargs="+", default=["oneword", "reference"], choices=["oneword", "reference"])
+    p.add_argument("--repeat", type=int, default=1, help="rounds (alternating systems); the median is reported")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--photos", type=int, default=5)
+    p.add_argument("--resolution", type=int, default=None, help="pixels (default: the model's, 512 for sd15)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="UNet gradient checkpointing (both systems)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="oneword's weights")
+    p.add_argument("--compile", action="store_true", help="oneword: torch.compile the UNet")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: a quick check)")
+    p.add_argument("--channels-last", action="store_true", help="oneword: channels-last UNet")
+    p.add_argument("--sdpa", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"],
+                   help="restrict PyTorch SDPA to one backend (both systems)")
+    p.add_argument("--json", help="also write the results here")
+    q = p.add_argument_group("time to quality (world model, CPU): --time-to-quality")
+    q.add_argument("--time-to-quality", action="store_true",
+                   help="reconstruction vs image-steps for the paper's setting and oneword's default")
+    q.add_argument("--concepts", nargs="+", default=list(TTQ_CONCEPTS))
+    q.add_argument("--setting", nargs="+", default=["paper", "default"],
+                   help="paper | default | NAME:field=value,... (LearnConfig fields over the model's defaults)")
+    q.add_argument("--ttq-scale", type=float, default=1.0, help="scale the paper's 5000 steps and the grid")
+    q.add_argument("--ttq-n", type=int, default=32, help="samples per evaluation point (the paper: 64)")
+    q.add_argument("--ttq-json", default="docs/img/time_to_quality.json")
+    q.add_argument("--ttq-plot", default="docs/img/time_to_quality.png")
+    p.add_argument("--world-dir", help="a `oneword world pretrain --out DIR` folder instead of the shipped world")
+    args = p.parse_args(argv)
+    global WORLD_DIR
+    WORLD_DIR = Path(args.world_dir) if args.world_dir else None
+    from oneword.cli import _quiet_libraries
+
+    _quiet_libraries()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    if args.time_to_quality:
+        return time_to_quality(args)
+    models = args.model or (["sd15"] if device.type == "cuda" else ["tiny", "world"])
+    batches = args.batch or ([4, 16, 32] if device.type == "cuda" else [1, 4, 16])
+    flags = [f for f, on in (("grad-ckpt", args.grad_checkpointing), ("compile", args.compile),
+                             ("channels-last", args.channels_last), (f"sdpa={args.sdpa}", args.sdpa != "auto")) if on]
+    print(f"# {machine(device)}; {time.strftime('%Y-%m-%d %H:%M')}; steps {args.steps}; "
+          f"flags: {', '.join(flags) or 'none'}", flush=True)
+    print(f"{'model':6s} {'batch':>5s} {'system':9s} {'dtype':8s} {'img-steps/s':>11s} {'s/step':>8s} "
+          f"{'peak':>10s} {'peak(run)':>10s} {'threads':>7s}", flush=True)
+    results = []
+    for kind in models:
+        for b in batches:
+            rows = {s: [] for s in args.systems}
+            for _ in range(args.repeat):
+                for system in args.systems:
+                    rows[system].append(measure(kind, system, b, args, device))
+            best = {}
+            for system, rs in rows.items():
+                r = dict(rs[0])
+                r["image_steps_per_s"] = statistics.median(x["image_steps_per_s"] for x in rs)
+                r["all_image_steps_per_s"] = [round(x["image_steps_per_s"], 3) for x in rs]
+                r["peak"] = max(x["peak"] for x in rs)
+                best[system] = r
+                results.append(r)
+                print(f"{kind:6s} {b:5d} {system:9s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
+                      f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
+                      f"{r['threads']:7d}", flush=True)
+            if len(best) == 2:
+                ratio = best["oneword"]["image_steps_per_s"] / best["reference"]["image_steps_per_s"]
+                print(f"{kind:6s} {b:5d} {'ratio':9s} {'':8s} {ratio:10.2f}x", flush=True)
+    if args.json:
+        meta = {"machine": machine(device), "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv,
+                "flags": flags}
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

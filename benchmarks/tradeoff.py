@@ -1,0 +1,621 @@
+"""The paper's quantitative analysis, reproduced on the embedded world; writes docs/quality.md and docs/img/.
+
+On the world's novel concepts (HELD_OUT ones are never used for choosing anything: they are reported
+separately, for the baseline and for the setting chosen on the tuning concepts), with one judge (the
+world CLIP + attribute oracle) and the same sampling seeds for every method:
+
+  1. the distortion-editability tradeoff (the paper's figure 10): a human caption in place of S*, single-
+     vector TI, multi-vector TI (2, 4, 8), a higher learning rate, fewer / more steps, the embedding-
+     regularised variant (L2 pull toward the init word) and early stopping; reconstruction vs editability
+     with 95% bootstrap intervals, as a scatter plot;
+  2. the claims: TI beats the caption on reconstruction (per concept, paired bootstrap); multi-vector raises
+     reconstruction and lowers editability; a setting at least as good as single-vector TI on both axes
+     and better on one (chosen on the tuning concepts, then checked on the held-out ones);
+  3. bias reduction: a "fair" word learned from a small colour-balanced set for the world's biased word;
+     colour distribution (entropy, histogram) of generations, biased word vs learned word;
+  4. composition: two learned words in one prompt; how often both concepts appear (oracle).
+
+Learned words are cached in --work (keyed by their full configuration), so an interrupted run resumes and
+a second run only re-evaluates. CPU budget: the defaults fit ~25 minutes on 2 cores; scale with flags.
+
+    .venv/bin/python benchmarks/tradeoff.py                      # the committed docs/quality.md
+    .venv/bin/python benchmarks/tradeoff.py --concepts 8 --n 64 --eval-steps 50 --learn-steps 1000   # bigger
+    .venv/bin/python benchmarks/tradeoff.py --model DIR --judge DIR --docs /tmp/q --quick            # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from oneword import evaluate as E  # noqa: E402
+
+# Tuning concepts in the order they are taken (objects of each un-named kind first, then styles).
+TUNING_ORDER = ("teal_ring", "red_crescent", "striped_square", "lime_star", "blue_arrow", "style_halftone",
+                "dotted_circle", "magenta_heart", "orange_hourglass", "style_hatched")
+
+
+def variants(base_steps: int, base_lr: float) -> dict[str, dict]:
+    """LearnConfig overrides of each method; "ti" is the plain paper method (fixed steps, one vector)."""
+    return {
+        "ti": {},
+        "vectors=2": {"vectors": 2},
+        "vectors=4": {"vectors": 4},
+        "vectors=8": {"vectors": 8},
+        "lr x4": {"lr": base_lr * 4},
+        "steps /2": {"steps": max(1, base_steps // 2)},
+        "steps x2": {"steps": base_steps * 2},
+        "reg": {"reg_weight": 1e-2},  # official code's embedding_reg_weight range; world vectors have norm ~0.5
+        "early stop": {"early_stop": True, "steps": base_steps * 2},
+    }
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="world model folder (default: the shipped one)")
+    ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
+    ap.add_argument("--concepts", type=int, default=6, help="tuning concepts (of %d)" % len(TUNING_ORDER))
+    ap.add_argument("--names", help="comma-separated tuning concepts instead of --concepts")
+    ap.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
+    ap.add_argument("--n", type=int, default=16, help="samples per prompt")
+    ap.add_argument("--eval-steps", type=int, default=25, help="DDIM steps per sample")
+    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--learn-steps", type=int, default=400, help="steps of plain TI (the base of every variant)")
+    ap.add_argument("--lr", type=float, help="base learning rate (default: the model's learn default)")
+    ap.add_argument("--photos", type=int, default=5, help="user photos per concept")
+    ap.add_argument("--bias-n", type=int, default=64, help="samples per prompt for the bias experiment")
+    ap.add_argument("--no-held-out", action="store_true", help="skip the held-out confirmation")
+    ap.add_argument("--work", default="runs/tradeoff", help="cache of learned words and raw results")
+    ap.add_argument("--docs", default="docs", help="where quality.md and img/ go")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="smoke test: 2 concepts, n=4, 5 steps, 20 learn steps")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.concepts, args.n, args.eval_steps, args.learn_steps, args.bias_n = 2, 4, 5, 20, 8
+    torch.set_num_threads(args.threads)
+    started = time.time()
+
+    from oneword.invert import LearnConfig
+    from oneword.models import load_model
+    from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
+
+    model = load_model(args.model, device="cpu")
+    judge = E.load_judge(args.judge or "world")
+    base = LearnConfig.with_defaults(model, steps=args.learn_steps, lr=args.lr, early_stop=False, save_every=10**9,
+                                     preview_every=0, seed=args.seed)
+    all_variants = variants(base.steps, base.lr)
+    chosen_variants = args.variants.split(",") if args.variants else list(all_variants)
+    unknown = [v for v in chosen_variants if v not in all_variants]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; choose from {list(all_variants)}")
+    names = args.names.split(",") if args.names else list(TUNING_ORDER[:args.concepts])
+    if set(names) & set(HELD_OUT):
+        ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them")
+    ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
+    bench = Bench(model, judge, base, ecfg, Path(args.work), args.photos)
+    log(f"model {model.identity['source']} ({model.identity['fingerprint']}), tuning concepts {names}, "
+        f"variants {chosen_variants}, n={args.n}, {args.eval_steps} DDIM steps, learn {base.steps} steps lr {base.lr:g}")
+
+    # 1. the tradeoff on the tuning concepts
+    tuning = {name: bench.concept(NOVEL_CONCEPTS[name], chosen_variants, all_variants) for name in names}
+    summary = summarise(tuning, ["caption"] + chosen_variants)
+    best = choose_setting(summary, chosen_variants)
+    log(f"tuning done; chosen setting: {best['name'] if best else None}")
+
+    # held-out: the baseline and the chosen setting, never used to choose anything
+    held = {}
+    if not args.no_held_out:
+        keep = ["ti"] + ([best["name"]] if best and best["name"] != "ti" else [])
+        held = {name: bench.concept(NOVEL_CONCEPTS[name], keep, all_variants) for name in HELD_OUT}
+    held_summary = summarise(held, ["caption"] + (["ti"] + ([best["name"]] if best and best["name"] != "ti" else []))) if held else {}
+
+    # 3. bias and 4. composition
+    bias = bench.bias(args.bias_n)
+    composition = bench.composition([n for n in names if NOVEL_CONCEPTS[n].kind == "object"])
+
+    docs = Path(args.docs)
+    (docs / "img").mkdir(parents=True, exist_ok=True)
+    plot_tradeoff(summary, docs / "img" / "tradeoff.png", held_summary)
+    plot_bias(bias, docs / "img" / "bias.png")
+    sample_sheet(bench, names, chosen_variants, docs / "img" / "tradeoff_samples.png")
+    raw = {"args": vars(args), "learn_base": asdict(base), "eval": asdict(ecfg), "model": model.identity,
+           "tuning": strip_samples(tuning), "summary": summary, "best": best, "held_out": strip_samples(held),
+           "held_out_summary": held_summary, "bias": bias, "composition": composition,
+           "minutes": round((time.time() - started) / 60, 1)}
+    from oneword.safeio import atomic_write_json, atomic_write_text
+
+    atomic_write_json(Path(args.work) / "results.json", raw)
+    atomic_write_text(docs / "quality.md", render_markdown(raw, argv if argv is not None else sys.argv[1:]))
+    log(f"wrote {docs / 'quality.md'} and {docs / 'img'} in {raw['minutes']} min")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ the runs
+class Bench:
+    def __init__(self, model, judge, base, ecfg, work: Path, n_photos: int):
+        self.model, self.judge, self.base, self.ecfg, self.work, self.n_photos = model, judge, base, ecfg, work, n_photos
+        self.words: dict[tuple[str, str], object] = {}
+        self.images: dict[tuple[str, str], list] = {}
+
+    def learn(self, name: str, photos, variant: str, overrides: dict, init: str, prop: str):
+        """Learn (or load from the cache) one word; the cache key is the whole configuration."""
+        from oneword.concept import load_concepts
+        from oneword.invert import learn
+
+        cfg = replace(self.base, token=f"<{name}-{variant.replace(' ', '').replace('/', 'd')}>", init=init,
+                      property=prop, **overrides)
+        key = hashlib.sha256(json.dumps([asdict(cfg), self.model.identity["fingerprint"], self.n_photos],
+                                        sort_keys=True, default=str).encode()).hexdigest()[:12]
+        out = self.work / name / f"{variant.replace(' ', '_').replace('/', 'd')}-{key}"
+        f = out / "learned_embeds.safetensors"
+        run = out / "run.json"
+        if f.is_file() and run.is_file() and json.loads(run.read_text()).get("status") in ("done", "early_stopped"):
+            concept = load_concepts(f)[0]
+            status = json.loads(run.read_text())
+        else:
+            t = time.time()
+            concept = learn(self.model, photos, cfg, out, progress=False)
+            status = json.loads(run.read_text())
+            log(f"  learned {name} {variant}: {status['step']} steps in {time.time() - t:.0f} s")
+        return concept, {"steps": status["step"], "stopped_early": status["early_stopping"]["stopped_early"],
+                         "seconds": status.get("elapsed_s")}
+
+    def concept(self, c, chosen: list[str], all_variants: dict) -> dict:
+        """Evaluate the caption and every chosen variant on one novel concept."""
+        photos = c.photos(self.n_photos, seed=0)
+        ev = E.Evaluator(self.model, photos, self.judge, c.kind, "world", self.ecfg,
+                         attributes=_truth(c))
+        out = {"kind": c.kind, "caption": c.caption, "attributes": c.attributes, "unnamed": unnamed(c),
+               "reconstruction_ceiling": ev.ceiling, "results": {}}
+        t = time.time()
+        r = ev.evaluate(E.captioned(c.caption), keep_images=True)
+        self.images[(c.name, "caption")] = r.pop("images")
+        out["results"]["caption"] = r
+        for v in chosen:
+            word, info = self.learn(c.name, photos, v, all_variants[v], c.init_word, c.kind)
+            self.words[(c.name, v)] = word
+            r = ev.evaluate(E.learned(word), keep_images=True)
+            self.images[(c.name, v)] = r.pop("images")
+            r["learn"] = info
+            out["results"][v] = r
+        for r in out["results"].values():
+            r["unnamed_samples"] = unnamed_hits(r["prompts"][0]["labels"], c)
+            r["unnamed"] = E.summary(r["unnamed_samples"], seed=7)
+        log(f"{c.name}: " + ", ".join(f"{v} {r['reconstruction']['mean']:.3f}/{r.get('editability', {}).get('mean', 0):.3f}"
+                                      for v, r in out["results"].items()) + f" ({time.time() - t:.0f} s)")
+        return out
+
+    def bias(self, n: int) -> dict:
+        """A fair word for the biased word, learned from a small colour-balanced set."""
+        from oneword.world.concepts import BALANCED_SET, biased_word, fair_photos
+
+        word, colour = biased_word()
+        photos = fair_photos(len(BALANCED_SET), seed=0)
+        fair, info = self.learn("fair_" + word, photos, "ti", {}, word, "object")
+        runs = {f"a photo of a {word}": [], f"a photo of {fair.token}": [fair]}
+        out = {"word": word, "biased_colour": colour, "balanced_set": list(BALANCED_SET), "n": n,
+               "learn": info, "prompts": {}}
+        for prompt, concepts in runs.items():
+            images = E.sample(self.model, prompt, concepts, n=n, steps=self.ecfg.steps, guidance=self.ecfg.guidance,
+                              seed=self.ecfg.seed, scheduler=self.ecfg.scheduler)
+            labels = self.judge.oracle(images)
+            colours = labels["colour"]
+            is_word = np.array([s == word for s in labels["shape"]], float)
+            ent = [E.entropy_bits([colours[i] for i in idx])
+                   for idx in np.random.default_rng(self.ecfg.seed).integers(0, n, (2000, n))]
+            counts = {c: colours.count(c) for c in sorted(set(colours), key=lambda c: -colours.count(c))}
+            out["prompts"][prompt] = {
+                "label": "learned fair word" if concepts else "biased word",
+                "colour_counts": counts, "entropy_bits": E.entropy_bits(colours),
+                "entropy_ci": [float(np.quantile(ent, 0.025)), float(np.quantile(ent, 0.975))],
+                "share_biased": E.summary([float(c == colour) for c in colours], seed=1),
+                "shape_is_word": E.summary(is_word.tolist(), seed=2)}
+            self.images[("bias", prompt)] = images
+        log(f"bias: " + "; ".join(f"{p}: entropy {v['entropy_bits']:.2f} bits, {colour} {v['share_biased']['mean']:.0%}"
+                                  for p, v in out["prompts"].items()))
+        return out
+
+    def composition(self, names: list[str]) -> dict:
+        """Two learned words (single-vector TI) in one prompt: how often both concepts appear."""
+        from oneword.world.concepts import NOVEL_CONCEPTS
+
+        pairs = [(names[i], names[i + 1]) for i in range(0, len(names) - 1, 2)]
+        out = {"pairs": [], "n": self.ecfg.n}
+        learned_both, caption_both = [], []
+        for a, b in pairs:
+            ca, cb = NOVEL_CONCEPTS[a], NOVEL_CONCEPTS[b]
+            wa, wb = self.words.get((a, "ti")), self.words.get((b, "ti"))
+            if wa is None or wb is None:
+                continue
+            row = {"a": a, "b": b}
+            for label, prompt, concepts in (("learned", f"a photo of {wa.token} and {wb.token}", [wa, wb]),
+                                            ("caption", f"a photo of {ca.caption} and {cb.caption}", [])):
+                images = E.sample(self.model, prompt, concepts, n=self.ecfg.n, steps=self.ecfg.steps,
+                                  guidance=self.ecfg.guidance, seed=self.ecfg.seed, scheduler=self.ecfg.scheduler)
+                labels = self.judge.oracle(images)
+                pa = E.concept_present(labels, _truth(ca), "object")
+                pb = E.concept_present(labels, _truth(cb), "object")
+                both = pa * pb
+                two = np.array([c == "2" for c in labels["count"]], float)
+                row[label] = {"prompt": prompt, "both": E.summary(both.tolist(), seed=3), "a": float(pa.mean()),
+                              "b": float(pb.mean()), "two_objects": float(two.mean())}
+                (learned_both if label == "learned" else caption_both).append(both.tolist())
+                self.images[("composition", prompt)] = images
+            out["pairs"].append(row)
+        if learned_both:
+            out["learned_both"] = E.summary(learned_both, seed=4)
+            out["caption_both"] = E.summary(caption_both, seed=5)
+            out["difference"] = E.difference(learned_both, caption_both, seed=6)
+            log(f"composition: both present {out['learned_both']['mean']:.0%} (learned) vs "
+                f"{out['caption_both']['mean']:.0%} (captions)")
+        return out
+
+
+def unnamed(c) -> dict:
+    """The concept's attributes that have no word (what the caption cannot say and TI must capture)."""
+    from oneword.world.render import NAMED_COLOURS, NAMED_SHAPES, NAMED_STYLES
+
+    a = c.attributes
+    if c.kind == "style":
+        return {"style": a["style"]} if a["style"] not in NAMED_STYLES else {}
+    out = {}
+    if a["colour"] not in NAMED_COLOURS:
+        out["colour"] = a["colour"]
+    if a["shape"] not in NAMED_SHAPES:
+        out["shape"] = a["shape"]
+    if a["pattern"] != "solid":
+        out["pattern"] = a["pattern"]
+    return out
+
+
+def unnamed_hits(labels: dict, c) -> list[float]:
+    """Per image: does the (only / left) object show every un-named attribute of the concept?"""
+    want = unnamed(c)
+    n = len(labels["shape"])
+    return [float(all(labels[k][i] == v for k, v in want.items())) for i in range(n)]
+
+
+def _truth(c) -> dict:
+    """Ground truth in the oracle's terms (objects: shape, colour, pattern; styles: style)."""
+    a = c.attributes
+    return {"style": a["style"]} if c.kind == "style" else {k: a[k] for k in ("shape", "colour", "pattern")}
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def summarise(per_concept: dict, methods: list[str]) -> dict:
+    """Per method over concepts (each concept weighs equally): reconstruction, editability, presence, and
+    the paired differences to single-vector TI and to the caption."""
+    out = {}
+    names = list(per_concept)
+
+    def samples(method, what):
+        rows = []
+        for n in names:
+            r = per_concept[n]["results"].get(method)
+            if r is None:
+                return None
+            ps = r["prompts"]
+            if what == "rec":
+                rows.append(ps[0]["samples"])
+            elif what == "edit":
+                rows.append([p["samples"] for p in ps[1:]])
+            elif what == "present":
+                rows.append(ps[0]["present_samples"])
+            elif what == "unnamed":
+                rows.append(r["unnamed_samples"])
+            elif what == "edit_ok":
+                rows.append([p["edit_samples"] for p in ps[1:] if "edit_samples" in p])
+        return rows
+
+    for m in methods:
+        rec, edit = samples(m, "rec"), samples(m, "edit")
+        if rec is None:
+            continue
+        s = {"reconstruction": E.summary(rec, seed=11), "editability": E.summary(edit, seed=12),
+             "present": E.summary(samples(m, "present"), seed=13), "unnamed": E.summary(samples(m, "unnamed"), seed=20),
+             "edit_applied": E.summary(samples(m, "edit_ok"), seed=14)}
+        if m != "ti" and samples("ti", "rec") is not None:
+            s["vs_ti"] = {"reconstruction": E.difference(rec, samples("ti", "rec"), seed=15),
+                          "editability": E.difference(edit, samples("ti", "edit"), seed=16)}
+        if m != "caption":
+            s["vs_caption"] = {"reconstruction": E.difference(rec, samples("caption", "rec"), seed=17),
+                               "editability": E.difference(edit, samples("caption", "edit"), seed=18)}
+        s["per_concept"] = {}
+        for n in names:
+            r = per_concept[n]["results"][m]
+            pc = {"reconstruction": r["reconstruction"], "editability": r.get("editability"),
+                  "present": r.get("present_reconstruction"), "unnamed": r.get("unnamed"), "learn": r.get("learn")}
+            if m != "caption":
+                cap = per_concept[n]["results"]["caption"]["prompts"]
+                pc["rec_vs_caption"] = E.difference(r["prompts"][0]["samples"], cap[0]["samples"], seed=19)
+            s["per_concept"][n] = pc
+        out[m] = s
+    return out
+
+
+def choose_setting(summary: dict, chosen: list[str]) -> dict | None:
+    """A setting at least as good as single-vector TI on both axes (means) and better on one (the paired
+    95% interval of the difference above zero). Among several, the largest summed gain."""
+    cands = []
+    for m in chosen:
+        if m == "ti" or "vs_ti" not in summary.get(m, {}):
+            continue
+        d = summary[m]["vs_ti"]
+        r, e = d["reconstruction"], d["editability"]
+        if r["mean"] >= 0 and e["mean"] >= 0 and (r["ci"][0] > 0 or e["ci"][0] > 0):
+            cands.append((r["mean"] + e["mean"], m))
+    if not cands:
+        return None
+    _, m = max(cands)
+    return {"name": m, **summary[m]["vs_ti"]}
+
+
+def strip_samples(per_concept: dict) -> dict:
+    out = {}
+    for n, c in per_concept.items():
+        res = {}
+        for m, r in c["results"].items():
+            res[m] = {k: v for k, v in r.items() if k != "prompts"}
+            res[m]["prompts"] = [{k: v for k, v in p.items() if k not in ("labels",)} for p in r["prompts"]]
+        out[n] = {**c, "results": res}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ figures
+COLOURS = {"caption": "#444444", "ti": "#d62728", "vectors=2": "#9ecae1", "vectors=4": "#4292c6",
+           "vectors=8": "#08519c", "lr x4": "#ff7f0e", "steps /2": "#74c476", "steps x2": "#238b45",
+           "reg": "#9467bd", "early stop": "#8c564b"}
+
+
+def _scatter(ax, summary: dict, title: str) -> None:
+    for m, s in summary.items():
+        x, y = s["editability"], s["reconstruction"]
+        ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["ci"][0]], [x["ci"][1] - x["mean"]]],
+                    yerr=[[y["mean"] - y["ci"][0]], [y["ci"][1] - y["mean"]]], fmt="s" if m == "caption" else "o",
+                    color=COLOURS.get(m, "k"), capsize=2, ms=5, lw=1, label=m)
+        ax.annotate(m, (x["mean"], y["mean"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("editability: text-image similarity", fontsize=9)
+    ax.set_ylabel("reconstruction: image-image similarity", fontsize=9)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=7)
+
+
+def plot_tradeoff(summary: dict, path: Path, held: dict | None = None) -> None:
+    """Reconstruction vs editability per method with 95% intervals (the paper's figure 10)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(summary, "tuning concepts")] + ([(held, "held-out concepts")] if held else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.3), dpi=90, squeeze=False)
+    for ax, (s, title) in zip(axes[0], panels):
+        _scatter(ax, s, f"{title} (world CLIP, 95% CIs)")
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_bias(bias: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from oneword.world.render import COLOURS, NAMED_COLOURS
+
+    colours = list(NAMED_COLOURS) + [c for c in COLOURS if c not in NAMED_COLOURS]
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    width = 0.4
+    for i, (prompt, r) in enumerate(bias["prompts"].items()):
+        counts = np.array([r["colour_counts"].get(c, 0) for c in colours], float) / bias["n"]
+        xs = np.arange(len(colours)) + (i - 0.5) * width
+        ax.bar(xs, counts, width, color=[np.array(COLOURS[c]) / 255 for c in colours],
+               edgecolor="k", hatch="" if i == 0 else "//", linewidth=0.6,
+               label=f"{prompt!r}: entropy {r['entropy_bits']:.2f} bits")
+    ax.axhline(1 / len(bias["balanced_set"]), color="gray", ls=":", lw=1)
+    ax.set_xticks(range(len(colours)), colours, rotation=45, fontsize=8)
+    ax.set_ylabel("share of generations")
+    ax.set_title(f"colour of generated {bias['word']}s (oracle), n={bias['n']} each; plain = biased word, hatched = learned",
+                 fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from oneword.safeio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def sample_sheet(bench: Bench, names: list[str], chosen: list[str], path: Path, k: int = 6) -> None:
+    """For the first tuning concept: the photos, then per method k samples of the reconstruction prompt
+    and k of the first edit prompt."""
+    from oneword.generate import make_grid
+    from oneword.safeio import atomic_save_image
+    from oneword.world.concepts import NOVEL_CONCEPTS
+
+    name = names[0]
+    photos = NOVEL_CONCEPTS[name].photos(bench.n_photos, seed=0)
+    rows = [(photos + [photos[-1]] * (2 * k))[:2 * k]]
+    for m in ["caption"] + chosen:
+        by_prompt = list(bench.images.get((name, m), {}).values())
+        if len(by_prompt) < 2:
+            continue
+        rows.append(by_prompt[0][:k] + by_prompt[1][:k])
+    atomic_save_image(path, make_grid([im for r in rows for im in r], cols=2 * k))
+
+
+# ------------------------------------------------------------------------------------------ report
+def f3(s, d=3):
+    return E.fmt(s, d)
+
+
+def pct(s):
+    return f"{s['mean']:.0%} [{s['ci'][0]:.0%}, {s['ci'][1]:.0%}]" if s else "-"
+
+
+def dfmt(d, digits=3):
+    star = " \\*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""
+    return f"{d['mean']:+.{digits}f} [{d['ci'][0]:+.{digits}f}, {d['ci'][1]:+.{digits}f}]{star}"
+
+
+def render_markdown(raw: dict, argv: list[str]) -> str:
+    a = raw["args"]
+    s, best = raw["summary"], raw["best"]
+    cmd = " ".join([".venv/bin/python benchmarks/tradeoff.py"] + list(argv))
+    L = ["# Quality: the paper's quantitative analysis on the embedded world", "",
+         "Generated by `benchmarks/tradeoff.py` (do not edit by hand). Regenerate with:", "",
+         "```", f"HF_HUB_OFFLINE=1 {cmd}", "```", "",
+         f"Took {raw['minutes']} min on {raw['model'].get('source')} (fingerprint {raw['model'].get('fingerprint')}), "
+         f"{a['threads']} CPU threads. Learned words are cached in `{a['work']}`, raw numbers in `{a['work']}/results.json`.",
+         "", "## Protocol", "",
+         f"- Concepts: the world's novel concepts. Tuning set ({len(raw['tuning'])}): {', '.join(raw['tuning'])}. "
+         f"Held out (never used to choose anything, reported separately): {', '.join(raw['held_out']) or 'skipped'}.",
+         f"- Each concept: {a['photos']} user photos (`NovelConcept.photos(n, seed=0)`).",
+         f"- Learning: `oneword.invert.learn`, plain TI = {raw['learn_base']['steps']} steps, lr {raw['learn_base']['lr']:g}, "
+         f"batch {raw['learn_base']['batch_size']}, one vector, init word of the concept, seed {raw['learn_base']['seed']}, "
+         "no early stopping; each variant changes one thing.",
+         f"- Evaluation (`oneword.evaluate`, the same as `oneword evaluate`): n={a['n']} samples per prompt, "
+         f"{a['eval_steps']} DDIM steps, guidance {a['guidance']:g}, seeds 0..n-1 for every method and prompt; "
+         "judge = the world CLIP (cosines as defined for real CLIP) + the attribute oracle.",
+         "- Reconstruction: mean CLIP image-image cosine between samples of `a photo of S*` (styles: `a painting in "
+         "the style of S*`) and the photos. Editability: mean CLIP text-image cosine between samples of each edit "
+         "prompt and the prompt with S* removed. World edit prompts: objects — 4 backgrounds (`a photo of S* on a sky "
+         "background`), 3 styles (`a sketch of S*`, `pixel art of S*`, `a painting of S*`), 3 second objects "
+         "(`a photo of S* and a yellow star`); styles — 4 contents (`a red star in the style of S*`).",
+         "- Caption baseline: the concept's best human words (`NovelConcept.caption`, e.g. `a blue ring` for the "
+         "teal ring) in place of S*, same prompts and seeds; editability is scored against the same text.",
+         "- Intervals: 95% percentile bootstrap (2000 resamples) over samples, stratified (samples within prompts, "
+         "prompts within concepts, concepts weigh equally). Differences are paired (same seeds); \\* marks an "
+         "interval that excludes 0. Intervals are conditional on the concepts and the learned words (one learning "
+         "seed), i.e. they measure sampling noise, not concept-to-concept or seed-to-seed variation.",
+         "", "## The tradeoff (tuning concepts)", "",
+         "![tradeoff](img/tradeoff.png)", "",
+         "Oracle columns: *un-named drawn* = share of `a photo of S*` samples showing the concept's attribute(s) "
+         "that have no word (e.g. the teal of the teal ring, the crescent shape, the stripes, the halftone style); "
+         "*present* = the whole concept (shape, colour and pattern; styles: the style); *edit applied* = the "
+         "edit prompts' background / style / second object / content is there.", "",
+         "| method | reconstruction | editability | un-named drawn | present | edit applied | rec. vs TI | edit. vs TI |",
+         "|---|---|---|---|---|---|---|---|"]
+    for m, r in s.items():
+        vs = r.get("vs_ti")
+        L.append(f"| {m} | {f3(r['reconstruction'])} | {f3(r['editability'])} | {pct(r['unnamed'])} | {pct(r['present'])} | "
+                 f"{pct(r['edit_applied'])} | {dfmt(vs['reconstruction']) if vs else '-'} | "
+                 f"{dfmt(vs['editability']) if vs else '-'} |")
+    ceil = np.mean([c["reconstruction_ceiling"] for c in raw["tuning"].values()])
+    L += ["", f"Reconstruction ceiling (mean similarity between a concept's own photos): {ceil:.3f}.", "",
+          "Samples (first tuning concept): top row the photos; then per method (caption, then the variants in "
+          "the table's order) 6 samples of the reconstruction prompt and 6 of the first edit prompt.", "",
+          "![samples](img/tradeoff_samples.png)", "",
+          "### TI vs the caption baseline, per concept (reconstruction)", "",
+          "Every object concept has an attribute with no word (colour, shape or pattern); styles have no word at all.", "",
+          "| concept | no word for | caption | caption rec. | TI rec. | TI − caption | un-named drawn: caption / TI | editability: caption / TI |",
+          "|---|---|---|---|---|---|---|---|"]
+    for n, c in raw["tuning"].items():
+        ti, cap = s["ti"]["per_concept"][n], s["caption"]["per_concept"][n]
+        L.append(f"| {n} | {', '.join(f'{k} {v}' for k, v in c['unnamed'].items())} | {c['caption']} | "
+                 f"{f3(cap['reconstruction'])} | {f3(ti['reconstruction'])} | {dfmt(ti['rec_vs_caption'])} | "
+                 f"{cap['unnamed']['mean']:.0%} / {ti['unnamed']['mean']:.0%} | "
+                 f"{cap['editability']['mean']:.3f} / {ti['editability']['mean']:.3f} |")
+    wins = sum(1 for n in raw["tuning"] if s["ti"]["per_concept"][n]["rec_vs_caption"]["ci"][0] > 0)
+    objs = [n for n, c in raw["tuning"].items() if c["kind"] == "object"]
+    obj_wins = sum(1 for n in objs if s["ti"]["per_concept"][n]["rec_vs_caption"]["ci"][0] > 0)
+    L += ["", f"TI's reconstruction beats the caption's with 95% confidence on {obj_wins} of {len(objs)} object concepts "
+              f"({wins} of {len(raw['tuning'])} concepts overall); over the set: {dfmt(s['ti']['vs_caption']['reconstruction'])}.", ""]
+    L += ["### Claims", ""]
+    mv = [m for m in ("vectors=2", "vectors=4", "vectors=8") if m in s]
+    if mv:
+        L.append("- Multi-vector vs single-vector TI (the paper: more vectors, better reconstruction, worse editability): " +
+                 "; ".join(f"{m}: reconstruction {dfmt(s[m]['vs_ti']['reconstruction'])}, editability "
+                           f"{dfmt(s[m]['vs_ti']['editability'])}" for m in mv) + ".")
+    if best:
+        L.append(f"- A setting at least as good as single-vector TI on both axes and better on one (chosen on the tuning "
+                 f"concepts): **{best['name']}** — reconstruction {dfmt(best['reconstruction'])}, editability "
+                 f"{dfmt(best['editability'])}.")
+    else:
+        L.append("- No variant was at least as good as single-vector TI on both axes (means) and significantly better "
+                 "on one in this run.")
+    L.append("- Learning steps actually run: " + ", ".join(
+        f"{m} {np.mean([pc['learn']['steps'] for pc in s[m]['per_concept'].values()]):.0f}"
+        for m in s if m != "caption") + ".")
+    if raw["held_out_summary"]:
+        h = raw["held_out_summary"]
+        L += ["", "## Held-out concepts", "",
+              f"{', '.join(raw['held_out'])}: never used in tuning; the baseline and the chosen setting only.", "",
+              "| method | reconstruction | editability | un-named drawn | present | edit applied | rec. vs TI | edit. vs TI | rec. vs caption |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for m, r in h.items():
+            vs, vc = r.get("vs_ti"), r.get("vs_caption")
+            L.append(f"| {m} | {f3(r['reconstruction'])} | {f3(r['editability'])} | {pct(r['unnamed'])} | {pct(r['present'])} | "
+                     f"{pct(r['edit_applied'])} | {dfmt(vs['reconstruction']) if vs else '-'} | "
+                     f"{dfmt(vs['editability']) if vs else '-'} | {dfmt(vc['reconstruction']) if vc else '-'} |")
+        L += ["", "| concept | caption rec. | TI rec. | TI − caption |", "|---|---|---|---|"]
+        for n in raw["held_out"]:
+            ti, cap = h["ti"]["per_concept"][n], h["caption"]["per_concept"][n]
+            L.append(f"| {n} | {f3(cap['reconstruction'])} | {f3(ti['reconstruction'])} | {dfmt(ti['rec_vs_caption'])} |")
+    b = raw["bias"]
+    L += ["", "## Bias reduction", "",
+          f"The world's biased word is `{b['word']}` (pretraining draws it {b['biased_colour']} 90% of the time). A fair "
+          f"word was learned (plain TI, init `{b['word']}`) from {len(b['balanced_set'])} photos of {b['word']}s, one per "
+          f"named colour ({', '.join(b['balanced_set'])}; `fair_photos`). {b['n']} samples each, colour by the oracle:", "",
+          "![bias](img/bias.png)", "",
+          "| prompt | colour entropy (bits; max 3.0 over 8 colours) | share " + b["biased_colour"] + " | shape is a " + b["word"] +
+          " | colour counts |", "|---|---|---|---|---|"]
+    for p, r in b["prompts"].items():
+        counts = ", ".join(f"{k} {v}" for k, v in r["colour_counts"].items())
+        L.append(f"| `{p}` | {r['entropy_bits']:.2f} [{r['entropy_ci'][0]:.2f}, {r['entropy_ci'][1]:.2f}] | "
+                 f"{pct(r['share_biased'])} | {pct(r['shape_is_word'])} | {counts} |")
+    c = raw["composition"]
+    L += ["", "## Composition: two learned words in one prompt", ""]
+    if c.get("pairs"):
+        L += [f"`a photo of S1 and S2` with two single-vector words, n={c['n']} per pair; both present = the oracle finds "
+              "each concept (left object: shape, colour, pattern; right object: shape, colour). Captions in place of "
+              "the words as the baseline.", "",
+              "| pair | learned: both present | a | b | two objects | captions: both present | a | b |", "|---|---|---|---|---|---|---|---|"]
+        for r in c["pairs"]:
+            l, k = r["learned"], r["caption"]
+            L.append(f"| {r['a']} + {r['b']} | {pct(l['both'])} | {l['a']:.0%} | {l['b']:.0%} | {l['two_objects']:.0%} | "
+                     f"{pct(k['both'])} | {k['a']:.0%} | {k['b']:.0%} |")
+        L += ["", f"Over pairs: both present {pct(c['learned_both'])} with learned words vs {pct(c['caption_both'])} "
+                  f"with captions (difference {dfmt(c['difference'], 2)})."]
+    else:
+        L.append("(needs at least two object concepts in the tuning set)")
+    L += ["", "## Measuring your own concept", "",
+          "```", "oneword evaluate --embeds runs/x/learned_embeds.safetensors --images PHOTOS_DIR "
+          "[--caption \"your best words\"] [--model M] [--judge CLIP_DIR] [-n 64] [--steps 50] [--guidance 5]", "```", "",
+          "prints the table, and writes `evaluation.json` (every per-sample score, so runs can be compared), "
+          "`table.txt` and `samples.png` (one row per prompt) into `--out`. Real models are judged by "
+          "`openai/clip-vit-base-patch32` from the local Hugging Face cache (or `--judge DIR`) with the paper's "
+          "prompt set; the world model by its own CLIP and oracle with the world prompt set.", ""]
+    return "\n".join(L)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

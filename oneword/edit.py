@@ -1,0 +1,387 @@
+"""Local edits of a real photo with learned words: Blended Latent Diffusion (Avrahami et al., 2022).
+
+    oneword edit PHOTO --mask MASK.png "a photo of <my-cat>" --embeds learned_embeds.safetensors --out edited.png
+
+The model is not changed. The photo is encoded with the model's VAE; a DDIM sampling loop with
+classifier-free guidance runs the model's own UNet on the prompt (encoded by the pipeline's own
+`encode_prompt`, so learned words installed by `install_concepts` work, multi-vector ones included); after
+every step the latents outside the (downsampled) mask are replaced by the photo's latents noised to the
+current timestep, so only the masked region is generated and it is generated to fit its surroundings.
+At the end the latents outside the mask are the photo's own; the result is decoded and, by default, the
+unmasked pixels are copied back from the original photo (the paper's background reconstruction), blended
+over a feathered edge. The photo keeps its size: the model works at its native resolution and the edited
+region is resized back into the original pixels.
+
+Masks: white = edit. A PNG/JPEG/WebP of any size (resized to the photo), a box (x0, y0, x1, y1) in photo
+pixels, a PIL image or a 2-D array. `dilate` grows the edit region by that many photo pixels; `feather`
+blends the outermost pixels *inside* the region into the photo, so pixels outside the (dilated) mask are
+the photo's own, bit for bit, whenever `restore` is on.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import OnewordError
+
+
+# ------------------------------------------------------------------------------------------ masks
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """"x0,y0,x1,y1" (photo pixels, x1/y1 exclusive) -> a tuple of ints."""
+    parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
+    try:
+        box = tuple(int(round(float(p))) for p in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise OnewordError(f"--box must be four numbers x0,y0,x1,y1 in photo pixels, got {text!r}")
+    return box  # type: ignore[return-value]
+
+
+def box_mask(box, size: tuple[int, int]) -> np.ndarray:
+    """A boolean mask [h, w] of `size` (w, h) that is True inside box = (x0, y0, x1, y1), x1/y1 exclusive."""
+    w, h = size
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        raise OnewordError(f"box {x0},{y0},{x1},{y1} is empty: it needs x0 < x1 and y0 < y1")
+    m = np.zeros((h, w), bool)
+    m[max(0, y0):max(0, min(h, y1)), max(0, x0):max(0, min(w, x1))] = True
+    if not m.any():
+        raise OnewordError(f"box {x0},{y0},{x1},{y1} lies outside the {w}x{h} photo")
+    return m
+
+
+def load_mask(mask, size: tuple[int, int]) -> np.ndarray:
+    """Any mask form -> a boolean array [h, w] at the photo's `size` (w, h); True = edit.
+
+    `mask`: a path to an image (white = edit; transparent pixels count as black), a PIL image, a 2-D array
+    (non-zero = edit) or a box (x0, y0, x1, y1). A mask of another size is resized to the photo."""
+    if isinstance(mask, (tuple, list)) and len(mask) == 4 and all(np.isscalar(v) for v in mask):
+        return _checked(box_mask(mask, size), "box")
+    if isinstance(mask, (str, Path)):
+        name = str(mask)
+        mask = _open_mask(Path(mask))
+    else:
+        name = "mask"
+    if isinstance(mask, Image.Image):
+        img = mask
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+            img = Image.alpha_composite(black, rgba)
+        grey = img.convert("L")
+        if grey.size != tuple(size):
+            grey = grey.resize(tuple(size), Image.BILINEAR)
+        arr = np.asarray(grey) >= 128
+    else:
+        arr = np.asarray(mask)
+        if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+            arr = arr[..., :3].mean(-1) if arr.shape[-1] != 1 else arr[..., 0]
+        if arr.ndim != 2:
+            raise OnewordError(f"a mask array must be 2-D (height, width), got shape {tuple(arr.shape)}")
+        arr = arr.astype(np.float32) / (255.0 if arr.dtype != bool and arr.max(initial=0) > 1 else 1.0)
+        if arr.shape != (size[1], size[0]):
+            arr = np.asarray(Image.fromarray(np.uint8(np.clip(arr, 0, 1) * 255)).resize(tuple(size), Image.BILINEAR)) / 255.0
+        arr = arr >= 0.5
+    return _checked(arr, name)
+
+
+def _open_mask(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise OnewordError(f"mask {path} not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except Exception:
+        raise OnewordError(f"{path} is not a readable image (a mask is a PNG, white = edit)") from None
+
+
+def _checked(m: np.ndarray, name: str) -> np.ndarray:
+    if not m.any():
+        raise OnewordError(f"{name} is empty (no white pixels): paint the region to edit in white")
+    if m.all():
+        raise OnewordError(f"{name} covers the whole photo, so nothing of it would be kept; leave the part to keep "
+                           f"black (or use `oneword generate` for a new image)")
+    return m
+
+
+def dilate_mask(m: torch.Tensor, px: int) -> torch.Tensor:
+    """Grow a [h, w] {0,1} mask by `px` pixels (square neighbourhood)."""
+    if px <= 0:
+        return m
+    return F.max_pool2d(m[None, None], 2 * px + 1, stride=1, padding=px)[0, 0]
+
+
+def feather_mask(m: torch.Tensor, px: int) -> torch.Tensor:
+    """Soft alpha that ramps from 1/px at the mask's edge to 1 at `px` pixels inside it; exactly 0 outside.
+    The photo's border does not count as an edge. Thin parts of the mask keep a small, non-zero alpha."""
+    if px <= 0:
+        return m
+    acc, cur = m.clone(), m
+    for _ in range(px - 1):
+        cur = -F.max_pool2d(-cur[None, None], 3, stride=1, padding=1)[0, 0]  # erode by one pixel
+        acc = acc + cur
+    return acc / px
+
+
+def latent_mask(m: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """Downsample a photo-size {0,1} mask to the latent grid: a latent cell is edited if it touches the mask
+    (a thin mask never vanishes; the pixel restore keeps what lies outside the mask)."""
+    return F.adaptive_max_pool2d(m[None, None], latent_hw)[0, 0]
+
+
+# ------------------------------------------------------------------------------------------ sizes
+def working_size(model, size: tuple[int, int]) -> tuple[int, int]:
+    """The size (w, h) the model edits at: shorter side at the model's native resolution, both sides a
+    multiple of what the VAE and UNet need; the aspect ratio as close as that allows."""
+    pipe = model.pipe
+    mult = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    w, h = size
+    s = model.resolution / min(w, h)
+    return (max(mult, int(w * s) // mult * mult), max(mult, int(h * s) // mult * mult))
+
+
+# ------------------------------------------------------------------------------------------ edit
+def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, steps: int | None = None,
+         guidance: float | None = None, seed: int = 0, n: int = 1, dilate: int = 0, feather: int = 0,
+         restore: bool = True, negative: str | None = None, start_step: int | None = None,
+         batch: int = 8) -> list[Image.Image]:
+    """Edit the masked region of `photo` to show `prompt`; returns n images of the photo's size.
+
+    photo: a PIL image or a path. mask: see `load_mask` (white = edit) or a box (x0, y0, x1, y1).
+    concepts: learned words used in the prompt (installed into the model). strength in (0, 1]: 1 starts the
+    masked region from pure noise; less starts from the photo noised part-way (like img2img) and runs that
+    fraction of the steps. start_step (0..steps-1) is the same thing counted in steps (overrides strength).
+    Output i uses seed + i. restore=False returns the decoded image without copying back the photo's pixels."""
+    from .generate import sampling_defaults
+
+    photo = _open_photo(photo)
+    if n < 1:
+        raise OnewordError("-n must be at least 1")
+    if dilate < 0 or feather < 0:
+        raise OnewordError("--dilate and --feather are pixel counts and cannot be negative")
+    d = sampling_defaults(model)
+    steps = int(steps or d["steps"])
+    if steps < 1:
+        raise OnewordError("--steps must be at least 1")
+    guidance = float(d["guidance"] if guidance is None else guidance)
+    first = _first_step(steps, strength, start_step)
+
+    m_full = torch.from_numpy(load_mask(mask, photo.size).astype(np.float32))
+    region = dilate_mask(m_full, int(dilate))
+    alpha = feather_mask(region, int(feather))
+    _install(model, list(concepts))
+
+    work = working_size(model, photo.size)
+    images = []
+    for start in range(0, n, batch):
+        k = min(batch, n - start)
+        decoded = _blended_sample(model, photo.resize(work, Image.LANCZOS) if photo.size != work else photo,
+                                  region, prompt, negative, steps, first, guidance,
+                                  [seed + start + i for i in range(k)])
+        for im in decoded:
+            im = im.resize(photo.size, Image.LANCZOS) if im.size != photo.size else im
+            images.append(composite(photo, im, alpha) if restore else im)
+    return images
+
+
+def _install(model, concepts) -> None:
+    """install_concepts, skipping words this model already holds with exactly these vectors (so one loaded
+    model can make many edits); a different word under a taken name is still refused by install_concepts."""
+    from .concept import install_concepts
+
+    tok, table = model.tokenizer, model.text_encoder.get_input_embeddings().weight
+    added = getattr(tok, "added_tokens_encoder", {}) or {}
+    fresh = []
+    for c in concepts:
+        ids = [added.get(t) for t in c.tokens]
+        if None not in ids and torch.equal(table[ids].detach().float().cpu(), c.vectors.float().cpu()):
+            continue
+        fresh.append(c)
+    install_concepts(model, fresh)
+
+
+def composite(photo: Image.Image, edited: Image.Image, alpha) -> Image.Image:
+    """alpha * edited + (1 - alpha) * photo, rounded; where alpha is 0 the photo's pixels are kept exactly."""
+    a = torch.as_tensor(alpha, dtype=torch.float32).numpy()[..., None]
+    src = np.asarray(photo.convert("RGB"), np.float32)
+    out = a * np.asarray(edited.convert("RGB"), np.float32) + (1.0 - a) * src
+    out = np.where(a > 0, out, src)
+    return Image.fromarray(np.uint8(np.clip(np.rint(out), 0, 255)), "RGB")
+
+
+def _first_step(steps: int, strength: float, start_step: int | None) -> int:
+    if start_step is not None:
+        if not 0 <= int(start_step) < steps:
+            raise OnewordError(f"--start-step must be between 0 and {steps - 1} (of {steps} steps), got {start_step}")
+        return int(start_step)
+    if not 0.0 < float(strength) <= 1.0:
+        raise OnewordError(f"--strength must be in (0, 1], got {strength}")
+    init = min(steps, max(1, int(round(steps * float(strength)))))
+    return steps - init
+
+
+def _open_photo(photo) -> Image.Image:
+    if isinstance(photo, Image.Image):
+        return photo.convert("RGB")
+    from .images import load_image
+
+    return load_image(photo, min_size=8)
+
+
+def _scheduler(model):
+    """A DDIM scheduler on the model's own noise schedule and prediction type (epsilon or v)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(model.scheduler.config)
+
+
+@torch.no_grad()
+def _encode(model, image: Image.Image) -> torch.Tensor:
+    pipe = model.pipe
+    x = pipe.image_processor.preprocess(image).to(model.device, model.vae.dtype)
+    z = model.vae.encode(x).latent_dist.mean
+    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
+    return ((z - shift) * model.vae.config.scaling_factor).to(model.dtype)
+
+
+@torch.no_grad()
+def _decode(model, z: torch.Tensor) -> list[Image.Image]:
+    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
+    x = model.vae.decode(z.to(model.vae.dtype) / model.vae.config.scaling_factor + shift).sample
+    return model.pipe.image_processor.postprocess(x.float(), output_type="pil")
+
+
+@torch.no_grad()
+def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str, negative: str | None,
+                    steps: int, first: int, guidance: float, seeds: list[int]):
+    """The Blended Latent Diffusion loop. photo is at the working size, region a {0,1} mask of any size.
+    Returns (final latents [k,4,h,w], source latents [1,4,h,w], latent mask [h,w])."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    pipe, k = model.pipe, len(seeds)
+    src = _encode(model, photo)
+    m = latent_mask(region, tuple(src.shape[-2:])).to(model.device, src.dtype)
+    cfg = guidance > 1.0
+    cond, uncond = pipe.encode_prompt(prompt, model.device, k, cfg, negative_prompt=negative)
+    embeds = torch.cat([uncond, cond]) if cfg else cond
+
+    sched = _scheduler(model)
+    sched.set_timesteps(steps, device=model.device)
+    timesteps = sched.timesteps[first:]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    noise = randn_tensor((k, *src.shape[1:]), generator=gens, device=model.device, dtype=src.dtype)
+    src_k = src.expand(k, -1, -1, -1)
+
+    def background(t):  # the photo's latents noised to timestep t (one fixed noise: a coherent trajectory)
+        return sched.add_noise(src_k, noise, t.reshape(1).to(model.device))
+
+    if first == 0:
+        latents = noise * sched.init_noise_sigma
+    else:
+        latents = background(timesteps[0])
+    latents = m * latents + (1 - m) * background(timesteps[0])
+    for i, t in enumerate(timesteps):
+        inp = torch.cat([latents] * 2) if cfg else latents
+        inp = sched.scale_model_input(inp, t)
+        pred = model.unet(inp, t, encoder_hidden_states=embeds).sample
+        if cfg:
+            pred_u, pred_c = pred.chunk(2)
+            pred = pred_u + guidance * (pred_c - pred_u)
+        latents = sched.step(pred, t, latents).prev_sample
+        outside = background(timesteps[i + 1]) if i + 1 < len(timesteps) else src_k
+        latents = m * latents + (1 - m) * outside
+    return latents, src, m
+
+
+def _blended_sample(model, photo, region, prompt, negative, steps, first, guidance, seeds) -> list[Image.Image]:
+    latents, _, _ = blended_latents(model, photo, region, prompt, negative, steps, first, guidance, seeds)
+    return _decode(model, latents)
+
+
+# ------------------------------------------------------------------------------------------ variations
+def variations(model, concept, n: int = 16, template: str | None = None, **kw) -> list[Image.Image]:
+    """The paper's image variations: n samples of "a photo of S*" ("a painting in the style of S*" for a
+    style word). Same as `oneword variations`."""
+    from .generate import generate
+
+    if template is None:
+        template = "a painting in the style of {}" if concept.meta.get("property") == "style" else "a photo of {}"
+    return generate(model, template.format(concept.token), [concept], n=n, **kw)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def psnr(a, b, mask=None) -> float:
+    """PSNR in dB between two images (PIL or uint8 arrays), over the pixels where `mask` is True (all if None).
+    Identical pixels give inf."""
+    x = np.asarray(a, np.float64)
+    y = np.asarray(b, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"images differ in size: {x.shape} vs {y.shape}")
+    d = (x - y) ** 2
+    if mask is not None:
+        d = d[np.asarray(mask, bool)]
+    mse = float(d.mean()) if d.size else 0.0
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def register(sub) -> None:
+    from .cli import add_model_args
+
+    p = sub.add_parser("edit", help="edit a region of a photo with a prompt that uses learned words "
+                                    "(blended latent diffusion)",
+                       description="Blended Latent Diffusion: regenerate the masked region of PHOTO from PROMPT; "
+                                   "the rest of the photo is kept.")
+    p.add_argument("photo", metavar="PHOTO")
+    p.add_argument("prompt", metavar="PROMPT", help='e.g. "a photo of <my-cat>"')
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--mask", help="mask image, white = edit (resized to the photo)")
+    where.add_argument("--box", metavar="X0,Y0,X1,Y1", help="region to edit, in photo pixels (x1, y1 exclusive)")
+    p.add_argument("--embeds", action="append", default=[], help="learned embedding file (repeatable)")
+    add_model_args(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--strength", type=float, default=1.0,
+                     help="1 regenerates the region from noise (default); less keeps more of the photo's layout")
+    how.add_argument("--start-step", type=int, help="skip this many of the --steps (same as --strength, in steps)")
+    p.add_argument("--steps", type=int, help="DDIM steps")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--negative", help="negative prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", "--num", type=int, default=1, help="number of edits (seeds seed..seed+n-1)")
+    p.add_argument("--dilate", type=int, default=0, metavar="PX", help="grow the mask by PX pixels")
+    p.add_argument("--feather", type=int, default=0, metavar="PX",
+                   help="blend the last PX pixels inside the mask into the photo (softer seam)")
+    p.add_argument("--no-restore", action="store_true",
+                   help="keep the decoded pixels outside the mask instead of the photo's own")
+    p.add_argument("--out", default="edited.png", help="output image (with -n > 1: a grid, images beside it)")
+    p.set_defaults(func=cmd_edit)
+
+
+def cmd_edit(args) -> None:
+    from .cli import load_concepts_from, load_model_from
+    from .generate import save_images
+    from .safeio import atomic_save_image
+
+    if args.num < 1:
+        raise OnewordError("-n must be at least 1")
+    photo = _open_photo(args.photo)
+    mask = parse_box(args.box) if args.box else args.mask
+    load_mask(mask, photo.size)  # refuse a bad mask before loading the model
+    concepts = load_concepts_from(args.embeds)
+    model = load_model_from(args)
+    images = edit(model, photo, mask, args.prompt, concepts, strength=args.strength, steps=args.steps,
+                  guidance=args.guidance, seed=args.seed, n=args.num, dilate=args.dilate, feather=args.feather,
+                  restore=not args.no_restore, negative=args.negative, start_step=args.start_step)
+    if len(images) == 1:
+        atomic_save_image(args.out, images[0])
+        print(f"wrote {args.out}")
+    else:
+        paths = save_images(images, args.out)
+        print(f"wrote {args.out} and {len(paths)} images beside it")

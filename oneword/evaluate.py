@@ -1,0 +1,793 @@
+"""The paper's quantitative analysis: reconstruction, editability, their bootstrap intervals, and a judge.
+
+Definitions (Gal et al. 2022, section 5.1 and the official code):
+
+- **Reconstruction**: generate n images of "A photo of S*" (64 samples, 50 DDIM steps, guidance 5) and take
+  the mean pairwise CLIP image-image cosine between the generated images and the training photos.
+  Per generated sample i the score is mean_j cos(gen_i, photo_j); the metric is the mean of those scores.
+- **Editability**: for each prompt of a set of varying difficulty (background, style, composition), generate
+  n images and take the mean CLIP text-image cosine between them and the prompt with S* removed
+  ("a photo of S* on the moon" is scored against "a photo of on the moon"). The placeholder and all of
+  its vector tokens (diffusers' `S*`, `S*_1`, ... convention) are stripped before the text is encoded.
+- **Intervals**: 95% percentile bootstrap over generated samples (stratified by prompt for editability),
+  with fixed seeds for sampling and resampling, so two runs can be compared honestly.
+
+The learned word is put into a private copy of the tokenizer and an embedding wrapper for the duration of
+sampling (`temporary_words`): the model itself is never changed. A human caption can be evaluated in place
+of S* (the paper's baseline) with the same prompts, seeds and judge.
+
+Judges: any `transformers.CLIPModel` (local folder or a hub id found in the local cache; the paper used
+openai/clip-vit-base-patch32), or the embedded world's own CLIP plus its attribute oracle, which adds
+crisp accuracies: is the concept in the image, and was the edit applied.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import OnewordError
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+PLACEHOLDER = "S*"
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+@dataclass(frozen=True)
+class EvalPrompt:
+    """One evaluation prompt. `template` holds `{}` where the concept goes (S* or a caption).
+
+    group: "reconstruction" | "background" | "style" | "composition" | "content" | "custom".
+    caption_template: how a human caption is put in, when `template` does not read well with one
+    (a style caption "a sketch" becomes "a sketch of a red star", not "a red star in the style of a sketch").
+    expect: for the world oracle, what the edit should produce, e.g. {"background": "sky"},
+    {"style": "sketch"}, {"second": ("star", "yellow")} (a second object), {"shape": .., "colour": ..}.
+    """
+    name: str
+    group: str
+    template: str
+    caption_template: str | None = None
+    expect: dict = field(default_factory=dict)
+
+    def fill(self, phrase: str, caption: bool = False) -> str:
+        template = self.caption_template if caption and self.caption_template else self.template
+        if caption and re.match(r"^(a|an|the)\s", phrase.strip(), re.I):
+            template = re.sub(r"\b(a|an|the)\s+\{\}", "{}", template, flags=re.I)  # "holding a a ring"
+        return " ".join(template.format(phrase).split())
+
+
+def _paper_object_prompts() -> list[EvalPrompt]:
+    r = [EvalPrompt("reconstruction", "reconstruction", "a photo of {}")]
+    bg = [("moon", "a photo of {} on the moon"), ("beach", "a photo of {} on the beach"),
+          ("jungle", "a photo of {} in the jungle"), ("snow", "a photo of {} in the snow")]
+    st = [("oil painting", "an oil painting of {}"), ("watercolor", "a watercolor painting of {}"),
+          ("pencil sketch", "a pencil sketch of {}"), ("banksy", "a graffiti of {} in the style of Banksy")]
+    co = [("elmo", "Elmo holding a {}"), ("cat", "a cat playing with {}"), ("table", "{} on a table next to a cup")]
+    return r + [EvalPrompt(n, "background", t) for n, t in bg] + [EvalPrompt(n, "style", t) for n, t in st] + \
+        [EvalPrompt(n, "composition", t) for n, t in co]
+
+
+def _paper_style_prompts() -> list[EvalPrompt]:
+    r = [EvalPrompt("reconstruction", "reconstruction", "a painting in the style of {}")]
+    content = [("dog", "a painting of a dog in the style of {}"), ("city", "a city street in the style of {}"),
+               ("portrait", "a portrait of a woman in the style of {}"), ("mountain", "a mountain lake in the style of {}"),
+               ("car", "a red car in the style of {}"), ("still life", "a still life of fruit in the style of {}")]
+    return r + [EvalPrompt(n, "content", t) for n, t in content]
+
+
+# The world's equivalents, in the world's own words (its tokenizer knows only these).
+WORLD_BACKGROUNDS = ("sky", "grass", "black", "sand")
+WORLD_STYLES = (("sketch", "a sketch of {}"), ("pixel", "pixel art of {}"), ("painting", "a painting of {}"))
+WORLD_SECOND_OBJECTS = (("star", "yellow"), ("diamond", "green"), ("cross", "red"), ("square", "orange"))
+WORLD_STYLE_CONTENT = (("star", "red"), ("heart", "yellow"), ("diamond", "green"), ("ring", "blue"))
+
+
+def world_prompts(kind: str, attributes: dict | None = None) -> list[EvalPrompt]:
+    """The world's prompt set: backgrounds, styles, a second object (objects); content and scene (styles)."""
+    attributes = attributes or {}
+    if kind == "style":
+        out = [EvalPrompt("reconstruction", "reconstruction", "a painting in the style of {}", "{} of an object")]
+        for shape, colour in WORLD_STYLE_CONTENT:  # short: 8 vectors must fit the world's 20 tokens
+            thing = f"{_article(colour)} {colour} {shape}"
+            out.append(EvalPrompt(f"{colour} {shape}", "content", f"{thing} in the style of {{}}", f"{{}} of {thing}",
+                                  {"shape": shape, "colour": colour}))
+        return out
+    out = [EvalPrompt("reconstruction", "reconstruction", "a photo of {}")]
+    out += [EvalPrompt(f"on {bg}", "background", f"a photo of {{}} on {_article(bg)} {bg} background",
+                       expect={"background": bg}) for bg in WORLD_BACKGROUNDS]
+    out += [EvalPrompt(style, "style", t, expect={"style": style}) for style, t in WORLD_STYLES]
+    seconds = [(s, c) for s, c in WORLD_SECOND_OBJECTS if s != attributes.get("shape")][:3]
+    out += [EvalPrompt(f"and {c} {s}", "composition", f"a photo of {{}} and {_article(c)} {c} {s}",
+                       expect={"second": (s, c)}) for s, c in seconds]
+    return out
+
+
+def paper_prompts(kind: str) -> list[EvalPrompt]:
+    return _paper_style_prompts() if kind == "style" else _paper_object_prompts()
+
+
+def custom_prompts(texts: list[str], kind: str) -> list[EvalPrompt]:
+    """User prompts with S* (or {}) where the concept goes; the reconstruction prompt is kept first."""
+    out = [paper_prompts(kind)[0]]
+    for t in texts:
+        template = t.replace(PLACEHOLDER, "{}")
+        if template.count("{}") != 1:
+            raise OnewordError(f"prompt {t!r} must contain {PLACEHOLDER} exactly once (where the concept goes)")
+        out.append(EvalPrompt(t, "custom", template))
+    return out
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def strip_placeholder(text: str, token: str, n_vectors: int | None = None) -> str:
+    """The prompt with the learned word removed: `token` and every `token_<i>` vector token, then the
+    spaces collapsed ("a photo of <c> <c>_1 on the moon" -> "a photo of on the moon")."""
+    pattern = re.escape(token) + r"(?:_\d+)?"
+    if n_vectors is not None:  # only the vector tokens that exist, in diffusers' naming
+        from .invert import placeholder_tokens
+
+        pattern = "|".join(re.escape(t) for t in sorted(placeholder_tokens(token, n_vectors), key=len, reverse=True))
+    out = re.sub(rf"(?<!\S)(?:{pattern})(?!\S)", " ", text)
+    return " ".join(out.split())
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def _leaves(x) -> list:
+    """Arrays of a (nested) structure of sample lists, depth first."""
+    if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
+        return [leaf for child in x for leaf in _leaves(child)]
+    return [np.asarray(x, dtype=np.float64).ravel()]
+
+
+def _point(x) -> float:
+    """The statistic: the mean of a sample list; of a list of lists, the mean of the children's statistics
+    (so prompts weigh equally within a concept and concepts equally within a set)."""
+    if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
+        return float(np.mean([_point(c) for c in x]))
+    return float(np.mean(np.asarray(x, dtype=np.float64)))
+
+
+def _boot(x, draws: list, n_boot: int) -> np.ndarray:
+    """Bootstrap replicates of `_point(x)`, each sample list resampled within itself with the next index
+    matrix of `draws` (shared between two structures of the same shape: a paired bootstrap)."""
+    if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
+        return np.mean([_boot(c, draws, n_boot) for c in x], axis=0)
+    a = np.asarray(x, dtype=np.float64).ravel()
+    idx = draws.pop(0)
+    return a[idx].mean(1)
+
+
+def _draws(x, n_boot: int, rng) -> list:
+    return [rng.integers(0, len(a), (n_boot, len(a))) for a in _leaves(x)]
+
+
+def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (resampled with replacement).
+
+    `values` may be nested (a list of sample lists, or of lists of them): each sample list is resampled
+    within itself and the statistic is the mean of the group statistics (a stratified bootstrap: samples
+    within prompts, prompts within concepts)."""
+    leaves = _leaves(values)
+    if not leaves or any(len(a) == 0 for a in leaves):
+        raise ValueError("bootstrap of an empty sample")
+    stats = _boot(values, _draws(values, n_boot, np.random.default_rng(seed)), n_boot)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def summary(values, n_boot: int = 2000, seed: int = 0) -> dict:
+    """{"mean", "ci": [lo, hi] (95% bootstrap), "n": samples} of per-sample values (nested allowed)."""
+    lo, hi = bootstrap_ci(values, n_boot, seed)
+    return {"mean": _point(values), "ci": [lo, hi], "n": int(sum(len(a) for a in _leaves(values)))}
+
+
+def difference(a, b, n_boot: int = 2000, seed: int = 0, paired: bool | None = None) -> dict:
+    """statistic(a) - statistic(b) with a 95% bootstrap interval and the bootstrap share of replicates <= 0.
+
+    paired (default: when a and b have the same shape): the same resampling indices for both, which is
+    right when sample i of a and of b share a seed (as every evaluation here does)."""
+    rng = np.random.default_rng(seed)
+    la, lb = _leaves(a), _leaves(b)
+    if paired is None:
+        paired = [len(x) for x in la] == [len(x) for x in lb]
+    da = _draws(a, n_boot, rng)
+    db = list(da) if paired else _draws(b, n_boot, rng)
+    d = _boot(a, da, n_boot) - _boot(b, db, n_boot)
+    lo, hi = np.quantile(d, [0.025, 0.975])
+    return {"mean": _point(a) - _point(b), "ci": [float(lo), float(hi)], "p_le_0": float((d <= 0).mean()),
+            "paired": bool(paired)}
+
+
+def reconstruction_scores(gen_features: torch.Tensor, photo_features: torch.Tensor) -> np.ndarray:
+    """Per generated sample: mean cosine to the training photos (features L2-normalised)."""
+    g, p = _normalise(gen_features), _normalise(photo_features)
+    return (g @ p.T).mean(1).cpu().numpy().astype(np.float64)
+
+
+def self_similarity(photo_features: torch.Tensor) -> float:
+    """Mean cosine between distinct training photos: what a perfect fresh sample of the concept scores."""
+    p = _normalise(photo_features)
+    n = len(p)
+    if n < 2:
+        return 1.0
+    s = p @ p.T
+    return float((s.sum() - s.diagonal().sum()) / (n * (n - 1)))
+
+
+def text_scores(gen_features: torch.Tensor, text_feature: torch.Tensor) -> np.ndarray:
+    g, t = _normalise(gen_features), _normalise(text_feature.reshape(1, -1))
+    return (g @ t.T).squeeze(1).cpu().numpy().astype(np.float64)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+def entropy_bits(labels: list[str]) -> float:
+    """Shannon entropy (bits) of a list of labels."""
+    if not labels:
+        return 0.0
+    _, counts = np.unique(labels, return_counts=True)
+    p = counts / counts.sum()
+    return float(max(0.0, -(p * np.log2(p)).sum()))
+
+
+# ---------------------------------------------------------------------------------------------- judges
+class ClipJudge:
+    """A transformers CLIPModel + processor: L2-normalised image and text features."""
+
+    oracle = None
+
+    def __init__(self, model, processor, name: str, device="cpu", batch: int = 32):
+        self.model, self.processor, self.name, self.device, self.batch = model, processor, name, device, batch
+
+    @torch.no_grad()
+    def image_features(self, images) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), self.batch):
+            px = self.processor(images=[im.convert("RGB") for im in images[i:i + self.batch]], return_tensors="pt")
+            f = self.model.get_image_features(pixel_values=px["pixel_values"].to(self.device))
+            out.append(_normalise(getattr(f, "pooler_output", f)).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        tok = self.processor.tokenizer
+        ids = tok(list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length,
+                  return_tensors="pt")
+        f = self.model.get_text_features(input_ids=ids["input_ids"].to(self.device),
+                                         attention_mask=ids["attention_mask"].to(self.device))
+        return _normalise(getattr(f, "pooler_output", f)).cpu()
+
+
+class WorldJudgeAdapter:
+    """The world judge (world CLIP + attribute oracle) behind the same interface."""
+
+    def __init__(self, judge, name: str):
+        self.judge, self.name = judge, name
+
+    def image_features(self, images):
+        return self.judge.image_features(images)
+
+    def text_features(self, texts):
+        return self.judge.text_features(list(texts))
+
+    def oracle(self, images) -> dict[str, list[str]]:
+        return self.judge.oracle(images)
+
+
+def load_judge(spec: str | None = None, model=None, device=None):
+    """spec: None (the world judge for the world model, else openai/clip-vit-base-patch32), "world",
+    a world judge folder, a CLIPModel folder, or a hub id in the local cache."""
+    if spec is None:
+        spec = "world" if model is not None and is_world_model(model) else DEFAULT_CLIP
+    spec = str(spec)
+    if spec == "world":
+        return _world_judge(None)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "oracle.json").is_file() and (path / "clip").is_dir():
+            return _world_judge(path)
+        return _clip_judge(str(path), str(path), device, local=True)
+    from .models import HUB_ID
+
+    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return _clip_judge(spec, spec, device, local=False)
+    raise OnewordError(f"judge {spec!r} is not a folder, a hub id or 'world' (give a CLIPModel folder with --judge DIR)")
+
+
+def _world_judge(path):
+    from .world.judge import load_judge as load_world_judge
+
+    judge = load_world_judge(path)
+    return WorldJudgeAdapter(judge, "world" if path is None else str(path))
+
+
+def _clip_judge(source: str, name: str, device, local: bool):
+    from transformers import CLIPModel, CLIPProcessor
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        model = CLIPModel.from_pretrained(source, local_files_only=True, dtype=torch.float32).to(device).eval()
+        processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
+    except Exception as e:
+        if local:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise OnewordError(f"cannot load a CLIP judge from {source}: {first} (give a folder holding a "
+                               f"transformers CLIPModel and its processor)") from None
+        raise OnewordError(f"judge {source!r} is not in the local Hugging Face cache and the network is not used; "
+                           f"download it where you have access (huggingface-cli download {source} --local-dir DIR) "
+                           f"and pass --judge DIR") from None
+    model.requires_grad_(False)
+    return ClipJudge(model, processor, name, device)
+
+
+def is_world_model(model) -> bool:
+    if model.identity.get("kind") == "world":
+        return True
+    try:
+        from .world import model_path
+
+        return Path(model.identity.get("source", "")).resolve() == model_path().resolve()
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+@contextmanager
+def temporary_words(model, concepts):
+    """Give the model the learned words of `concepts` for the duration (tokens `tok, tok_1, ...` as diffusers
+    names them); yields a tokenizer that knows them. The model and its tokenizer are left untouched."""
+    from .invert import LearnedTokenEmbedding, placeholder_tokens
+
+    concepts = list(concepts)
+    if not concepts:
+        yield model.tokenizer
+        return
+    tokenizer = copy.deepcopy(model.tokenizer)
+    first_id = len(tokenizer)
+    vectors = []
+    for c in concepts:
+        v = torch.as_tensor(c.vectors).float().reshape(-1, c.vectors.shape[-1])
+        if v.shape[-1] != model.hidden_size:
+            raise OnewordError(f"{c.token}: vectors are {v.shape[-1]} wide but this model's text encoder is "
+                               f"{model.hidden_size} wide (the word was learned for another model)")
+        names = placeholder_tokens(c.token, len(v))
+        if tokenizer.add_tokens(names) != len(names):
+            raise OnewordError(f"token {c.token!r} is already a word of this model's vocabulary (or given twice)")
+        vectors.append(v)
+    table = torch.cat(vectors).to(model.device)
+    embeddings = model.text_encoder.get_input_embeddings()
+    model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, table))
+    try:
+        yield tokenizer
+    finally:
+        model.text_encoder.set_input_embeddings(embeddings)
+
+
+@contextmanager
+def sampling_scheduler(model, name: str = "ddim"):
+    """Temporarily sample with DDIM (the official evaluation), built from the model's own schedule."""
+    if name == "model":
+        yield
+        return
+    from diffusers import DDIMScheduler
+
+    old = model.pipe.scheduler
+    model.pipe.scheduler = DDIMScheduler.from_config(old.config)
+    try:
+        yield
+    finally:
+        model.pipe.scheduler = old
+
+
+def expand_words(prompt: str, concepts) -> str:
+    """Each learned token -> its n vector tokens (diffusers' multi-vector convention)."""
+    from .invert import placeholder_tokens
+
+    for c in sorted(concepts, key=lambda c: len(c.token), reverse=True):
+        names = placeholder_tokens(c.token, len(c.vectors))
+        prompt = re.sub(rf"(?<!\S){re.escape(c.token)}(?!\S)", " ".join(names), prompt)
+    return prompt
+
+
+@torch.no_grad()
+def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidance: float = 5.0, seed: int = 0,
+           batch: int = 16, scheduler: str = "ddim", tokenizer=None) -> list:
+    """n images of `prompt` (which may use the learned tokens of `concepts`); image i uses seed + i, as
+    `oneword generate` does, so every prompt and every method sees the same noise. `tokenizer`: one yielded
+    by an enclosing `temporary_words(model, concepts)` (saves installing the words for every prompt)."""
+    from contextlib import nullcontext
+
+    from .generate import encode_text
+
+    images = []
+    words = nullcontext(tokenizer) if tokenizer is not None else temporary_words(model, concepts)
+    with words as tok, sampling_scheduler(model, scheduler):
+        text = expand_words(prompt, concepts)
+        _check_length(tok, text, prompt)
+        cond = encode_text(model, tok, [text]).to(model.dtype)
+        uncond = encode_text(model, tok, [""]).to(model.dtype)
+        for start in range(0, n, batch):
+            k = min(batch, n - start)
+            gens = [torch.Generator().manual_seed(seed + start + i) for i in range(k)]
+            images += model.pipe(prompt_embeds=cond.expand(k, -1, -1), negative_prompt_embeds=uncond.expand(k, -1, -1),
+                                 num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                                 height=model.resolution, width=model.resolution).images
+    return images
+
+
+def _check_length(tokenizer, text: str, prompt: str) -> None:
+    n = len(tokenizer(text).input_ids)
+    if n > tokenizer.model_max_length:
+        raise OnewordError(f"prompt {prompt!r} needs {n} tokens with the learned word's vectors; this model reads "
+                           f"{tokenizer.model_max_length} (use a shorter prompt or fewer vectors)")
+
+
+# ---------------------------------------------------------------------------------------------- oracle
+def target_attributes(oracle_labels: dict[str, list[str]], kind: str) -> dict[str, str]:
+    """The concept's attributes by majority vote of the oracle over the training photos."""
+    keys = ("style",) if kind == "style" else ("shape", "colour", "pattern")
+    out = {}
+    for k in keys:
+        values, counts = np.unique(oracle_labels[k], return_counts=True)
+        out[k] = str(values[counts.argmax()])
+    return out
+
+
+def concept_present(labels: dict[str, list[str]], target: dict[str, str], kind: str) -> np.ndarray:
+    """Per image: is the concept there? Objects: shape, colour and pattern of the (left) object match, or
+    shape and colour of the right object of a two-object scene. Styles: the rendering style matches."""
+    n = len(next(iter(labels.values())))
+    if kind == "style":
+        return np.array([labels["style"][i] == target["style"] for i in range(n)], dtype=np.float64)
+    out = np.zeros(n)
+    for i in range(n):
+        left = all(labels[k][i] == target[k] for k in ("shape", "colour", "pattern") if k in target)
+        right = labels["count"][i] == "2" and labels["shape2"][i] == target.get("shape") and \
+            labels["colour2"][i] == target.get("colour")
+        out[i] = float(left or right)
+    return out
+
+
+def edit_applied(labels: dict[str, list[str]], expect: dict) -> np.ndarray | None:
+    """Per image: did the edit happen (background, style, second object, content)? None: nothing to check."""
+    if not expect:
+        return None
+    n = len(next(iter(labels.values())))
+    out = np.ones(n)
+    for k, v in expect.items():
+        if k == "second":
+            s, c = v
+            ok = [labels["count"][i] == "2" and ((labels["shape"][i], labels["colour"][i]) == (s, c) or
+                                                  (labels["shape2"][i], labels["colour2"][i]) == (s, c)) for i in range(n)]
+        elif k in ("shape", "colour"):  # content of a style prompt: either object slot
+            other = k + "2"
+            ok = [labels[k][i] == v or labels[other][i] == v for i in range(n)]
+        else:
+            ok = [labels[k][i] == v for i in range(n)]
+        out *= np.array(ok, dtype=np.float64)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+@dataclass
+class EvalConfig:
+    n: int = 64              # samples per prompt (the paper: 64)
+    steps: int = 50          # DDIM steps (the paper: 50)
+    guidance: float = 5.0    # classifier-free guidance (the paper: 5)
+    seed: int = 0
+    scheduler: str = "ddim"  # "ddim" (official) or "model" (the model's own scheduler)
+    batch: int = 16
+    bootstrap: int = 2000
+    grid_cols: int = 8
+
+
+@dataclass
+class Subject:
+    """What is put in place of S*: a learned word (concept) or a human caption."""
+    label: str
+    concept: object = None
+    caption: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "caption" if self.concept is None else "learned"
+
+    def phrase(self) -> str:
+        return self.caption if self.concept is None else self.concept.token
+
+    def concepts(self) -> list:
+        return [] if self.concept is None else [self.concept]
+
+
+def learned(concept) -> Subject:
+    return Subject(concept.token, concept=concept)
+
+
+def captioned(caption: str) -> Subject:
+    if not caption or not caption.strip():
+        raise OnewordError("--caption is empty; give the words you would use, e.g. --caption \"a small teal ring\"")
+    return Subject(f'"{caption.strip()}"', caption=caption.strip())
+
+
+class Evaluator:
+    """Holds the judge's view of the training photos; evaluates any number of subjects on the same
+    prompts, seeds and judge."""
+
+    def __init__(self, model, photos, judge, kind: str = "object", prompts: list[EvalPrompt] | str = "auto",
+                 config: EvalConfig | None = None, attributes: dict | None = None):
+        if kind not in ("object", "style"):
+            raise OnewordError(f"unknown concept kind {kind!r}: object or style")
+        self.model, self.judge, self.kind = model, judge, kind
+        self.cfg = config or EvalConfig()
+        if self.cfg.n < 1:
+            raise OnewordError("-n must be at least 1")
+        self.photos = _read_photos(photos)
+        self.photo_features = judge.image_features(self.photos)
+        self.ceiling = self_similarity(self.photo_features)
+        self.has_oracle = callable(getattr(judge, "oracle", None))
+        self.attributes = attributes
+        if self.has_oracle and self.attributes is None:
+            self.attributes = target_attributes(judge.oracle(self.photos), kind)
+        if prompts is None or isinstance(prompts, str):  # a named set: "auto", "paper" or "world"
+            world = prompts == "world" or (prompts in (None, "auto") and is_world_model(model))
+            prompts = world_prompts(kind, self.attributes) if world else paper_prompts(kind)
+        if not prompts or prompts[0].group != "reconstruction":
+            raise OnewordError("the prompt set must start with the reconstruction prompt")
+        self.prompts = prompts
+        self._texts: dict[str, torch.Tensor] = {}  # encoded edit texts (the same for every subject)
+
+    def evaluate(self, subject: Subject, keep_images: bool = False) -> dict:
+        cfg = self.cfg
+        rows, images_by_prompt = [], {}
+        text_cache = self._texts
+        with temporary_words(self.model, subject.concepts()) as tokenizer:
+            for i, p in enumerate(self.prompts):
+                rows.append(self._one(subject, i, p, tokenizer, text_cache, images_by_prompt, keep_images))
+        result = {"subject": subject.label, "kind": subject.kind, "phrase": subject.phrase(),
+                  "vectors": 0 if subject.concept is None else int(len(subject.concept.vectors)),
+                  "prompts": rows, **aggregate(rows, cfg.bootstrap, cfg.seed)}
+        if keep_images:
+            result["images"] = images_by_prompt
+        return result
+
+    def _one(self, subject, i, p, tokenizer, text_cache, images_by_prompt, keep_images) -> dict:
+        """Sample one prompt for one subject and score it."""
+        cfg = self.cfg
+        prompt = p.fill(subject.phrase(), caption=subject.kind == "caption")
+        images = sample(self.model, prompt, subject.concepts(), n=cfg.n, steps=cfg.steps, guidance=cfg.guidance,
+                        seed=cfg.seed, batch=cfg.batch, scheduler=cfg.scheduler, tokenizer=tokenizer)
+        feats = self.judge.image_features(images)
+        row = {"name": p.name, "group": p.group, "prompt": prompt}
+        if p.group == "reconstruction":
+            scores = reconstruction_scores(feats, self.photo_features)
+            row["metric"] = "image-image"
+        else:
+            text = strip_placeholder(p.template.format(PLACEHOLDER), PLACEHOLDER)  # the same text for every subject
+            if text not in text_cache:
+                text_cache[text] = self.judge.text_features([text])[0]
+            scores = text_scores(feats, text_cache[text])
+            row["metric"] = "text-image"
+            row["text"] = text
+        row["score"] = summary(scores, n_boot=cfg.bootstrap, seed=cfg.seed + i)
+        row["samples"] = [round(float(s), 6) for s in scores]
+        if self.has_oracle:
+            labels = self.judge.oracle(images)
+            present = concept_present(labels, self.attributes, self.kind)
+            row["present"] = summary(present, n_boot=cfg.bootstrap, seed=cfg.seed + i)
+            row["present_samples"] = present.astype(int).tolist()
+            applied = edit_applied(labels, p.expect)
+            if applied is not None:
+                row["edit_applied"] = summary(applied, n_boot=cfg.bootstrap, seed=cfg.seed + i)
+                row["edit_samples"] = applied.astype(int).tolist()
+            row["labels"] = labels
+        if keep_images:
+            images_by_prompt[p.name] = images
+        return row
+
+    def header(self) -> dict:
+        return {"config": asdict(self.cfg), "kind": self.kind, "photos": len(self.photos),
+                "reconstruction_ceiling": self.ceiling, "target_attributes": self.attributes,
+                "judge": getattr(self.judge, "name", type(self.judge).__name__),
+                "model": self.model.identity,
+                "prompts": [{"name": p.name, "group": p.group, "template": p.template} for p in self.prompts]}
+
+
+def aggregate(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Reconstruction (the reconstruction prompt), editability (mean over the edit prompts, stratified
+    bootstrap) and, with an oracle, presence and edit accuracies."""
+    rec = rows[0]
+    edits = rows[1:]
+    out = {"reconstruction": rec["score"]}
+    if edits:
+        out["editability"] = summary([r["samples"] for r in edits], n_boot=n_boot, seed=seed + 101)
+    if "present" in rec:
+        out["present_reconstruction"] = rec["present"]
+        if edits:
+            out["present_edits"] = summary([r["present_samples"] for r in edits], n_boot=n_boot, seed=seed + 102)
+        applied = [r["edit_samples"] for r in edits if "edit_samples" in r]
+        if applied:
+            out["edit_applied"] = summary(applied, n_boot=n_boot, seed=seed + 103)
+            both = [(np.asarray(r["edit_samples"]) * np.asarray(r["present_samples"])).tolist() for r in edits if "edit_samples" in r]
+            out["edit_and_present"] = summary(both, n_boot=n_boot, seed=seed + 104)
+    return out
+
+
+def _read_photos(photos) -> list:
+    from PIL import Image
+
+    if isinstance(photos, (list, tuple)) and photos and all(isinstance(p, Image.Image) for p in photos):
+        return [p.convert("RGB") for p in photos]
+    from .data import read_photos
+
+    return read_photos(photos)
+
+
+def evaluate(model, photos, subjects, judge=None, kind: str = "object", config: EvalConfig | None = None,
+             prompts: list[EvalPrompt] | str = "auto", attributes: dict | None = None, keep_images: bool = False) -> dict:
+    """Evaluate learned words and/or captions (`Subject`s, or Concepts, or caption strings) on one concept's
+    training photos. Returns {header..., "results": [per subject]}."""
+    judge = judge if judge is not None else load_judge(None, model)
+    ev = Evaluator(model, photos, judge, kind, prompts, config, attributes)
+    subs = [s if isinstance(s, Subject) else captioned(s) if isinstance(s, str) else learned(s) for s in subjects]
+    return {**ev.header(), "results": [ev.evaluate(s, keep_images) for s in subs]}
+
+
+# ---------------------------------------------------------------------------------------------- reports
+def fmt(s: dict | None, digits: int = 3) -> str:
+    if not s:
+        return "-"
+    return f"{s['mean']:.{digits}f} [{s['ci'][0]:.{digits}f}, {s['ci'][1]:.{digits}f}]"
+
+
+def table(report: dict) -> str:
+    """The terminal table: one summary line per subject, then per-prompt scores."""
+    results = report["results"]
+    oracle = any("present_reconstruction" in r for r in results)
+    head = ["subject", "reconstruction", "editability"] + (["present", "edit applied"] if oracle else [])
+    lines = [head]
+    for r in results:
+        row = [r["subject"], fmt(r["reconstruction"]), fmt(r.get("editability"))]
+        if oracle:
+            row += [fmt(r.get("present_reconstruction"), 2), fmt(r.get("edit_applied"), 2)]
+        lines.append(row)
+    out = [_columns(lines)]
+    out.append(f"(reconstruction: mean CLIP image-image cosine to the {report['photos']} training photos; "
+               f"their own mutual similarity is {report['reconstruction_ceiling']:.3f}. "
+               f"95% bootstrap intervals; n={report['config']['n']} per prompt, {report['config']['steps']} "
+               f"{report['config']['scheduler'].upper()} steps, guidance {report['config']['guidance']:g}, "
+               f"judge {report['judge']})")
+    per = [["prompt"] + [r["subject"] for r in results]]
+    for i, p in enumerate(results[0]["prompts"]):
+        cells = [f"{p['group']}: {p['name']}" if p["group"] != "reconstruction" else "reconstruction"]
+        for r in results:
+            q = r["prompts"][i]
+            extra = ""
+            if "present" in q:
+                extra = f"  present {q['present']['mean']:.2f}"
+                if "edit_applied" in q:
+                    extra += f" edit {q['edit_applied']['mean']:.2f}"
+            cells.append(fmt(q["score"]) + extra)
+        per.append(cells)
+    out.append("")
+    out.append(_columns(per))
+    return "\n".join(out)
+
+
+def _columns(rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def sample_grid(result: dict, cols: int = 8):
+    """One row per prompt, up to `cols` samples each."""
+    from .generate import make_grid
+
+    rows = list(result["images"].values())
+    k = min(cols, min(len(r) for r in rows))
+    return make_grid([im for r in rows for im in r[:k]], cols=k)
+
+
+def write_report(report: dict, out_dir) -> dict[str, Path]:
+    """evaluation.json, table.txt and one sample grid per subject (samples.png, samples_<i>.png)."""
+    from .safeio import atomic_save_image, atomic_write_json, atomic_write_text
+
+    out = Path(out_dir)
+    paths = {}
+    for i, r in enumerate(report["results"]):
+        if "images" in r:
+            p = out / ("samples.png" if i == 0 else f"samples_{i}.png")
+            atomic_save_image(p, sample_grid(r, report["config"].get("grid_cols", 8)))
+            r["grid"] = str(p)
+            paths[f"grid_{i}"] = p
+    clean = {**report, "results": [{k: v for k, v in r.items() if k != "images"} for r in report["results"]]}
+    paths["json"] = atomic_write_json(out / "evaluation.json", clean)
+    paths["table"] = atomic_write_text(out / "table.txt", table(report) + "\n")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def register(subparsers) -> None:
+    from .cli import add_model_args
+
+    p = subparsers.add_parser("evaluate", help="measure reconstruction and editability of a learned word (the paper's metrics)",
+                              description="Reconstruction: CLIP image-image similarity of 'a photo of S*' samples to the "
+                                          "training photos. Editability: CLIP text-image similarity of edit prompts' "
+                                          "samples to the prompt without S*. 95%% bootstrap intervals, fixed seeds.")
+    p.add_argument("--embeds", help="learned embedding file (not needed with --caption alone)")
+    p.add_argument("--token", help="which word of a file holding several")
+    p.add_argument("--images", required=True, help="folder of the training photos")
+    add_model_args(p)
+    p.add_argument("--judge", help=f"CLIPModel folder or hub id in the local cache, or 'world' "
+                                   f"(default: world for the world model, else {DEFAULT_CLIP})")
+    p.add_argument("--caption", help='also evaluate a human caption in place of S* (baseline), e.g. "a small teal ring"')
+    p.add_argument("--property", choices=["object", "style"], help="concept kind (default: from the embedding file, else object)")
+    p.add_argument("--prompts", choices=["auto", "paper", "world"], default="auto",
+                   help="prompt set (auto: the world's for the world model, else the paper's)")
+    p.add_argument("--prompt", action="append", default=[], help='custom edit prompt with S*, e.g. "S* in a basket" (repeatable)')
+    p.add_argument("-n", "--num", type=int, default=64, help="samples per prompt (default 64, as the paper)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    p.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5)")
+    p.add_argument("--scheduler", choices=["ddim", "model"], default="ddim", help="ddim (official) or the model's own")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--out", help="output folder (default: eval/ beside the embedding file, else ./eval)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _default_judge(model_spec) -> str:
+    if model_spec is None:
+        return "world"
+    try:
+        from .world import model_path
+
+        if Path(model_spec).expanduser().resolve() == model_path().resolve():
+            return "world"
+    except OSError:
+        pass
+    return DEFAULT_CLIP
+
+
+def cmd_evaluate(args) -> None:
+    from .cli import load_model_from
+
+    if not args.embeds and not args.caption:
+        raise OnewordError("evaluate needs --embeds (a learned word) and/or --caption (a human caption baseline)")
+    if args.num < 1 or args.steps < 1 or args.bootstrap < 10:
+        raise OnewordError("-n and --steps must be at least 1, --bootstrap at least 10")
+    subjects, kind = [], args.property
+    if args.embeds:
+        from .concept import load_concepts
+
+        concepts = load_concepts(args.embeds, token=args.token) if args.token else load_concepts(args.embeds)
+        if len(concepts) != 1:
+            raise OnewordError(f"{args.embeds} holds {len(concepts)} words; choose one with --token "
+                               f"({', '.join(c.token for c in concepts)})")
+        subjects.append(learned(concepts[0]))
+        kind = kind or concepts[0].meta.get("property") or "object"
+    if args.caption:
+        subjects.append(captioned(args.caption))
+    kind = kind or "object"
+    images = _read_photos(args.images)
+    judge = load_judge(args.judge or _default_judge(args.model), device=args.device)  # before the model: fail fast
+    model = load_model_from(args)
+    prompts = custom_prompts(args.prompt, kind) if args.prompt else args.prompts
+    cfg = EvalConfig(n=args.num, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                     scheduler=args.scheduler, bootstrap=args.bootstrap)
+    ev = Evaluator(model, images, judge, kind, prompts, cfg)
+    report = {**ev.header(), "results": [ev.evaluate(s, keep_images=True) for s in subjects]}
+    out = Path(args.out) if args.out else (Path(args.embeds).parent / "eval" if args.embeds else Path("eval"))
+    paths = write_report(report, out)
+    print(table(report))
+    print(f"wrote {paths['json']}, {paths['table']} and {', '.join(str(v) for k, v in paths.items() if k.startswith('grid'))}")

@@ -1,0 +1,24 @@
+"""The embedded world: a procedural renderer, novel concepts, and the shipped tiny text-to-image model.
+
+`model_path()` is a standard diffusers StableDiffusionPipeline folder (32x32 px images, 8x8x4 latents);
+`judge_path()` holds the world CLIP and the attribute oracle (`oneword.world.judge.load_judge`).
+See docs/world.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+def model_path() -> Path:
+    """The shipped world model (a diffusers StableDiffusionPipeline folder)."""
+    return _HERE / "model"
+
+
+def judge_path() -> Path:
+    """The shipped world judge (world CLIP in clip/, attribute oracle in oracle.safetensors)."""
+    return _HERE / "judge"
+
+
+__all__ = ["model_path", "judge_path"]

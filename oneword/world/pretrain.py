@@ -1,0 +1,377 @@
+"""`oneword world pretrain`: train the world model (VAE, text encoder + UNet) and its judge from scratch.
+
+Stages (each time-boxed by a share of --minutes, steps capped; the record lists what ran):
+  1. render N pretraining scenes (no held-out combination, no novel concept as such), 3 captions each;
+  2. AutoencoderKL 32x32x3 -> 8x8x4 (MSE + L1 + tiny KL); latent scaling factor measured on the data;
+  3. CLIPTextModel + UNet2DConditionModel on cached latents, epsilon loss, DDPM schedule, 10% empty
+     captions (classifier-free guidance), EMA weights;
+  4. the judge: a small CLIPModel (contrastive) and the attribute oracle (renders + VAE reconstructions);
+  5. save a StableDiffusionPipeline folder (DDIM scheduler) to OUT/model and the judge to OUT/judge,
+     each written to a temporary folder first and renamed into place.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import OnewordError
+from .concepts import pretraining_exclusions
+from .judge import ORACLE_LABELS, Oracle, images_to_tensor, save_oracle
+from .render import caption, pretraining_scene, render_array, world_words
+from .vocab import write_world_tokenizer
+
+MAX_LENGTH = 20
+TEXT_HIDDEN = 128
+
+FULL = dict(n_scenes=24000, vae_ch=(16, 32, 32), unet_ch=(48, 96), unet_heads=4, text_layers=3, text_inter=512,
+            vae_bs=64, unet_bs=128, clip_bs=256, oracle_bs=128, clip_width=96, oracle_width=48,
+            share={"vae": 0.12, "unet": 0.6, "clip": 0.06, "oracle": 0.14},
+            max_steps={"vae": 4000, "unet": 30000, "clip": 3000, "oracle": 4000})
+TINY = dict(n_scenes=96, vae_ch=(8, 16, 16), unet_ch=(16, 32), unet_heads=2, text_layers=1, text_inter=64,
+            vae_bs=16, unet_bs=16, clip_bs=32, oracle_bs=16, clip_width=32, oracle_width=8,
+            share={"vae": 0.25, "unet": 0.25, "clip": 0.25, "oracle": 0.25},
+            max_steps={"vae": 3, "unet": 3, "clip": 2, "oracle": 2})
+
+
+class Log:
+    def __init__(self, quiet=False):
+        self.t0 = time.time()
+        self.quiet = quiet
+
+    def __call__(self, msg):
+        if not self.quiet:
+            print(f"[{(time.time() - self.t0) / 60:6.2f} min] {msg}", flush=True)
+
+
+def _lr(step, frac, base, warmup):
+    return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def _loop(name, seconds, max_steps, step_fn, log, every=50):
+    """Run step_fn(step, frac) until time or steps run out; return (steps, seconds)."""
+    t0 = time.time()
+    step = 0
+    run = 0.0
+    while step < max_steps:
+        frac = max((time.time() - t0) / seconds, step / max_steps)
+        if frac >= 1.0 and step > 0:
+            break
+        loss = step_fn(step, frac)
+        run = loss if step == 0 else 0.98 * run + 0.02 * loss
+        step += 1
+        if step % every == 0:
+            log(f"{name} step {step} loss {run:.4f} ({(time.time() - t0) / step:.3f} s/step)")
+    dt = time.time() - t0
+    log(f"{name} done: {step} steps in {dt / 60:.1f} min, loss {run:.4f}")
+    return step, dt, run
+
+
+def build_models(tok, cfg):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=cfg["vae_ch"], latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        layers_per_block=1, norm_num_groups=8, sample_size=32, mid_block_add_attention=False)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=TEXT_HIDDEN, intermediate_size=cfg["text_inter"],
+        num_hidden_layers=cfg["text_layers"], num_attention_heads=4, max_position_embeddings=MAX_LENGTH,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=cfg["unet_ch"],
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=cfg["unet_heads"], norm_num_groups=16 if cfg["unet_ch"][0] >= 32 else 8)
+    return vae, text, unet
+
+
+def build_clip(tok, cfg):
+    from transformers import CLIPConfig, CLIPModel
+
+    w = cfg["clip_width"]
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=w, intermediate_size=2 * w, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=MAX_LENGTH, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(image_size=32, patch_size=4, hidden_size=w, intermediate_size=2 * w,
+                           num_hidden_layers=3, num_attention_heads=4, num_channels=3),
+        projection_dim=64)
+    return CLIPModel(config)
+
+
+def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool = False, quiet: bool = False,
+             threads: int | None = None, cache: str | Path | None = None,
+             init_from: str | Path | None = None) -> dict:
+    """Train everything and write OUT/model and OUT/judge. Returns the training record.
+
+    cache: a folder where the trained VAE is kept (and reused by a rerun with the same seed).
+    init_from: a folder holding model/ and judge/ of an earlier run: continue training from its weights
+    (the shipped model is two seeded runs: see docs/world.md).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    cfg = TINY if tiny else FULL
+    log = Log(quiet)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    budget = minutes * 60.0
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    record = {"seed": seed, "minutes_budget": minutes, "device": str(device), "machine": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "tiny": tiny, "stages": {}}
+    work = Path(out) / f".pretrain-{os.getpid()}.tmp"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        tok = CLIPTokenizer.from_pretrained(str(write_world_tokenizer(work / "tokenizer", world_words(), MAX_LENGTH)))
+
+        # ---------------------------------------------------------------- 1. data
+        t = time.time()
+        excl = pretraining_exclusions()
+        n = cfg["n_scenes"]
+        scenes = [pretraining_scene(rng, excl) for _ in range(n)]
+        imgs = render_array(scenes, 32, seed)
+        caps = [[caption(s, rng) for _ in range(3)] for s in scenes]
+        ids = tok([c for cs in caps for c in cs], padding="max_length", truncation=True, max_length=MAX_LENGTH,
+                  return_tensors="pt").input_ids.view(n, 3, MAX_LENGTH)
+        empty = tok([""], padding="max_length", max_length=MAX_LENGTH, return_tensors="pt").input_ids[0]
+        attrs = [s.attributes() for s in scenes]
+        labels = {k: torch.tensor([v.index(a[k]) for a in attrs]) for k, v in ORACLE_LABELS.items()}
+        x_all = images_to_tensor(imgs)
+        record["stages"]["data"] = {"scenes": n, "seconds": round(time.time() - t, 1)}
+        log(f"rendered {n} scenes, vocabulary {len(tok)} ids, example caption: {caps[0][0]!r}")
+
+        vae, text, unet = build_models(tok, cfg)
+        if init_from:  # warm start: continue training a previous run's weights (same architecture)
+            init = Path(init_from)
+            for name, m in (("vae", vae), ("text_encoder", text), ("unet", unet)):
+                m.load_state_dict(_load_weights(init / "model" / name))
+            record["init_from"] = json.loads((init / "model" / "oneword_world.json").read_text())
+            log(f"warm start from {init}")
+        for m in (vae, text, unet):
+            m.to(device)
+        record["params"] = {k: sum(p.numel() for p in m.parameters()) for k, m in
+                            (("vae", vae), ("text_encoder", text), ("unet", unet))}
+        log(f"parameters: {record['params']}")
+
+        # ---------------------------------------------------------------- 2. VAE
+        opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+        g = torch.Generator().manual_seed(seed + 1)
+
+        def vae_step(step, frac):
+            idx = torch.randint(0, n, (cfg["vae_bs"],), generator=g)
+            x = x_all[idx].to(device)
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+            loss = F.mse_loss(rec, x) + 0.3 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+            for pg in opt.param_groups:
+                pg["lr"] = _lr(step, frac, 1e-3, 100)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            return loss.item()
+
+        vae.train()
+        cached = Path(cache) / f"vae-seed{seed}.pt" if cache else None
+        if cached and cached.is_file():  # a previous run's VAE stage (same code, same seed)
+            saved = torch.load(cached, map_location=device)
+            vae.load_state_dict(saved["state"])
+            record["stages"]["vae"] = dict(saved["record"], from_cache=str(cached))
+            log(f"vae loaded from {cached}")
+        else:
+            steps, dt, loss = _loop("vae", budget * cfg["share"]["vae"], cfg["max_steps"]["vae"], vae_step, log)
+            record["stages"]["vae"] = {"steps": steps, "batch": cfg["vae_bs"], "seconds": round(dt, 1), "loss": round(loss, 5)}
+            if cached:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"state": vae.state_dict(), "record": record["stages"]["vae"]}, cached)
+        vae.eval().requires_grad_(False)
+
+        # latents (posterior means) and the scaling factor
+        t = time.time()
+        with torch.no_grad():
+            lat = torch.cat([vae.encode(x_all[i:i + 512].to(device)).latent_dist.mean.cpu()
+                             for i in range(0, n, 512)])
+            sf = float(1.0 / lat.std())
+            vae.register_to_config(scaling_factor=sf)
+            lat = lat * sf
+            k = min(n, 12000)
+            recon = torch.cat([vae.decode(lat[i:min(i + 512, k)].to(device) / sf).sample.clamp(-1, 1).cpu()
+                               for i in range(0, k, 512)])
+            rec_mse = float(F.mse_loss(recon, x_all[:k]))
+        record["stages"]["latents"] = {"scaling_factor": round(sf, 5), "recon_mse": round(rec_mse, 5),
+                                       "seconds": round(time.time() - t, 1)}
+        log(f"latents cached: scaling factor {sf:.4f}, reconstruction MSE {rec_mse:.5f}")
+
+        # ---------------------------------------------------------------- 3. text encoder + UNet
+        sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False, prediction_type="epsilon")
+        acp = sched.alphas_cumprod.to(device)
+        params = list(unet.parameters()) + list(text.parameters())
+        opt = torch.optim.AdamW(params, lr=6e-4, weight_decay=0.01)
+        ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
+        ema_pairs = [(e, p) for m, em in ((unet, ema_unet), (text, ema_text))
+                     for e, p in zip(em.parameters(), m.parameters())]
+        unet.train()
+        text.train()
+
+        def unet_step(step, frac):
+            bs = cfg["unet_bs"]
+            idx = torch.randint(0, n, (bs,), generator=g)
+            which = torch.randint(0, 3, (bs,), generator=g)
+            tid = ids[idx, which]
+            drop = torch.rand(bs, generator=g) < 0.1
+            tid[drop] = empty
+            z0 = lat[idx].to(device)
+            noise = torch.randn(z0.shape, generator=g).to(device)
+            ts = torch.randint(0, 1000, (bs,), generator=g).to(device)
+            a = acp[ts].view(-1, 1, 1, 1)
+            zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+            enc = text(tid.to(device))[0]
+            pred = unet(zt, ts, enc).sample
+            loss = F.mse_loss(pred, noise)
+            for pg in opt.param_groups:
+                pg["lr"] = _lr(step, frac, 6e-4, 200)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            d = 0.0 if step < 200 else min(0.998, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for e, p in ema_pairs:
+                    e.lerp_(p, 1 - d)
+            return loss.item()
+
+        steps, dt, loss = _loop("unet", budget * cfg["share"]["unet"], cfg["max_steps"]["unet"], unet_step, log)
+        record["stages"]["unet"] = {"steps": steps, "batch": cfg["unet_bs"], "seconds": round(dt, 1),
+                                    "loss": round(loss, 5), "ema": 0.998, "cfg_dropout": 0.1}
+        unet, text = ema_unet.eval(), ema_text.eval()
+
+        # ---------------------------------------------------------------- 4. judge: CLIP
+        clip = build_clip(tok, cfg)
+        if init_from:
+            clip.load_state_dict(_load_weights(Path(init_from) / "judge" / "clip"))
+        clip = clip.to(device)
+        opt = torch.optim.AdamW(clip.parameters(), lr=1e-3, weight_decay=0.05)
+        clip.train()
+
+        def clip_step(step, frac):
+            bs = cfg["clip_bs"]
+            idx = torch.randperm(n, generator=g)[:bs]
+            which = torch.randint(0, 3, (bs,), generator=g)
+            o = clip(input_ids=ids[idx, which].to(device), pixel_values=x_all[idx].to(device), return_loss=True)
+            for pg in opt.param_groups:
+                pg["lr"] = _lr(step, frac, 1e-3, 100)
+            opt.zero_grad(set_to_none=True)
+            o.loss.backward()
+            torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+            opt.step()
+            return o.loss.item()
+
+        steps, dt, loss = _loop("clip", budget * cfg["share"]["clip"], cfg["max_steps"]["clip"], clip_step, log)
+        record["stages"]["clip"] = {"steps": steps, "batch": cfg["clip_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
+        clip.eval()
+
+        # ---------------------------------------------------------------- 4b. judge: oracle
+        oracle = Oracle(ORACLE_LABELS, cfg["oracle_width"])
+        if init_from:
+            from safetensors.torch import load_file
+
+            oracle.load_state_dict(load_file(str(Path(init_from) / "judge" / "oracle.safetensors")))
+        oracle = oracle.to(device)
+        opt = torch.optim.AdamW(oracle.parameters(), lr=2e-3, weight_decay=1e-4)
+        oracle.train()
+        kr = recon.shape[0]
+
+        def oracle_step(step, frac):
+            bs = cfg["oracle_bs"]
+            idx = torch.randint(0, n, (bs,), generator=g)
+            x = x_all[idx].clone()
+            use_rec = (idx < kr) & (torch.rand(bs, generator=g) < 0.5)
+            if use_rec.any():
+                x[use_rec] = recon[idx[use_rec]]
+            logits = oracle(x.to(device))
+            loss = sum(F.cross_entropy(logits[k], labels[k][idx].to(device)) for k in labels)
+            for pg in opt.param_groups:
+                pg["lr"] = _lr(step, frac, 2e-3, 100)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        steps, dt, loss = _loop("oracle", budget * cfg["share"]["oracle"], cfg["max_steps"]["oracle"], oracle_step, log)
+        record["stages"]["oracle"] = {"steps": steps, "batch": cfg["oracle_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
+        oracle.eval()
+
+        # ---------------------------------------------------------------- 5. save
+        ddim = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                             set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+        pipe = StableDiffusionPipeline(vae=vae.cpu(), text_encoder=text.cpu(), tokenizer=tok, unet=unet.cpu(),
+                                       scheduler=ddim, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+        record["total_minutes"] = round((time.time() - log.t0) / 60, 2)
+        record["torch"] = torch.__version__
+        tmp_model, tmp_judge = work / "model", work / "judge"
+        pipe.save_pretrained(str(tmp_model))
+        _to_fp16(tmp_model)
+        (tmp_model / "oneword_world.json").write_text(json.dumps(record, indent=1))
+        clip.cpu().save_pretrained(str(tmp_judge / "clip"))
+        tok.save_pretrained(str(tmp_judge / "clip"))
+        save_oracle(oracle.cpu(), tmp_judge)
+        for name in ("model", "judge"):
+            _swap_into_place(work / name, out / name)
+        log(f"saved {out / 'model'} and {out / 'judge'} ({record['total_minutes']} min total)")
+        return record
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _load_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise OnewordError(f"no weights in {folder}")
+    sd = {}
+    for f in files:
+        sd.update({k: v.float() for k, v in load_file(str(f)).items()})
+    return sd
+
+
+def _to_fp16(folder: Path) -> None:
+    """Store the UNet and VAE weights in float16 (loading upcasts: see models/world tests)."""
+    from safetensors.torch import load_file, save_file
+
+    for sub in ("unet", "vae"):
+        for f in (folder / sub).glob("*.safetensors"):
+            sd = load_file(str(f))
+            save_file({k: v.half().contiguous() for k, v in sd.items()}, str(f), metadata={"format": "pt"})
+
+
+def _swap_into_place(src: Path, dest: Path) -> None:
+    """Rename src to dest, replacing any previous dest only after the new one is complete."""
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)
+    try:
+        os.replace(src, dest)
+    except OSError as e:
+        if old.exists():
+            os.replace(old, dest)
+        raise OnewordError(f"cannot move the trained model into {dest}: {e}") from e
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,217 @@
+"""The embedded world: renderer, captions, novel concepts, the shipped model and judge, a tiny pretrain."""
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from oneword.errors import OnewordError  # noqa: E402
+from oneword.world import judge_path, model_path  # noqa: E402
+from oneword.world import render as R  # noqa: E402
+from oneword.world.concepts import (HELD_OUT, NOVEL_CONCEPTS, BALANCED_SET, biased_word, fair_photos,  # noqa: E402
+                                    pretraining_exclusions)
+
+SHIPPED = (model_path() / "model_index.json").is_file() and (judge_path() / "oracle.json").is_file()
+needs_model = pytest.mark.skipif(not SHIPPED, reason="shipped world model not built yet")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import CLIPTokenizer
+
+    from oneword.world.vocab import write_world_tokenizer
+
+    if SHIPPED:
+        return CLIPTokenizer.from_pretrained(str(model_path() / "tokenizer"))
+    return CLIPTokenizer.from_pretrained(str(write_world_tokenizer(tmp_path_factory.mktemp("tok"), R.world_words(), 20)))
+
+
+# ------------------------------------------------------------------------------------------ renderer
+def test_render_is_deterministic_and_seed_dependent():
+    s = R.random_scene(np.random.default_rng(3))
+    a = np.asarray(R.render_scene(s, 32, 7))
+    b = np.asarray(R.render_scene(s, 32, 7))
+    c = np.asarray(R.render_scene(s, 32, 8))
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert (a == b).all()
+    assert (a != c).any()
+    assert R.random_scene(np.random.default_rng(3)) == s
+
+
+def test_world_has_the_required_variety():
+    assert len(R.NAMED_SHAPES) >= 8 and len(R.NAMED_COLOURS) >= 8 and len(R.BACKGROUNDS) >= 6
+    assert len(R.NAMED_STYLES) >= 4 and R.UNNAMED_COLOURS and R.UNNAMED_SHAPES and R.UNNAMED_STYLES
+    rng = np.random.default_rng(0)
+    scenes = [R.random_scene(rng, p_unnamed=0.3) for _ in range(3000)]
+    seen = Counter()
+    for s in scenes:
+        seen.update(("bg", s.background) for _ in [0])
+        seen.update([("style", s.style), ("count", s.count)])
+        for o in s.objects:
+            seen.update([("shape", o.shape), ("colour", o.colour), ("pattern", o.pattern)])
+    for sh in R.SHAPES:
+        assert seen[("shape", sh)]
+    for c in R.COLOURS:
+        assert seen[("colour", c)]
+    for b in R.BACKGROUNDS:
+        assert seen[("bg", b)]
+    for st in R.STYLES:
+        assert seen[("style", st)]
+    assert seen[("count", 1)] and seen[("count", 2)] and seen[("pattern", "striped")] and seen[("pattern", "dotted")]
+    for st in R.STYLES:  # every style renders
+        im = R.render_scene(R.random_scene(rng, style=st, count=2), 32, 1)
+        assert im.size == (32, 32) and im.mode == "RGB"
+
+
+def test_pretraining_distribution_holds_out_combinations_and_is_biased():
+    rng = np.random.default_rng(1)
+    excl = pretraining_exclusions()
+    scenes = [R.pretraining_scene(rng, excl) for _ in range(3000)]
+    assert not any(R.held_out_pairs(s) for s in scenes)
+    assert not any((o.shape, o.colour, o.pattern) in excl for s in scenes for o in s.objects)
+    balloons = [o.colour for s in scenes for o in s.objects if o.shape == "balloon"]
+    assert len(balloons) > 50 and 0.8 < balloons.count("red") / len(balloons) < 0.97
+
+
+# ------------------------------------------------------------------------------------------ captions
+def test_captions_use_only_world_words_and_hide_unnamed_values(tokenizer):
+    rng = np.random.default_rng(2)
+    words = set(R.world_words())
+    too_long = 0
+    for _ in range(300):
+        s = R.random_scene(rng, p_unnamed=0.4)
+        c = R.caption(s, rng)
+        assert set(c.replace("-", " ").split()) <= words, c
+        too_long += len(tokenizer(c).input_ids) > tokenizer.model_max_length  # rare: two objects + "close-up"
+        assert len(tokenizer(R.prompt_for(s)).input_ids) <= tokenizer.model_max_length
+        for bad in R.UNNAMED_COLOURS + R.UNNAMED_SHAPES + R.UNNAMED_STYLES + ("striped", "dotted"):
+            assert bad not in c.split()
+    assert too_long <= 3
+    s = R.Scene((R.Obj("crescent", "teal", "striped", "small"),), "sky", "halftone")
+    assert R.caption(s, 0, full=True) == "a picture of a small object on a sky background"
+    two = R.Scene((R.Obj("star", "red", x=0.25), R.Obj("ring", "blue", x=0.75)), "grass", "sketch")
+    assert R.prompt_for(two) == "a sketch of a red star and a blue ring on a grass background"
+    assert R.prompt_for(R.Scene((R.Obj("heart", "orange", size="small"),), "black", "painting")) == \
+        "a painting of a small orange heart on a black background"
+
+
+def test_world_words_are_single_tokens(tokenizer):
+    from oneword.templates import template_words
+
+    for w in R.world_words():
+        assert len(tokenizer(w, add_special_tokens=False).input_ids) == 1, w
+    assert len(tokenizer("close-up", add_special_tokens=False).input_ids) == 3
+    assert {w for w in template_words() if "-" not in w} <= set(R.world_words())
+    assert len(tokenizer("zebra", add_special_tokens=False).input_ids) > 1  # other text still tokenizes
+
+
+# ------------------------------------------------------------------------------------------ concepts
+def test_novel_concepts(tokenizer):
+    assert len(NOVEL_CONCEPTS) >= 12
+    kinds = Counter(c.kind for c in NOVEL_CONCEPTS.values())
+    assert kinds["object"] >= 6 and kinds["style"] >= 2
+    assert set(HELD_OUT) <= set(NOVEL_CONCEPTS) and 0 < len(HELD_OUT) < len(NOVEL_CONCEPTS)
+    words = set(R.world_words())
+    for name, c in NOVEL_CONCEPTS.items():
+        if name in HELD_OUT:
+            continue  # held out of every test and tuning loop: not rendered here
+        assert c.init_word in words and set(c.caption.split()) <= words
+        assert len(tokenizer(c.init_word, add_special_tokens=False).input_ids) == 1
+        photos = c.photos(5, seed=0)
+        assert len(photos) == 5 and all(p.size == (32, 32) for p in photos)
+        arrs = [np.asarray(p) for p in photos]
+        assert all((arrs[0] != a).any() for a in arrs[1:])
+        assert (np.asarray(c.photos(3, seed=0)[0]) == arrs[0]).all()
+        assert (np.asarray(c.photos(3, seed=1)[0]) != arrs[0]).any()
+        a = c.attributes
+        if c.kind == "object":
+            assert a["shape"] in R.UNNAMED_SHAPES or a["colour"] in R.UNNAMED_COLOURS or a["pattern"] != "solid"
+        else:
+            assert a["style"] in R.UNNAMED_STYLES
+
+
+def test_biased_word_and_fair_photos():
+    word, colour = biased_word()
+    assert word in R.NAMED_SHAPES and colour in R.NAMED_COLOURS
+    photos = fair_photos(len(BALANCED_SET), seed=0)
+    assert len(photos) == len(BALANCED_SET) and len(set(BALANCED_SET)) == len(BALANCED_SET)
+
+
+# ------------------------------------------------------------------------------------------ shipped model
+@needs_model
+def test_shipped_model_loads_and_generates():
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(model_path()))
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.unet.dtype == torch.float32 and pipe.text_encoder.dtype == torch.float32
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(["a photo of a red star on a white background"] * 2, num_inference_steps=3,
+               generator=torch.Generator().manual_seed(0)).images
+    assert len(out) == 2 and out[0].size == (32, 32)
+    total = sum(f.stat().st_size for d in (model_path(), judge_path()) for f in d.rglob("*") if f.is_file())
+    assert total < 25 * 2**20
+
+
+@needs_model
+def test_shipped_oracle_is_accurate_on_fresh_renders():
+    from oneword.world.judge import load_judge
+
+    j = load_judge()
+    rng = np.random.default_rng(424242)
+    scenes = [R.random_scene(rng, p_unnamed=0.3) for _ in range(48)]
+    imgs = [R.render_scene(s, 32, rng) for s in scenes]
+    pred = j.oracle(imgs)
+    for k in ("shape", "colour", "background", "style", "count"):
+        acc = np.mean([pred[k][i] == s.attributes()[k] for i, s in enumerate(scenes)])
+        assert acc >= 0.85, (k, acc)
+    f = j.image_features(imgs[:3])
+    t = j.text_features(["a photo of a red star", "a sketch of a blue ring"])
+    assert f.shape[0] == 3 and t.shape[0] == 2 and f.shape[1] == t.shape[1]
+    assert np.allclose(f.norm(dim=-1).numpy(), 1, atol=1e-4)
+
+
+def test_load_judge_missing_folder_is_a_user_error(tmp_path):
+    from oneword.world.judge import load_judge
+
+    with pytest.raises(OnewordError):
+        load_judge(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ pretraining
+def test_tiny_pretrain_end_to_end(tmp_path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from oneword.world.cli import run_check
+    from oneword.world.pretrain import pretrain
+
+    rec = pretrain(tmp_path, seed=0, minutes=0.05, tiny=True, quiet=True)
+    assert rec["stages"]["unet"]["steps"] >= 1
+    assert (tmp_path / "model" / "model_index.json").is_file() and (tmp_path / "judge" / "oracle.json").is_file()
+    assert not list(tmp_path.glob(".pretrain-*"))  # the work folder is cleaned up
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "model"))
+    assert pipe.unet.config.sample_size == 8 and pipe.vae.config.scaling_factor > 0
+    res = run_check(tmp_path / "model", tmp_path / "judge", n=2, n_two=2, n_bias=2, n_oracle=8, steps=2,
+                    log=lambda m: None)
+    assert set(res) >= {"oracle", "heldout_generation", "two_object", "biased_word"}
+
+
+def test_cli_registers_world_commands(tmp_path):
+    from oneword.world.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["world", "check", "--model", str(tmp_path), "--n", "3"])
+    with pytest.raises(OnewordError):
+        args.func(args)
+    args = parser.parse_args(["world", "pretrain", "--out", str(tmp_path), "--minutes", "0"])
+    with pytest.raises(OnewordError):
+        args.func(args)
