@@ -344,59 +344,117 @@ def time_to_quality(args) -> int:
     settings = [parse_setting(t) for t in args.setting]
     scale = args.ttq_scale
     grid = sorted({int(round(x * scale / 4)) * 4 for x in
-                   (0, 100, 200, 400, 800, 1200, 1600, 2400, 3200, 4000, 5000, 6400, 8000, 10000, 12000, 16000, 20000)})
+                   (0, 200, 400, 800, 1600, 2400, 3200, 5000, 8000, 12000, 16000, 20000)})
     eval_cfg = EvalConfig(n=args.ttq_n, steps=50, guidance=5.0, seed=0, batch=args.ttq_n, bootstrap=1000)
+    identity = json.loads((Path(model.identity["source"]) / "oneword_world.json").read_text()) \
+        if (Path(str(model.identity["source"])) / "oneword_world.json").is_file() else {}
     report = {"machine": machine(device), "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv,
+              "world_model": {"source": model.identity["source"], "fingerprint": model.identity["fingerprint"],
+                              "seed": identity.get("seed"), "minutes": identity.get("minutes_budget")},
               "scale": scale, "eval": {"n": eval_cfg.n, "steps": eval_cfg.steps, "guidance": eval_cfg.guidance},
               "defaults": {k: v for k, v in vars(inv.LearnConfig.with_defaults(model)).items()
                            if k not in ("preview_prompts",)},
               "concepts": {}}
     out_json = Path(args.ttq_json)
+    keep = ("reconstruction", "editability", "present_reconstruction", "present_edits", "edit_applied",
+            "edit_and_present")
     for name in args.concepts:
         if name in HELD_OUT:
             raise SystemExit(f"{name} is held out: final reports only, not tuning")
         c = NOVEL_CONCEPTS[name]
         photos = c.photos(5, seed=0)
-        attrs = None
         rec_eval = Evaluator(model, photos, judge, c.kind, prompts=world_prompts(c.kind)[:1], config=eval_cfg)
         full_eval = Evaluator(model, photos, judge, c.kind, prompts="world", config=eval_cfg)
-        attrs = rec_eval.attributes
-        entry = {"kind": c.kind, "init": c.init_word, "ceiling": rec_eval.ceiling, "attributes": attrs, "runs": {}}
+        entry = {"kind": c.kind, "init": c.init_word, "ceiling": rec_eval.ceiling,
+                 "attributes": rec_eval.attributes, "runs": {}}
+        report["concepts"][name] = entry
         for label, over in settings:
             over = dict(over)
             if "steps" in over and label == "paper":
                 over["steps"] = max(1, int(round(over["steps"] * scale)))
-            cfg = inv.LearnConfig.with_defaults(model, token="<ttq>", init=c.init_word, property=c.kind, seed=0,
-                                                save_every=10 ** 9, **over)
-            milestones = set(grid)
-            concept, snaps, wall, run = learn_with_snapshots(model, photos, cfg, milestones)
-            curve = []
-            for seen, vec in snaps.items():
-                r = rec_eval.evaluate(learned(Concept(token="<ttq>", vectors=vec, meta={})))
-                curve.append({"image_steps": seen, "reconstruction": r["reconstruction"]["mean"],
-                              "ci": r["reconstruction"]["ci"],
-                              "present": r.get("present_reconstruction", {}).get("mean")})
-            final = full_eval.evaluate(learned(concept))
-            keep = ("reconstruction", "editability", "present_reconstruction", "present_edits", "edit_applied",
-                    "edit_and_present")
-            entry["runs"][label] = {"config": {k: getattr(cfg, k) for k in ("batch_size", "lr", "warmup", "steps",
-                                                                           "early_stop", "val_every", "val_window",
-                                                                           "val_threshold", "min_steps")},
-                                    "wall_s": wall, "steps": run["step"], "image_steps": run["step"] * cfg.batch_size,
-                                    "stopped_early": run["early_stopping"]["stopped_early"],
-                                    "val_losses": run["early_stopping"]["val_losses"],
-                                    "image_steps_per_s": run.get("image_steps_per_s"),
-                                    "curve": curve, "final": {k: final[k] for k in keep if k in final}}
-            print(f"{name:15s} {label:10s} steps {run['step']:5d} ({run['step'] * cfg.batch_size:6d} image-steps) "
-                  f"{wall:6.1f} s  rec {final['reconstruction']['mean']:.3f}  "
-                  f"edit {final.get('editability', {}).get('mean', float('nan')):.3f}  "
-                  f"present {final.get('present_reconstruction', {}).get('mean', float('nan')):.2f}", flush=True)
-            report["concepts"][name] = entry
+            runs = []
+            for seed in range(args.ttq_seeds):
+                cfg = inv.LearnConfig.with_defaults(model, token="<ttq>", init=c.init_word, property=c.kind,
+                                                    seed=seed, save_every=10 ** 9, **over)
+                concept, snaps, wall, run = learn_with_snapshots(model, photos, cfg, set(grid))
+                curve = []
+                for seen, vec in snaps.items():
+                    r = rec_eval.evaluate(learned(Concept(token="<ttq>", vectors=vec, meta={})))
+                    curve.append({"image_steps": seen, "reconstruction": r["reconstruction"]["mean"],
+                                  "ci": r["reconstruction"]["ci"],
+                                  "present": r.get("present_reconstruction", {}).get("mean")})
+                final = full_eval.evaluate(learned(concept))
+                runs.append({"seed": seed, "wall_s": wall, "steps": run["step"],
+                             "image_steps": run["step"] * cfg.batch_size,
+                             "stopped_early": run["early_stopping"]["stopped_early"],
+                             "val_losses": run["early_stopping"]["val_losses"],
+                             "image_steps_per_s": run.get("image_steps_per_s"),
+                             "vector_norm": float(concept.vectors.norm(dim=-1).mean()),
+                             "curve": curve, "final": {k: final[k] for k in keep if k in final}})
+                print(f"{name:15s} {label:12s} seed {seed} steps {run['step']:5d} "
+                      f"({run['step'] * cfg.batch_size:6d} image-steps) {wall:6.1f} s  "
+                      f"rec {final['reconstruction']['mean']:.3f}  "
+                      f"edit {final.get('editability', {}).get('mean', float('nan')):.3f}  "
+                      f"present {final.get('present_reconstruction', {}).get('mean', float('nan')):.2f}  "
+                      f"present(edits) {final.get('present_edits', {}).get('mean', float('nan')):.2f}", flush=True)
+            entry["runs"][label] = {
+                "config": {k: getattr(cfg, k) for k in ("batch_size", "lr", "warmup", "steps", "early_stop",
+                                                        "val_every", "val_window", "val_threshold", "min_steps")},
+                "seeds": runs}
             out_json.parent.mkdir(parents=True, exist_ok=True)
             out_json.write_text(json.dumps(report, indent=1))
+    print(summarise(report))
     if args.ttq_plot:
         plot_time_to_quality(report, Path(args.ttq_plot))
     return 0
+
+
+def mean_curve(runs: list[dict]) -> list[dict]:
+    """Across seeds: mean reconstruction at each image-step every seed reached; band = CI (one seed) or range."""
+    by = {}
+    for r in runs:
+        for p in r["curve"]:
+            by.setdefault(p["image_steps"], []).append(p)
+    out = []
+    for x, ps in sorted(by.items()):
+        if len(ps) < len(runs):
+            continue
+        ys = [p["reconstruction"] for p in ps]
+        band = ps[0]["ci"] if len(ps) == 1 else [min(ys), max(ys)]
+        out.append({"image_steps": x, "reconstruction": float(np.mean(ys)), "band": band,
+                    "present": float(np.mean([p["present"] or 0 for p in ps]))})
+    return out
+
+
+def summarise(report: dict) -> str:
+    """A markdown table: per setting, means over concepts (and seeds) of the end point, and when (in
+    image-steps) its curve first reaches the paper setting's final reconstruction."""
+    labels = list(next(iter(report["concepts"].values()))["runs"])
+    rows = ["| setting | image-steps used (mean) | wall s (mean) | reconstruction | editability | concept present "
+            "(reconstruction / edits) | reaches paper's final reconstruction at (image-steps, per concept) |",
+            "|---|---|---|---|---|---|---|"]
+    for label in labels:
+        vals = {k: [] for k in ("img", "wall", "rec", "edit", "pres", "pres_e")}
+        reach = []
+        for name, e in report["concepts"].items():
+            runs = e["runs"].get(label, {}).get("seeds", [])
+            for r in runs:
+                f = r["final"]
+                vals["img"].append(r["image_steps"])
+                vals["wall"].append(r["wall_s"])
+                vals["rec"].append(f["reconstruction"]["mean"])
+                vals["edit"].append(f.get("editability", {}).get("mean", np.nan))
+                vals["pres"].append(f.get("present_reconstruction", {}).get("mean", np.nan))
+                vals["pres_e"].append(f.get("present_edits", {}).get("mean", np.nan))
+            paper = e["runs"].get("paper")
+            if paper and runs:
+                target = float(np.mean([r["final"]["reconstruction"]["mean"] for r in paper["seeds"]]))
+                hit = next((p["image_steps"] for p in mean_curve(runs) if p["reconstruction"] >= target), None)
+                reach.append(f"{name}: {hit if hit is not None else 'never'}")
+        m = {k: float(np.nanmean(v)) if v else float("nan") for k, v in vals.items()}
+        rows.append(f"| {label} | {m['img']:.0f} | {m['wall']:.1f} | {m['rec']:.3f} | {m['edit']:.3f} | "
+                    f"{m['pres']:.2f} / {m['pres_e']:.2f} | {'; '.join(reach)} |")
+    return "\n".join(rows)
 
 
 def plot_time_to_quality(report: dict, path: Path) -> None:
@@ -409,19 +467,21 @@ def plot_time_to_quality(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         entry = report["concepts"][name]
-        for label, run in entry["runs"].items():
-            xs = [max(p["image_steps"], 1) for p in run["curve"]]
-            ys = [p["reconstruction"] for p in run["curve"]]
-            lo = [p["ci"][0] for p in run["curve"]]
-            hi = [p["ci"][1] for p in run["curve"]]
-            line, = ax.plot(xs, ys, marker="o", ms=3, label=f"{label} ({run['wall_s']:.0f} s)")
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
-            if run["stopped_early"]:
+        for label, setting in entry["runs"].items():
+            runs = setting["seeds"]
+            curve = mean_curve(runs)
+            xs = [p["image_steps"] for p in curve]
+            ys = [p["reconstruction"] for p in curve]
+            wall = float(np.mean([r["wall_s"] for r in runs]))
+            line, = ax.plot(xs, ys, marker="o", ms=3, label=f"{label} ({wall:.0f} s)")
+            ax.fill_between(xs, [p["band"][0] for p in curve], [p["band"][1] for p in curve],
+                            color=line.get_color(), alpha=0.15)
+            if any(r["stopped_early"] for r in runs):
                 ax.axvline(xs[-1], color=line.get_color(), ls=":", lw=1)
         if "paper" in entry["runs"]:
-            paper = entry["runs"]["paper"]
-            ax.axhline(paper["curve"][-1]["reconstruction"], color="gray", ls="--", lw=0.8)
-            ax.axvline(paper["image_steps"] / 4, color="gray", ls=":", lw=0.8)
+            paper = entry["runs"]["paper"]["seeds"]
+            ax.axhline(np.mean([r["final"]["reconstruction"]["mean"] for r in paper]), color="gray", ls="--", lw=0.8)
+            ax.axvline(np.mean([r["image_steps"] for r in paper]) / 4, color="gray", ls=":", lw=0.8)
         ax.axhline(entry["ceiling"], color="black", ls="-", lw=0.5)
         ax.set_xscale("symlog", linthresh=100)
         ax.set_xlim(left=0)
@@ -527,6 +587,7 @@ def main(argv=None) -> int:
                    help="paper | default | NAME:field=value,... (LearnConfig fields over the model's defaults)")
     q.add_argument("--ttq-scale", type=float, default=1.0, help="scale the paper's 5000 steps and the grid")
     q.add_argument("--ttq-n", type=int, default=32, help="samples per evaluation point (the paper: 64)")
+    q.add_argument("--ttq-seeds", type=int, default=1, help="learning seeds per setting (curves are averaged)")
     q.add_argument("--ttq-json", default="docs/img/time_to_quality.json")
     q.add_argument("--ttq-plot", default="docs/img/time_to_quality.png")
     p.add_argument("--world-dir", help="a `oneword world pretrain --out DIR` folder instead of the shipped world")

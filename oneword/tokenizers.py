@@ -1,8 +1,8 @@
 """CLIP tokenizer files without a hub: the real CLIP BPE vocabulary, and small whole-word vocabularies.
 
 transformers' CLIPTokenizer reads a vocab.json / merges.txt pair. We ship OpenAI's BPE merges (from
-open_clip) and write that pair on demand, which gives exactly the hub tokenizer's ids. For the embedded
-world model we build a much smaller vocabulary whose merges spell each world word as one token.
+open_clip) and write that pair on demand, which gives exactly the hub tokenizer's ids. The embedded world
+model's much smaller vocabulary is built by oneword.world.vocab.write_world_tokenizer.
 """
 from __future__ import annotations
 
@@ -48,28 +48,4 @@ def write_clip_tokenizer(dest: str | Path, max_length: int = 77) -> Path:
     merges = lines[1:49152 - 256 - 2 + 1]
     base = list(bytes_to_unicode().values())
     tokens = base + [b + "</w>" for b in base] + ["".join(m.split()) for m in merges] + list(SPECIAL)
-    return _write(Path(dest), {t: i for i, t in enumerate(tokens)}, merges, max_length)
-
-
-def write_word_tokenizer(dest: str | Path, words: list[str], max_length: int = 16) -> Path:
-    """Write a CLIPTokenizer whose vocabulary is the byte alphabet plus each of `words` as one token.
-
-    Merges spell every word left to right, so any listed word encodes to a single id and any other
-    text still tokenizes (into characters and word pieces), as with a real CLIP tokenizer.
-    """
-    base = list(bytes_to_unicode().values())
-    tokens = base + [b + "</w>" for b in base]
-    merges: list[str] = []
-    seen = set(tokens)
-    for word in sorted({w.lower() for w in words}):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        left = pieces[0]
-        for right in pieces[1:]:
-            merged = left + right
-            if merged not in seen:
-                merges.append(f"{left} {right}")
-                tokens.append(merged)
-                seen.add(merged)
-            left = merged
-    tokens += list(SPECIAL)
     return _write(Path(dest), {t: i for i, t in enumerate(tokens)}, merges, max_length)

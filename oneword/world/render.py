@@ -416,4 +416,4 @@ def pretraining_scene(rng, excluded: set | None = None) -> Scene:
 
 
 __all__ = ["Obj", "Scene", "random_scene", "render_scene", "caption", "prompt_for", "world_words",
-           "held_out_pairs", "pretraining_scene", "render_array", "replace", "field"]
+           "held_out_pairs", "pretraining_scene", "render_array"]
