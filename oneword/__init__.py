@@ -13,7 +13,6 @@ _EXPORTS = {
     "generate": "oneword.generate", "save_grid": "oneword.generate",
     "Concept": "oneword.concept", "load_concepts": "oneword.concept", "save_concept": "oneword.concept",
     "install_concepts": "oneword.concept",
-    "edit": "oneword.edit",
     "OnewordError": "oneword.errors",
 }
 __all__ = list(_EXPORTS)

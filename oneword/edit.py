@@ -12,6 +12,12 @@ unmasked pixels are copied back from the original photo (the paper's background 
 over a feathered edge. The photo keeps its size: the model works at its native resolution and the edited
 region is resized back into the original pixels.
 
+One addition to the paper (on by default, `fill=False` / `--no-fill` turns it off): the background latents
+are encoded from the photo with the masked region filled smoothly from its surroundings. A VAE latent sees
+beyond its own pixels, so otherwise the object being replaced leaks back into the edit through the latents
+around the mask (on the world model, "a blue ring" replacing a yellow circle: 0/20 rings without the fill,
+10/20 with it; see docs/applications.md).
+
 Masks: white = edit. A PNG/JPEG/WebP of any size (resized to the photo), a box (x0, y0, x1, y1) in photo
 pixels, a PIL image or a 2-D array. `dilate` grows the edit region by that many photo pixels; `feather`
 blends the outermost pixels *inside* the region into the photo, so pixels outside the (dilated) mask are
@@ -130,6 +136,27 @@ def feather_mask(m: torch.Tensor, px: int) -> torch.Tensor:
     return acc / px
 
 
+def fill_region(photo: Image.Image, hole: torch.Tensor) -> Image.Image:
+    """The photo with the pixels under `hole` ({0,1} [h, w] at the photo's size) replaced by a smooth fill from
+    their surroundings (push-pull: masked averages down a pyramid, then back up). Encoding this instead of the
+    photo keeps what is under the mask out of the background latents: a VAE latent sees beyond its own
+    pixels, so the object being replaced would otherwise leak back into the edit through the mask's border."""
+    x = torch.from_numpy(np.asarray(photo.convert("RGB"), np.float32)).permute(2, 0, 1)[None]
+    k = (1.0 - hole.float())[None, None]
+    levels = [(x * k, k)]
+    while not bool((levels[-1][1] > 0).all()):
+        img, kk = levels[-1]
+        levels.append((F.avg_pool2d(img, 2, ceil_mode=True), F.avg_pool2d(kk, 2, ceil_mode=True)))
+    img, kk = levels[-1]
+    filled = img / kk.clamp_min(1e-8)
+    for img, kk in reversed(levels[:-1]):
+        up = F.interpolate(filled, size=img.shape[-2:], mode="bilinear", align_corners=False)
+        w = kk.clamp(0, 1)
+        filled = w * (img / kk.clamp_min(1e-8)) + (1 - w) * up
+    out = torch.where(k > 0, x, filled)[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+    return Image.fromarray(out, "RGB")
+
+
 def latent_mask(m: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
     """Downsample a photo-size {0,1} mask to the latent grid: a latent cell is edited if it touches the mask
     (a thin mask never vanishes; the pixel restore keeps what lies outside the mask)."""
@@ -151,14 +178,16 @@ def working_size(model, size: tuple[int, int]) -> tuple[int, int]:
 def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, steps: int | None = None,
          guidance: float | None = None, seed: int = 0, n: int = 1, dilate: int = 0, feather: int = 0,
          restore: bool = True, negative: str | None = None, start_step: int | None = None,
-         batch: int = 8) -> list[Image.Image]:
+         fill: bool = True, batch: int = 8) -> list[Image.Image]:
     """Edit the masked region of `photo` to show `prompt`; returns n images of the photo's size.
 
     photo: a PIL image or a path. mask: see `load_mask` (white = edit) or a box (x0, y0, x1, y1).
     concepts: learned words used in the prompt (installed into the model). strength in (0, 1]: 1 starts the
     masked region from pure noise; less starts from the photo noised part-way (like img2img) and runs that
     fraction of the steps. start_step (0..steps-1) is the same thing counted in steps (overrides strength).
-    Output i uses seed + i. restore=False returns the decoded image without copying back the photo's pixels."""
+    Output i uses seed + i. restore=False returns the decoded image without copying back the photo's pixels.
+    fill=False encodes the background latents from the photo as it is (the paper's way); by default they come
+    from the photo with the region filled from its surroundings, so the replaced object cannot leak back."""
     from .generate import sampling_defaults
 
     photo = _open_photo(photo)
@@ -184,7 +213,7 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
         k = min(batch, n - start)
         decoded = _blended_sample(model, photo.resize(work, Image.LANCZOS) if photo.size != work else photo,
                                   region, prompt, negative, steps, first, guidance,
-                                  [seed + start + i for i in range(k)])
+                                  [seed + start + i for i in range(k)], fill)
         for im in decoded:
             im = im.resize(photo.size, Image.LANCZOS) if im.size != photo.size else im
             images.append(composite(photo, im, alpha) if restore else im)
@@ -260,13 +289,17 @@ def _decode(model, z: torch.Tensor) -> list[Image.Image]:
 
 @torch.no_grad()
 def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str, negative: str | None,
-                    steps: int, first: int, guidance: float, seeds: list[int]):
+                    steps: int, first: int, guidance: float, seeds: list[int], fill: bool = True):
     """The Blended Latent Diffusion loop. photo is at the working size, region a {0,1} mask of any size.
-    Returns (final latents [k,4,h,w], source latents [1,4,h,w], latent mask [h,w])."""
+    fill: take the background latents from the photo with the region filled from its surroundings
+    (`fill_region`), so that what is being replaced does not leak into the edit.
+    Returns (final latents [k,4,h,w], background source latents [1,4,h,w], latent mask [h,w])."""
     from diffusers.utils.torch_utils import randn_tensor
 
     pipe, k = model.pipe, len(seeds)
-    src = _encode(model, photo)
+    hole = F.adaptive_max_pool2d(region[None, None].float(), (photo.height, photo.width))[0, 0]
+    original = _encode(model, photo) if first > 0 or not fill else None
+    src = _encode(model, fill_region(photo, hole)) if fill else original
     m = latent_mask(region, tuple(src.shape[-2:])).to(model.device, src.dtype)
     cfg = guidance > 1.0
     cond, uncond = pipe.encode_prompt(prompt, model.device, k, cfg, negative_prompt=negative)
@@ -279,14 +312,12 @@ def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str
     noise = randn_tensor((k, *src.shape[1:]), generator=gens, device=model.device, dtype=src.dtype)
     src_k = src.expand(k, -1, -1, -1)
 
-    def background(t):  # the photo's latents noised to timestep t (one fixed noise: a coherent trajectory)
-        return sched.add_noise(src_k, noise, t.reshape(1).to(model.device))
+    def noised(z, t):  # latents noised to timestep t (one fixed noise: a coherent trajectory)
+        return sched.add_noise(z.expand(k, -1, -1, -1), noise, t.reshape(1).to(model.device))
 
-    if first == 0:
-        latents = noise * sched.init_noise_sigma
-    else:
-        latents = background(timesteps[0])
-    latents = m * latents + (1 - m) * background(timesteps[0])
+    # strength < 1 starts the region from the photo itself (what is under the mask), noised part-way
+    latents = noise * sched.init_noise_sigma if first == 0 else noised(original, timesteps[0])
+    latents = m * latents + (1 - m) * noised(src, timesteps[0])
     for i, t in enumerate(timesteps):
         inp = torch.cat([latents] * 2) if cfg else latents
         inp = sched.scale_model_input(inp, t)
@@ -295,13 +326,13 @@ def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str
             pred_u, pred_c = pred.chunk(2)
             pred = pred_u + guidance * (pred_c - pred_u)
         latents = sched.step(pred, t, latents).prev_sample
-        outside = background(timesteps[i + 1]) if i + 1 < len(timesteps) else src_k
+        outside = noised(src, timesteps[i + 1]) if i + 1 < len(timesteps) else src_k
         latents = m * latents + (1 - m) * outside
     return latents, src, m
 
 
-def _blended_sample(model, photo, region, prompt, negative, steps, first, guidance, seeds) -> list[Image.Image]:
-    latents, _, _ = blended_latents(model, photo, region, prompt, negative, steps, first, guidance, seeds)
+def _blended_sample(model, photo, region, prompt, negative, steps, first, guidance, seeds, fill) -> list[Image.Image]:
+    latents, _, _ = blended_latents(model, photo, region, prompt, negative, steps, first, guidance, seeds, fill)
     return _decode(model, latents)
 
 
@@ -358,6 +389,9 @@ def register(sub) -> None:
     p.add_argument("--dilate", type=int, default=0, metavar="PX", help="grow the mask by PX pixels")
     p.add_argument("--feather", type=int, default=0, metavar="PX",
                    help="blend the last PX pixels inside the mask into the photo (softer seam)")
+    p.add_argument("--no-fill", action="store_true",
+                   help="encode the background from the photo as it is (default: with the region filled from its "
+                        "surroundings, so what is under the mask cannot leak into the edit)")
     p.add_argument("--no-restore", action="store_true",
                    help="keep the decoded pixels outside the mask instead of the photo's own")
     p.add_argument("--out", default="edited.png", help="output image (with -n > 1: a grid, images beside it)")
@@ -378,7 +412,8 @@ def cmd_edit(args) -> None:
     model = load_model_from(args)
     images = edit(model, photo, mask, args.prompt, concepts, strength=args.strength, steps=args.steps,
                   guidance=args.guidance, seed=args.seed, n=args.num, dilate=args.dilate, feather=args.feather,
-                  restore=not args.no_restore, negative=args.negative, start_step=args.start_step)
+                  restore=not args.no_restore, negative=args.negative, start_step=args.start_step,
+                  fill=not args.no_fill)
     if len(images) == 1:
         atomic_save_image(args.out, images[0])
         print(f"wrote {args.out}")

@@ -23,11 +23,9 @@ crisp accuracies: is the concept in the image, and was the edit applied.
 from __future__ import annotations
 
 import copy
-import json
-import math
 import re
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +81,16 @@ def _paper_style_prompts() -> list[EvalPrompt]:
 
 
 # The world's equivalents, in the world's own words (its tokenizer knows only these).
-WORLD_BACKGROUNDS = ("sky", "grass", "black", "sand")
+WORLD_BACKGROUNDS = ("sky", "black")
 WORLD_STYLES = (("sketch", "a sketch of {}"), ("pixel", "pixel art of {}"), ("painting", "a painting of {}"))
 WORLD_SECOND_OBJECTS = (("star", "yellow"), ("diamond", "green"), ("cross", "red"), ("square", "orange"))
 WORLD_STYLE_CONTENT = (("star", "red"), ("heart", "yellow"), ("diamond", "green"), ("ring", "blue"))
 
 
 def world_prompts(kind: str, attributes: dict | None = None) -> list[EvalPrompt]:
-    """The world's prompt set: backgrounds, styles, a second object (objects); content and scene (styles)."""
+    """The world's prompt set. Objects: "a photo of S*", 2 backgrounds, 3 named styles, 2 second objects (never
+    the concept's own shape). Styles: "a painting in the style of S*", 4 contents "a red star in the style of S*".
+    Every word is a world word, and with 8 vectors each prompt fits the world's 20 tokens."""
     attributes = attributes or {}
     if kind == "style":
         out = [EvalPrompt("reconstruction", "reconstruction", "a painting in the style of {}", "{} of an object")]
@@ -103,7 +103,7 @@ def world_prompts(kind: str, attributes: dict | None = None) -> list[EvalPrompt]
     out += [EvalPrompt(f"on {bg}", "background", f"a photo of {{}} on {_article(bg)} {bg} background",
                        expect={"background": bg}) for bg in WORLD_BACKGROUNDS]
     out += [EvalPrompt(style, "style", t, expect={"style": style}) for style, t in WORLD_STYLES]
-    seconds = [(s, c) for s, c in WORLD_SECOND_OBJECTS if s != attributes.get("shape")][:3]
+    seconds = [(s, c) for s, c in WORLD_SECOND_OBJECTS if s != attributes.get("shape")][:2]
     out += [EvalPrompt(f"and {c} {s}", "composition", f"a photo of {{}} and {_article(c)} {c} {s}",
                        expect={"second": (s, c)}) for s, c in seconds]
     return out
@@ -113,9 +113,9 @@ def paper_prompts(kind: str) -> list[EvalPrompt]:
     return _paper_style_prompts() if kind == "style" else _paper_object_prompts()
 
 
-def custom_prompts(texts: list[str], kind: str) -> list[EvalPrompt]:
+def custom_prompts(texts: list[str], kind: str, world: bool = False) -> list[EvalPrompt]:
     """User prompts with S* (or {}) where the concept goes; the reconstruction prompt is kept first."""
-    out = [paper_prompts(kind)[0]]
+    out = [(world_prompts if world else paper_prompts)(kind)[0]]
     for t in texts:
         template = t.replace(PLACEHOLDER, "{}")
         if template.count("{}") != 1:
@@ -141,9 +141,13 @@ def strip_placeholder(text: str, token: str, n_vectors: int | None = None) -> st
 
 
 # ---------------------------------------------------------------------------------------------- statistics
+def _nested(x) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and not np.isscalar(x[0])
+
+
 def _leaves(x) -> list:
     """Arrays of a (nested) structure of sample lists, depth first."""
-    if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
+    if _nested(x):
         return [leaf for child in x for leaf in _leaves(child)]
     return [np.asarray(x, dtype=np.float64).ravel()]
 
@@ -151,58 +155,68 @@ def _leaves(x) -> list:
 def _point(x) -> float:
     """The statistic: the mean of a sample list; of a list of lists, the mean of the children's statistics
     (so prompts weigh equally within a concept and concepts equally within a set)."""
-    if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
+    if _nested(x):
         return float(np.mean([_point(c) for c in x]))
     return float(np.mean(np.asarray(x, dtype=np.float64)))
 
 
-def _boot(x, draws: list, n_boot: int) -> np.ndarray:
-    """Bootstrap replicates of `_point(x)`, each sample list resampled within itself with the next index
-    matrix of `draws` (shared between two structures of the same shape: a paired bootstrap)."""
-    if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
-        return np.mean([_boot(c, draws, n_boot) for c in x], axis=0)
+def _boot(x, draws: list, n_boot: int, clusters: bool = False) -> np.ndarray:
+    """Bootstrap replicates of `_point(x)`: each sample list resampled within itself with the next index
+    matrix of `draws` (shared between two structures of the same shape: a paired bootstrap). clusters: the
+    top-level groups (e.g. concepts) are resampled too, so their spread enters the interval."""
+    if _nested(x):
+        children = np.stack([_boot(c, draws, n_boot) for c in x])  # [groups, n_boot]
+        if clusters:
+            idx = draws.pop(0)  # [n_boot, groups]
+            return children[idx, np.arange(n_boot)[:, None]].mean(1)
+        return children.mean(0)
     a = np.asarray(x, dtype=np.float64).ravel()
-    idx = draws.pop(0)
-    return a[idx].mean(1)
+    return a[draws.pop(0)].mean(1)
 
 
-def _draws(x, n_boot: int, rng) -> list:
-    return [rng.integers(0, len(a), (n_boot, len(a))) for a in _leaves(x)]
+def _draws(x, n_boot: int, rng, clusters: bool = False) -> list:
+    d = [rng.integers(0, len(a), (n_boot, len(a))) for a in _leaves(x)]
+    if clusters and _nested(x):
+        d.append(rng.integers(0, len(x), (n_boot, len(x))))
+    return d
 
 
-def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 clusters: bool = False) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (resampled with replacement).
 
     `values` may be nested (a list of sample lists, or of lists of them): each sample list is resampled
     within itself and the statistic is the mean of the group statistics (a stratified bootstrap: samples
-    within prompts, prompts within concepts)."""
+    within prompts, prompts within concepts). clusters=True also resamples the top-level groups."""
     leaves = _leaves(values)
     if not leaves or any(len(a) == 0 for a in leaves):
         raise ValueError("bootstrap of an empty sample")
-    stats = _boot(values, _draws(values, n_boot, np.random.default_rng(seed)), n_boot)
+    rng = np.random.default_rng(seed)
+    stats = _boot(values, _draws(values, n_boot, rng, clusters), n_boot, clusters)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
 
-def summary(values, n_boot: int = 2000, seed: int = 0) -> dict:
+def summary(values, n_boot: int = 2000, seed: int = 0, clusters: bool = False) -> dict:
     """{"mean", "ci": [lo, hi] (95% bootstrap), "n": samples} of per-sample values (nested allowed)."""
-    lo, hi = bootstrap_ci(values, n_boot, seed)
+    lo, hi = bootstrap_ci(values, n_boot, seed, clusters=clusters)
     return {"mean": _point(values), "ci": [lo, hi], "n": int(sum(len(a) for a in _leaves(values)))}
 
 
-def difference(a, b, n_boot: int = 2000, seed: int = 0, paired: bool | None = None) -> dict:
+def difference(a, b, n_boot: int = 2000, seed: int = 0, paired: bool | None = None, clusters: bool = False) -> dict:
     """statistic(a) - statistic(b) with a 95% bootstrap interval and the bootstrap share of replicates <= 0.
 
     paired (default: when a and b have the same shape): the same resampling indices for both, which is
-    right when sample i of a and of b share a seed (as every evaluation here does)."""
+    right when sample i of a and of b share a seed (as every evaluation here does). clusters: resample the
+    top-level groups (concepts) too, the same ones for a and b when paired."""
     rng = np.random.default_rng(seed)
     la, lb = _leaves(a), _leaves(b)
     if paired is None:
-        paired = [len(x) for x in la] == [len(x) for x in lb]
-    da = _draws(a, n_boot, rng)
-    db = list(da) if paired else _draws(b, n_boot, rng)
-    d = _boot(a, da, n_boot) - _boot(b, db, n_boot)
+        paired = [len(x) for x in la] == [len(x) for x in lb] and (not clusters or len(a) == len(b))
+    da = _draws(a, n_boot, rng, clusters)
+    db = list(da) if paired else _draws(b, n_boot, rng, clusters)
+    d = _boot(a, da, n_boot, clusters) - _boot(b, db, n_boot, clusters)
     lo, hi = np.quantile(d, [0.025, 0.975])
     return {"mean": _point(a) - _point(b), "ci": [float(lo), float(hi)], "p_le_0": float((d <= 0).mean()),
             "paired": bool(paired)}
@@ -782,7 +796,8 @@ def cmd_evaluate(args) -> None:
     images = _read_photos(args.images)
     judge = load_judge(args.judge or _default_judge(args.model), device=args.device)  # before the model: fail fast
     model = load_model_from(args)
-    prompts = custom_prompts(args.prompt, kind) if args.prompt else args.prompts
+    world = args.prompts == "world" or (args.prompts == "auto" and is_world_model(model))
+    prompts = custom_prompts(args.prompt, kind, world) if args.prompt else args.prompts
     cfg = EvalConfig(n=args.num, steps=args.steps, guidance=args.guidance, seed=args.seed,
                      scheduler=args.scheduler, bootstrap=args.bootstrap)
     ev = Evaluator(model, images, judge, kind, prompts, cfg)
