@@ -55,6 +55,7 @@ def variants(base_steps: int, base_lr: float) -> dict[str, dict]:
         "vectors=4": {"vectors": 4},
         "vectors=8": {"vectors": 8},
         "lr x4": {"lr": base_lr * 4},
+        "steps /3": {"steps": max(1, base_steps // 3)},
         "steps /2": {"steps": max(1, base_steps // 2)},
         "steps x2": {"steps": base_steps * 2},
         "reg": {"reg_weight": 1e-2},  # official code's embedding_reg_weight range; world vectors have norm ~0.5
@@ -86,7 +87,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 concepts, n=4, 5 steps, 20 learn steps")
+    ap.add_argument("--from-results", action="store_true",
+                    help="re-choose the setting and rewrite quality.md and the plots from WORK/results.json (no sampling)")
     args = ap.parse_args(argv)
+    if args.from_results:
+        return rerender(Path(args.work), Path(args.docs))
     if args.quick:
         args.concepts, args.n, args.eval_steps, args.learn_steps, args.bias_n = 2, 4, 5, 20, 8
     torch.set_num_threads(args.threads)
@@ -138,12 +143,29 @@ def main(argv=None) -> int:
     raw = {"args": vars(args), "learn_base": asdict(base), "eval": asdict(ecfg), "model": model.identity,
            "tuning": strip_samples(tuning), "summary": summary, "best": best, "held_out": strip_samples(held),
            "held_out_summary": held_summary, "bias": bias, "composition": composition,
-           "minutes": round((time.time() - started) / 60, 1)}
+           "minutes": round((time.time() - started) / 60, 1), "argv": list(argv if argv is not None else sys.argv[1:])}
     from oneword.safeio import atomic_write_json, atomic_write_text
 
     atomic_write_json(Path(args.work) / "results.json", raw)
     atomic_write_text(docs / "quality.md", render_markdown(raw, argv if argv is not None else sys.argv[1:]))
     log(f"wrote {docs / 'quality.md'} and {docs / 'img'} in {raw['minutes']} min")
+    return 0
+
+
+def rerender(work: Path, docs: Path) -> int:
+    """quality.md and the plots again from a finished run's results.json, with the current choice rule.
+    The held-out table keeps only the baseline and the (re)chosen setting; the sample sheet is not redrawn."""
+    from oneword.safeio import atomic_write_json, atomic_write_text
+
+    raw = json.loads((work / "results.json").read_text())
+    raw["best"] = choose_setting(raw["summary"], [m for m in raw["summary"] if m != "caption"])
+    keep = {"caption", "ti"} | ({raw["best"]["name"]} if raw["best"] else set())
+    raw["held_out_summary"] = {m: v for m, v in raw["held_out_summary"].items() if m in keep}
+    plot_tradeoff(raw["summary"], docs / "img" / "tradeoff.png", raw["held_out_summary"])
+    plot_bias(raw["bias"], docs / "img" / "bias.png")
+    atomic_write_json(work / "results.json", raw)
+    atomic_write_text(docs / "quality.md", render_markdown(raw, raw.get("argv", [])))
+    log(f"rewrote {docs / 'quality.md'}; chosen setting: {raw['best']['name'] if raw['best'] else None}")
     return 0
 
 
@@ -409,8 +431,8 @@ def choose_setting(summary: dict, chosen: list[str]) -> dict | None:
             continue
         d, ds = summary[m]["vs_ti"], summary[m]["vs_ti_sampling"]
         r, e = d["reconstruction"], d["editability"]
-        if r["mean"] < 0 or e["mean"] < 0:
-            continue
+        if r["mean"] < 0 or e["mean"] < 0 or (r["mean"] <= 0 and e["mean"] <= 0):
+            continue  # worse on one axis, or no better on either (e.g. early stopping that never fired)
         gain = r["mean"] + e["mean"]
         if r["ci"][0] > 0 or e["ci"][0] > 0:
             levels["significant"].append((gain, m))
@@ -438,7 +460,7 @@ def strip_samples(per_concept: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ figures
 COLOURS = {"caption": "#444444", "ti": "#d62728", "vectors=2": "#9ecae1", "vectors=4": "#4292c6",
-           "vectors=8": "#08519c", "lr x4": "#ff7f0e", "steps /2": "#74c476", "steps x2": "#238b45",
+           "vectors=8": "#08519c", "lr x4": "#ff7f0e", "steps /3": "#c7e9c0", "steps /2": "#74c476", "steps x2": "#238b45",
            "reg": "#9467bd", "early stop": "#8c564b"}
 
 

@@ -456,14 +456,7 @@ def _load_image_embedding(data: bytes, path: Path, kind: str) -> list[Concept]:
         if raw is None:
             raise OnewordError(f"{where}: this {kind} holds no embedding (no sd-ti-embedding text chunk and no "
                                "A1111 pixel data)")
-    try:
-        obj = json.loads(raw)
-    except RecursionError:
-        raise OnewordError(f"{where}: embedding JSON is nested too deeply (refused)") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise OnewordError(f"{where}: embedding JSON is corrupt ({str(e)[:80]})") from None
-    if not isinstance(obj, dict):
-        raise OnewordError(f"{where}: embedding JSON is a {type(obj).__name__}, expected an object")
+    obj = _json_object(raw, f"{where}: embedding JSON")
 
     def tensor(x, what):
         if not (isinstance(x, dict) and set(x) == {"TORCHTENSOR"}):
@@ -609,14 +602,7 @@ def _parse_st_header(data: bytes, where: str) -> tuple[dict, dict]:
         raise OnewordError(f"{where}: safetensors header claims {n} bytes (limit {MAX_HEADER_BYTES}; refused)")
     if 8 + n > len(data):
         raise OnewordError(f"{where}: safetensors file is truncated (header runs past the end)")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except RecursionError:
-        raise OnewordError(f"{where}: safetensors header is nested too deeply (refused)") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise OnewordError(f"{where}: safetensors header is not valid JSON ({str(e)[:80]})") from None
-    if not isinstance(header, dict):
-        raise OnewordError(f"{where}: safetensors header is not a JSON object")
+    header = _json_object(data[8:8 + n], f"{where}: safetensors header")
     meta = header.pop("__metadata__", None)
     meta = _check_meta(meta, where)
     if not header:
@@ -986,3 +972,16 @@ def describe(concept: Concept, tokenizer=None, text_encoder=None, k: int = 5) ->
             pretty = ", ".join(f"{str(w).replace('</w>', '')} ({s:.2f})" for w, s in zip(words, top.values.tolist()))
             lines.append(f"vector {i} nearest: {pretty}")
     return "\n".join(lines)
+
+
+def _json_object(raw: bytes | str, what: str) -> dict:
+    """Parse untrusted JSON that must be an object; every failure is one clear OnewordError."""
+    try:
+        obj = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except RecursionError:
+        raise OnewordError(f"{what} is nested too deeply (refused)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise OnewordError(f"{what} is not valid JSON ({str(e)[:80]})") from None
+    if not isinstance(obj, dict):
+        raise OnewordError(f"{what} is a {type(obj).__name__}, expected a JSON object")
+    return obj

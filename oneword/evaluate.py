@@ -22,7 +22,6 @@ crisp accuracies: is the concept in the image, and was the edit applied.
 """
 from __future__ import annotations
 
-import copy
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -362,31 +361,16 @@ def is_world_model(model) -> bool:
 def temporary_words(model, concepts):
     """Give the model the learned words of `concepts` for the duration (tokens `tok, tok_1, ...` as diffusers
     names them); yields a tokenizer that knows them. The model and its tokenizer are left untouched."""
-    from .invert import LearnedTokenEmbedding, placeholder_tokens
+    from .invert import learned_words
 
     concepts = list(concepts)
     if not concepts:
         yield model.tokenizer
         return
-    tokenizer = copy.deepcopy(model.tokenizer)
-    first_id = len(tokenizer)
-    vectors = []
-    for c in concepts:
-        v = torch.as_tensor(c.vectors).float().reshape(-1, c.vectors.shape[-1])
-        if v.shape[-1] != model.hidden_size:
-            raise OnewordError(f"{c.token}: vectors are {v.shape[-1]} wide but this model's text encoder is "
-                               f"{model.hidden_size} wide (the word was learned for another model)")
-        names = placeholder_tokens(c.token, len(v))
-        if tokenizer.add_tokens(names) != len(names):
-            raise OnewordError(f"token {c.token!r} is already a word of this model's vocabulary (or given twice)")
-        vectors.append(v)
-    table = torch.cat(vectors).to(model.device)
-    embeddings = model.text_encoder.get_input_embeddings()
-    model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, table))
-    try:
+    words = [(c.token, torch.as_tensor(c.vectors).float().reshape(-1, c.vectors.shape[-1]).to(model.device))
+             for c in concepts]
+    with learned_words(model, words) as tokenizer:
         yield tokenizer
-    finally:
-        model.text_encoder.set_input_embeddings(embeddings)
 
 
 @contextmanager

@@ -93,16 +93,32 @@ class LearnedTokenEmbedding(nn.Module):
 def learned_word(model, token: str, vectors: torch.Tensor):
     """Temporarily give the model a word whose vectors are `vectors`; yields a tokenizer that knows it.
     The model's own tokenizer and weights are left untouched."""
+    with learned_words(model, [(token, vectors)]) as tokenizer:
+        yield tokenizer
+
+
+@contextmanager
+def learned_words(model, words):
+    """learned_word for several words at once: `words` is a list of (token, vectors) pairs; their rows are
+    appended after the vocabulary in order (tokens `tok, tok_1, ...` as diffusers names them)."""
     import copy
 
     tokenizer = copy.deepcopy(model.tokenizer)
-    names = placeholder_tokens(token, len(vectors))
     first_id = len(tokenizer)
-    check_token_free(tokenizer, token, len(vectors))
-    if tokenizer.add_tokens(names) != len(names):
-        raise OnewordError(f"token {token!r} is already a word of this model's vocabulary; choose another")
+    tables = []
+    for token, vectors in words:
+        if vectors.shape[-1] != model.hidden_size:
+            raise OnewordError(f"{token}: vectors are {vectors.shape[-1]} wide but this model's text encoder is "
+                               f"{model.hidden_size} wide (the word was learned for another model)")
+        names = placeholder_tokens(token, len(vectors))
+        check_token_free(tokenizer, token, len(vectors))
+        if tokenizer.add_tokens(names) != len(names):
+            raise OnewordError(f"token {token!r} is already a word of this model's vocabulary (or given twice)")
+        tables.append(vectors)
     embeddings = model.text_encoder.get_input_embeddings()
-    model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, vectors))
+    # one word: its own tensor (the training loop's Parameter, so gradients and updates reach it)
+    table = tables[0] if len(tables) == 1 else torch.cat(tables).to(embeddings.weight.device)
+    model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, table))
     try:
         yield tokenizer
     finally:
@@ -319,9 +335,13 @@ def _set_lr(opt, cfg: LearnConfig, state: State) -> None:
 def _progress(total: int, start: int, enabled: bool):
     if not enabled:
         return None
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc="learning")
+    # In a log file (no terminal) a line every 30 s instead of ten carriage-return updates a second.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc="learning", mininterval=interval)
 
 
 def _concept(vectors, cfg: LearnConfig, model, state: State) -> Concept:

@@ -1,6 +1,6 @@
 """The embedded world: a procedural renderer, novel concepts, and the shipped tiny text-to-image model.
 
-`model_path()` is a standard diffusers StableDiffusionPipeline folder (32x32 px images, 8x8x4 latents);
+`model_path()` is a standard diffusers StableDiffusionPipeline folder (32x32 px images, 8x8x8 latents);
 `judge_path()` holds the world CLIP and the attribute oracle (`oneword.world.judge.load_judge`).
 See docs/world.md.
 """

@@ -1,4 +1,4 @@
-"""Recommended settings for the embedded world model (32 px, 8x8x4 latents), chosen on its tuning concepts
+"""Recommended settings for the embedded world model (32 px, 8x8x8 latents), chosen on its tuning concepts
 (never concepts.HELD_OUT). Evidence: docs/quality.md — 300 steps ("steps /2") matched or beat 600 on both
 reconstruction and editability (sampling-noise CIs exclude 0), so the default is 300."""
 

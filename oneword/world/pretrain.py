@@ -2,7 +2,8 @@
 
 Stages (each time-boxed by a share of --minutes, steps capped; the record lists what ran):
   1. render N pretraining scenes (no held-out combination, no novel concept as such), 3 captions each;
-  2. AutoencoderKL 32x32x3 -> 8x8x4 (MSE + L1 + tiny KL); latent scaling factor measured on the data;
+  2. AutoencoderKL 32x32x3 -> 8x8x8 (MSE + L1 + tiny KL; 8 latent channels because 4 lost the 32 px
+     styles and thin shapes); latent scaling factor measured on the data;
   3. CLIPTextModel + UNet2DConditionModel on cached latents, epsilon loss, DDPM schedule, 10% empty
      captions (classifier-free guidance), EMA weights;
   4. the judge: a small CLIPModel (contrastive) and the attribute oracle (renders + VAE reconstructions);
@@ -33,11 +34,11 @@ from .vocab import write_world_tokenizer
 MAX_LENGTH = 20
 TEXT_HIDDEN = 128
 
-FULL = dict(n_scenes=24000, vae_ch=(16, 32, 32), unet_ch=(48, 96), unet_heads=4, text_layers=3, text_inter=512,
+FULL = dict(n_scenes=24000, vae_ch=(16, 32, 32), latent_ch=8, unet_ch=(48, 96), unet_heads=4, text_layers=3, text_inter=512,
             vae_bs=64, unet_bs=128, clip_bs=256, oracle_bs=128, clip_width=96, oracle_width=48,
-            share={"vae": 0.12, "unet": 0.6, "clip": 0.06, "oracle": 0.14},
-            max_steps={"vae": 4000, "unet": 30000, "clip": 3000, "oracle": 4000})
-TINY = dict(n_scenes=96, vae_ch=(8, 16, 16), unet_ch=(16, 32), unet_heads=2, text_layers=1, text_inter=64,
+            share={"vae": 0.25, "unet": 0.55, "clip": 0.05, "oracle": 0.12},
+            max_steps={"vae": 15000, "unet": 30000, "clip": 3000, "oracle": 6000})
+TINY = dict(n_scenes=96, vae_ch=(8, 16, 16), latent_ch=8, unet_ch=(16, 32), unet_heads=2, text_layers=1, text_inter=64,
             vae_bs=16, unet_bs=16, clip_bs=32, oracle_bs=16, clip_width=32, oracle_width=8,
             share={"vae": 0.25, "unet": 0.25, "clip": 0.25, "oracle": 0.25},
             max_steps={"vae": 3, "unet": 3, "clip": 2, "oracle": 2})
@@ -80,7 +81,7 @@ def build_models(tok, cfg):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=cfg["vae_ch"], latent_channels=4,
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=cfg["vae_ch"], latent_channels=cfg["latent_ch"],
                         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                         layers_per_block=1, norm_num_groups=8, sample_size=32, mid_block_add_attention=False)
     text = CLIPTextModel(CLIPTextConfig(
@@ -88,7 +89,7 @@ def build_models(tok, cfg):
         num_hidden_layers=cfg["text_layers"], num_attention_heads=4, max_position_embeddings=MAX_LENGTH,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=cfg["unet_ch"],
+        sample_size=8, in_channels=cfg["latent_ch"], out_channels=cfg["latent_ch"], layers_per_block=1, block_out_channels=cfg["unet_ch"],
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_HIDDEN,
         attention_head_dim=cfg["unet_heads"], norm_num_groups=16 if cfg["unet_ch"][0] >= 32 else 8)

@@ -1,0 +1,184 @@
+"""Time to quality (issue 5): reconstruction and editability against image-steps, on the embedded world.
+
+For each tuning concept (never a HELD_OUT one), one plain single-vector TI run at the paper's setting
+(batch 4, lr 0.005, 5,000 steps = 20,000 image-steps, no early stopping) is stopped at several step counts
+(one run resumed from its checkpoint: a resumed run is bit-identical to an uninterrupted one), and each
+stop is evaluated exactly as in docs/quality.md (world CLIP reconstruction, editability, same sampling
+seeds). `oneword learn` as shipped (the model's defaults, early stopping on) is evaluated beside it.
+The claim checked: the default reaches the paper setting's final reconstruction in <= 1/4 of its
+image-steps, with editability no worse (paired bootstrap over samples and concepts).
+
+    .venv/bin/python benchmarks/time_to_quality.py                 # writes docs/img/time_to_quality.png and
+                                                                   # the section of docs/benchmarks.md
+    .venv/bin/python benchmarks/time_to_quality.py --quick --docs /tmp/ttq   # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
+from oneword import evaluate as E  # noqa: E402
+
+PAPER_STEPS = 5000
+STOPS = (50, 100, 150, 300, 600, 1250, 2500, 5000)
+MARK = ("<!-- time-to-quality: written by benchmarks/time_to_quality.py -->", "<!-- /time-to-quality -->")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="world model folder (default: the shipped one)")
+    ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
+    ap.add_argument("--names", default="teal_ring,red_crescent,style_halftone", help="tuning concepts")
+    ap.add_argument("--stops", default=",".join(map(str, STOPS)), help="step counts evaluated (the last is the paper's)")
+    ap.add_argument("--n", type=int, default=16, help="samples per prompt")
+    ap.add_argument("--eval-steps", type=int, default=25)
+    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--work", default="runs/time_to_quality")
+    ap.add_argument("--docs", default="docs")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 concept, n=4, 5 DDIM steps, stops 5,10,20")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.names, args.n, args.eval_steps, args.stops = "teal_ring", 4, 5, "5,10,20"
+    torch.set_num_threads(args.threads)
+    started = time.time()
+
+    from oneword.invert import LearnConfig
+    from oneword.models import load_model
+    from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
+
+    names = args.names.split(",")
+    if set(names) & set(HELD_OUT):
+        ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them")
+    stops = sorted(int(s) for s in args.stops.split(","))
+    model = load_model(args.model, device="cpu")
+    judge = E.load_judge(args.judge or "world")
+    default = LearnConfig.with_defaults(model)  # `oneword learn` as shipped
+    paper = LearnConfig.with_defaults(model, steps=stops[-1], batch_size=4, lr=5e-3, warmup=0, early_stop=False,
+                                      save_every=10**9, preview_every=0, seed=args.seed)
+    variants = {"ti": {}, **{f"steps {s}": {"steps": s} for s in stops if s != paper.steps},
+                "oneword default": {"early_stop": True, "steps": default.steps, "batch_size": default.batch_size,
+                                    "lr": default.lr, "warmup": default.warmup}}
+    ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
+    bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
+    T.log(f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
+          f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}")
+    per = {n: bench.concept(NOVEL_CONCEPTS[n], list(variants), variants) for n in names}
+    summary = T.summarise(per, ["caption"] + list(variants))
+
+    curve = []
+    for s in stops:
+        m = "ti" if s == paper.steps else f"steps {s}"
+        curve.append({"steps": s, "image_steps": s * paper.batch_size, "reconstruction": summary[m]["reconstruction"],
+                      "editability": summary[m]["editability"]})
+    d = summary["oneword default"]
+    used = [per[n]["results"]["oneword default"]["learn"]["steps"] for n in names]
+    seconds = [per[n]["results"]["oneword default"]["learn"]["seconds"] for n in names]
+    final = curve[-1]["reconstruction"]["mean"]
+    reach = next((c["image_steps"] for c in curve if c["reconstruction"]["mean"] >= final), None)
+    res = {"curve": curve, "default": {"reconstruction": d["reconstruction"], "editability": d["editability"],
+                                       "vs_paper": d["vs_ti"], "steps": used, "seconds": seconds,
+                                       "image_steps": float(np.mean(used)) * default.batch_size},
+           "paper_image_steps": curve[-1]["image_steps"], "first_stop_reaching_final": reach,
+           "caption": {k: summary["caption"][k] for k in ("reconstruction", "editability")},
+           "minutes": round((time.time() - started) / 60, 1)}
+    docs = Path(args.docs)
+    plot(res, docs / "img" / "time_to_quality.png")
+    section = render(res, names, model, default, args, argv if argv is not None else sys.argv[1:])
+    write_section(docs / "benchmarks.md", section)
+    print(section)
+    T.log(f"done in {res['minutes']} min")
+    return 0
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    xs = [c["image_steps"] for c in res["curve"]]
+    for ax, key, title in ((axes[0], "reconstruction", "reconstruction (CLIP image-image)"),
+                           (axes[1], "editability", "editability (CLIP text-image)")):
+        mean = [c[key]["mean"] for c in res["curve"]]
+        lo, hi = [c[key]["ci"][0] for c in res["curve"]], [c[key]["ci"][1] for c in res["curve"]]
+        ax.plot(xs, mean, "o-", color="#d62728", label="plain TI, paper setting (batch 4, lr 0.005)")
+        ax.fill_between(xs, lo, hi, color="#d62728", alpha=0.15)
+        dft = res["default"]
+        ax.errorbar([dft["image_steps"]], [dft[key]["mean"]],
+                    yerr=[[dft[key]["mean"] - dft[key]["ci"][0]], [dft[key]["ci"][1] - dft[key]["mean"]]],
+                    fmt="*", ms=14, color="#2ca02c", label="oneword learn default (early stopping)")
+        ax.axhline(res["caption"][key]["mean"], color="#444444", ls=":", label="human caption")
+        ax.axvline(res["paper_image_steps"] / 4, color="#999999", ls="--", lw=1, label="1/4 of the paper's image-steps")
+        ax.set_xscale("log")
+        ax.set_xlabel("image-steps (steps x batch)")
+        ax.set_title(title)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    T._save_fig(fig, path)
+
+
+def render(res: dict, names, model, default, args, argv) -> str:
+    f = T.f3
+    rows = "\n".join(f"| {c['steps']} | {c['image_steps']:,} | {f(c['reconstruction'])} | {f(c['editability'])} |"
+                     for c in res["curve"])
+    d = res["default"]
+    vs = d["vs_paper"]
+    ratio = d["image_steps"] / res["paper_image_steps"]
+    reach = res["first_stop_reaching_final"]
+    return f"""{MARK[0]}
+## Time to quality: `benchmarks/time_to_quality.py`
+
+```
+HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/time_to_quality.py {' '.join(argv)}
+```
+
+World model `{model.identity['fingerprint']}`, concepts {', '.join(names)} (tuning concepts; the held-out ones
+are not used), 5 photos each; evaluation as in docs/quality.md ({args.n} samples per prompt, {args.eval_steps}
+DDIM steps, guidance {args.guidance:g}, world CLIP); means over concepts with 95% bootstrap intervals
+(samples and concepts resampled). {res['minutes']} min on 2 CPU cores.
+
+Plain TI at the paper's setting (batch 4, lr 0.005, no early stopping), stopped along the way:
+
+| steps | image-steps | reconstruction | editability |
+|---|---|---|---|
+{rows}
+| human caption | - | {f(res['caption']['reconstruction'])} | {f(res['caption']['editability'])} |
+
+`oneword learn` as shipped (world defaults: at most {default.steps} steps, batch {default.batch_size}, lr
+{default.lr:g}, early stopping from step {default.min_steps}): stopped after {', '.join(map(str, d['steps']))} steps
+= **{d['image_steps']:,.0f} image-steps, {ratio:.1%} of the paper's {res['paper_image_steps']:,}**
+({', '.join(f'{s:.0f}' for s in d['seconds'])} s of learning per concept on 2 CPU cores).
+Reconstruction {f(d['reconstruction'])}, editability {f(d['editability'])}; against the paper setting's
+final word: reconstruction {T.dfmt(vs['reconstruction'])}, editability {T.dfmt(vs['editability'])}
+(paired, concepts resampled). The paper run's own curve first reaches its final reconstruction at
+{f'{reach:,} image-steps' if reach else 'its last stop'}.
+
+![time to quality](img/time_to_quality.png)
+{MARK[1]}
+"""
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the marked section of docs/benchmarks.md (or append it)."""
+    from oneword.safeio import atomic_write_text
+
+    text = path.read_text() if path.is_file() else ""
+    pattern = re.compile(re.escape(MARK[0]) + ".*?" + re.escape(MARK[1]) + "\n?", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(path, text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
