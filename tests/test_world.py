@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -202,7 +203,6 @@ def test_load_judge_missing_folder_is_a_user_error(tmp_path):
 
 # ------------------------------------------------------------------------------------------ pretraining
 def test_tiny_pretrain_end_to_end(tmp_path):
-    import torch
     from diffusers import StableDiffusionPipeline
 
     from oneword.world.cli import run_check
@@ -217,6 +217,31 @@ def test_tiny_pretrain_end_to_end(tmp_path):
     res = run_check(tmp_path / "model", tmp_path / "judge", n=2, n_two=2, n_bias=2, n_oracle=8, steps=2,
                     log=lambda m: None)
     assert set(res) >= {"oracle", "heldout_generation", "two_object", "biased_word"}
+
+
+def test_warm_start_can_keep_the_vae(tmp_path):
+    """--init-from with --keep-vae: the VAE (weights and latent scaling) is the earlier run's, bit for bit,
+    while the UNet goes on learning; without --init-from it is a user error."""
+    from safetensors.torch import load_file
+
+    from oneword.world.pretrain import pretrain
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    pretrain(first, seed=0, minutes=0.05, tiny=True, quiet=True)
+    rec = pretrain(second, seed=1, minutes=0.05, tiny=True, quiet=True, init_from=first, keep_vae=True)
+    assert rec["stages"]["vae"]["steps"] == 0 and rec["stages"]["unet"]["steps"] >= 1
+
+    def weights(run, part):
+        return load_file(str(next((run / "model" / part).glob("*.safetensors"))))
+
+    a, b = weights(first, "vae"), weights(second, "vae")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ua, ub = weights(first, "unet"), weights(second, "unet")
+    assert any(not torch.equal(ua[k], ub[k]) for k in ua)
+    cfg = lambda run: json.loads((run / "model" / "vae" / "config.json").read_text())["scaling_factor"]  # noqa: E731
+    assert cfg(first) == cfg(second)
+    with pytest.raises(OnewordError):
+        pretrain(tmp_path / "c", tiny=True, quiet=True, minutes=0.05, keep_vae=True)
 
 
 def test_cli_registers_world_commands(tmp_path):

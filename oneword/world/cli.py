@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     q.add_argument("--threads", type=int, help="torch CPU threads (use 1 on a busy machine: oversubscribed threads spin)")
     q.add_argument("--cache", help="keep the trained VAE here and reuse it on a rerun with the same seed")
     q.add_argument("--init-from", help="continue training from the model/ and judge/ in this folder")
+    q.add_argument("--keep-vae", action="store_true",
+                   help="with --init-from: keep its VAE as it is (the UNet keeps its latent space) and give the VAE's time to the UNet")
     q.set_defaults(func=_pretrain)
 
     c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures")
@@ -47,7 +49,7 @@ def _pretrain(args) -> None:
     if args.minutes <= 0:
         raise OnewordError("--minutes must be positive")
     rec = pt.pretrain(out, seed=args.seed, minutes=args.minutes, tiny=args.tiny, threads=args.threads,
-                      cache=args.cache, init_from=args.init_from)
+                      cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae)
     print(json.dumps(rec["stages"], indent=1))
 
 

@@ -112,17 +112,23 @@ def build_clip(tok, cfg):
 
 def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool = False, quiet: bool = False,
              threads: int | None = None, cache: str | Path | None = None,
-             init_from: str | Path | None = None) -> dict:
+             init_from: str | Path | None = None, keep_vae: bool = False) -> dict:
     """Train everything and write OUT/model and OUT/judge. Returns the training record.
 
     cache: a folder where the trained VAE is kept (and reused by a rerun with the same seed).
-    init_from: a folder holding model/ and judge/ of an earlier run: continue training from its weights
-    (the shipped model is two seeded runs: see docs/world.md).
+    init_from: a folder holding model/ and judge/ of an earlier run: continue training from its weights;
+    keep_vae: with init_from, keep its VAE and latent scaling as they are (the UNet keeps the latent space it
+    learned) and give the VAE's share of the time to the UNet.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     cfg = TINY if tiny else FULL
+    if keep_vae and not init_from:
+        raise OnewordError("--keep-vae needs --init-from (the run whose VAE to keep)")
+    share = dict(cfg["share"])
+    if keep_vae:
+        share["unet"] += share.pop("vae")
     log = Log(quiet)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,13 +196,18 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
 
         vae.train()
         cached = Path(cache) / f"vae-seed{seed}.pt" if cache else None
-        if cached and cached.is_file():  # a previous run's VAE stage (same code, same seed)
-            saved = torch.load(cached, map_location=device)
+        kept_sf = None
+        if keep_vae:
+            kept_sf = json.loads((Path(init_from) / "model" / "vae" / "config.json").read_text())["scaling_factor"]
+            record["stages"]["vae"] = {"steps": 0, "kept_from": str(init_from)}
+            log(f"vae kept from {init_from} (scaling factor {kept_sf:.4f})")
+        elif cached and cached.is_file():  # a previous run's VAE stage (same code, same seed)
+            saved = torch.load(cached, map_location=device, weights_only=True)
             vae.load_state_dict(saved["state"])
             record["stages"]["vae"] = dict(saved["record"], from_cache=str(cached))
             log(f"vae loaded from {cached}")
         else:
-            steps, dt, loss = _loop("vae", budget * cfg["share"]["vae"], cfg["max_steps"]["vae"], vae_step, log)
+            steps, dt, loss = _loop("vae", budget * share["vae"], cfg["max_steps"]["vae"], vae_step, log)
             record["stages"]["vae"] = {"steps": steps, "batch": cfg["vae_bs"], "seconds": round(dt, 1), "loss": round(loss, 5)}
             if cached:
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +219,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         with torch.no_grad():
             lat = torch.cat([vae.encode(x_all[i:i + 512].to(device)).latent_dist.mean.cpu()
                              for i in range(0, n, 512)])
-            sf = float(1.0 / lat.std())
+            sf = kept_sf or float(1.0 / lat.std())
             vae.register_to_config(scaling_factor=sf)
             lat = lat * sf
             k = min(n, 12000)
@@ -258,7 +269,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
                     e.lerp_(p, 1 - d)
             return loss.item()
 
-        steps, dt, loss = _loop("unet", budget * cfg["share"]["unet"], cfg["max_steps"]["unet"], unet_step, log)
+        steps, dt, loss = _loop("unet", budget * share["unet"], cfg["max_steps"]["unet"], unet_step, log)
         record["stages"]["unet"] = {"steps": steps, "batch": cfg["unet_bs"], "seconds": round(dt, 1),
                                     "loss": round(loss, 5), "ema": 0.998, "cfg_dropout": 0.1}
         unet, text = ema_unet.eval(), ema_text.eval()
@@ -284,7 +295,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             opt.step()
             return o.loss.item()
 
-        steps, dt, loss = _loop("clip", budget * cfg["share"]["clip"], cfg["max_steps"]["clip"], clip_step, log)
+        steps, dt, loss = _loop("clip", budget * share["clip"], cfg["max_steps"]["clip"], clip_step, log)
         record["stages"]["clip"] = {"steps": steps, "batch": cfg["clip_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
         clip.eval()
 
@@ -315,7 +326,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             opt.step()
             return loss.item()
 
-        steps, dt, loss = _loop("oracle", budget * cfg["share"]["oracle"], cfg["max_steps"]["oracle"], oracle_step, log)
+        steps, dt, loss = _loop("oracle", budget * share["oracle"], cfg["max_steps"]["oracle"], oracle_step, log)
         record["stages"]["oracle"] = {"steps": steps, "batch": cfg["oracle_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
         oracle.eval()
 
