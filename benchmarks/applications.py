@@ -13,6 +13,7 @@ import argparse
 import os
 import shlex
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -47,6 +48,10 @@ PICTURES = {
 READ = ("shape", "colour", "style", "background", "count")
 
 
+def is_command(source) -> bool:
+    return isinstance(source, str) and source.split()[0] in ("variations", "generate", "edit")
+
+
 def run(command: str) -> None:
     from oneword.cli import main
 
@@ -59,7 +64,7 @@ def images_of(source) -> list[Image.Image]:
     """A photo folder (or several), or the single images a command wrote beside its --out grid."""
     if isinstance(source, list):
         return [im for s in source for im in images_of(s)]
-    if not source.split()[0] in ("variations", "generate", "edit"):
+    if not is_command(source):
         return [Image.open(p).convert("RGB") for p in sorted(Path(source).glob("*.png"))]
     out = Path(shlex.split(source)[shlex.split(source).index("--out") + 1])
     return [Image.open(p).convert("RGB") for p in sorted(out.parent.glob(f"{out.stem}_*.png"))]
@@ -137,7 +142,6 @@ def edit_figures(judge, n: int = 20) -> None:
     print(f"demo <lime-star> edit: {rates(fig['images'])}; plain generate of '{fig['prompt']}': "
           f"{rates(generate(model, fig['prompt'], [demo], n=n, seed=0))}")
     cfg = LearnConfig.with_defaults(model, token="<lime-star>", init="star", steps=150, early_stop=False, save_every=10**6)
-    import tempfile
 
     model = load_model(None)  # a fresh one: generate() above installed the demo's <lime-star> into the last
     short = learn(model, NOVEL_CONCEPTS["lime_star"].photos(5), cfg, tempfile.mkdtemp(prefix="lime150-"), progress=False)
@@ -159,7 +163,7 @@ def pictures(judge, docs: str) -> None:
     for name, rows in PICTURES.items():
         tiles = []
         for label, source in rows:
-            if isinstance(source, str) and source.split()[0] in ("variations", "generate", "edit"):
+            if is_command(source):
                 run(source)
             ims = images_of(source)
             tiles.append(ims)
