@@ -631,17 +631,23 @@ def main(argv=None) -> int:
                 r["peak"] = max(x["peak"] for x in rs)
                 best[system] = r
                 results.append(r)
+                write_json(args, device, flags, results)  # after every row: a stopped run keeps what it measured
                 print(f"{kind:6s} {b:5d} {system:9s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
                       f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
                       f"{r['threads']:7d}", flush=True)
             if len(best) == 2:
                 ratio = best["oneword"]["image_steps_per_s"] / best["reference"]["image_steps_per_s"]
                 print(f"{kind:6s} {b:5d} {'ratio':9s} {'':8s} {ratio:10.2f}x", flush=True)
+    return 0
+
+
+def write_json(args, device, flags, results) -> None:
     if args.json:
         meta = {"machine": machine(device), "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv,
                 "flags": flags}
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    return 0
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+        tmp.replace(args.json)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+#!/bin/bash
+# One GPU session, one command: the GPU figures docs/benchmarks.md reports, and a GPU warm start of the world
+# model. Each part has its own time limit and appends to $OUT/all.log; speed.py rewrites its JSON after every
+# row, so a stopped part loses nothing it measured.
+#   OUT=/tmp/gpu PARTS="speed ckpt" bash benchmarks/gpu_session.sh [WORLD_INIT_DIR]
+# PARTS (default "speed ckpt world compile") and what each took on an H200 (2026-11-27, one machine start
+# ~1 min on top): speed ~4 min, ckpt ~45 s, world ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s
+# per batch size (did not finish in 100 s). A 15-minute session holds about three of them.
+# Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
+set -u
+OUT=${OUT:-/tmp/oneword-gpu}
+PARTS=${PARTS:-speed ckpt world compile}
+INIT=${1:-oneword/world}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD || exit 1
+fi
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+LOG=$OUT/all.log
+step() { local limit=$1; shift; echo "### $(date +%T) $*" | tee -a "$LOG"; timeout "$limit" "$@" 2>&1 | tee -a "$LOG"; }
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
+python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$LOG"
+
+# throughput and peak memory, oneword vs the reference loop, SD1.5 architecture at 512 px
+want speed && step 300 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 16 32 64 --steps 10 \
+  --json "$OUT/speed.json"
+# the 4 GB option: UNet gradient checkpointing
+want ckpt && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 1 4 --steps 20 --systems oneword \
+  --grad-checkpointing --json "$OUT/ckpt.json"
+# the world model: a GPU warm start (VAE kept, UNet batch 512), shipped back as one tar
+if want world; then
+  step 330 python3 -m oneword.cli world pretrain --out /tmp/world_gpu --seed 3 --minutes 3.5 --init-from "$INIT" \
+    --keep-vae --unet-batch 512
+  [ -d /tmp/world_gpu/model ] && tar -C /tmp/world_gpu -cf "$OUT/world_gpu.tar" model judge
+fi
+# torch.compile + channels-last, one batch size (compiling the UNet's forward and backward takes minutes)
+want compile && step 360 python3 benchmarks/speed.py --model sd15 --device cuda --batch 16 --steps 20 --systems oneword \
+  --compile --channels-last --json "$OUT/compile.json"
+echo "### $(date +%T) done" | tee -a "$LOG"
