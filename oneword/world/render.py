@@ -9,7 +9,7 @@ mentioned. Two-object scenes put one object in the left half and one in the righ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
