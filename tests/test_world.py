@@ -82,6 +82,18 @@ def test_pretraining_distribution_holds_out_combinations_and_is_biased():
     assert len(balloons) > 50 and 0.8 < balloons.count("red") / len(balloons) < 0.97
 
 
+def test_check_names_the_kind_of_each_held_out_combination():
+    """`world check` breaks held-out accuracy down by kind of unseen pair; each check-time scene has one."""
+    from oneword.world.cli import held_out_kinds, heldout_scenes
+
+    rng = np.random.default_rng(3)
+    s = R.random_scene(rng, named_only=True, count=1, shape="star", colour="blue", style="pixel", background="sky")
+    assert held_out_kinds(s) == [("shape", "colour"), ("shape", "style")]
+    s = R.random_scene(rng, named_only=True, count=1, shape="star", colour="red", style="sketch", background="sky")
+    assert held_out_kinds(s) == [("colour", "background")]
+    assert all(held_out_kinds(sc) for sc in heldout_scenes(50, seed=0, count=1))
+
+
 # ------------------------------------------------------------------------------------------ captions
 def test_captions_use_only_world_words_and_hide_unnamed_values(tokenizer):
     rng = np.random.default_rng(2)
@@ -173,6 +185,8 @@ def test_shipped_model_follows_prompts_at_small_scale():
     gen = res["heldout_generation"]
     for k, bar in HELDOUT_BARS.items():
         assert gen[k] >= bar, (k, gen)
+    assert set(res["heldout_by_pair"]) <= {"shape+colour", "shape+style", "colour+background"}
+    assert sum(v["n"] for v in res["heldout_by_pair"].values()) >= 32
     assert res["biased_word"]["top_colour"] == "red" and res["biased_word"]["top_share"] >= 0.7, res["biased_word"]
 
 

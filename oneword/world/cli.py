@@ -78,6 +78,20 @@ def oracle_accuracy(judge, n: int = 1000, seed: int = 99) -> dict[str, float]:
     return acc
 
 
+HELD_OUT_KINDS = (("shape", "colour"), ("shape", "style"), ("colour", "background"))
+
+
+def held_out_kinds(scene) -> list[tuple[str, str]]:
+    """Which kinds of held-out combination the scene's first object shows (see render.held_out_pairs)."""
+    from .render import HELD_OUT_COLOUR_BACKGROUND, HELD_OUT_SHAPE_COLOUR, HELD_OUT_SHAPE_STYLE
+
+    o = scene.objects[0]
+    found = {("shape", "colour"): (o.shape, o.colour) in HELD_OUT_SHAPE_COLOUR,
+             ("shape", "style"): (o.shape, scene.style) in HELD_OUT_SHAPE_STYLE,
+             ("colour", "background"): (o.colour, scene.background) in HELD_OUT_COLOUR_BACKGROUND}
+    return [k for k in HELD_OUT_KINDS if found[k]]
+
+
 def heldout_scenes(n: int, seed: int, count: int = 1):
     """Named-only scenes that each show at least one attribute combination held out of pretraining."""
     from .render import held_out_pairs, random_scene
@@ -137,6 +151,14 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
     res["heldout_examples"] = [prompts[i] for i in range(min(3, n))]
     log(f"prompted generation on {n} held-out combinations ({steps} steps, guidance {guidance}): "
         + ", ".join(f"{k} {v:.1%}" for k, v in table.items()))
+    res["heldout_by_pair"] = by_pair = {}
+    for pair in HELD_OUT_KINDS:  # which kind of unseen combination fails: both of its attributes right
+        hits = [all(pred[k][i] == scenes[i].attributes()[k] for k in pair) for i in range(n)
+                if pair in held_out_kinds(scenes[i])]
+        if hits:
+            by_pair["+".join(pair)] = {"both_correct": float(np.mean(hits)), "n": len(hits)}
+    log("by held-out pair (both attributes correct): "
+        + ", ".join(f"{k} {v['both_correct']:.1%} of {v['n']}" for k, v in by_pair.items()))
 
     two = heldout_scenes(n_two, seed + 1, 2)
     prompts2 = [prompt_for(s) for s in two]
@@ -175,6 +197,8 @@ def _check(args) -> None:
         print(f"| oracle accuracy: {k} | {v:.1%} | >= 97% |")
     for k, v in res["heldout_generation"].items():
         print(f"| held-out prompts: {k} correct | {v:.1%} | {'>= 85%' if k != 'count' else '-'} |")
+    for k, v in res["heldout_by_pair"].items():
+        print(f"| held-out {k} pairs: both correct | {v['both_correct']:.1%} (n={v['n']}) | - |")
     print(f"| two-object: both present | {res['two_object']['both_present']:.1%} | >= 60% |")
     print(f"| two-object: both shapes present | {res['two_object']['both_shapes_present']:.1%} | - |")
     print(f"| biased word: top colour share ({res['biased_word']['top_colour']}) | {res['biased_word']['top_share']:.1%} | >= 80% |")
