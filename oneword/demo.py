@@ -16,7 +16,7 @@ DEMO_CONCEPT = "teal_ring"
 
 def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     from .generate import generate, save_grid
-    from .invert import LearnConfig, learn
+    from .invert import LearnConfig, checkpoint_fingerprint, learn
     from .models import load_model
     from .world.concepts import NOVEL_CONCEPTS
 
@@ -35,7 +35,9 @@ def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     token = f"<{name.replace('_', '-')}>"
     cfg = LearnConfig.with_defaults(model, token=token, init=concept.init_word, property=concept.kind, seed=seed)
     run = out / "run"
-    learned = learn(model, out / "photos", cfg, run, resume=(run / "checkpoint.safetensors").exists())
+    ckpt = run / "checkpoint.safetensors"  # resume an interrupted demo, but never onto another model
+    same_model = ckpt.exists() and checkpoint_fingerprint(ckpt) == model.identity.get("fingerprint")
+    learned = learn(model, out / "photos", cfg, run, resume=same_model)
 
     plain = "a painting in the style of {}" if concept.kind == "style" else "a photo of {}"
     edit = "a star in the style of {}" if concept.kind == "style" else "a sketch of {} on a sky background"

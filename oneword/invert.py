@@ -243,8 +243,9 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         g = torch.Generator().manual_seed(cfg.seed)
         state = State()
         ckpt = out / "checkpoint.safetensors"
+        fingerprint = str(model.identity.get("fingerprint"))
         if resume and ckpt.is_file():
-            state = _load_checkpoint(ckpt, vectors, opt, g, cfg)
+            state = _load_checkpoint(ckpt, vectors, opt, g, cfg, fingerprint)
         elif resume:
             raise OnewordError(f"nothing to resume in {out}: no checkpoint.safetensors")
         scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
@@ -276,7 +277,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                         scaler.update()
                         if bad_in_row >= cfg.max_bad_steps:
                             bad_in_row = 0
-                            _roll_back(ckpt, vectors, opt, g, cfg, state, init)
+                            _roll_back(ckpt, vectors, opt, g, cfg, state, init, fingerprint)
                         continue
                     bad_in_row = 0
                     scaler.step(opt)
@@ -362,7 +363,8 @@ def _save(out: Path, ckpt: Path, vectors, opt, g, cfg, state, model, photos, sta
         if k in adam:
             tensors[k] = adam[k].detach().float().cpu().contiguous()
     meta = {"state": json.dumps(asdict(state)), "config": json.dumps(asdict(cfg)),
-            "adam_step": str(int(adam["step"])) if "step" in adam else "0"}
+            "adam_step": str(int(adam["step"])) if "step" in adam else "0",
+            "model_fingerprint": str(model.identity.get("fingerprint"))}
     atomic_write_bytes(ckpt, save(tensors, metadata=meta))
     concept = _concept(vectors, cfg, model, state)
     save_concept(concept, out / "learned_embeds.safetensors")
@@ -370,12 +372,24 @@ def _save(out: Path, ckpt: Path, vectors, opt, g, cfg, state, model, photos, sta
     return concept
 
 
-def _load_checkpoint(ckpt: Path, vectors, opt, g, cfg: LearnConfig) -> State:
+def checkpoint_fingerprint(ckpt: Path) -> str | None:
+    """The fingerprint of the model a checkpoint was learned on (None for checkpoints that predate it)."""
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        return (f.metadata() or {}).get("model_fingerprint")
+
+
+def _load_checkpoint(ckpt: Path, vectors, opt, g, cfg: LearnConfig, fingerprint: str) -> State:
     from safetensors import safe_open
 
     with safe_open(str(ckpt), "pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
+    learned_on = meta.get("model_fingerprint")
+    if learned_on not in (None, fingerprint):  # a vector is only meaningful in the text encoder it was learned in
+        raise OnewordError(f"cannot resume: this run was learned on model {learned_on}, not this one ({fingerprint}; "
+                           f"weights in another precision count as another model); start a new run with another --out")
     saved = json.loads(meta["config"])
     for k in ("token", "vectors", "property", "batch_size", "seed"):
         if saved.get(k) != getattr(cfg, k):
@@ -392,7 +406,7 @@ def _load_checkpoint(ckpt: Path, vectors, opt, g, cfg: LearnConfig) -> State:
     return State(**json.loads(meta["state"]))
 
 
-def _roll_back(ckpt: Path, vectors, opt, g, cfg: LearnConfig, state: State, init) -> None:
+def _roll_back(ckpt: Path, vectors, opt, g, cfg: LearnConfig, state: State, init, fingerprint: str) -> None:
     """Repeated non-finite steps: back to the last good checkpoint with half the learning rate; stop after 3."""
     state.rollbacks += 1
     if state.rollbacks > 3:
@@ -400,7 +414,7 @@ def _roll_back(ckpt: Path, vectors, opt, g, cfg: LearnConfig, state: State, init
                            f"try a lower --lr (now {cfg.lr * state.lr_scale:g})")
     keep = (state.rollbacks, state.skipped, state.lr_scale * 0.5)
     if ckpt.is_file():
-        restored = _load_checkpoint(ckpt, vectors, opt, g, cfg)
+        restored = _load_checkpoint(ckpt, vectors, opt, g, cfg, fingerprint)
         state.step, state.val_history, state.stopped_early = restored.step, restored.val_history, False
     else:
         with torch.no_grad():

@@ -63,6 +63,20 @@ def test_resume_equals_uninterrupted(tiny_model, photos, tmp_path):
     assert run["step"] == 9 and run["status"] == "done"
 
 
+def test_resume_onto_another_model_is_refused(tiny_model, photos, tmp_path):
+    """A vector only means something in the text encoder it was learned in: resuming a run on other weights
+    (here: the same pipeline under another fingerprint) is a clear error, and the run's files stay as they were."""
+    import dataclasses
+
+    learn(tiny_model, photos, quick(steps=3), tmp_path / "run", progress=False)
+    before = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
+    other = dataclasses.replace(tiny_model, identity={**tiny_model.identity, "fingerprint": "0123456789abcdef"})
+    with pytest.raises(OnewordError, match="learned on model"):
+        learn(other, photos, quick(steps=6), tmp_path / "run", resume=True, progress=False)
+    after = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
+    assert after == before
+
+
 def test_saved_file_loads_in_diffusers_and_prompt_embedding_matches(tiny_dir, tiny_model, photos, tmp_path):
     from diffusers import StableDiffusionPipeline
 

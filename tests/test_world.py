@@ -21,7 +21,9 @@ from oneword.world.concepts import (HELD_OUT, NOVEL_CONCEPTS, BALANCED_SET, bias
 SHIPPED = (model_path() / "model_index.json").is_file() and (judge_path() / "oracle.json").is_file()
 needs_model = pytest.mark.skipif(not SHIPPED, reason="shipped world model not built yet")
 # small-scale floors for the shipped model's held-out-combination generation (full scale: docs/world.md)
-HELDOUT_BARS = {"colour": 0.75, "background": 0.8, "style": 0.6}  # full scale: 95.0%, 98.5%, 80.5%
+# full scale (docs/world.md, 200 prompts): shape 90.5%, colour 99.0%, background 100%, style 75.0%;
+# this test's 32 prompts measured shape 93.8%, colour 96.9%, background 100%, style 84.4%
+HELDOUT_BARS = {"shape": 0.75, "colour": 0.85, "background": 0.85, "style": 0.6}
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +187,7 @@ def test_shipped_model_follows_prompts_at_small_scale():
     gen = res["heldout_generation"]
     for k, bar in HELDOUT_BARS.items():
         assert gen[k] >= bar, (k, gen)
+    assert res["two_object"]["both_shapes_present"] >= 3 / 8, res["two_object"]  # full scale 71%; here 6/8
     assert set(res["heldout_by_pair"]) <= {"shape+colour", "shape+style", "colour+background"}
     assert sum(v["n"] for v in res["heldout_by_pair"].values()) >= 32
     assert res["biased_word"]["top_colour"] == "red" and res["biased_word"]["top_share"] >= 0.7, res["biased_word"]
