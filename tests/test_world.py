@@ -86,7 +86,8 @@ def test_pretraining_distribution_holds_out_combinations_and_is_biased():
 
 def test_check_names_the_kind_of_each_held_out_combination():
     """`world check` breaks held-out accuracy down by kind of unseen pair; each check-time scene has one."""
-    from oneword.world.cli import held_out_kinds, heldout_scenes
+    from oneword.world.cli import heldout_scenes
+    from oneword.world.render import held_out_kinds
 
     rng = np.random.default_rng(3)
     s = R.random_scene(rng, named_only=True, count=1, shape="star", colour="blue", style="pixel", background="sky")

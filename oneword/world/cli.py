@@ -78,20 +78,6 @@ def oracle_accuracy(judge, n: int = 1000, seed: int = 99) -> dict[str, float]:
     return acc
 
 
-HELD_OUT_KINDS = (("shape", "colour"), ("shape", "style"), ("colour", "background"))
-
-
-def held_out_kinds(scene) -> list[tuple[str, str]]:
-    """Which kinds of held-out combination the scene's first object shows (see render.held_out_pairs)."""
-    from .render import HELD_OUT_COLOUR_BACKGROUND, HELD_OUT_SHAPE_COLOUR, HELD_OUT_SHAPE_STYLE
-
-    o = scene.objects[0]
-    found = {("shape", "colour"): (o.shape, o.colour) in HELD_OUT_SHAPE_COLOUR,
-             ("shape", "style"): (o.shape, scene.style) in HELD_OUT_SHAPE_STYLE,
-             ("colour", "background"): (o.colour, scene.background) in HELD_OUT_COLOUR_BACKGROUND}
-    return [k for k in HELD_OUT_KINDS if found[k]]
-
-
 def heldout_scenes(n: int, seed: int, count: int = 1):
     """Named-only scenes that each show at least one attribute combination held out of pretraining."""
     from .render import held_out_pairs, random_scene
@@ -127,7 +113,7 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
     from . import model_path
     from .concepts import biased_word
     from .judge import load_judge
-    from .render import prompt_for
+    from .render import HELD_OUT_KINDS, held_out_kinds, prompt_for
 
     mp = Path(model) if model else model_path()
     if not (mp / "model_index.json").is_file():
@@ -152,9 +138,9 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
     log(f"prompted generation on {n} held-out combinations ({steps} steps, guidance {guidance}): "
         + ", ".join(f"{k} {v:.1%}" for k, v in table.items()))
     res["heldout_by_pair"] = by_pair = {}
+    kinds = [held_out_kinds(s) for s in scenes]
     for pair in HELD_OUT_KINDS:  # which kind of unseen combination fails: both of its attributes right
-        hits = [all(pred[k][i] == scenes[i].attributes()[k] for k in pair) for i in range(n)
-                if pair in held_out_kinds(scenes[i])]
+        hits = [all(pred[k][i] == scenes[i].attributes()[k] for k in pair) for i in range(n) if pair in kinds[i]]
         if hits:
             by_pair["+".join(pair)] = {"both_correct": float(np.mean(hits)), "n": len(hits)}
     log("by held-out pair (both attributes correct): "

@@ -114,13 +114,20 @@ def _choice(rng, seq, p=None):
     return seq[int(rng.choice(len(seq), p=p))]
 
 
+HELD_OUT_KINDS = (("shape", "colour"), ("shape", "style"), ("colour", "background"))
+
+
+def held_out_kinds(scene: Scene, index: int = 0) -> list[tuple[str, str]]:
+    """The kinds of held-out combination that object `index` of the scene shows, in HELD_OUT_KINDS order."""
+    o = scene.objects[index]
+    found = ((o.shape, o.colour) in HELD_OUT_SHAPE_COLOUR, (o.shape, scene.style) in HELD_OUT_SHAPE_STYLE,
+             (o.colour, scene.background) in HELD_OUT_COLOUR_BACKGROUND)
+    return [k for k, hit in zip(HELD_OUT_KINDS, found) if hit]
+
+
 def held_out_pairs(scene: Scene) -> bool:
     """True if the scene shows any held-out attribute combination."""
-    for o in scene.objects:
-        if (o.shape, o.colour) in HELD_OUT_SHAPE_COLOUR or (o.shape, scene.style) in HELD_OUT_SHAPE_STYLE \
-                or (o.colour, scene.background) in HELD_OUT_COLOUR_BACKGROUND:
-            return True
-    return False
+    return any(held_out_kinds(scene, i) for i in range(len(scene.objects)))
 
 
 def _place(rng, count, size_words):
@@ -416,4 +423,4 @@ def pretraining_scene(rng, excluded: set | None = None) -> Scene:
 
 
 __all__ = ["Obj", "Scene", "random_scene", "render_scene", "caption", "prompt_for", "world_words",
-           "held_out_pairs", "pretraining_scene", "render_array"]
+           "held_out_pairs", "held_out_kinds", "HELD_OUT_KINDS", "pretraining_scene", "render_array"]
