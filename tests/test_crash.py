@@ -86,7 +86,10 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_dir, photos, tmp_
     out = tmp_path / "run"
     # a run far too long to finish before the signal (the last --steps wins), so the test always tests
     cmd = learn_cmd(photos, tiny_dir, out, "--save-every", "1000", "--steps", "1000000", "--no-early-stop")
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: a shell without job control starts background commands with SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler (that is what a backgrounded CI run looks like)
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_step(out, 0, proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
