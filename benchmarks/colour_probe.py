@@ -21,7 +21,8 @@ for name in ("teal_ring", "lime_star"):
     for label, kw in settings.items():
         tok = f"<{name}-{label.replace(' ', '-').replace('.', '')}>"  # generate() installs words for good
         cfg = LearnConfig.with_defaults(model, token=tok, init=c.init_word, early_stop=False, save_every=10**6, seed=0, **kw)
-        w = learn(model, photos, cfg, tempfile.mkdtemp(), progress=False)
+        with tempfile.TemporaryDirectory() as run:
+            w = learn(model, photos, cfg, run, progress=False)
         for g in (5.0, 7.5):
             ims = generate(model, f"a photo of {tok}", [w], n=24, seed=1, guidance=g)
             lab = judge.oracle(ims)
