@@ -68,7 +68,8 @@ def _add_learn(sub) -> None:
     p = sub.add_parser("learn", help="learn a new word from 3-5 photos")
     p.add_argument("photos", nargs="?", help="folder of photos (not needed with --resume)")
     p.add_argument("--token", help='the new word, e.g. "<my-cat>"')
-    p.add_argument("--init", help='a word to start from, e.g. "cat" (default: "object", or "painting" for styles)')
+    p.add_argument("--init", help='a word to start from, e.g. "cat" (default: "object", or "painting" for styles); '
+                   'with --vectors N, several words spread over the vectors ("green star": colour slot, shape slot)')
     add_model_args(p)
     p.add_argument("--out", help="run folder (default: runs/<token>)")
     p.add_argument("--steps", type=int, help="maximum optimisation steps (early stopping may end sooner)")

@@ -126,8 +126,10 @@ def learned_words(model, words):
 
 
 def init_vectors(model, word: str, n: int) -> torch.Tensor:
-    """The init word's embedding, repeated for each of n vectors. A word that the tokenizer splits into two
-    pieces starts from the mean of the pieces; more pieces means the model does not know the word."""
+    """Start vectors from the init text. One vector: the mean of the text's token embeddings (the paper's
+    init word; a word split into two pieces is their mean). n vectors from several words: vector i starts
+    from word piece i*k//n of the k pieces (A1111's rule), so "green star" gives a 2-vector word whose first
+    vector sits in the colour-word slot; from a single word, every vector starts from it."""
     table = model.text_encoder.get_input_embeddings().weight
     ids = []
     for part in word.split():
@@ -139,7 +141,10 @@ def init_vectors(model, word: str, n: int) -> torch.Tensor:
         ids += pieces
     if not ids:
         raise OnewordError("--init is empty; give a word that describes the concept, e.g. --init cat")
-    return table[ids].float().mean(0, keepdim=True).repeat(n, 1).detach().cpu()
+    rows = table[ids].float()
+    if n > 1 and len(word.split()) > 1:
+        return rows[[i * len(ids) // n for i in range(n)]].detach().cpu()
+    return rows.mean(0, keepdim=True).repeat(n, 1).detach().cpu()
 
 
 def encode_templates(tokenizer, prop: str, token: str, n: int) -> torch.Tensor:

@@ -162,3 +162,18 @@ def test_repeated_nonfinite_steps_roll_back_then_stop(tiny_model, photos, tmp_pa
     monkeypatch.setattr(inv, "diffusion_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(OnewordError, match="diverged"):
         learn(tiny_model, photos, quick(steps=6, max_bad_steps=2), tmp_path / "run", progress=False)
+
+
+def test_init_text_spreads_over_vectors(tiny_model):
+    """One vector starts from the mean of the init text; n vectors from several words take one word each
+    (A1111's rule), and a single init word is repeated."""
+    from oneword.invert import init_vectors
+
+    table = tiny_model.text_encoder.get_input_embeddings().weight.detach()
+    red, ring = (table[tiny_model.tokenizer(w, add_special_tokens=False).input_ids[0]] for w in ("red", "ring"))
+    assert torch.allclose(init_vectors(tiny_model, "red ring", 1)[0], (red + ring) / 2)
+    two = init_vectors(tiny_model, "red ring", 2)
+    assert torch.equal(two[0], red) and torch.equal(two[1], ring)
+    four = init_vectors(tiny_model, "red ring", 4)
+    assert [torch.equal(v, w) for v, w in zip(four, (red, red, ring, ring))] == [True] * 4
+    assert torch.equal(init_vectors(tiny_model, "ring", 3), ring.repeat(3, 1))

@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     q.add_argument("--keep-vae", action="store_true",
                    help="with --init-from: keep its VAE as it is (the UNet keeps its latent space) and give the VAE's time to the UNet")
     q.add_argument("--unet-batch", type=int, help="UNet batch (default 128; a GPU takes 512 at about the same step time)")
+    q.add_argument("--scenes", type=int, help="scenes rendered for training (default 24000; more for long runs)")
     q.set_defaults(func=_pretrain)
 
     c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures")
@@ -51,8 +52,11 @@ def _pretrain(args) -> None:
         raise OnewordError("--minutes must be positive")
     if args.unet_batch is not None and args.unet_batch < 1:
         raise OnewordError("--unet-batch must be positive")
+    if args.scenes is not None and args.scenes < 100:
+        raise OnewordError("--scenes must be at least 100")
     rec = pt.pretrain(out, seed=args.seed, minutes=args.minutes, tiny=args.tiny, threads=args.threads,
-                      cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae, unet_batch=args.unet_batch)
+                      cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae, unet_batch=args.unet_batch,
+                      scenes=args.scenes)
     print(json.dumps(rec["stages"], indent=1))
 
 

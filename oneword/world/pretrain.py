@@ -113,7 +113,8 @@ def build_clip(tok, cfg):
 
 def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool = False, quiet: bool = False,
              threads: int | None = None, cache: str | Path | None = None,
-             init_from: str | Path | None = None, keep_vae: bool = False, unet_batch: int | None = None) -> dict:
+             init_from: str | Path | None = None, keep_vae: bool = False, unet_batch: int | None = None,
+             scenes: int | None = None) -> dict:
     """Train everything and write OUT/model and OUT/judge. Returns the training record.
 
     cache: a folder where the trained VAE is kept (and reused by a rerun with the same seed).
@@ -121,6 +122,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
     keep_vae: with init_from, keep its VAE and latent scaling as they are (the UNet keeps the latent space it
     learned) and give the VAE's share of the time to the UNet.
     unet_batch: the UNet's batch (default 128); a GPU takes 512 at about the cost of 128 (8x8 latents).
+    scenes: how many scenes to render (default 24,000): more scenes, fewer epochs over each, for long runs.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
@@ -128,6 +130,8 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
     cfg = dict(TINY if tiny else FULL)
     if unet_batch:
         cfg["unet_bs"] = unet_batch
+    if scenes:
+        cfg["n_scenes"] = scenes
     if keep_vae and not init_from:
         raise OnewordError("--keep-vae needs --init-from (the run whose VAE to keep)")
     share = dict(cfg["share"])
