@@ -246,9 +246,11 @@ def test_warm_start_can_keep_the_vae(tmp_path):
 
     first, second = tmp_path / "a", tmp_path / "b"
     pretrain(first, seed=0, minutes=0.05, tiny=True, quiet=True)
-    rec = pretrain(second, seed=1, minutes=0.05, tiny=True, quiet=True, init_from=first, keep_vae=True, unet_batch=4)
+    rec = pretrain(second, seed=1, minutes=0.05, tiny=True, quiet=True, init_from=first, keep_vae=True, unet_batch=4,
+                   scenes=130)
     assert rec["stages"]["vae"]["steps"] == 0 and rec["stages"]["unet"]["steps"] >= 1
     assert rec["stages"]["unet"]["batch"] == 4  # --unet-batch reaches the loop
+    assert rec["stages"]["data"]["scenes"] == 130  # and --scenes the renderer
 
     def weights(run, part):
         return load_file(str(next((run / "model" / part).glob("*.safetensors"))))
