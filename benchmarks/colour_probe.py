@@ -1,8 +1,14 @@
-"""Probe: how often a learned word draws its concept's un-named colour (world oracle), per learning setting.
+"""Probe: how often a learned word draws its concept's un-named colour (world oracle), and why.
 
-One learning run per setting and concept, 24 samples of "a photo of <word>" at guidance 5 and 7.5:
-a quick, noisy look (about +-0.1), not a benchmark.   HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/colour_probe.py
+1. What the model draws for "a photo of a SHAPE" with no colour word: the un-named colours share one
+   caption ("no colour word"), so the text can say "un-named" but never which one.
+2. Per learning seed, the rate at which "a photo of S*" draws the concept's colour and shape, for the
+   paper's single vector (init word = shape) and for a 2-vector word initialised from the caption's words
+   ("green star": the first vector starts in the colour-word slot).
+One learning run per (setting, seed), 48 samples at guidance 5: noisy by about +-0.07.  ~6 min on one core:
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/colour_probe.py
 """
+import collections
 import tempfile
 
 import torch
@@ -14,17 +20,28 @@ from oneword.world.concepts import NOVEL_CONCEPTS
 from oneword.world.judge import load_judge
 
 torch.set_num_threads(1)
-model = load_model(None, device="cpu"); judge = load_judge()
-settings = {"default": {}, "lr .02": {"lr": 0.02}, "vectors 2": {"vectors": 2}, "steps 1000": {"steps": 1000}, "batch 8": {"batch_size": 8}}
+model, judge = load_model(None, device="cpu"), load_judge()
+
+
+def colours(images) -> str:
+    return ", ".join(f"{c} {k}" for c, k in collections.Counter(judge.oracle(images)["colour"]).most_common(4))
+
+
+for shape in ("ring", "star"):
+    print(f"'a photo of a {shape}' (no colour word), 48 samples: {colours(generate(model, f'a photo of a {shape}', n=48, seed=1, guidance=5.0))}", flush=True)
+
 for name in ("teal_ring", "lime_star"):
-    c = NOVEL_CONCEPTS[name]; photos = c.photos(5, seed=0); want = c.attributes
-    for label, kw in settings.items():
-        tok = f"<{name}-{label.replace(' ', '-').replace('.', '')}>"  # generate() installs words for good
-        cfg = LearnConfig.with_defaults(model, token=tok, init=c.init_word, early_stop=False, save_every=10**6, seed=0, **kw)
-        with tempfile.TemporaryDirectory() as run:
-            w = learn(model, photos, cfg, run, progress=False)
-        for g in (5.0, 7.5):
-            ims = generate(model, f"a photo of {tok}", [w], n=24, seed=1, guidance=g)
+    c = NOVEL_CONCEPTS[name]
+    photos, caption_words = c.photos(5, seed=0), c.caption.split(" ", 1)[1]
+    for label, kw in {"1 vector": {}, f"2 vectors, init '{caption_words}'": {"vectors": 2, "init": caption_words}}.items():
+        for seed in (0, 1, 2):
+            tok = f"<{name}-{len(kw)}-{seed}>"  # generate() installs words for good: one token per run
+            cfg = LearnConfig.with_defaults(model, **{"token": tok, "init": c.init_word, "early_stop": False,
+                                                      "save_every": 10**6, "seed": seed, **kw})
+            with tempfile.TemporaryDirectory() as run:
+                word = learn(model, photos, cfg, run, progress=False)
+            ims = generate(model, f"a photo of {tok}", [word], n=48, seed=1, guidance=5.0)
             lab = judge.oracle(ims)
-            rate = {a: sum(x == v for x in lab[a]) / len(ims) for a, v in want.items()}
-            print(name, label, "guidance", g, {k: round(v, 2) for k, v in rate.items()}, flush=True)
+            rate = {a: sum(x == c.attributes[a] for x in lab[a]) / len(ims) for a in ("colour", "shape")}
+            print(f"{name} {label} seed {seed}: {c.attributes['colour']} {rate['colour']:.0%}, {c.attributes['shape']} "
+                  f"{rate['shape']:.0%} (colours: {colours(ims)})", flush=True)

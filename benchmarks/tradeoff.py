@@ -47,6 +47,18 @@ TUNING_ORDER = ("teal_ring", "red_crescent", "striped_square", "style_halftone",
                 "dotted_circle", "magenta_heart", "orange_hourglass", "style_hatched")
 
 
+CAPTION_INIT = "caption"  # a variant's init: the caption baseline's words, one per vector (invert.init_vectors)
+
+
+def init_text(init_word: str, caption: str, overrides: dict) -> tuple[str, dict]:
+    """The init text of a variant and its other overrides: the concept's init word, or its caption's words."""
+    rest = {k: v for k, v in overrides.items() if k != "init"}
+    if overrides.get("init") != CAPTION_INIT:
+        return init_word, rest
+    words = caption.split()
+    return " ".join(words[1:] if words[0] in ("a", "an", "the") else words), rest
+
+
 def variants(base_steps: int, base_lr: float) -> dict[str, dict]:
     """LearnConfig overrides of each method; "ti" is the plain paper method (fixed steps, one vector)."""
     return {
@@ -54,6 +66,7 @@ def variants(base_steps: int, base_lr: float) -> dict[str, dict]:
         "vectors=2": {"vectors": 2},
         "vectors=4": {"vectors": 4},
         "vectors=8": {"vectors": 8},
+        "vectors=2 caption init": {"vectors": 2, "init": CAPTION_INIT},  # "blue ring": colour slot, shape slot
         "lr x4": {"lr": base_lr * 4},
         "steps /3": {"steps": max(1, base_steps // 3)},
         "steps /2": {"steps": max(1, base_steps // 2)},
@@ -246,7 +259,8 @@ class Bench:
             if v in chain:
                 word, info = words[chain[v]]
             else:
-                word, info = self.learn(c.name, photos, v, all_variants[v], c.init_word, c.kind)
+                init, overrides = init_text(c.init_word, c.caption, all_variants[v])
+                word, info = self.learn(c.name, photos, v, overrides, init, c.kind)
             self.words[(c.name, v)] = word
             r = ev.evaluate(E.learned(word), keep_images=True)
             self.images[(c.name, v)] = r.pop("images")
@@ -460,7 +474,7 @@ def strip_samples(per_concept: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ figures
 COLOURS = {"caption": "#444444", "ti": "#d62728", "vectors=2": "#9ecae1", "vectors=4": "#4292c6",
-           "vectors=8": "#08519c", "lr x4": "#ff7f0e", "steps /3": "#c7e9c0", "steps /2": "#74c476", "steps x2": "#238b45",
+           "vectors=8": "#08519c", "vectors=2 caption init": "#6a51a3", "lr x4": "#ff7f0e", "steps /3": "#c7e9c0", "steps /2": "#74c476", "steps x2": "#238b45",
            "reg": "#9467bd", "early stop": "#8c564b"}
 
 
