@@ -67,9 +67,11 @@ def variants(base_steps: int, base_lr: float) -> dict[str, dict]:
         "vectors=4": {"vectors": 4},
         "vectors=8": {"vectors": 8},
         "vectors=2 caption init": {"vectors": 2, "init": CAPTION_INIT},  # "blue ring": colour slot, shape slot
+        "vectors=2 caption init + reg": {"vectors": 2, "init": CAPTION_INIT, "reg_weight": 3e-3},  # pulled to the words
         "lr x4": {"lr": base_lr * 4},
         "steps /3": {"steps": max(1, base_steps // 3)},
         "steps /2": {"steps": max(1, base_steps // 2)},
+        "steps 2/3": {"steps": max(1, base_steps * 2 // 3)},
         "steps x2": {"steps": base_steps * 2},
         "reg": {"reg_weight": 1e-2},  # official code's embedding_reg_weight range; world vectors have norm ~0.5
         "early stop": {"early_stop": True},  # with the model's own early-stopping defaults: `oneword learn` as shipped
@@ -474,7 +476,7 @@ def strip_samples(per_concept: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ figures
 COLOURS = {"caption": "#444444", "ti": "#d62728", "vectors=2": "#9ecae1", "vectors=4": "#4292c6",
-           "vectors=8": "#08519c", "vectors=2 caption init": "#6a51a3", "lr x4": "#ff7f0e", "steps /3": "#c7e9c0", "steps /2": "#74c476", "steps x2": "#238b45",
+           "vectors=8": "#08519c", "vectors=2 caption init": "#6a51a3", "vectors=2 caption init + reg": "#bcbddc", "lr x4": "#ff7f0e", "steps /3": "#c7e9c0", "steps /2": "#74c476", "steps 2/3": "#41ab5d", "steps x2": "#238b45",
            "reg": "#9467bd", "early stop": "#8c564b"}
 
 
