@@ -126,25 +126,25 @@ def learned_words(model, words):
 
 
 def init_vectors(model, word: str, n: int) -> torch.Tensor:
-    """Start vectors from the init text. One vector: the mean of the text's token embeddings (the paper's
-    init word; a word split into two pieces is their mean). n vectors from several words: vector i starts
-    from word piece i*k//n of the k pieces (A1111's rule), so "green star" gives a 2-vector word whose first
-    vector sits in the colour-word slot; from a single word, every vector starts from it."""
+    """Start vectors from the init text; a word the tokenizer splits into two pieces counts as their mean.
+    One vector: the mean of the words (the paper's init word). n vectors from k > 1 words: vector i starts from
+    word i*k//n (A1111's rule, by words rather than by pieces), so "green star" gives a 2-vector word whose
+    first vector sits in the colour-word slot; from a single word, every vector starts from it."""
     table = model.text_encoder.get_input_embeddings().weight
-    ids = []
+    rows = []
     for part in word.split():
         pieces = model.tokenizer(part, add_special_tokens=False).input_ids
         if not pieces or len(pieces) > 2:
             shown = model.tokenizer.convert_ids_to_tokens(pieces)
             raise OnewordError(f"init word {part!r} is not a word this model knows (it splits into {shown}); "
                                "choose a common word for the concept, e.g. --init cat")
-        ids += pieces
-    if not ids:
+        rows.append(table[pieces].float().mean(0))
+    if not rows:
         raise OnewordError("--init is empty; give a word that describes the concept, e.g. --init cat")
-    rows = table[ids].float()
-    if n > 1 and len(word.split()) > 1:
-        return rows[[i * len(ids) // n for i in range(n)]].detach().cpu()
-    return rows.mean(0, keepdim=True).repeat(n, 1).detach().cpu()
+    words = torch.stack(rows).detach().cpu()
+    if n > 1 and len(words) > 1:
+        return words[[i * len(words) // n for i in range(n)]]
+    return words.mean(0, keepdim=True).repeat(n, 1)
 
 
 def encode_templates(tokenizer, prop: str, token: str, n: int) -> torch.Tensor:
