@@ -119,6 +119,19 @@ def test_captions_use_only_world_words_and_hide_unnamed_values(tokenizer):
         "a painting of a small orange heart on a black background"
 
 
+def test_caption_hedge_names_unnamed_colours_only_by_their_neighbours():
+    teal = R.Scene((R.Obj("ring", "teal", size="small"),), "sky", "photo")
+    rng = np.random.default_rng(0)
+    plain = {R.caption(teal, rng) for _ in range(200)}
+    assert not any(w in c.split() for c in plain for w in R.NAMED_COLOURS + R.UNNAMED_COLOURS)
+    hedged = [R.caption(teal, rng, hedge=1.0) for _ in range(400)]
+    said = {w for c in hedged for w in c.split() if w in R.NAMED_COLOURS + R.UNNAMED_COLOURS}
+    assert said == {"blue", "green"}  # both neighbours, nothing else, never "teal"
+    assert 0.7 < np.mean([("blue" in c.split()) or ("green" in c.split()) for c in hedged]) < 1.0  # colour word dropped ~10%
+    red = R.Scene((R.Obj("ring", "red", size="small"),), "sky", "photo")
+    assert all("blue" not in R.caption(red, rng, hedge=1.0).split() for _ in range(50))  # named colours unchanged
+
+
 def test_world_words_are_single_tokens(tokenizer):
     from oneword.templates import template_words
 
@@ -247,10 +260,10 @@ def test_warm_start_can_keep_the_vae(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     pretrain(first, seed=0, minutes=0.05, tiny=True, quiet=True)
     rec = pretrain(second, seed=1, minutes=0.05, tiny=True, quiet=True, init_from=first, keep_vae=True, unet_batch=4,
-                   scenes=130)
+                   scenes=130, hedge=0.5)
     assert rec["stages"]["vae"]["steps"] == 0 and rec["stages"]["unet"]["steps"] >= 1
     assert rec["stages"]["unet"]["batch"] == 4  # --unet-batch reaches the loop
-    assert rec["stages"]["data"]["scenes"] == 130  # and --scenes the renderer
+    assert rec["stages"]["data"]["scenes"] == 130 and rec["caption_hedge"] == 0.5  # and --scenes, --caption-hedge
 
     def weights(run, part):
         return load_file(str(next((run / "model" / part).glob("*.safetensors"))))

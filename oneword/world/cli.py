@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                    help="with --init-from: keep its VAE as it is (the UNet keeps its latent space) and give the VAE's time to the UNet")
     q.add_argument("--unet-batch", type=int, help="UNet batch (default 128; a GPU takes 512 at about the same step time)")
     q.add_argument("--scenes", type=int, help="scenes rendered for training (default 24000; more for long runs)")
+    q.add_argument("--caption-hedge", type=float, default=0.0,
+                   help="probability that a caption calls an un-named colour one of its two nearest named colours "
+                        "(default 0: never mentioned, the issue's design; see docs/world.md)")
     q.set_defaults(func=_pretrain)
 
     c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures")
@@ -54,9 +57,11 @@ def _pretrain(args) -> None:
         raise OnewordError("--unet-batch must be positive")
     if args.scenes is not None and args.scenes < 100:
         raise OnewordError("--scenes must be at least 100")
+    if not 0.0 <= args.caption_hedge <= 1.0:
+        raise OnewordError("--caption-hedge must be in [0, 1]")
     rec = pt.pretrain(out, seed=args.seed, minutes=args.minutes, tiny=args.tiny, threads=args.threads,
                       cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae, unet_batch=args.unet_batch,
-                      scenes=args.scenes)
+                      scenes=args.scenes, hedge=args.caption_hedge)
     print(json.dumps(rec["stages"], indent=1))
 
 

@@ -114,7 +114,7 @@ def build_clip(tok, cfg):
 def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool = False, quiet: bool = False,
              threads: int | None = None, cache: str | Path | None = None,
              init_from: str | Path | None = None, keep_vae: bool = False, unet_batch: int | None = None,
-             scenes: int | None = None) -> dict:
+             scenes: int | None = None, hedge: float = 0.0) -> dict:
     """Train everything and write OUT/model and OUT/judge. Returns the training record.
 
     cache: a folder where the trained VAE is kept (and reused by a rerun with the same seed).
@@ -123,6 +123,8 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
     learned) and give the VAE's share of the time to the UNet.
     unet_batch: the UNet's batch (default 128); a GPU takes 512 at about the cost of 128 (8x8 latents).
     scenes: how many scenes to render (default 24,000): more scenes, fewer epochs over each, for long runs.
+    hedge: probability that a caption calls an un-named colour one of its two nearest named colours
+    (render.caption; default 0, the issue's design: un-named colours are never mentioned).
     """
     from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
@@ -147,7 +149,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     record = {"seed": seed, "minutes_budget": minutes, "device": str(device), "machine": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "tiny": tiny, "stages": {}}
+              "threads": torch.get_num_threads(), "tiny": tiny, "caption_hedge": hedge, "stages": {}}
     work = Path(out) / f".pretrain-{os.getpid()}.tmp"
     if work.exists():
         shutil.rmtree(work)
@@ -161,7 +163,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         n = cfg["n_scenes"]
         scenes = [pretraining_scene(rng, excl) for _ in range(n)]
         imgs = render_array(scenes, 32, seed)
-        caps = [[caption(s, rng) for _ in range(3)] for s in scenes]
+        caps = [[caption(s, rng, hedge=hedge) for _ in range(3)] for s in scenes]
         ids = tok([c for cs in caps for c in cs], padding="max_length", truncation=True, max_length=MAX_LENGTH,
                   return_tensors="pt").input_ids.view(n, 3, MAX_LENGTH)
         empty = tok([""], padding="max_length", max_length=MAX_LENGTH, return_tensors="pt").input_ids[0]

@@ -27,6 +27,9 @@ COLOURS = {  # name -> RGB
 }
 NAMED_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 UNNAMED_COLOURS = ("teal", "lime", "magenta")
+# The two named colours a person might call an un-named one ("is that blue or green?"). Used only by
+# caption(hedge=p > 0): a way to give text a handle on un-named colours without a name (docs/world.md).
+NEAREST_NAMED = {"teal": ("blue", "green"), "lime": ("green", "yellow"), "magenta": ("pink", "purple")}
 
 BACKGROUNDS = ("white", "black", "gray", "sky", "grass", "sand")
 NAMED_STYLES = ("photo", "sketch", "pixel", "painting")
@@ -187,18 +190,22 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def object_phrase(o: Obj, rng, with_size: bool, with_colour: bool = True) -> str:
+def object_phrase(o: Obj, rng, with_size: bool, with_colour: bool = True, hedge: float = 0.0) -> str:
     words = []
     if with_size:
         words.append(o.size)
     if with_colour and o.colour in NAMED_COLOURS:
         words.append(o.colour)
+    elif with_colour and hedge and o.colour in NEAREST_NAMED and rng.random() < hedge:
+        words.append(_choice(rng, NEAREST_NAMED[o.colour]))
     words.append(o.shape if o.shape in NAMED_SHAPES else "object")
     return f"{_article(words[0])} {' '.join(words)}"
 
 
-def caption(scene: Scene, rng=None, *, full: bool = False) -> str:
-    """A caption of the scene in world words (random template); full=True: mention every named attribute."""
+def caption(scene: Scene, rng=None, *, full: bool = False, hedge: float = 0.0) -> str:
+    """A caption of the scene in world words (random template); full=True: mention every named attribute.
+    hedge: probability that an un-named colour is called one of its two nearest named colours (default 0:
+    un-named colours are never mentioned, as issue 3 specifies)."""
     rng = _rng(rng)
     if scene.style in NAMED_STYLES and (full or rng.random() < 0.8):
         lead = STYLE_PHRASES[scene.style][0] if full else _choice(rng, STYLE_PHRASES[scene.style])
@@ -209,11 +216,12 @@ def caption(scene: Scene, rng=None, *, full: bool = False) -> str:
     objs = list(scene.objects)
     if len(objs) == 1:
         body = object_phrase(objs[0], rng, with_size=full or rng.random() < 0.5,
-                             with_colour=full or rng.random() < 0.9)
+                             with_colour=full or rng.random() < 0.9, hedge=hedge)
     else:
         if not full and rng.random() < 0.5:
             objs = objs[::-1]
-        body = " and ".join(object_phrase(o, rng, False, with_colour=full or rng.random() < 0.95) for o in objs)
+        body = " and ".join(object_phrase(o, rng, False, with_colour=full or rng.random() < 0.95, hedge=hedge)
+                            for o in objs)
     if full or rng.random() < 0.85:
         body += f" on {_article(scene.background)} {scene.background} background"
     return f"{lead} {body}"
