@@ -32,7 +32,7 @@ for shape in ("ring", "star"):
 
 for name in ("teal_ring", "lime_star"):
     c = NOVEL_CONCEPTS[name]
-    photos, caption_words = c.photos(5, seed=0), c.caption.split(" ", 1)[1]
+    photos, caption_words = c.photos(5, seed=0), c.caption_words
     for label, kw in {"1 vector": {}, f"2 vectors, init '{caption_words}'": {"vectors": 2, "init": caption_words}}.items():
         for seed in (0, 1, 2):
             tok = f"<{name}-{len(kw)}-{seed}>"  # generate() installs words for good: one token per run

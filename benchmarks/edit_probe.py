@@ -22,7 +22,7 @@ from oneword.world.judge import load_judge  # noqa: E402
 torch.set_num_threads(1)
 model, judge = load_model(None, device="cpu"), load_judge()
 c = NOVEL_CONCEPTS["teal_ring"]
-caption_words = c.caption.split(" ", 1)[1]
+caption_words = c.caption_words
 for label, kw, guidances in (("1 vector", {}, (5.0,)),
                              (f"2 vectors, init '{caption_words}'", {"vectors": 2, "init": caption_words}, (5.0, 7.5, 10.0))):
     for seed in (0, 1, 2):

@@ -50,13 +50,10 @@ TUNING_ORDER = ("teal_ring", "red_crescent", "striped_square", "style_halftone",
 CAPTION_INIT = "caption"  # a variant's init: the caption baseline's words, one per vector (invert.init_vectors)
 
 
-def init_text(init_word: str, caption: str, overrides: dict) -> tuple[str, dict]:
+def init_text(c, overrides: dict) -> tuple[str, dict]:
     """The init text of a variant and its other overrides: the concept's init word, or its caption's words."""
     rest = {k: v for k, v in overrides.items() if k != "init"}
-    if overrides.get("init") != CAPTION_INIT:
-        return init_word, rest
-    words = caption.split()
-    return " ".join(words[1:] if words[0] in ("a", "an", "the") else words), rest
+    return (c.caption_words if overrides.get("init") == CAPTION_INIT else c.init_word), rest
 
 
 def variants(base_steps: int, base_lr: float) -> dict[str, dict]:
@@ -261,7 +258,7 @@ class Bench:
             if v in chain:
                 word, info = words[chain[v]]
             else:
-                init, overrides = init_text(c.init_word, c.caption, all_variants[v])
+                init, overrides = init_text(c, all_variants[v])
                 word, info = self.learn(c.name, photos, v, overrides, init, c.kind)
             self.words[(c.name, v)] = word
             r = ev.evaluate(E.learned(word), keep_images=True)

@@ -145,6 +145,7 @@ def test_world_words_are_single_tokens(tokenizer):
 # ------------------------------------------------------------------------------------------ concepts
 def test_novel_concepts(tokenizer):
     assert len(NOVEL_CONCEPTS) >= 12
+    assert NOVEL_CONCEPTS["teal_ring"].caption_words == "blue ring"  # the init text of a 2-vector word
     kinds = Counter(c.kind for c in NOVEL_CONCEPTS.values())
     assert kinds["object"] >= 6 and kinds["style"] >= 2
     assert set(HELD_OUT) <= set(NOVEL_CONCEPTS) and 0 < len(HELD_OUT) < len(NOVEL_CONCEPTS)
@@ -153,6 +154,7 @@ def test_novel_concepts(tokenizer):
         if name in HELD_OUT:
             continue  # held out of every test and tuning loop: not rendered here
         assert c.init_word in words and set(c.caption.split()) <= words
+        assert c.caption.endswith(c.caption_words) and c.caption_words.split()[0] not in ("a", "an", "the")
         assert len(tokenizer(c.init_word, add_special_tokens=False).input_ids) == 1
         photos = c.photos(5, seed=0)
         assert len(photos) == 5 and all(p.size == (32, 32) for p in photos)

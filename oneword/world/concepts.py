@@ -24,6 +24,12 @@ class NovelConcept:
     caption: str  # best human description in world words (object: "a blue ring"; style: "a photo")
     attributes: dict = field(default_factory=dict)
 
+    @property
+    def caption_words(self) -> str:
+        """The caption without its article ("blue ring"): an init text with one word per vector."""
+        words = self.caption.split()
+        return " ".join(words[1:] if words[0] in ("a", "an", "the") else words)
+
     def scene(self, rng) -> Scene:
         a = self.attributes
         if self.kind == "object":
