@@ -1,13 +1,15 @@
 """Probe: how often a learned word draws its concept's un-named colour (world oracle), and why.
 
 1. What the model draws for "a photo of a SHAPE" with no colour word: the un-named colours share one
-   caption ("no colour word"), so the text can say "un-named" but never which one.
+   caption ("no colour word"), so the text can say "un-named" but never which one. And what the named
+   neighbours of teal and lime draw ("a photo of a blue ring"; see `world pretrain --caption-hedge`).
 2. Per learning seed, the rate at which "a photo of S*" draws the concept's colour and shape, for the
    paper's single vector (init word = shape) and for a 2-vector word initialised from the caption's words
    ("green star": the first vector starts in the colour-word slot).
 One learning run per (setting, seed), 48 samples at guidance 5: noisy by about +-0.07.  ~6 min on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/colour_probe.py
 """
+import argparse
 import collections
 import tempfile
 
@@ -20,7 +22,11 @@ from oneword.world.concepts import NOVEL_CONCEPTS
 from oneword.world.judge import load_judge
 
 torch.set_num_threads(1)
-model, judge = load_model(None, device="cpu"), load_judge()
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("--model", help="world model folder (default: the shipped one)")
+ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
+args = ap.parse_args()
+model, judge = load_model(args.model, device="cpu"), load_judge(args.judge)
 
 
 def colours(images) -> str:
@@ -29,6 +35,9 @@ def colours(images) -> str:
 
 for shape in ("ring", "star"):
     print(f"'a photo of a {shape}' (no colour word), 48 samples: {colours(generate(model, f'a photo of a {shape}', n=48, seed=1, guidance=5.0))}", flush=True)
+# The named neighbours of teal and lime: with --caption-hedge in pretraining they also cover them sometimes.
+for words in ("blue ring", "green ring", "green star", "yellow star"):
+    print(f"'a photo of a {words}', 48 samples: {colours(generate(model, f'a photo of a {words}', n=48, seed=1, guidance=5.0))}", flush=True)
 
 for name in ("teal_ring", "lime_star"):
     c = NOVEL_CONCEPTS[name]

@@ -5,6 +5,7 @@ The setup of `tests/test_edit.py -k world` (a yellow circle on sky, box 5,5,27,2
 steps), concept teal_ring (its colour has no word), 300 learning steps.  ~8 min on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/edit_probe.py
 """
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +21,11 @@ from oneword.world.concepts import NOVEL_CONCEPTS  # noqa: E402
 from oneword.world.judge import load_judge  # noqa: E402
 
 torch.set_num_threads(1)
-model, judge = load_model(None, device="cpu"), load_judge()
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("--model", help="world model folder (default: the shipped one)")
+ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
+args = ap.parse_args()
+model, judge = load_model(args.model, device="cpu"), load_judge(args.judge)
 c = NOVEL_CONCEPTS["teal_ring"]
 caption_words = c.caption_words
 for label, kw, guidances in (("1 vector", {}, (5.0,)),

@@ -4,6 +4,7 @@
 comparison), read by the world oracle; seed 3, guidance 7.5, 25 steps.  About a minute on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/style_pairs.py
 """
+import argparse
 import collections
 
 import torch
@@ -16,7 +17,11 @@ from oneword.world.render import HELD_OUT_SHAPE_STYLE, STYLE_PHRASES
 SEEN = (("star", "photo"), ("circle", "pixel"), ("ring", "painting"))
 
 torch.set_num_threads(1)
-model, judge = load_model(None, device="cpu"), load_judge()
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("--model", help="world model folder (default: the shipped one)")
+ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
+args = ap.parse_args()
+model, judge = load_model(args.model, device="cpu"), load_judge(args.judge)
 for kind, pairs in (("held out", HELD_OUT_SHAPE_STYLE), ("seen", SEEN)):
     for shape, style in pairs:
         prompt = f"{STYLE_PHRASES[style][0]} a red {shape} on a white background"

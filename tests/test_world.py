@@ -82,6 +82,10 @@ def test_pretraining_distribution_holds_out_combinations_and_is_biased():
     assert not any((o.shape, o.colour, o.pattern) in excl for s in scenes for o in s.objects)
     balloons = [o.colour for s in scenes for o in s.objects if o.shape == "balloon"]
     assert len(balloons) > 50 and 0.8 < balloons.count("red") / len(balloons) < 0.97
+    # the text-free autoencoder's images show held-out combinations too, never a novel concept as such
+    images = [R.image_scene(rng, excl) for _ in range(1000)]
+    assert any(R.held_out_pairs(s) for s in images)
+    assert not any((o.shape, o.colour, o.pattern) in excl for s in images for o in s.objects)
 
 
 def test_check_names_the_kind_of_each_held_out_combination():
@@ -280,6 +284,41 @@ def test_warm_start_can_keep_the_vae(tmp_path):
         pretrain(tmp_path / "c", tiny=True, quiet=True, minutes=0.05, keep_vae=True)
 
 
+def test_tune_decoder_changes_only_the_decoder(tmp_path):
+    """tune-decoder: the decoder and the oracle learn; the encoder (so the latent space), scaling, UNet, text
+    encoder and world CLIP stay bit for bit; the record nests the source's; a folder without a model is a user
+    error."""
+    from safetensors.torch import load_file
+
+    from oneword.world.pretrain import pretrain, tune_decoder
+
+    src, dst = tmp_path / "a", tmp_path / "b"
+    pretrain(src, seed=0, minutes=0.05, tiny=True, quiet=True)
+    stage = tune_decoder(src, dst, minutes=0.02, tiny=True, quiet=True, scenes=40)
+    assert stage["decoder"]["steps"] >= 1 and stage["oracle"]["steps"] >= 1 and not list(dst.glob(".tune-*"))
+
+    def weights(run, part):
+        return load_file(str(next((run / part).glob("*.safetensors"))))
+
+    a, b = weights(src / "model", "vae"), weights(dst / "model", "vae")
+    enc = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
+    dec = [k for k in a if k.startswith(("decoder.", "post_quant_conv."))]
+    assert enc and dec and len(enc) + len(dec) == len(a) == len(b)
+    assert all(torch.equal(a[k], b[k]) for k in enc)
+    assert any(not torch.equal(a[k], b[k]) for k in dec)
+    for part in ("model/unet", "model/text_encoder", "judge/clip"):
+        ua, ub = weights(src, part), weights(dst, part)
+        assert all(torch.equal(ua[k], ub[k]) for k in ua)
+    oa, ob = load_file(str(src / "judge" / "oracle.safetensors")), load_file(str(dst / "judge" / "oracle.safetensors"))
+    assert any(not torch.equal(oa[k], ob[k]) for k in oa)
+    cfg = lambda run: json.loads((run / "model" / "vae" / "config.json").read_text())["scaling_factor"]  # noqa: E731
+    assert cfg(src) == cfg(dst)
+    meta = json.loads((dst / "model" / "oneword_world.json").read_text())
+    assert meta["tune_decoder"] == stage and "stages" in meta["init_from"]
+    with pytest.raises(OnewordError):
+        tune_decoder(tmp_path / "nothing", tmp_path / "c", minutes=0.01, tiny=True, quiet=True)
+
+
 def test_cli_registers_world_commands(tmp_path):
     from oneword.world.cli import register
 
@@ -291,3 +330,8 @@ def test_cli_registers_world_commands(tmp_path):
     args = parser.parse_args(["world", "pretrain", "--out", str(tmp_path), "--minutes", "0"])
     with pytest.raises(OnewordError):
         args.func(args)
+    for bad in (["--minutes", "0"], ["--from", str(tmp_path / "nothing"), "--minutes", "1"]):
+        args = parser.parse_args(["world", "tune-decoder", "--out", str(tmp_path / "t"), *bad])
+        with pytest.raises(OnewordError):
+            args.func(args)
+    assert not (tmp_path / "t" / "model").exists()

@@ -33,6 +33,16 @@ def register(subparsers) -> None:
                         "(default 0: never mentioned, the issue's design; see docs/world.md)")
     q.set_defaults(func=_pretrain)
 
+    d = sub.add_parser("tune-decoder", help="fine-tune only the VAE decoder on renders of the whole world "
+                                            "(encoder, latent space, UNet and text encoder unchanged)")
+    d.add_argument("--from", dest="src", help="folder holding model/ and judge/ (default: the package's own)")
+    d.add_argument("--out", help="folder that receives model/ and judge/ (default: the package's own)")
+    d.add_argument("--minutes", type=float, default=12.0, help="wall-clock budget (default 12)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, help="torch CPU threads")
+    d.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+    d.set_defaults(func=_tune_decoder)
+
     c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures")
     c.add_argument("--model", help="diffusers folder (default: the shipped world model)")
     c.add_argument("--judge", help="judge folder (default: the shipped judge)")
@@ -63,6 +73,17 @@ def _pretrain(args) -> None:
                       cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae, unet_batch=args.unet_batch,
                       scenes=args.scenes, hedge=args.caption_hedge)
     print(json.dumps(rec["stages"], indent=1))
+
+
+def _tune_decoder(args) -> None:
+    from . import pretrain as pt
+
+    here = Path(__file__).resolve().parent
+    if args.minutes <= 0:
+        raise OnewordError("--minutes must be positive")
+    rec = pt.tune_decoder(args.src or here, args.out or here, minutes=args.minutes, seed=args.seed,
+                          tiny=args.tiny, threads=args.threads)
+    print(json.dumps(rec, indent=1))
 
 
 # ------------------------------------------------------------------------------------------ check

@@ -3,12 +3,15 @@
 Stages (each time-boxed by a share of --minutes, steps capped; the record lists what ran):
   1. render N pretraining scenes (no held-out combination, no novel concept as such), 3 captions each;
   2. AutoencoderKL 32x32x3 -> 8x8x8 (MSE + L1 + tiny KL; 8 latent channels because 4 lost the 32 px
-     styles and thin shapes); latent scaling factor measured on the data;
+     styles and thin shapes), trained on its own renders of the whole world (render.image_scene: it reads no
+     text, so held-out combinations are not held out from it); latent scaling factor measured on the data;
   3. CLIPTextModel + UNet2DConditionModel on cached latents, epsilon loss, DDPM schedule, 10% empty
      captions (classifier-free guidance), EMA weights;
   4. the judge: a small CLIPModel (contrastive) and the attribute oracle (renders + VAE reconstructions);
   5. save a StableDiffusionPipeline folder (DDIM scheduler) to OUT/model and the judge to OUT/judge,
      each written to a temporary folder first and renamed into place.
+`tune_decoder` fine-tunes only the VAE decoder of a trained model on those renders (encoder, latent space,
+UNet and text encoder unchanged).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from ..errors import OnewordError
 from .concepts import pretraining_exclusions
 from .judge import ORACLE_LABELS, Oracle, images_to_tensor, save_oracle
-from .render import caption, pretraining_scene, render_array, world_words
+from .render import caption, image_scene, pretraining_scene, render_array, world_words
 from .vocab import write_world_tokenizer
 
 MAX_LENGTH = 20
@@ -167,9 +170,8 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         ids = tok([c for cs in caps for c in cs], padding="max_length", truncation=True, max_length=MAX_LENGTH,
                   return_tensors="pt").input_ids.view(n, 3, MAX_LENGTH)
         empty = tok([""], padding="max_length", max_length=MAX_LENGTH, return_tensors="pt").input_ids[0]
-        attrs = [s.attributes() for s in scenes]
-        labels = {k: torch.tensor([v.index(a[k]) for a in attrs]) for k, v in ORACLE_LABELS.items()}
         x_all = images_to_tensor(imgs)
+        x_img, img_labels = _world_images(min(n, 24000), rng, seed, excl)  # for the VAE and the oracle
         record["stages"]["data"] = {"scenes": n, "seconds": round(time.time() - t, 1)}
         log(f"rendered {n} scenes, vocabulary {len(tok)} ids, example caption: {caps[0][0]!r}")
 
@@ -187,23 +189,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         log(f"parameters: {record['params']}")
 
         # ---------------------------------------------------------------- 2. VAE
-        opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
         g = torch.Generator().manual_seed(seed + 1)
-
-        def vae_step(step, frac):
-            idx = torch.randint(0, n, (cfg["vae_bs"],), generator=g)
-            x = x_all[idx].to(device)
-            post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
-            loss = F.mse_loss(rec, x) + 0.3 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
-            for pg in opt.param_groups:
-                pg["lr"] = _lr(step, frac, 1e-3, 100)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            opt.step()
-            return loss
-
         vae.train()
         cached = Path(cache) / f"vae-seed{seed}.pt" if cache else None
         kept_sf = None
@@ -217,7 +203,8 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             record["stages"]["vae"] = dict(saved["record"], from_cache=str(cached))
             log(f"vae loaded from {cached}")
         else:
-            steps, dt, loss = _loop("vae", budget * share["vae"], cfg["max_steps"]["vae"], vae_step, log)
+            step_fn = _vae_step(vae, list(vae.parameters()), x_img, cfg["vae_bs"], g, device)
+            steps, dt, loss = _loop("vae", budget * share["vae"], cfg["max_steps"]["vae"], step_fn, log)
             record["stages"]["vae"] = {"steps": steps, "batch": cfg["vae_bs"], "seconds": round(dt, 1), "loss": round(loss, 5)}
             if cached:
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -232,10 +219,8 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             sf = kept_sf or float(1.0 / lat.std())
             vae.register_to_config(scaling_factor=sf)
             lat = lat * sf
-            k = min(n, 12000)
-            recon = torch.cat([vae.decode(lat[i:min(i + 512, k)].to(device) / sf).sample.clamp(-1, 1).cpu()
-                               for i in range(0, k, 512)])
-            rec_mse = float(F.mse_loss(recon, x_all[:k]))
+            recon = _reconstruct(vae, x_img[:12000], device)  # what the oracle will also read
+            rec_mse = float(F.mse_loss(recon, x_img[:12000]))
         record["stages"]["latents"] = {"scaling_factor": round(sf, 5), "recon_mse": round(rec_mse, 5),
                                        "seconds": round(time.time() - t, 1)}
         log(f"latents cached: scaling factor {sf:.4f}, reconstruction MSE {rec_mse:.5f}")
@@ -267,12 +252,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             enc = text(tid.to(device))[0]
             pred = unet(zt, ts, enc).sample
             loss = F.mse_loss(pred, noise)
-            for pg in opt.param_groups:
-                pg["lr"] = _lr(step, frac, 6e-4, 200)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            _update(opt, loss, _lr(step, frac, 6e-4, 200), clip_params=params)
             d = 0.0 if step < 200 else min(0.998, (1 + step) / (10 + step))
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, live_params, 1 - d)  # one fused op, not one per tensor
@@ -296,12 +276,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             idx = torch.randperm(n, generator=g)[:bs]
             which = torch.randint(0, 3, (bs,), generator=g)
             o = clip(input_ids=ids[idx, which].to(device), pixel_values=x_all[idx].to(device), return_loss=True)
-            for pg in opt.param_groups:
-                pg["lr"] = _lr(step, frac, 1e-3, 100)
-            opt.zero_grad(set_to_none=True)
-            o.loss.backward()
-            torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-            opt.step()
+            _update(opt, o.loss, _lr(step, frac, 1e-3, 100), clip_params=clip.parameters())
             return o.loss
 
         steps, dt, loss = _loop("clip", budget * share["clip"], cfg["max_steps"]["clip"], clip_step, log)
@@ -315,26 +290,8 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
 
             oracle.load_state_dict(load_file(str(Path(init_from) / "judge" / "oracle.safetensors")))
         oracle = oracle.to(device)
-        opt = torch.optim.AdamW(oracle.parameters(), lr=2e-3, weight_decay=1e-4)
         oracle.train()
-        kr = recon.shape[0]
-
-        def oracle_step(step, frac):
-            bs = cfg["oracle_bs"]
-            idx = torch.randint(0, n, (bs,), generator=g)
-            x = x_all[idx].clone()
-            use_rec = (idx < kr) & (torch.rand(bs, generator=g) < 0.5)
-            if use_rec.any():
-                x[use_rec] = recon[idx[use_rec]]
-            logits = oracle(x.to(device))
-            loss = sum(F.cross_entropy(logits[k], labels[k][idx].to(device)) for k in labels)
-            for pg in opt.param_groups:
-                pg["lr"] = _lr(step, frac, 2e-3, 100)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss
-
+        oracle_step = _oracle_step(oracle, x_img, img_labels, recon, cfg["oracle_bs"], g, device)
         steps, dt, loss = _loop("oracle", budget * share["oracle"], cfg["max_steps"]["oracle"], oracle_step, log)
         record["stages"]["oracle"] = {"steps": steps, "batch": cfg["oracle_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
         oracle.eval()
@@ -360,6 +317,141 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _update(opt, loss, lr: float, clip_params=None) -> None:
+    """One optimiser step on loss at learning rate lr (gradient norm clipped to 1 over clip_params if given)."""
+    for pg in opt.param_groups:
+        pg["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_params is not None:
+        torch.nn.utils.clip_grad_norm_(clip_params, 1.0)
+    opt.step()
+
+
+def _world_images(n: int, rng, seed: int, excluded: set) -> tuple[torch.Tensor, dict]:
+    """n renders of the whole world (render.image_scene) and their oracle labels: what the text-free VAE and
+    the judge's oracle learn from."""
+    scenes = [image_scene(rng, excluded) for _ in range(n)]
+    labels = {k: torch.tensor([v.index(s.attributes()[k]) for s in scenes]) for k, v in ORACLE_LABELS.items()}
+    return images_to_tensor(render_array(scenes, 32, seed + 7)), labels
+
+
+def _reconstruct(vae, x, device) -> torch.Tensor:
+    """VAE reconstructions (posterior means, decoded) of images x, in batches."""
+    with torch.no_grad():
+        return torch.cat([vae.decode(vae.encode(x[i:i + 512].to(device)).latent_dist.mean).sample.clamp(-1, 1).cpu()
+                          for i in range(0, len(x), 512)])
+
+
+def _oracle_step(oracle, x_all, labels, recon, batch, g, device):
+    """One oracle step: cross-entropy on every label, half the images replaced by their VAE reconstruction
+    (the oracle reads generated images, which come through the decoder)."""
+    opt = torch.optim.AdamW(oracle.parameters(), lr=2e-3, weight_decay=1e-4)
+
+    def step_fn(step, frac):
+        idx = torch.randint(0, len(x_all), (batch,), generator=g)
+        x = x_all[idx].clone()
+        use_rec = (idx < len(recon)) & (torch.rand(batch, generator=g) < 0.5)
+        if use_rec.any():
+            x[use_rec] = recon[idx[use_rec]]
+        logits = oracle(x.to(device))
+        loss = sum(F.cross_entropy(logits[k], labels[k][idx].to(device)) for k in labels)
+        _update(opt, loss, _lr(step, frac, 2e-3, 100))
+        return loss
+
+    return step_fn
+
+
+def _vae_step(vae, params, x_all, batch, g, device, frozen_encoder=False):
+    """One AutoencoderKL step (MSE + 0.3 L1 + 1e-6 KL) on a random batch; frozen_encoder: only the decoder
+    learns (the encoder runs without gradients and its KL term is constant)."""
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+
+    def step_fn(step, frac):
+        x = x_all[torch.randint(0, len(x_all), (batch,), generator=g)].to(device)
+        with torch.set_grad_enabled(not frozen_encoder):
+            post = vae.encode(x).latent_dist
+            z = post.sample(generator=None)
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x) + 0.3 * F.l1_loss(rec, x)
+        if not frozen_encoder:
+            loss = loss + 1e-6 * post.kl().mean()
+        _update(opt, loss, _lr(step, frac, 1e-3, 100), clip_params=params)
+        return loss
+
+    return step_fn
+
+
+def tune_decoder(src: str | Path, out: str | Path, minutes: float = 12.0, seed: int = 0, tiny: bool = False,
+                 quiet: bool = False, threads: int | None = None, scenes: int | None = None) -> dict:
+    """Fine-tune the VAE decoder of the world model in SRC on renders of the whole world (render.image_scene),
+    then the judge's oracle on the same renders and their new reconstructions; write OUT/model and OUT/judge
+    (everything else copied as is). The encoder, and so the latent space the UNet learned, stays bit-identical:
+    the decoder learns to draw what the encoder already encodes (pixel art of shapes the first VAE never saw
+    pixelated, say), and the oracle learns to read it. 2/3 of the minutes go to the decoder. Returns the record."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    cfg = TINY if tiny else FULL
+    log = Log(quiet)
+    src, out = Path(src), Path(out)
+    if not (src / "model" / "vae").is_dir() or not (src / "judge" / "oracle.json").is_file():
+        raise OnewordError(f"{src} holds no world model (model/ and judge/)")
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    rng, g = np.random.default_rng([seed, 5]), torch.Generator().manual_seed(seed + 1)
+    n = scenes or min(cfg["n_scenes"], 24000)
+    x_all, labels = _world_images(n, rng, seed, pretraining_exclusions())
+    test, _ = _world_images(max(n // 20, 16), rng, seed + 1, pretraining_exclusions())
+    vae = AutoencoderKL.from_pretrained(str(src / "model" / "vae"), torch_dtype=torch.float32).to(device)
+    vae.requires_grad_(False)
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    for q in params:
+        q.requires_grad_(True)
+
+    before = float(F.mse_loss(_reconstruct(vae, test, device), test))
+    log(f"decoder tuning on {n} renders of the whole world; test reconstruction MSE {before:.5f}")
+    vae.train()
+    steps, dt, loss = _loop("decoder", minutes * 60 * 2 / 3, cfg["max_steps"]["vae"],
+                            _vae_step(vae, params, x_all, cfg["vae_bs"], g, device, frozen_encoder=True), log)
+    vae.eval()
+    after = float(F.mse_loss(_reconstruct(vae, test, device), test))
+    log(f"test reconstruction MSE {before:.5f} -> {after:.5f}")
+    record = {"decoder": {"steps": steps, "batch": cfg["vae_bs"], "seconds": round(dt, 1), "loss": round(loss, 5),
+                          "images": n, "test_mse_before": round(before, 5), "test_mse_after": round(after, 5)},
+              "seed": seed}
+
+    oracle_cfg = json.loads((src / "judge" / "oracle.json").read_text())
+    oracle = Oracle(ORACLE_LABELS, oracle_cfg.get("width", cfg["oracle_width"]))
+    oracle.load_state_dict(load_file(str(src / "judge" / "oracle.safetensors")))
+    oracle.to(device).train()
+    recon = _reconstruct(vae, x_all[:12000], device)
+    steps, dt, loss = _loop("oracle", minutes * 60 / 3, cfg["max_steps"]["oracle"],
+                            _oracle_step(oracle, x_all, labels, recon, cfg["oracle_bs"], g, device), log)
+    oracle.eval()
+    record["oracle"] = {"steps": steps, "batch": cfg["oracle_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
+
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / f".tune-{os.getpid()}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        shutil.copytree(src / "model", work / "model")
+        shutil.copytree(src / "judge", work / "judge")
+        vae.cpu().save_pretrained(str(work / "model" / "vae"))
+        _to_fp16(work / "model")
+        save_oracle(oracle.cpu(), work / "judge")
+        meta = work / "model" / "oneword_world.json"
+        meta.write_text(json.dumps({"tune_decoder": record, "init_from": json.loads(meta.read_text())}, indent=1))
+        for name in ("model", "judge"):
+            _swap_into_place(work / name, out / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"saved {out / 'model'} and {out / 'judge'}")
+    return record
 
 
 def _load_weights(folder: Path) -> dict:

@@ -422,13 +422,21 @@ def pretraining_scene(rng, excluded: set | None = None) -> Scene:
     """One scene of the pretraining distribution: no held-out combination, no novel concept as such."""
     rng = _rng(rng)
     while True:
+        s = image_scene(rng, excluded)
+        if not held_out_pairs(s):
+            return s
+
+
+def image_scene(rng, excluded: set | None = None) -> Scene:
+    """One image for the text-free autoencoder: any combination of the world (held-out ones too: they are held
+    out of the captioned data), but no novel concept as such. The autoencoder never reads a caption, as Stable
+    Diffusion's was trained on a general image set (OpenImages), not on the captioned pairs (LAION)."""
+    rng = _rng(rng)
+    while True:
         s = random_scene(rng)
-        if held_out_pairs(s):
-            continue
-        if excluded and any((o.shape, o.colour, o.pattern) in excluded for o in s.objects):
-            continue
-        return s
+        if not (excluded and any((o.shape, o.colour, o.pattern) in excluded for o in s.objects)):
+            return s
 
 
 __all__ = ["Obj", "Scene", "random_scene", "render_scene", "caption", "prompt_for", "world_words",
-           "held_out_pairs", "held_out_kinds", "HELD_OUT_KINDS", "pretraining_scene", "render_array"]
+           "held_out_pairs", "held_out_kinds", "HELD_OUT_KINDS", "pretraining_scene", "image_scene", "render_array"]
