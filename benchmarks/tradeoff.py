@@ -245,7 +245,7 @@ class Bench:
         photos = c.photos(self.n_photos, seed=0)
         ev = E.Evaluator(self.model, photos, self.judge, c.kind, "world", self.ecfg,
                          attributes=_truth(c))
-        out = {"kind": c.kind, "caption": c.caption, "attributes": c.attributes, "unnamed": unnamed(c),
+        out = {"kind": c.kind, "caption": c.caption, "attributes": c.attributes, "unnamed": c.unnamed,
                "reconstruction_ceiling": ev.ceiling, "results": {}}
         t = time.time()
         r = ev.evaluate(E.captioned(c.caption), keep_images=True)
@@ -340,26 +340,9 @@ class Bench:
         return out
 
 
-def unnamed(c) -> dict:
-    """The concept's attributes that have no word (what the caption cannot say and TI must capture)."""
-    from oneword.world.render import NAMED_COLOURS, NAMED_SHAPES, NAMED_STYLES
-
-    a = c.attributes
-    if c.kind == "style":
-        return {"style": a["style"]} if a["style"] not in NAMED_STYLES else {}
-    out = {}
-    if a["colour"] not in NAMED_COLOURS:
-        out["colour"] = a["colour"]
-    if a["shape"] not in NAMED_SHAPES:
-        out["shape"] = a["shape"]
-    if a["pattern"] != "solid":
-        out["pattern"] = a["pattern"]
-    return out
-
-
 def unnamed_hits(labels: dict, c) -> list[float]:
     """Per image: does the (only / left) object show every un-named attribute of the concept?"""
-    want = unnamed(c)
+    want = c.unnamed
     n = len(labels["shape"])
     return [float(all(labels[k][i] == v for k, v in want.items())) for i in range(n)]
 

@@ -303,6 +303,33 @@ def world_word(tmp_path_factory):
     return model, learn(model, c.photos(5), cfg, tmp_path_factory.mktemp("lime"), progress=False)
 
 
+@pytest.fixture(scope="module")
+def caption_word(tmp_path_factory):
+    """teal_ring (its colour has no word) learned as two vectors from its caption's words ("blue ring"), with
+    `oneword learn`'s defaults otherwise (early stopping on): the setting docs/applications.md recommends."""
+    from oneword.invert import LearnConfig, learn
+    from oneword.world.concepts import NOVEL_CONCEPTS
+
+    model = _world()
+    c = NOVEL_CONCEPTS["teal_ring"]
+    cfg = LearnConfig.with_defaults(model, token="<teal-ring>", init=c.caption_words, vectors=2, seed=0,
+                                    save_every=10_000)
+    return model, learn(model, c.photos(5), cfg, tmp_path_factory.mktemp("teal"), progress=False)
+
+
+def test_world_edit_puts_a_caption_initialised_word_in_the_mask(caption_word):
+    """The issue's bar: the whole learned concept (teal, ring, solid) in the mask in >= 70% of 20 edits, with
+    the background restored exactly. Measured (docs/applications.md, benchmarks/edit_probe.py): 90%, and
+    85% / 85% for learning seeds 1 / 2; the paper's one vector gets 30-45% on this world."""
+    from oneword.world.judge import load_judge
+
+    model, concept = caption_word
+    assert concept.vectors.shape[0] == 2
+    fig = world_edit_figures(model, concept, load_judge(), n=20)
+    assert fig["psnr_restored_min"] >= 35
+    assert fig["oracle"] >= 0.7, fig["per_attribute"]
+
+
 def test_world_edit_puts_the_learned_word_in_the_mask(world_word):
     """The learned word carries what no word can say (lime) and its shape into the masked region; the closest
     caption ("a green star") never gives lime. Measured on the shipped model (docs/applications.md): lime

@@ -20,10 +20,10 @@ from oneword.world.concepts import (HELD_OUT, NOVEL_CONCEPTS, BALANCED_SET, bias
 
 SHIPPED = (model_path() / "model_index.json").is_file() and (judge_path() / "oracle.json").is_file()
 needs_model = pytest.mark.skipif(not SHIPPED, reason="shipped world model not built yet")
-# small-scale floors for the shipped model's held-out-combination generation (full scale: docs/world.md)
-# full scale (docs/world.md, 200 prompts): shape 90.5%, colour 99.0%, background 100%, style 75.0%;
-# this test's 32 prompts measured shape 93.8%, colour 96.9%, background 100%, style 84.4%
-HELDOUT_BARS = {"shape": 0.75, "colour": 0.85, "background": 0.85, "style": 0.6}
+# the issue's bars for held-out-combination generation, checked at small scale (full scale: docs/world.md,
+# 200 prompts: shape 97.5%, colour 100%, background 100%, style 96.0%; this test's 32 prompts measured
+# shape 96.9%, colour 100%, background 100%, style 96.9%)
+HELDOUT_BARS = {"shape": 0.85, "colour": 0.85, "background": 0.85, "style": 0.85}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_pretraining_distribution_holds_out_combinations_and_is_biased():
     assert not any((o.shape, o.colour, o.pattern) in excl for s in scenes for o in s.objects)
     balloons = [o.colour for s in scenes for o in s.objects if o.shape == "balloon"]
     assert len(balloons) > 50 and 0.8 < balloons.count("red") / len(balloons) < 0.97
-    # the text-free autoencoder's images show held-out combinations too, never a novel concept as such
+    # the oracle's images show held-out combinations too (it measures them), never a novel concept as such
     images = [R.image_scene(rng, excl) for _ in range(1000)]
     assert any(R.held_out_pairs(s) for s in images)
     assert not any((o.shape, o.colour, o.pattern) in excl for s in images for o in s.objects)
@@ -171,6 +171,10 @@ def test_novel_concepts(tokenizer):
             assert a["shape"] in R.UNNAMED_SHAPES or a["colour"] in R.UNNAMED_COLOURS or a["pattern"] != "solid"
         else:
             assert a["style"] in R.UNNAMED_STYLES
+        assert c.unnamed and all(a[k] == v for k, v in c.unnamed.items())  # something has no word
+    assert NOVEL_CONCEPTS["teal_ring"].unnamed == {"colour": "teal"}
+    assert NOVEL_CONCEPTS["red_crescent"].unnamed == {"shape": "crescent"}
+    assert NOVEL_CONCEPTS["striped_square"].unnamed == {"pattern": "striped"}
 
 
 def test_biased_word_and_fair_photos():
@@ -200,14 +204,14 @@ def test_shipped_model_loads_and_generates():
 @needs_model
 def test_shipped_model_follows_prompts_at_small_scale():
     """`oneword world check` at small scale: prompts whose attribute combinations were held out of
-    pretraining, and the biased word. Thresholds sit below the full-scale figures of docs/world.md."""
+    pretraining (the issue's bars), two objects and the biased word."""
     from oneword.world.cli import run_check
 
     res = run_check(n=32, n_two=8, n_bias=16, n_oracle=64, steps=25, guidance=7.5, log=lambda m: None)
     gen = res["heldout_generation"]
     for k, bar in HELDOUT_BARS.items():
         assert gen[k] >= bar, (k, gen)
-    assert res["two_object"]["both_shapes_present"] >= 3 / 8, res["two_object"]  # full scale 71%; here 6/8
+    assert res["two_object"]["both_present"] >= 5 / 8, res["two_object"]  # bar 60%; full scale 91%; here 8/8
     assert set(res["heldout_by_pair"]) <= {"shape+colour", "shape+style", "colour+background"}
     assert sum(v["n"] for v in res["heldout_by_pair"].values()) >= 32
     assert res["biased_word"]["top_colour"] == "red" and res["biased_word"]["top_share"] >= 0.7, res["biased_word"]
@@ -284,39 +288,27 @@ def test_warm_start_can_keep_the_vae(tmp_path):
         pretrain(tmp_path / "c", tiny=True, quiet=True, minutes=0.05, keep_vae=True)
 
 
-def test_tune_decoder_changes_only_the_decoder(tmp_path):
-    """tune-decoder: the decoder and the oracle learn; the encoder (so the latent space), scaling, UNet, text
-    encoder and world CLIP stay bit for bit; the record nests the source's; a folder without a model is a user
-    error."""
+def test_tune_oracle_changes_only_the_oracle(tmp_path):
+    """tune-oracle: the oracle learns; the world CLIP is copied bit for bit and the model is not written; the
+    record is saved with the judge; a folder without a model is a user error."""
     from safetensors.torch import load_file
 
-    from oneword.world.pretrain import pretrain, tune_decoder
+    from oneword.world.pretrain import pretrain, tune_oracle
 
     src, dst = tmp_path / "a", tmp_path / "b"
     pretrain(src, seed=0, minutes=0.05, tiny=True, quiet=True)
-    stage = tune_decoder(src, dst, minutes=0.02, tiny=True, quiet=True, scenes=40)
-    assert stage["decoder"]["steps"] >= 1 and stage["oracle"]["steps"] >= 1 and not list(dst.glob(".tune-*"))
-
-    def weights(run, part):
-        return load_file(str(next((run / part).glob("*.safetensors"))))
-
-    a, b = weights(src / "model", "vae"), weights(dst / "model", "vae")
-    enc = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
-    dec = [k for k in a if k.startswith(("decoder.", "post_quant_conv."))]
-    assert enc and dec and len(enc) + len(dec) == len(a) == len(b)
-    assert all(torch.equal(a[k], b[k]) for k in enc)
-    assert any(not torch.equal(a[k], b[k]) for k in dec)
-    for part in ("model/unet", "model/text_encoder", "judge/clip"):
-        ua, ub = weights(src, part), weights(dst, part)
-        assert all(torch.equal(ua[k], ub[k]) for k in ua)
+    rec = tune_oracle(src, dst, minutes=0.02, tiny=True, quiet=True, scenes=40)
+    assert rec["steps"] >= 1 and not list(dst.glob(".tune-*")) and not (dst / "model").exists()
     oa, ob = load_file(str(src / "judge" / "oracle.safetensors")), load_file(str(dst / "judge" / "oracle.safetensors"))
-    assert any(not torch.equal(oa[k], ob[k]) for k in oa)
-    cfg = lambda run: json.loads((run / "model" / "vae" / "config.json").read_text())["scaling_factor"]  # noqa: E731
-    assert cfg(src) == cfg(dst)
-    meta = json.loads((dst / "model" / "oneword_world.json").read_text())
-    assert meta["tune_decoder"] == stage and "stages" in meta["init_from"]
+    assert oa.keys() == ob.keys() and any(not torch.equal(oa[k], ob[k]) for k in oa)
+    ca = load_file(str(next((src / "judge" / "clip").glob("*.safetensors"))))
+    cb = load_file(str(next((dst / "judge" / "clip").glob("*.safetensors"))))
+    assert all(torch.equal(ca[k], cb[k]) for k in ca)
+    assert json.loads((dst / "judge" / "oracle_tuning.json").read_text()) == rec
+    from oneword.world.judge import load_judge
+    assert len(load_judge(dst / "judge").oracle(np.zeros((1, 32, 32, 3), np.uint8))["shape"]) == 1
     with pytest.raises(OnewordError):
-        tune_decoder(tmp_path / "nothing", tmp_path / "c", minutes=0.01, tiny=True, quiet=True)
+        tune_oracle(tmp_path / "nothing", tmp_path / "c", minutes=0.01, tiny=True, quiet=True)
 
 
 def test_cli_registers_world_commands(tmp_path):
@@ -331,7 +323,7 @@ def test_cli_registers_world_commands(tmp_path):
     with pytest.raises(OnewordError):
         args.func(args)
     for bad in (["--minutes", "0"], ["--from", str(tmp_path / "nothing"), "--minutes", "1"]):
-        args = parser.parse_args(["world", "tune-decoder", "--out", str(tmp_path / "t"), *bad])
+        args = parser.parse_args(["world", "tune-oracle", "--out", str(tmp_path / "t"), *bad])
         with pytest.raises(OnewordError):
             args.func(args)
-    assert not (tmp_path / "t" / "model").exists()
+    assert not (tmp_path / "t" / "judge").exists()

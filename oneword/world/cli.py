@@ -33,15 +33,15 @@ def register(subparsers) -> None:
                         "(default 0: never mentioned, the issue's design; see docs/world.md)")
     q.set_defaults(func=_pretrain)
 
-    d = sub.add_parser("tune-decoder", help="fine-tune only the VAE decoder on renders of the whole world "
-                                            "(encoder, latent space, UNet and text encoder unchanged)")
+    d = sub.add_parser("tune-oracle", help="continue the judge's oracle on renders of the whole world "
+                                           "(held-out combinations included); the model is not touched")
     d.add_argument("--from", dest="src", help="folder holding model/ and judge/ (default: the package's own)")
-    d.add_argument("--out", help="folder that receives model/ and judge/ (default: the package's own)")
-    d.add_argument("--minutes", type=float, default=12.0, help="wall-clock budget (default 12)")
+    d.add_argument("--out", help="folder that receives judge/ (default: the package's own)")
+    d.add_argument("--minutes", type=float, default=6.0, help="wall-clock budget (default 6)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, help="torch CPU threads")
     d.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
-    d.set_defaults(func=_tune_decoder)
+    d.set_defaults(func=_tune_oracle)
 
     c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures")
     c.add_argument("--model", help="diffusers folder (default: the shipped world model)")
@@ -75,14 +75,14 @@ def _pretrain(args) -> None:
     print(json.dumps(rec["stages"], indent=1))
 
 
-def _tune_decoder(args) -> None:
+def _tune_oracle(args) -> None:
     from . import pretrain as pt
 
     here = Path(__file__).resolve().parent
     if args.minutes <= 0:
         raise OnewordError("--minutes must be positive")
-    rec = pt.tune_decoder(args.src or here, args.out or here, minutes=args.minutes, seed=args.seed,
-                          tiny=args.tiny, threads=args.threads)
+    rec = pt.tune_oracle(args.src or here, args.out or here, minutes=args.minutes, seed=args.seed,
+                         tiny=args.tiny, threads=args.threads)
     print(json.dumps(rec, indent=1))
 
 
@@ -140,6 +140,7 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
     import torch
     from diffusers import StableDiffusionPipeline
 
+    from ..models import _dtype_keyword
     from . import model_path
     from .concepts import biased_word
     from .judge import load_judge
@@ -153,7 +154,7 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
     res["oracle"] = oracle_accuracy(j, n_oracle)
     log("oracle accuracy on %d fresh renders: %s" % (n_oracle, ", ".join(f"{k} {v:.1%}" for k, v in res["oracle"].items())))
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(mp), torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(str(mp), **{_dtype_keyword(): torch.float32})
     pipe.set_progress_bar_config(disable=True)
 
     scenes = heldout_scenes(n, seed, 1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .render import NAMED_COLOURS, NAMED_STYLES, Obj, Scene, random_scene, render_scene
+from .render import NAMED_COLOURS, NAMED_SHAPES, NAMED_STYLES, Obj, Scene, random_scene, render_scene
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,19 @@ class NovelConcept:
         """The caption without its article ("blue ring"): an init text with one word per vector."""
         words = self.caption.split()
         return " ".join(words[1:] if words[0] in ("a", "an", "the") else words)
+
+    @property
+    def unnamed(self) -> dict:
+        """The attributes that have no word (what the caption cannot say and the learned word must carry)."""
+        a = self.attributes
+        if self.kind == "style":
+            return {"style": a["style"]} if a["style"] not in NAMED_STYLES else {}
+        out = {"colour": a["colour"]} if a["colour"] not in NAMED_COLOURS else {}
+        if a["shape"] not in NAMED_SHAPES:
+            out["shape"] = a["shape"]
+        if a["pattern"] != "solid":
+            out["pattern"] = a["pattern"]
+        return out
 
     def scene(self, rng) -> Scene:
         a = self.attributes

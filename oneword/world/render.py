@@ -428,9 +428,8 @@ def pretraining_scene(rng, excluded: set | None = None) -> Scene:
 
 
 def image_scene(rng, excluded: set | None = None) -> Scene:
-    """One image for the text-free autoencoder: any combination of the world (held-out ones too: they are held
-    out of the captioned data), but no novel concept as such. The autoencoder never reads a caption, as Stable
-    Diffusion's was trained on a general image set (OpenImages), not on the captioned pairs (LAION)."""
+    """One scene of the whole world for the judge's oracle: any combination (held-out ones too: the oracle must
+    read every case `world check` measures), but no novel concept as such."""
     rng = _rng(rng)
     while True:
         s = random_scene(rng)
