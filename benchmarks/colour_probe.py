@@ -9,24 +9,16 @@
 One learning run per (setting, seed), 48 samples at guidance 5: noisy by about +-0.07.  ~6 min on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/colour_probe.py
 """
-import argparse
 import collections
 import tempfile
 
-import torch
 
 from oneword.generate import generate
 from oneword.invert import LearnConfig, learn
-from oneword.models import load_model
 from oneword.world.concepts import NOVEL_CONCEPTS
-from oneword.world.judge import load_judge
+from oneword.world.judge import probe_setup
 
-torch.set_num_threads(1)
-ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-ap.add_argument("--model", help="world model folder (default: the shipped one)")
-ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
-args = ap.parse_args()
-model, judge = load_model(args.model, device="cpu"), load_judge(args.judge)
+args, model, judge = probe_setup(__doc__)
 
 
 def colours(images) -> str:

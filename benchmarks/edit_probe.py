@@ -7,33 +7,29 @@ reads each edit's object. --caption-init adds words of two vectors initialised f
 ("blue ring"), edited at guidance 5, 7.5 and 10.  ~20 min on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/edit_probe.py
 """
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_edit import world_edit_figures  # noqa: E402  the test's own setup and oracle reading
 
 from oneword.invert import LearnConfig, learn  # noqa: E402
-from oneword.models import load_model  # noqa: E402
 from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS  # noqa: E402
-from oneword.world.judge import load_judge  # noqa: E402
+from oneword.world.judge import probe_setup  # noqa: E402
 
-ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-ap.add_argument("--model", help="world model folder (default: the shipped one)")
-ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
-ap.add_argument("--concepts", help="comma-separated concepts (default: the object concepts of the tuning set)")
-ap.add_argument("--held-out", action="store_true", help="the held-out object concepts (final reports only)")
-ap.add_argument("--caption-init", action="store_true", help="also two vectors initialised from the caption")
-ap.add_argument("--seeds", type=int, default=3, help="learning seeds per concept")
-ap.add_argument("--guidances", default="5", help="comma-separated edit guidances for the one-vector words (default 5)")
-args = ap.parse_args()
-torch.set_num_threads(1)
-model, judge = load_model(args.model, device="cpu"), load_judge(args.judge)
+
+def probe_arguments(ap):
+    ap.add_argument("--concepts", help="comma-separated concepts (default: the object concepts of the tuning set)")
+    ap.add_argument("--held-out", action="store_true", help="the held-out object concepts (final reports only)")
+    ap.add_argument("--caption-init", action="store_true", help="also two vectors initialised from the caption")
+    ap.add_argument("--seeds", type=int, default=3, help="learning seeds per concept")
+    ap.add_argument("--guidances", default="5", help="comma-separated edit guidances for the one-vector words (default 5)")
+
+
+args, model, judge = probe_setup(__doc__, probe_arguments)
 objects = [c for c in NOVEL_CONCEPTS.values() if c.kind == "object" and (c.name in HELD_OUT) == args.held_out]
 names = args.concepts.split(",") if args.concepts else [c.name for c in objects]
 

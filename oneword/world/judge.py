@@ -97,6 +97,24 @@ def save_oracle(oracle: Oracle, dest: Path) -> None:
                                                  indent=1))
 
 
+def probe_setup(doc: str, add_arguments=None):
+    """The command line of a world probe script (benchmarks/*_probe.py, style_pairs.py): --model and --judge
+    (default: the shipped ones) plus whatever add_arguments(parser) adds; one torch thread (probes run side by
+    side). Returns (args, model, judge)."""
+    import argparse
+
+    from ..models import load_model
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--model", help="world model folder (default: the shipped one)")
+    ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
+    if add_arguments:
+        add_arguments(ap)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    return args, load_model(args.model, device="cpu"), load_judge(args.judge)
+
+
 def load_judge(path: str | Path | None = None) -> WorldJudge:
     """Load the world judge (CLIP + oracle) from `path` (default: the shipped judge)."""
     from safetensors.torch import load_file
