@@ -331,8 +331,8 @@ def _update(opt, loss, lr: float, clip_params=None) -> None:
 
 
 def _world_images(n: int, rng, seed: int, excluded: set) -> tuple[torch.Tensor, dict]:
-    """n renders of the whole world (render.image_scene) and their oracle labels: what the text-free VAE and
-    the judge's oracle learn from."""
+    """n renders of the whole world (render.image_scene) and their labels: what the judge's oracle learns from
+    (the VAE, text encoder and UNet learn from the pretraining scenes only)."""
     scenes = [image_scene(rng, excluded) for _ in range(n)]
     labels = {k: torch.tensor([v.index(s.attributes()[k]) for s in scenes]) for k, v in ORACLE_LABELS.items()}
     return images_to_tensor(render_array(scenes, 32, seed + 7)), labels
