@@ -146,7 +146,7 @@ HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/time_to_quality.py {' '.join(argv)}
 
 World model `{model.identity['fingerprint']}`, concepts {', '.join(names)} (tuning concepts; the held-out ones
 are not used), 5 photos each; evaluation as in docs/quality.md ({args.n} samples per prompt, {args.eval_steps}
-DDIM steps, guidance {args.guidance:g}, world CLIP); means over concepts with 95% bootstrap intervals
+DDIM steps, guidance {args.guidance:g}, world CLIP in the judge's language); means over concepts with 95% bootstrap intervals
 (samples and concepts resampled). {res['minutes']} min on 2 CPU cores.
 
 Plain TI at the paper's setting (batch 4, lr 0.005, no early stopping), stopped along the way:

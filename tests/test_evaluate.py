@@ -309,8 +309,9 @@ def test_world_learned_word_reconstructs_better_than_the_generic_caption(tmp_pat
     from oneword.models import load_model
     from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
 
-    # red_crescent: its shape has no word; measured +0.222 [+0.154, +0.285]. (teal_ring, used before the
-    # session-3 world model, now gives +0.047 with its interval's low end at -0.006 at this small scale.)
+    # red_crescent: its shape has no word; measured +0.358 [+0.291, +0.417] with the judge-language CLIP
+    # (+0.222 with the session-5 judge). (teal_ring, used before the session-3 world model, gave +0.047 with
+    # its interval's low end at -0.006 at this small scale.)
     name = "red_crescent"
     assert name not in HELD_OUT
     c = NOVEL_CONCEPTS[name]

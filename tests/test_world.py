@@ -311,6 +311,75 @@ def test_tune_oracle_changes_only_the_oracle(tmp_path):
         tune_oracle(tmp_path / "nothing", tmp_path / "c", minutes=0.01, tiny=True, quiet=True)
 
 
+def test_tune_clip_teaches_the_judge_every_name_and_changes_only_the_clip(tmp_path):
+    """tune-clip: the judge's CLIP gets a tokenizer with a word for every un-named value; re-indexing keeps an
+    old CLIP's function on world text exactly (before any step); `world pretrain` makes a judge in that language;
+    tuning changes the CLIP; the oracle is copied bit for bit and no model is written."""
+    from safetensors.torch import load_file
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from oneword.world.pretrain import MAX_LENGTH, TINY, _judge_language_clip, build_clip, pretrain, tune_judge
+    from oneword.world.vocab import write_world_tokenizer
+
+    # a CLIP in the model's language (as sessions 1-5 shipped it) is re-indexed to the judge's
+    old_dir = tmp_path / "old_clip"
+    old_tok = CLIPTokenizer.from_pretrained(str(write_world_tokenizer(old_dir, R.world_words(), MAX_LENGTH)))
+    build_clip(old_tok, TINY).save_pretrained(str(old_dir))
+    old_clip = CLIPModel.from_pretrained(str(old_dir)).eval()
+    tok, clip = _judge_language_clip(old_dir, tmp_path / "tok")
+    for w in R.JUDGE_ONLY_WORDS:
+        assert len(tok(w).input_ids) == 3 and len(old_tok(w).input_ids) > 3, w  # one new token (bos, w, eos)
+    text = ["a photo of a red star on a sky background", "pixel art of a ring and a blue heart"]
+    with torch.no_grad():
+        a = old_clip.get_text_features(**old_tok(text, padding="max_length", max_length=20, return_tensors="pt"))
+        b = clip.eval().get_text_features(**tok(text, padding="max_length", max_length=20, return_tensors="pt"))
+    a, b = (getattr(x, "pooler_output", x) for x in (a, b))
+    assert torch.allclose(a, b, atol=1e-5)
+    src, dst = tmp_path / "a", tmp_path / "b"
+    pretrain(src, seed=0, minutes=0.05, tiny=True, quiet=True)  # its judge speaks the judge's language already
+    assert len(CLIPTokenizer.from_pretrained(str(src / "judge" / "clip"))("hourglass").input_ids) == 3
+    clip = CLIPModel.from_pretrained(str(src / "judge" / "clip"))
+    rec = tune_judge(src, dst, part="clip", minutes=0.02, tiny=True, quiet=True, scenes=40)
+    assert rec["steps"] >= 1 and not list(dst.glob(".tune-*")) and not (dst / "model").exists()
+    oa, ob = load_file(str(src / "judge" / "oracle.safetensors")), load_file(str(dst / "judge" / "oracle.safetensors"))
+    assert all(torch.equal(oa[k], ob[k]) for k in oa)
+    cb = load_file(str(next((dst / "judge" / "clip").glob("*.safetensors"))))
+    sd = clip.state_dict()
+    assert any(not torch.equal(sd[k], cb[k]) for k in cb if k in sd)
+    assert json.loads((dst / "judge" / "clip_tuning.json").read_text()) == rec
+    from oneword.world.judge import load_judge
+    j = load_judge(dst / "judge")
+    assert j.text_features(["a photo of a striped teal hourglass"]).shape[0] == 1
+    with pytest.raises(OnewordError):
+        tune_judge(src, dst, part="unet", minutes=0.01, tiny=True, quiet=True)
+
+
+def test_judge_names_every_value_the_world_leaves_unnamed():
+    rng = np.random.default_rng(3)
+    s = R.Scene((R.Obj("hourglass", "teal", "striped"),), "sky", "halftone")
+    judge_caption = R.caption(s, rng, full=True, name_all=True)
+    assert all(w in judge_caption.split() for w in ("hourglass", "teal", "striped", "halftone")), judge_caption
+    world_caption = R.caption(s, rng, full=True)
+    assert not {"hourglass", "teal", "striped", "halftone"} & set(world_caption.split()), world_caption
+    assert not set(R.JUDGE_ONLY_WORDS) & set(R.world_words())  # the model's language stays without them
+
+
+@needs_model
+def test_shipped_judge_sees_the_values_the_model_has_no_word_for():
+    """Reconstruction can reward a word for an un-named value only if the judge's CLIP tells it from the
+    caption's value; the shipped judge learned the judge's language (`world tune-clip`)."""
+    from oneword.world.concepts import NOVEL_CONCEPTS
+    from oneword.world.judge import load_judge, unnamed_visibility
+
+    j = load_judge()
+    # measured (n=32, docs/world.md): +0.216, +0.226, +0.324, +0.326, +0.250; the session-5 judge, trained on
+    # the model's captions, saw the patterns at +0.012 and +0.004. (Arrow and hourglass vs triangle stay near 0:
+    # a known blind spot, documented; the oracle reads them.)
+    seen = {n: unnamed_visibility(j, NOVEL_CONCEPTS[n], n=16)["difference"]
+            for n in ("teal_ring", "red_crescent", "striped_square", "dotted_circle", "magenta_heart")}
+    assert min(seen.values()) > 0.1, seen
+
+
 def test_cli_registers_world_commands(tmp_path):
     from oneword.world.cli import register
 
@@ -323,7 +392,8 @@ def test_cli_registers_world_commands(tmp_path):
     with pytest.raises(OnewordError):
         args.func(args)
     for bad in (["--minutes", "0"], ["--from", str(tmp_path / "nothing"), "--minutes", "1"]):
-        args = parser.parse_args(["world", "tune-oracle", "--out", str(tmp_path / "t"), *bad])
-        with pytest.raises(OnewordError):
-            args.func(args)
+        for part in ("oracle", "clip"):
+            args = parser.parse_args(["world", f"tune-{part}", "--out", str(tmp_path / "t"), *bad])
+            with pytest.raises(OnewordError):
+                args.func(args)
     assert not (tmp_path / "t" / "judge").exists()

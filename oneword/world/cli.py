@@ -33,15 +33,18 @@ def register(subparsers) -> None:
                         "(default 0: never mentioned, the issue's design; see docs/world.md)")
     q.set_defaults(func=_pretrain)
 
-    d = sub.add_parser("tune-oracle", help="continue the judge's oracle on renders of the whole world "
-                                           "(held-out combinations included); the model is not touched")
-    d.add_argument("--from", dest="src", help="folder holding model/ and judge/ (default: the package's own)")
-    d.add_argument("--out", help="folder that receives judge/ (default: the package's own)")
-    d.add_argument("--minutes", type=float, default=6.0, help="wall-clock budget (default 6)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--threads", type=int, help="torch CPU threads")
-    d.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
-    d.set_defaults(func=_tune_oracle)
+    for part, what in (("oracle", "continue the judge's oracle on renders of the whole world (held-out combinations "
+                                  "included)"),
+                       ("clip", "continue the judge's CLIP on renders of the whole world captioned in the judge's "
+                                "language (every value named)")):
+        d = sub.add_parser(f"tune-{part}", help=f"{what}; the model is not touched")
+        d.add_argument("--from", dest="src", help="folder holding model/ and judge/ (default: the package's own)")
+        d.add_argument("--out", help="folder that receives judge/ (default: the package's own)")
+        d.add_argument("--minutes", type=float, default={"oracle": 6.0, "clip": 10.0}[part], help="wall-clock budget")
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--threads", type=int, help="torch CPU threads")
+        d.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+        d.set_defaults(func=_tune_judge, part=part)
 
     c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures")
     c.add_argument("--model", help="diffusers folder (default: the shipped world model)")
@@ -75,14 +78,14 @@ def _pretrain(args) -> None:
     print(json.dumps(rec["stages"], indent=1))
 
 
-def _tune_oracle(args) -> None:
+def _tune_judge(args) -> None:
     from . import pretrain as pt
 
     here = Path(__file__).resolve().parent
     if args.minutes <= 0:
         raise OnewordError("--minutes must be positive")
-    rec = pt.tune_oracle(args.src or here, args.out or here, minutes=args.minutes, seed=args.seed,
-                         tiny=args.tiny, threads=args.threads)
+    rec = pt.tune_judge(args.src or here, args.out or here, part=args.part, minutes=args.minutes, seed=args.seed,
+                        tiny=args.tiny, threads=args.threads)
     print(json.dumps(rec, indent=1))
 
 

@@ -97,6 +97,29 @@ def save_oracle(oracle: Oracle, dest: Path) -> None:
                                                  indent=1))
 
 
+def unnamed_visibility(judge: "WorldJudge", concept, n: int = 32, seed: int = 1) -> dict[str, float]:
+    """How much the judge's CLIP can reward an object concept's un-named value: the mean image cosine between the
+    concept's photos and n fresh renders of the object with its own values ("right") and with the caption's
+    values in place of the un-named ones ("caption": what the caption baseline draws, e.g. a blue ring for the
+    teal ring). A difference near 0 means reconstruction cannot tell a word that draws the value from one that
+    does not."""
+    from .render import NAMED_SHAPES, random_scene, render_scene
+
+    words = concept.caption_words.split()  # "blue ring" -> the caption's colour and shape
+    a = concept.attributes
+    said = {"colour": words[0] if len(words) > 1 else a["colour"], "pattern": "solid",
+            "shape": words[-1] if words[-1] in NAMED_SHAPES else a["shape"]}  # "object": any un-named shape
+    photos = judge.image_features(concept.photos(5))
+    out = {}
+    for label, attrs in (("right", a),
+                         ("caption", {**concept.attributes, **{k: said[k] for k in concept.unnamed}})):
+        rng = np.random.default_rng(seed)
+        renders = [render_scene(random_scene(rng, count=1, style="photo", **attrs), 32, rng) for _ in range(n)]
+        out[label] = float((judge.image_features(renders) @ photos.T).mean())
+    out["difference"] = out["right"] - out["caption"]
+    return out
+
+
 def probe_setup(doc: str, add_arguments=None):
     """The command line of a world probe script (benchmarks/*_probe.py, style_pairs.py): --model and --judge
     (default: the shipped ones) plus whatever add_arguments(parser) adds; one torch thread (probes run side by

@@ -10,7 +10,8 @@ Stages (each time-boxed by a share of --minutes, steps capped; the record lists 
      render.image_scene, held-out combinations included, + their VAE reconstructions);
   5. save a StableDiffusionPipeline folder (DDIM scheduler) to OUT/model and the judge to OUT/judge,
      each written to a temporary folder first and renamed into place.
-`tune_oracle` continues only the oracle of a trained model's judge on renders of the whole world.
+`tune_judge` continues one part of a trained model's judge (the oracle, or the CLIP in the judge's language:
+every value named) on renders of the whole world.
 """
 from __future__ import annotations
 
@@ -31,10 +32,13 @@ from ..errors import OnewordError
 from ..models import _dtype_keyword
 from .concepts import pretraining_exclusions
 from .judge import ORACLE_LABELS, Oracle, images_to_tensor, save_oracle
-from .render import caption, image_scene, pretraining_scene, render_array, world_words
+from .render import JUDGE_ONLY_WORDS, caption, image_scene, pretraining_scene, render_array, world_words
 from .vocab import write_world_tokenizer
 
 MAX_LENGTH = 20
+# The judge's CLIP sees un-named values three times as often as pretraining does: each un-named shape is
+# otherwise 5% of objects, too rare for 32 px renders of an arrow or an hourglass to part from a triangle's.
+CLIP_P_UNNAMED = 0.45
 TEXT_HIDDEN = 128
 
 FULL = dict(n_scenes=24000, vae_ch=(16, 32, 32), latent_ch=8, unet_ch=(48, 96), unet_heads=4, text_layers=3, text_inter=512,
@@ -171,7 +175,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
                   return_tensors="pt").input_ids.view(n, 3, MAX_LENGTH)
         empty = tok([""], padding="max_length", max_length=MAX_LENGTH, return_tensors="pt").input_ids[0]
         x_all = images_to_tensor(imgs)
-        x_img, img_labels = _world_images(min(n, 24000), rng, seed, excl)  # for the oracle: every case it measures
+        x_img, img_labels, _ = _world_images(min(n, 24000), rng, seed, excl)  # for the oracle: every case it measures
         record["stages"]["data"] = {"scenes": n, "seconds": round(time.time() - t, 1)}
         log(f"rendered {n} scenes, vocabulary {len(tok)} ids, example caption: {caps[0][0]!r}")
 
@@ -263,24 +267,19 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
                                     "loss": round(loss, 5), "ema": 0.998, "cfg_dropout": 0.1}
         unet, text = ema_unet.eval(), ema_text.eval()
 
-        # ---------------------------------------------------------------- 4. judge: CLIP
-        clip = build_clip(tok, cfg)
+        # ---------------------------------------------------------------- 4. judge: CLIP, in the judge's language
         if init_from:
-            clip.load_state_dict(_load_weights(Path(init_from) / "judge" / "clip"))
-        clip = clip.to(device)
-        opt = torch.optim.AdamW(clip.parameters(), lr=1e-3, weight_decay=0.05)
-        clip.train()
-
-        def clip_step(step, frac):
-            bs = cfg["clip_bs"]
-            idx = torch.randperm(n, generator=g)[:bs]
-            which = torch.randint(0, 3, (bs,), generator=g)
-            o = clip(input_ids=ids[idx, which].to(device), pixel_values=x_all[idx].to(device), return_loss=True)
-            _update(opt, o.loss, _lr(step, frac, 1e-3, 100), clip_params=clip.parameters())
-            return o.loss
-
+            judge_tok, clip = _judge_language_clip(Path(init_from) / "judge" / "clip", work / "judge_tokenizer")
+        else:
+            judge_tok = _judge_tokenizer(work / "judge_tokenizer")
+            clip = build_clip(judge_tok, cfg)
+        x_clip, _, clip_scenes = _world_images(min(n, 24000), rng, seed + 1, excl, CLIP_P_UNNAMED)
+        clip_step = _clip_step(clip.to(device).train(), x_clip, _judge_caption_ids(clip_scenes, judge_tok, rng),
+                               _reconstruct(vae, x_clip[:12000], device), cfg["clip_bs"], g, device,
+                               lr=5e-4 if init_from else 1e-3)
         steps, dt, loss = _loop("clip", budget * share["clip"], cfg["max_steps"]["clip"], clip_step, log)
-        record["stages"]["clip"] = {"steps": steps, "batch": cfg["clip_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
+        record["stages"]["clip"] = {"steps": steps, "batch": cfg["clip_bs"], "seconds": round(dt, 1), "loss": round(loss, 4),
+                                    "p_unnamed": CLIP_P_UNNAMED}
         clip.eval()
 
         # ---------------------------------------------------------------- 4b. judge: oracle
@@ -309,7 +308,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         _to_fp16(tmp_model)
         (tmp_model / "oneword_world.json").write_text(json.dumps(record, indent=1))
         clip.cpu().save_pretrained(str(tmp_judge / "clip"))
-        tok.save_pretrained(str(tmp_judge / "clip"))
+        judge_tok.save_pretrained(str(tmp_judge / "clip"))
         save_oracle(oracle.cpu(), tmp_judge)
         for name in ("model", "judge"):
             _swap_into_place(work / name, out / name)
@@ -330,12 +329,12 @@ def _update(opt, loss, lr: float, clip_params=None) -> None:
     opt.step()
 
 
-def _world_images(n: int, rng, seed: int, excluded: set) -> tuple[torch.Tensor, dict]:
-    """n renders of the whole world (render.image_scene) and their labels: what the judge's oracle learns from
+def _world_images(n: int, rng, seed: int, excluded: set, p_unnamed: float = 0.15) -> tuple[torch.Tensor, dict, list]:
+    """n renders of the whole world (render.image_scene), their labels and scenes: what the judge learns from
     (the VAE, text encoder and UNet learn from the pretraining scenes only)."""
-    scenes = [image_scene(rng, excluded) for _ in range(n)]
+    scenes = [image_scene(rng, excluded, p_unnamed) for _ in range(n)]
     labels = {k: torch.tensor([v.index(s.attributes()[k]) for s in scenes]) for k, v in ORACLE_LABELS.items()}
-    return images_to_tensor(render_array(scenes, 32, seed + 7)), labels
+    return images_to_tensor(render_array(scenes, 32, seed + 7)), labels, scenes
 
 
 def _reconstruct(vae, x, device) -> torch.Tensor:
@@ -380,16 +379,23 @@ def _vae_step(vae, x_all, batch, g, device):
     return step_fn
 
 
-def tune_oracle(src: str | Path, out: str | Path, minutes: float = 6.0, seed: int = 0, tiny: bool = False,
-                quiet: bool = False, threads: int | None = None, scenes: int | None = None) -> dict:
-    """Continue training the judge's oracle of the world model in SRC on renders of the whole world
-    (render.image_scene: held-out combinations included) and their reconstructions through SRC's VAE; write
-    OUT/judge (the world CLIP copied as is, the record in oracle_tuning.json). The model is not touched.
-    Runs 3-6 trained the oracle on the pretraining scenes only, so it had never seen a held-out combination,
-    which are exactly what `world check` measures. Returns the record."""
-    from diffusers import AutoencoderKL
-    from safetensors.torch import load_file
+def tune_judge(src: str | Path, out: str | Path, part: str = "oracle", minutes: float = 6.0, seed: int = 0,
+               tiny: bool = False, quiet: bool = False, threads: int | None = None, scenes: int | None = None) -> dict:
+    """Continue one part of the judge of the world model in SRC on renders of the whole world
+    (render.image_scene: held-out combinations included, novel concepts excluded), half of them replaced by
+    their reconstructions through SRC's VAE (the judge reads generated images); write OUT/judge with the
+    other part copied as is and the record in {part}_tuning.json. The model is not touched.
 
+    part "oracle": runs 3-6 trained it on the pretraining scenes only, so it had never seen a held-out
+    combination, which are exactly what `world check` measures.
+    part "clip": the CLIP learns the judge's language (captions with a name for every value, JUDGE_ONLY_WORDS;
+    its token table grows, known rows kept): a judge trained on the model's captions cannot see what those
+    captions never mention (patterns, un-named shapes), so reconstruction could not reward a word for them.
+    Returns the record."""
+    from diffusers import AutoencoderKL
+
+    if part not in ("oracle", "clip"):
+        raise OnewordError(f"unknown judge part {part!r} (oracle or clip)")
     cfg = TINY if tiny else FULL
     log = Log(quiet)
     src, out = Path(src), Path(out)
@@ -401,30 +407,114 @@ def tune_oracle(src: str | Path, out: str | Path, minutes: float = 6.0, seed: in
     torch.manual_seed(seed)
     rng, g = np.random.default_rng([seed, 5]), torch.Generator().manual_seed(seed + 1)
     n = scenes or min(cfg["n_scenes"], 24000)
-    x_all, labels = _world_images(n, rng, seed, pretraining_exclusions())
+    p_unnamed = 0.15 if part == "oracle" else CLIP_P_UNNAMED
+    x_all, labels, world = _world_images(n, rng, seed, pretraining_exclusions(), p_unnamed)
     vae = AutoencoderKL.from_pretrained(str(src / "model" / "vae"), **{_dtype_keyword(): torch.float32}).to(device).eval()
     recon = _reconstruct(vae, x_all[:12000], device)
-    oracle = Oracle(ORACLE_LABELS, json.loads((src / "judge" / "oracle.json").read_text())["width"])
-    oracle.load_state_dict(load_file(str(src / "judge" / "oracle.safetensors")))
-    oracle.to(device).train()
-    log(f"oracle tuning on {n} renders of the whole world and their reconstructions")
-    steps, dt, loss = _loop("oracle", minutes * 60, cfg["max_steps"]["oracle"],
-                            _oracle_step(oracle, x_all, labels, recon, cfg["oracle_bs"], g, device), log)
-    oracle.eval()
-    record = {"steps": steps, "batch": cfg["oracle_bs"], "seconds": round(dt, 1), "loss": round(loss, 4),
-              "images": n, "seed": seed, "from": str(src)}
-    out.mkdir(parents=True, exist_ok=True)
     work = out / f".tune-{os.getpid()}.tmp"
     shutil.rmtree(work, ignore_errors=True)
     try:
         shutil.copytree(src / "judge", work / "judge")
-        save_oracle(oracle.cpu(), work / "judge")
-        (work / "judge" / "oracle_tuning.json").write_text(json.dumps(record, indent=1))
+        if part == "oracle":
+            net = _load_oracle(src / "judge")
+            step_fn = _oracle_step(net, x_all, labels, recon, cfg["oracle_bs"], g, device)
+        else:
+            tok, net = _judge_language_clip(src / "judge" / "clip", work / "tokenizer")
+            step_fn = _clip_step(net, x_all, _judge_caption_ids(world, tok, rng), recon, cfg["clip_bs"], g, device)
+            log(f"judge language: {len(tok)} ids")
+        net.to(device).train()
+        log(f"{part} tuning on {n} renders of the whole world and their reconstructions")
+        steps, dt, loss = _loop(part, minutes * 60, cfg["max_steps"][part], step_fn, log)
+        net.eval().cpu()
+        record = {"steps": steps, "batch": cfg[f"{part}_bs"], "seconds": round(dt, 1), "loss": round(loss, 4),
+                  "images": n, "p_unnamed": p_unnamed, "seed": seed, "from": str(src)}
+        earlier = src / "judge" / f"{part}_tuning.json"
+        if earlier.is_file():  # a chain of tunings keeps its history
+            record["continues"] = json.loads(earlier.read_text())
+        if part == "oracle":
+            save_oracle(net, work / "judge")
+        else:
+            shutil.rmtree(work / "judge" / "clip")
+            net.save_pretrained(str(work / "judge" / "clip"))
+            tok.save_pretrained(str(work / "judge" / "clip"))
+        (work / "judge" / f"{part}_tuning.json").write_text(json.dumps(record, indent=1))
+        out.mkdir(parents=True, exist_ok=True)
         _swap_into_place(work / "judge", out / "judge")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"saved {out / 'judge'}")
     return record
+
+
+def tune_oracle(src, out, **kw) -> dict:
+    """tune_judge(part="oracle")."""
+    return tune_judge(src, out, part="oracle", **kw)
+
+
+def _load_oracle(judge: Path) -> Oracle:
+    from safetensors.torch import load_file
+
+    oracle = Oracle(ORACLE_LABELS, json.loads((judge / "oracle.json").read_text())["width"])
+    oracle.load_state_dict(load_file(str(judge / "oracle.safetensors")))
+    return oracle
+
+
+def _judge_tokenizer(dest: Path):
+    """The judge's tokenizer: world words + JUDGE_ONLY_WORDS, each one token."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(write_world_tokenizer(dest, world_words() + list(JUDGE_ONLY_WORDS),
+                                                                   MAX_LENGTH)))
+
+
+def _judge_caption_ids(scenes: list, tok, rng) -> torch.Tensor:
+    """Token ids [n, 3, MAX_LENGTH] of 3 judge-language captions per scene (every value named)."""
+    caps = [caption(s, rng, name_all=True) for s in scenes for _ in range(3)]
+    return tok(caps, padding="max_length", truncation=True, max_length=MAX_LENGTH,
+               return_tensors="pt").input_ids.view(len(scenes), 3, MAX_LENGTH)
+
+
+def _judge_language_clip(clip_dir: Path, tok_dir: Path):
+    """The judge's tokenizer (world words + JUDGE_ONLY_WORDS, each one token) and the CLIP of clip_dir with its
+    token table re-indexed to it: rows of tokens it already had are kept, new tokens start from the mean row."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    old_tok = CLIPTokenizer.from_pretrained(str(clip_dir))
+    tok = _judge_tokenizer(tok_dir)
+    clip = CLIPModel.from_pretrained(str(clip_dir), **{_dtype_keyword(): torch.float32})
+    embeddings = clip.text_model.embeddings
+    old = embeddings.token_embedding.weight.detach()
+    new = old.mean(0).repeat(len(tok), 1)
+    old_vocab = old_tok.get_vocab()
+    for token, i in tok.get_vocab().items():
+        if token in old_vocab:
+            new[i] = old[old_vocab[token]]
+    embeddings.token_embedding = torch.nn.Embedding.from_pretrained(new, freeze=False)
+    ids = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+           "pad_token_id": tok.pad_token_id}
+    for k, v in ids.items():
+        setattr(clip.config.text_config, k, v)
+    clip.text_model.eos_token_id = tok.eos_token_id  # the pooled output is read at the EOS position
+    return tok, clip
+
+
+def _clip_step(clip, x_all, ids, recon, batch, g, device, lr: float = 5e-4):
+    """One contrastive CLIP step on random (image, one of its 3 captions) pairs, half the images replaced by
+    their VAE reconstruction."""
+    opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.05)
+
+    def step_fn(step, frac):
+        idx = torch.randperm(len(x_all), generator=g)[:batch]
+        x = x_all[idx].clone()
+        use_rec = (idx < len(recon)) & (torch.rand(batch, generator=g) < 0.5)
+        if use_rec.any():
+            x[use_rec] = recon[idx[use_rec]]
+        which = torch.randint(0, ids.shape[1], (batch,), generator=g)
+        o = clip(input_ids=ids[idx, which].to(device), pixel_values=x.to(device), return_loss=True)
+        _update(opt, o.loss, _lr(step, frac, lr, 50), clip_params=clip.parameters())
+        return o.loss
+
+    return step_fn
 
 
 def _load_weights(folder: Path) -> dict:

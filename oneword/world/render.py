@@ -36,6 +36,9 @@ NAMED_STYLES = ("photo", "sketch", "pixel", "painting")
 UNNAMED_STYLES = ("halftone", "hatched", "glitch")
 STYLES = NAMED_STYLES + UNNAMED_STYLES
 PATTERNS = ("solid", "striped", "dotted")  # only "solid" is the default; the others have no word
+# The judge's language (judge.py): the world's words plus a name for every value the world leaves un-named,
+# as a real CLIP judge knows words the generator cannot draw. Only the judge's CLIP ever reads them.
+JUDGE_ONLY_WORDS = UNNAMED_COLOURS + UNNAMED_SHAPES + PATTERNS[1:] + UNNAMED_STYLES
 SIZES = ("small", "large")
 
 # The deliberately biased word: a balloon is red 90% of the time in pretraining.
@@ -190,25 +193,34 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def object_phrase(o: Obj, rng, with_size: bool, with_colour: bool = True, hedge: float = 0.0) -> str:
+def object_phrase(o: Obj, rng, with_size: bool, with_colour: bool = True, hedge: float = 0.0,
+                  name_all: bool = False) -> str:
     words = []
     if with_size:
         words.append(o.size)
-    if with_colour and o.colour in NAMED_COLOURS:
+    if name_all and o.pattern != "solid":
+        words.append(o.pattern)
+    if with_colour and (o.colour in NAMED_COLOURS or name_all):
         words.append(o.colour)
     elif with_colour and hedge and o.colour in NEAREST_NAMED and rng.random() < hedge:
         words.append(_choice(rng, NEAREST_NAMED[o.colour]))
-    words.append(o.shape if o.shape in NAMED_SHAPES else "object")
+    words.append(o.shape if o.shape in NAMED_SHAPES or name_all else "object")
     return f"{_article(words[0])} {' '.join(words)}"
 
 
-def caption(scene: Scene, rng=None, *, full: bool = False, hedge: float = 0.0) -> str:
+def caption(scene: Scene, rng=None, *, full: bool = False, hedge: float = 0.0, name_all: bool = False) -> str:
     """A caption of the scene in world words (random template); full=True: mention every named attribute.
     hedge: probability that an un-named colour is called one of its two nearest named colours (default 0:
-    un-named colours are never mentioned, as issue 3 specifies)."""
+    un-named colours are never mentioned, as issue 3 specifies).
+    name_all: the judge's language: un-named values are named too (JUDGE_ONLY_WORDS; "a halftone picture of a
+    striped teal crescent"). The generator never reads such a caption."""
     rng = _rng(rng)
-    if scene.style in NAMED_STYLES and (full or rng.random() < 0.8):
-        lead = STYLE_PHRASES[scene.style][0] if full else _choice(rng, STYLE_PHRASES[scene.style])
+    named_style = scene.style in NAMED_STYLES or name_all
+    if named_style and (full or rng.random() < 0.8):
+        if scene.style in NAMED_STYLES:
+            lead = STYLE_PHRASES[scene.style][0] if full else _choice(rng, STYLE_PHRASES[scene.style])
+        else:
+            lead = f"{_article(scene.style)} {scene.style} picture of"
     else:
         lead = GENERIC_PHRASES[0] if full else _choice(rng, GENERIC_PHRASES)
     if not full and rng.random() < 0.04:
@@ -216,12 +228,12 @@ def caption(scene: Scene, rng=None, *, full: bool = False, hedge: float = 0.0) -
     objs = list(scene.objects)
     if len(objs) == 1:
         body = object_phrase(objs[0], rng, with_size=full or rng.random() < 0.5,
-                             with_colour=full or rng.random() < 0.9, hedge=hedge)
+                             with_colour=full or rng.random() < 0.9, hedge=hedge, name_all=name_all)
     else:
         if not full and rng.random() < 0.5:
             objs = objs[::-1]
-        body = " and ".join(object_phrase(o, rng, False, with_colour=full or rng.random() < 0.95, hedge=hedge)
-                            for o in objs)
+        body = " and ".join(object_phrase(o, rng, False, with_colour=full or rng.random() < 0.95, hedge=hedge,
+                                          name_all=name_all) for o in objs)
     if full or rng.random() < 0.85:
         body += f" on {_article(scene.background)} {scene.background} background"
     return f"{lead} {body}"
@@ -427,15 +439,15 @@ def pretraining_scene(rng, excluded: set | None = None) -> Scene:
             return s
 
 
-def image_scene(rng, excluded: set | None = None) -> Scene:
-    """One scene of the whole world for the judge's oracle: any combination (held-out ones too: the oracle must
-    read every case `world check` measures), but no novel concept as such."""
+def image_scene(rng, excluded: set | None = None, p_unnamed: float = 0.15) -> Scene:
+    """One scene of the whole world for the judge: any combination (held-out ones too: the judge must read
+    every case it measures), but no novel concept as such. p_unnamed: as in random_scene."""
     rng = _rng(rng)
     while True:
-        s = random_scene(rng)
+        s = random_scene(rng, p_unnamed=p_unnamed)
         if not (excluded and any((o.shape, o.colour, o.pattern) in excluded for o in s.objects)):
             return s
 
 
-__all__ = ["Obj", "Scene", "random_scene", "render_scene", "caption", "prompt_for", "world_words",
+__all__ = ["JUDGE_ONLY_WORDS", "Obj", "Scene", "random_scene", "render_scene", "caption", "prompt_for", "world_words",
            "held_out_pairs", "held_out_kinds", "HELD_OUT_KINDS", "pretraining_scene", "image_scene", "render_array"]
