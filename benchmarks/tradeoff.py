@@ -457,8 +457,8 @@ def versus_caption(per_concept: dict, judge) -> dict:
     """TI (and the survey's other method) vs the caption on every concept evaluated: per concept the paired
     reconstruction difference (samples resampled), the oracle's un-named-drawn shares and what the judge's CLIP
     can see of the un-named value (judge.unnamed_visibility); pooled over groups of concepts (concepts resampled
-    too). A pattern has no text handle in the world's pretraining (every caption hides it), so pattern concepts
-    are pooled apart from the colour and shape ones as well as with them."""
+    too). Pattern concepts (every pretraining caption hides the pattern) are pooled apart from the colour and
+    shape ones as well as with them."""
     from oneword.world.concepts import NOVEL_CONCEPTS
     from oneword.world.judge import unnamed_visibility
 

@@ -416,13 +416,13 @@ def tune_judge(src: str | Path, out: str | Path, part: str = "oracle", minutes: 
     try:
         shutil.copytree(src / "judge", work / "judge")
         if part == "oracle":
-            net = _load_oracle(src / "judge")
+            net = _load_oracle(src / "judge").to(device).train()
             step_fn = _oracle_step(net, x_all, labels, recon, cfg["oracle_bs"], g, device)
         else:
             tok, net = _judge_language_clip(src / "judge" / "clip", work / "tokenizer")
+            net = net.to(device).train()
             step_fn = _clip_step(net, x_all, _judge_caption_ids(world, tok, rng), recon, cfg["clip_bs"], g, device)
             log(f"judge language: {len(tok)} ids")
-        net.to(device).train()
         log(f"{part} tuning on {n} renders of the whole world and their reconstructions")
         steps, dt, loss = _loop(part, minutes * 60, cfg["max_steps"][part], step_fn, log)
         net.eval().cpu()
