@@ -160,7 +160,9 @@ def main(argv=None) -> int:
 
     # 3. bias and 4. composition
     bias = bench.bias(args.bias_n)
-    composition = bench.composition([n for n in {**tuning, **survey} if NOVEL_CONCEPTS[n].kind == "object"])
+    seen = {**tuning, **survey}
+    composition = bench.composition([n for n in seen if NOVEL_CONCEPTS[n].kind == "object"],
+                                    [n for n in seen if NOVEL_CONCEPTS[n].kind == "style"])
 
     docs = Path(args.docs)
     (docs / "img").mkdir(parents=True, exist_ok=True)
@@ -342,38 +344,44 @@ class Bench:
                                   for p, v in out["prompts"].items()))
         return out
 
-    def composition(self, names: list[str]) -> dict:
-        """Two learned words in one prompt: how often both concepts appear. Neighbouring object concepts of
-        `names` are paired; each pair with plain TI words, with the survey's 2-vector words and with captions."""
+    def composition(self, names: list[str], styles: list[str]) -> dict:
+        """Two learned words in one prompt: how often both concepts appear. Side by side: neighbouring object
+        concepts of `names`, `a photo of S1 and S2`. In a style (the paper's composition figure): the first 4
+        objects x each style concept, `S1 in the style of S2`. Each with plain TI words, with the survey's 2-vector
+        words and with captions in their place."""
         from oneword.world.concepts import NOVEL_CONCEPTS
 
-        pairs = list(zip(names, names[1:]))[:7]
-        out = {"pairs": [], "n": self.ecfg.n}
-        both = {label: [] for label in (*SURVEY, "caption")}
-        for a, b in pairs:
-            ca, cb = NOVEL_CONCEPTS[a], NOVEL_CONCEPTS[b]
-            runs = [(m, [self.words.get((a, m)), self.words.get((b, m))]) for m in SURVEY] + [("caption", [])]
-            row = {"a": a, "b": b}
-            for label, concepts in runs:
-                if None in concepts:
-                    continue
-                what = [w.token for w in concepts] if concepts else [ca.caption, cb.caption]
-                prompt = f"a photo of {what[0]} and {what[1]}"
-                images = E.sample(self.model, prompt, concepts, n=self.ecfg.n, steps=self.ecfg.steps,
-                                  guidance=self.ecfg.guidance, seed=self.ecfg.seed, scheduler=self.ecfg.scheduler)
-                labels = self.judge.oracle(images)
-                pa = E.concept_present(labels, _truth(ca), "object")
-                pb = E.concept_present(labels, _truth(cb), "object")
-                two = np.array([c == "2" for c in labels["count"]], float)
-                row[label] = {"prompt": prompt, "both": E.summary((pa * pb).tolist(), seed=3), "a": float(pa.mean()),
-                              "b": float(pb.mean()), "two_objects": float(two.mean())}
-                both[label].append((pa * pb).tolist())
-                self.images[("composition", prompt)] = images
-            out["pairs"].append(row)
-        out["both"] = {label: E.summary(v, seed=4) for label, v in both.items() if v}
-        out["difference"] = {m: E.difference(both[m], both["caption"], seed=6) for m in SURVEY
-                             if both[m] and len(both[m]) == len(both["caption"])}
-        log("composition: both present " + ", ".join(f"{k} {v['mean']:.0%}" for k, v in out["both"].items()))
+        side = [(a, b, "a photo of {} and {}", "a photo of {} and {}") for a, b in list(zip(names, names[1:]))[:7]]
+        styled = [(a, b, "{} in the style of {}", "{1} of {0}") for a in names[:4] for b in styles]
+        out = {"n": self.ecfg.n}
+        for key, pairs in (("pairs", side), ("style_pairs", styled)):
+            both = {label: [] for label in (*SURVEY, "caption")}
+            out[key] = []
+            for a, b, template, caption_template in pairs:
+                ca, cb = NOVEL_CONCEPTS[a], NOVEL_CONCEPTS[b]
+                row = {"a": a, "b": b}
+                for label in (*SURVEY, "caption"):
+                    concepts = [] if label == "caption" else [self.words.get((a, label)), self.words.get((b, label))]
+                    if None in concepts:
+                        continue
+                    prompt = (caption_template.format(ca.caption, cb.caption) if label == "caption" else
+                              template.format(*(w.token for w in concepts)))
+                    images = E.sample(self.model, prompt, concepts, n=self.ecfg.n, steps=self.ecfg.steps,
+                                      guidance=self.ecfg.guidance, seed=self.ecfg.seed, scheduler=self.ecfg.scheduler)
+                    labels = self.judge.oracle(images)
+                    pa = E.concept_present(labels, _truth(ca), "object")
+                    pb = E.concept_present(labels, _truth(cb), cb.kind)
+                    two = np.array([c == "2" for c in labels["count"]], float)
+                    row[label] = {"prompt": prompt, "both": E.summary((pa * pb).tolist(), seed=3),
+                                  "a": float(pa.mean()), "b": float(pb.mean()), "two_objects": float(two.mean())}
+                    both[label].append((pa * pb).tolist())
+                out[key].append(row)
+            summary = {label: E.summary(v, seed=4) for label, v in both.items() if v}
+            diff = {m: E.difference(both[m], both["caption"], seed=6) for m in SURVEY
+                    if both[m] and len(both[m]) == len(both["caption"])}
+            out["both" if key == "pairs" else "style_both"] = summary
+            out["difference" if key == "pairs" else "style_difference"] = diff
+            log(f"composition ({key}): both present " + ", ".join(f"{k} {v['mean']:.0%}" for k, v in summary.items()))
         return out
 
 
@@ -683,29 +691,48 @@ def versus_markdown(raw: dict) -> list[str]:
     return L + [""]
 
 
-def composition_markdown(c: dict) -> list[str]:
+def composition_markdown(raw: dict) -> list[str]:
+    c = raw["composition"]
     L = ["", "## Composition: two learned words in one prompt", ""]
     if not c.get("pairs"):
         return L + ["(needs at least two object concepts)"]
-    labels = [m for m in (*SURVEY, "caption") if m in c.get("both", {})]
     name = {"ti": "TI words", SURVEY[1]: "2-vector words", "caption": "captions"}
-    L += [f"`a photo of S1 and S2`, n={c['n']} per pair; both present = the oracle finds each concept (left object: "
-          "shape, colour, pattern; right object: shape, colour); a, b = each concept alone. Pairs: neighbouring object "
-          "concepts; captions in place of the words as the baseline.", "",
-          "| pair | " + " | ".join(f"{name[m]}: both (a, b)" for m in labels) + " | two objects drawn |",
-          "|---|" + "---|" * (len(labels) + 1)]
-    for r in c["pairs"]:
-        cells = [f"{pct(r[m]['both'])} ({r[m]['a']:.0%}, {r[m]['b']:.0%})" if m in r else "-" for m in labels]
-        two = "/".join(f"{r[m]['two_objects']:.0%}" for m in labels if m in r)
-        L.append(f"| {r['a']} + {r['b']} | " + " | ".join(cells) + f" | {two} |")
-    L += ["", "Over pairs, both present: " + "; ".join(f"{name[m]} {pct(c['both'][m])}" for m in labels) +
-          "".join(f"; {name[m]} − captions {dfmt(d, 2)}" for m, d in c.get("difference", {}).items()) + ".", "",
-          "Two learned words side by side rarely both come out whole: each word alone draws its un-named value in "
-          "only part of its samples (the table above), and in a two-object scene the words' attributes spread over both "
-          "objects (in a side probe with the 2-vector teal-ring and crescent words, both objects mostly came out "
-          "rings, in mixed colours); articles (`a photo of a S1 and a S2`) did not change this there (4 pairs, TI "
-          "and 2-vector words: 0% both either way). The paper shows composition "
-          "qualitatively and notes that relations between learned concepts (such as two side by side) are hard."]
+
+    def table(rows, summary, diff, extra):
+        labels = [m for m in (*SURVEY, "caption") if m in summary]
+        out = ["| pair | " + " | ".join(f"{name[m]}: both (a, b)" for m in labels) + (" | two objects drawn |" if extra else " |"),
+               "|---|" + "---|" * (len(labels) + int(extra))]
+        for r in rows:
+            cells = [f"{pct(r[m]['both'])} ({r[m]['a']:.0%}, {r[m]['b']:.0%})" if m in r else "-" for m in labels]
+            two = " | " + "/".join(f"{r[m]['two_objects']:.0%}" for m in labels if m in r) if extra else ""
+            out.append(f"| {r['a']} + {r['b']} | " + " | ".join(cells) + two + " |")
+        return out + ["", "Over pairs, both present: " + "; ".join(f"{name[m]} {pct(summary[m])}" for m in labels) +
+                      "".join(f"; {name[m]} − captions {dfmt(d, 2)}" for m, d in diff.items()) + "."]
+
+    L += [f"n={c['n']} samples per prompt; both present = the oracle finds each concept; a, b = each concept alone "
+          "(an object: shape, colour and pattern of the left or only object, or shape and colour of the right one; a "
+          "style: the rendering style). Captions in place of the words as the baseline.", "",
+          "**In a style** (the paper's composition figure: an object word in a style word), `S1 in the style of S2` "
+          "(caption: `a sketch of a blue ring`):", ""]
+    if c.get("style_pairs"):
+        L += table(c["style_pairs"], c["style_both"], c["style_difference"], False)
+        rows = raw.get("versus_caption", {}).get("per_concept", {})
+        drawn = [rows[n][m]["unnamed"] for n in {r["b"] for r in c["style_pairs"]} if n in rows for m in SURVEY]
+        if drawn:
+            span = f"{min(drawn):.0%}" + (f"-{max(drawn):.0%}" if max(drawn) > min(drawn) else "")
+            L += ["", f"The style words alone draw their style in {span} of `a painting in the "
+                      "style of S*` samples (the survey table above: *un-named drawn*), so an object in that style "
+                      "can hardly come out whole either."]
+    else:
+        L.append("(needs a style concept)")
+    L += ["", "**Side by side**, `a photo of S1 and S2`, neighbouring object concepts:", ""]
+    L += table(c["pairs"], c["both"], c["difference"], True)
+    L += ["", "Two learned objects side by side rarely both come out whole: each word alone draws its un-named value "
+          "in only part of its samples (the table above), and in a two-object scene the words' attributes spread over "
+          "both objects (in a side probe with the 2-vector teal-ring and crescent words, both objects mostly came out "
+          "rings, in mixed colours); articles (`a photo of a S1 and a S2`) did not change this there (4 pairs, TI and "
+          "2-vector words: 0% both either way). The paper shows composition qualitatively and notes that relations "
+          "between learned concepts (such as two side by side) are hard."]
     return L
 
 
@@ -808,7 +835,7 @@ def render_markdown(raw: dict, argv: list[str]) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r["colour_counts"].items(), key=lambda kv: (-kv[1], kv[0])))
         L.append(f"| `{p}` | {r['entropy_bits']:.2f} [{r['entropy_ci'][0]:.2f}, {r['entropy_ci'][1]:.2f}] | "
                  f"{pct(r['share_biased'])} | {pct(r['shape_is_word'])} | {counts} |")
-    L += composition_markdown(raw["composition"])
+    L += composition_markdown(raw)
     L += ["", "## Measuring your own concept", "",
           "```", "oneword evaluate --embeds runs/x/learned_embeds.safetensors --images PHOTOS_DIR "
           "[--caption \"your best words\"] [--model M] [--judge CLIP_DIR] [-n 64] [--steps 50] [--guidance 5]", "```", "",
