@@ -1,4 +1,5 @@
-"""`oneword world pretrain` and `oneword world check` (the world model's must-show figures)."""
+"""`oneword world pretrain`, `tune-oracle` / `tune-clip` (the judge) and `check` (the world model's must-show
+figures)."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,8 @@ def register(subparsers) -> None:
         d = sub.add_parser(f"tune-{part}", help=f"{what}; the model is not touched")
         d.add_argument("--from", dest="src", help="folder holding model/ and judge/ (default: the package's own)")
         d.add_argument("--out", help="folder that receives judge/ (default: the package's own)")
-        d.add_argument("--minutes", type=float, default={"oracle": 6.0, "clip": 10.0}[part], help="wall-clock budget")
+        d.add_argument("--minutes", type=float, default={"oracle": 6.0, "clip": 10.0}[part],
+                       help="wall-clock budget (default %(default)s)")
         d.add_argument("--seed", type=int, default=0)
         d.add_argument("--threads", type=int, help="torch CPU threads")
         d.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
