@@ -1,8 +1,8 @@
 """Candidate world defaults against the paper setting's final word (issue 5, time to quality).
 
-Each candidate is `oneword learn` with early stopping on and one schedule change; each is compared, paired and
+Each candidate is `oneword learn` with early stopping on (unless it says otherwise) and one schedule change; each is compared, paired and
 with concepts resampled, to plain TI at the paper's setting (5,000 steps, batch 4, lr 0.005), on the tuning
-concepts of benchmarks/time_to_quality.py (its cached words are reused). About 12 minutes on one core:
+concepts of benchmarks/time_to_quality.py (its cached words are reused). About 15 minutes on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/default_candidates.py
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ CANDIDATES = {
     "1000 steps": {"steps": 1000},
     "600 steps, lr 0.01": {"steps": 600, "lr": 1e-2},
     "300 steps, lr 0.02": {"steps": 300, "lr": 2e-2},
+    "1250 steps, no early stopping": {"steps": 1250, "early_stop": False},  # what early stopping costs
 }
 NAMES = ("teal_ring", "red_crescent", "style_halftone")
 
