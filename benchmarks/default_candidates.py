@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+import time_to_quality as Q  # noqa: E402
 import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
 from oneword import evaluate as E  # noqa: E402
 
@@ -24,29 +25,26 @@ CANDIDATES = {
     "300 steps, lr 0.02": {"steps": 300, "lr": 2e-2},
     "1250 steps, no early stopping": {"steps": 1250, "early_stop": False},  # what early stopping costs
 }
-NAMES = ("teal_ring", "red_crescent", "style_halftone")
 
 
 def main() -> int:
-    from oneword.invert import LearnConfig
     from oneword.models import load_model
     from oneword.world.concepts import NOVEL_CONCEPTS
 
     torch.set_num_threads(1)
     model, judge = load_model(None, device="cpu"), E.load_judge("world")
-    paper = LearnConfig.with_defaults(model, steps=5000, batch_size=4, lr=5e-3, warmup=0, early_stop=False,
-                                      save_every=10**9, preview_every=0, seed=0)
+    paper = Q.paper_setting(model)
     variants = {"ti": {}, **{k: {"early_stop": True, "min_steps": 150, **v} for k, v in CANDIDATES.items()}}
     ecfg = E.EvalConfig(n=16, steps=25, guidance=5.0, seed=0, bootstrap=2000)
     bench = T.Bench(model, judge, paper, ecfg, Path("runs/time_to_quality"), 5)
-    per = {n: bench.concept(NOVEL_CONCEPTS[n], list(variants), variants) for n in NAMES}
+    per = {n: bench.concept(NOVEL_CONCEPTS[n], list(variants), variants) for n in Q.NAMES}
     s = T.summarise(per, ["caption", *variants])
     print(f"paper setting (5,000 steps): reconstruction {T.f3(s['ti']['reconstruction'])}, editability "
           f"{T.f3(s['ti']['editability'])}")
     print("| candidate | steps run | learning s | reconstruction | editability | rec. vs paper | edit. vs paper |")
     print("|---|---|---|---|---|---|---|")
     for m in CANDIDATES:
-        r = [per[n]["results"][m]["learn"] for n in NAMES]
+        r = [per[n]["results"][m]["learn"] for n in Q.NAMES]
         steps, secs = ", ".join(str(x["steps"]) for x in r), ", ".join(f"{x['seconds']:.0f}" for x in r)
         print(f"| {m} | {steps} | {secs} | "
               f"{T.f3(s[m]['reconstruction'])} | {T.f3(s[m]['editability'])} | {T.dfmt(s[m]['vs_ti']['reconstruction'])} | "

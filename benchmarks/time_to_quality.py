@@ -29,7 +29,16 @@ import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
 from oneword import evaluate as E  # noqa: E402
 
 PAPER_STEPS = 5000
-STOPS = (50, 100, 150, 300, 600, 1250, 2500, 5000)
+NAMES = ("teal_ring", "red_crescent", "style_halftone")  # tuning concepts: one colour, one shape, one style
+
+
+def paper_setting(model, steps: int = PAPER_STEPS, seed: int = 0):
+    """Plain TI at the paper's setting (batch 4, lr 0.005, no warm-up, no early stopping), nothing saved on the way."""
+    from oneword.invert import LearnConfig
+
+    return LearnConfig.with_defaults(model, steps=steps, batch_size=4, lr=5e-3, warmup=0, early_stop=False,
+                                     save_every=10**9, preview_every=0, seed=seed)
+STOPS = (50, 100, 150, 300, 600, 1250, 2500, PAPER_STEPS)
 MARK = ("<!-- time-to-quality: written by benchmarks/time_to_quality.py -->", "<!-- /time-to-quality -->")
 
 
@@ -37,7 +46,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="world model folder (default: the shipped one)")
     ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
-    ap.add_argument("--names", default="teal_ring,red_crescent,style_halftone", help="tuning concepts")
+    ap.add_argument("--names", default=",".join(NAMES), help="tuning concepts")
     ap.add_argument("--stops", default=",".join(map(str, STOPS)), help="step counts evaluated (the last is the paper's)")
     ap.add_argument("--n", type=int, default=16, help="samples per prompt")
     ap.add_argument("--eval-steps", type=int, default=25)
@@ -64,8 +73,7 @@ def main(argv=None) -> int:
     model = load_model(args.model, device="cpu")
     judge = E.load_judge(args.judge or "world")
     default = LearnConfig.with_defaults(model)  # `oneword learn` as shipped
-    paper = LearnConfig.with_defaults(model, steps=stops[-1], batch_size=4, lr=5e-3, warmup=0, early_stop=False,
-                                      save_every=10**9, preview_every=0, seed=args.seed)
+    paper = paper_setting(model, stops[-1], args.seed)
     variants = {"ti": {}, **{f"steps {s}": {"steps": s} for s in stops if s != paper.steps},
                 "oneword default": {"early_stop": True, "steps": default.steps, "batch_size": default.batch_size,
                                     "lr": default.lr, "warmup": default.warmup}}
