@@ -2,7 +2,9 @@
 
 The setup of `tests/test_edit.py -k world` (a yellow circle on sky, box 5,5,27,27, 20 edit seeds, 25 DDIM
 steps, guidance 5, or --guidances): every object concept of the world's tuning set (--held-out: the held-out ones instead),
-each learned with `oneword learn`'s defaults (the paper's one vector) and three learning seeds; the oracle
+each learned for --steps steps (300, early stopping off: the world default until session 7, which the figures
+in docs/applications.md were measured with; 0 = `oneword learn`'s current defaults) with the paper's one vector and
+three learning seeds; the oracle
 reads each edit's object. --caption-init adds words of two vectors initialised from the caption's words
 ("blue ring"), edited at guidance 5, 7.5 and 10.  ~20 min on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/edit_probe.py
@@ -27,6 +29,8 @@ def probe_arguments(ap):
     ap.add_argument("--caption-init", action="store_true", help="also two vectors initialised from the caption")
     ap.add_argument("--seeds", type=int, default=3, help="learning seeds per concept")
     ap.add_argument("--guidances", default="5", help="comma-separated edit guidances for the one-vector words (default 5)")
+    ap.add_argument("--steps", type=int, default=300,
+                    help="learning steps, early stopping off (0: oneword learn's defaults, early stopping on)")
 
 
 args, model, judge = probe_setup(__doc__, probe_arguments)
@@ -42,7 +46,8 @@ for name in names:
     for label, kw, guidances in variants:
         for seed in range(args.seeds):
             tok = f"<{name}-{len(kw)}-{seed}>"  # edit() installs words for good: one token per run
-            cfg = LearnConfig.with_defaults(model, **{"token": tok, "init": c.init_word, "seed": seed, **kw})
+            fixed = {"steps": args.steps, "early_stop": False} if args.steps else {}
+            cfg = LearnConfig.with_defaults(model, **{"token": tok, "init": c.init_word, "seed": seed, **fixed, **kw})
             with tempfile.TemporaryDirectory() as run:
                 word = learn(model, c.photos(5), cfg, run, progress=False)
             word.meta["world_concept"] = c.name

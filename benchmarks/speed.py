@@ -399,7 +399,7 @@ def time_to_quality(args) -> int:
                       f"present(edits) {final.get('present_edits', {}).get('mean', float('nan')):.2f}", flush=True)
             entry["runs"][label] = {
                 "config": {k: getattr(cfg, k) for k in ("batch_size", "lr", "warmup", "steps", "early_stop",
-                                                        "val_every", "val_window", "val_threshold", "min_steps")},
+                                                        "val_every", "val_window", "val_z", "min_steps")},
                 "seeds": runs}
             out_json.parent.mkdir(parents=True, exist_ok=True)
             out_json.write_text(json.dumps(report, indent=1))

@@ -29,7 +29,9 @@ import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
 from oneword import evaluate as E  # noqa: E402
 
 PAPER_STEPS = 5000
-NAMES = ("teal_ring", "red_crescent", "style_halftone")  # tuning concepts: one colour, one shape, one style
+# every tuning concept (never a HELD_OUT one): 8 objects (colour, shape, pattern un-named) and 2 styles
+NAMES = ("teal_ring", "lime_star", "magenta_heart", "red_crescent", "blue_arrow", "orange_hourglass",
+         "striped_square", "dotted_circle", "style_halftone", "style_hatched")
 
 
 def paper_setting(model, steps: int = PAPER_STEPS, seed: int = 0):
@@ -99,7 +101,9 @@ def main(argv=None) -> int:
                                        "image_steps": float(np.mean(used)) * default.batch_size},
            "paper_image_steps": curve[-1]["image_steps"], "first_stop_reaching_final": reach,
            "caption": {k: summary["caption"][k] for k in ("reconstruction", "editability")},
+           "per_concept": per_concept_rows(per, names),
            "minutes": round((time.time() - started) / 60, 1)}
+    T._write_json(Path(args.work) / "results.json", {"res": res, "per_concept": per})  # for later reading
     docs = Path(args.docs)
     plot(res, docs / "img" / "time_to_quality.png")
     section = render(res, names, model, default, args, argv if argv is not None else sys.argv[1:])
@@ -107,6 +111,22 @@ def main(argv=None) -> int:
     print(section)
     T.log(f"done in {res['minutes']} min")
     return 0
+
+
+def per_concept_rows(per: dict, names) -> list[dict]:
+    """Each concept: where the default stopped, and its word against the paper setting's final word (paired,
+    samples resampled)."""
+    rows = []
+    for n in names:
+        r = per[n]["results"]
+        d, p, c = r["oneword default"]["prompts"], r["ti"]["prompts"], r["caption"]["prompts"]
+        rows.append({"concept": n, "steps": r["oneword default"]["learn"]["steps"],
+                     "paper": r["ti"]["reconstruction"]["mean"], "default": r["oneword default"]["reconstruction"]["mean"],
+                     "reconstruction": E.difference(d[0]["samples"], p[0]["samples"], seed=21),
+                     "editability": E.difference([q["samples"] for q in d[1:]], [q["samples"] for q in p[1:]], seed=22),
+                     "paper_vs_caption": E.difference(p[0]["samples"], c[0]["samples"], seed=23),
+                     "default_vs_caption": E.difference(d[0]["samples"], c[0]["samples"], seed=24)})
+    return rows
 
 
 def plot(res: dict, path: Path) -> None:
@@ -145,6 +165,9 @@ def render(res: dict, names, model, default, args, argv) -> str:
     vs = d["vs_paper"]
     ratio = d["image_steps"] / res["paper_image_steps"]
     reach = res["first_stop_reaching_final"]
+    per_rows = "\n".join(f"| {r['concept']} | {r['steps']} | {r['paper']:.3f} | {r['default']:.3f} | "
+                         f"{T.dfmt(r['reconstruction'])} | {T.dfmt(r['editability'])} | {T.dfmt(r['paper_vs_caption'])} | "
+                         f"{T.dfmt(r['default_vs_caption'])} |" for r in res["per_concept"])
     return f"""{MARK[0]}
 ## Time to quality: `benchmarks/time_to_quality.py`
 
@@ -172,6 +195,12 @@ Reconstruction {f(d['reconstruction'])}, editability {f(d['editability'])}; agai
 final word: reconstruction {T.dfmt(vs['reconstruction'])}, editability {T.dfmt(vs['editability'])}
 (paired, concepts resampled). The paper run's own curve first reaches its final reconstruction at
 {f'{reach:,} image-steps' if reach else 'its last stop'}.
+
+Per concept (default against the paper setting's final word, samples resampled):
+
+| concept | default stopped at | paper final rec. | default rec. | rec. difference | edit. difference | paper final − caption | default − caption |
+|---|---|---|---|---|---|---|---|
+{per_rows}
 
 ![time to quality](img/time_to_quality.png)
 {MARK[1]}

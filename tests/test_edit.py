@@ -305,15 +305,15 @@ def world_word(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def caption_word(tmp_path_factory):
-    """teal_ring (its colour has no word) learned as two vectors from its caption's words ("blue ring"), with
-    `oneword learn`'s defaults otherwise (early stopping on): the setting docs/applications.md recommends."""
+    """teal_ring (its colour has no word) learned as two vectors from its caption's words ("blue ring") for 300
+    steps: the setting docs/applications.md recommends for edits (longer runs cost a 2-vector word editability)."""
     from oneword.invert import LearnConfig, learn
     from oneword.world.concepts import NOVEL_CONCEPTS
 
     model = _world()
     c = NOVEL_CONCEPTS["teal_ring"]
     cfg = LearnConfig.with_defaults(model, token="<teal-ring>", init=c.caption_words, vectors=2, seed=0,
-                                    save_every=10_000)
+                                    steps=300, early_stop=False, save_every=10_000)
     return model, learn(model, c.photos(5), cfg, tmp_path_factory.mktemp("teal"), progress=False)
 
 

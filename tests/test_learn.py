@@ -177,3 +177,41 @@ def test_init_text_spreads_over_vectors(tiny_model):
     four = init_vectors(tiny_model, "red ring", 4)
     assert [torch.equal(v, w) for v, w in zip(four, (red, red, ring, ring))] == [True] * 4
     assert torch.equal(init_vectors(tiny_model, "ring", 3), ring.repeat(3, 1))
+
+
+def test_stopping_rule_waits_for_a_falling_loss_and_stops_a_flat_one():
+    from oneword.invert import loss_stopped_falling
+
+    g = torch.Generator().manual_seed(0)
+    jitter = (torch.randn(40, generator=g) * 1e-4).tolist()
+    falling = [0.28 - 2e-4 * i + j for i, j in enumerate(jitter)]  # a style word's steady fall, with jitter
+    flat = [0.25 + j for j in jitter]                               # an object word: flat from the first value
+    levelled = falling[:20] + [falling[19] + j for j in jitter[20:]]
+    assert not any(loss_stopped_falling(falling[:k], 8, 2.0) for k in range(1, 41))
+    assert loss_stopped_falling(flat[:8], 8, 2.0) and not loss_stopped_falling(flat[:7], 8, 2.0)
+    assert loss_stopped_falling(levelled, 8, 2.0) and not loss_stopped_falling(levelled[:22], 8, 2.0)
+
+
+def test_early_stopping_ends_a_converged_run_and_says_so(tiny_model, photos, tmp_path):
+    cfg = quick(steps=100, lr=0.0, early_stop=True, val_every=2, val_window=4, min_steps=10)  # lr 0: nothing moves
+    learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "early_stopped" and run["step"] == 10
+    assert run["early_stopping"]["stopped_early"] and len(run["early_stopping"]["val_losses"]) == 5
+    assert len(set(run["early_stopping"]["val_losses"])) == 1
+
+
+def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_model, photos):
+    from oneword.data import encode_photos, read_photos
+    from oneword.invert import Validator, _training_schedule
+
+    cache = encode_photos(tiny_model, read_photos(photos), tiny_model.resolution)
+    ids = tiny_model.tokenizer(["a photo of a ring", "a rendering of a ring"], padding="max_length",
+                               max_length=tiny_model.tokenizer.model_max_length, return_tensors="pt").input_ids
+    schedule = _training_schedule(tiny_model)
+    steps = schedule.config.num_train_timesteps
+    one, whole = (Validator(cache, ids, quick(batch_size=b), steps, seed=0) for b in (1, 16))
+    assert sorted(set(one.rows.tolist())) == list(range(len(cache))) and len(one.rows) == 16
+    assert len(set(one.timesteps.tolist())) == 16 and one.timesteps.min() >= 0.05 * steps - 1
+    assert {tuple(r) for r in one.ids.tolist()} == {tuple(r) for r in ids.tolist()}  # both templates are used
+    assert one.loss(tiny_model, cache, schedule) == pytest.approx(whole.loss(tiny_model, cache, schedule), rel=1e-5)
