@@ -63,7 +63,7 @@ def init_text(c, overrides: dict) -> tuple[str, dict]:
     return (c.caption_words if overrides.get("init") == CAPTION_INIT else c.init_word), rest
 
 
-def variants(base_steps: int, base_lr: float, paper_steps: int = 5000, default_steps: int = 1250) -> dict[str, dict]:
+def variants(base_steps: int, base_lr: float, paper_steps: int = 5000, default_steps: int | None = None) -> dict[str, dict]:
     """LearnConfig overrides of each method; "ti" is the plain paper method (fixed steps, one vector)."""
     return {
         "ti": {},
@@ -79,7 +79,8 @@ def variants(base_steps: int, base_lr: float, paper_steps: int = 5000, default_s
         "steps x2": {"steps": base_steps * 2},
         PAPER: {"steps": paper_steps},  # the paper's schedule in full (batch 4, lr 0.005)
         "reg": {"reg_weight": 1e-2},  # official code's embedding_reg_weight range; world vectors have norm ~0.5
-        "early stop": {"early_stop": True, "steps": default_steps},  # `oneword learn` as shipped (the model's defaults)
+        # `oneword learn` as shipped: early stopping with the model's own step cap (default_steps, from its defaults)
+        "early stop": {"early_stop": True, **({"steps": default_steps} if default_steps else {})},
     }
 
 
