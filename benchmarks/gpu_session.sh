@@ -3,13 +3,14 @@
 # model. Each part has its own time limit and appends to $OUT/all.log; speed.py rewrites its JSON after every
 # row, so a stopped part loses nothing it measured.
 #   OUT=/tmp/gpu PARTS="speed ckpt" bash benchmarks/gpu_session.sh [WORLD_INIT_DIR]
-# PARTS (default "speed ckpt world compile") and what each took on an H200 (2026-11-27, one machine start
-# ~1 min on top): speed ~4 min, ckpt ~45 s, world ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s
-# per batch size (did not finish in 100 s). A 15-minute session holds about three of them.
+# PARTS (default "graph profile layout compile") and what each took on an H200 (2026-11-27, one machine start ~1 min
+# on top): speed ~4 min, ckpt ~45 s, world ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s per batch
+# size (did not finish in 100 s); graph, layout, profile: not run yet (estimated ~4 min, ~1 min, ~1 min from
+# ~25 s per speed.py measurement). A 15-minute session holds about three of them.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}
-PARTS=${PARTS:-speed ckpt world compile}
+PARTS=${PARTS:-graph profile layout compile}
 INIT=${1:-oneword/world}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -24,6 +25,21 @@ want() { [[ " $PARTS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$LOG"
 
+# CUDA graphs (oneword.graphs): the GPU tests first (graph == eager, fallback, fp16), then oneword with and without
+# the graph side by side on SD1.5's architecture
+if want graph; then
+  step 150 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -rs
+  step 300 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 16 64 --steps 10 \
+    --systems oneword oneword-eager --json "$OUT/graph.json"
+  step 60 python3 benchmarks/speed.py --model sd15 --device cuda --batch 1 --steps 10 --systems oneword \
+    --json "$OUT/graph_b1.json"
+fi
+# memory layout at batch 32 (graphed): channels-last convolutions
+want layout && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword \
+  --channels-last --json "$OUT/layout.json"
+# where device time goes at batch 32 (the >= 300 img-steps/s target is compute, not launches): top kernels
+want profile && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 3 \
+  --systems oneword-eager --profile "$OUT/profile.txt" --json "$OUT/profile.json"
 # throughput and peak memory, oneword vs the reference loop, SD1.5 architecture at 512 px
 want speed && step 300 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 16 32 64 --steps 10 \
   --json "$OUT/speed.json"
@@ -36,8 +52,8 @@ if want world; then
     --keep-vae --unet-batch 512
   [ -d /tmp/world_gpu/model ] && tar -C /tmp/world_gpu -cf "$OUT/world_gpu.tar" model judge
 fi
-# torch.compile with CUDA graphs at batch 4, where ~90 of 104 ms per step are overhead (compiling the UNet's
-# forward and backward takes minutes)
-want compile && step 360 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 --steps 20 --systems oneword \
-  --compile --compile-mode reduce-overhead --json "$OUT/compile.json"
+# torch.compile (inductor's fused kernels, default mode: no cudagraphs of its own) inside oneword's own CUDA graph at
+# batch 32, for the compute-bound side (compiling the UNet's forward and backward takes minutes: it runs last)
+want compile && step 240 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword \
+  --compile --json "$OUT/compile.json"
 echo "### $(date +%T) done" | tee -a "$LOG"

@@ -13,11 +13,16 @@ For each model and batch size, in one process and on the same model (same archit
              tokenisation) is precomputed, which favours the reference.
 
 Warm-up steps are excluded. The oneword window is measured inside the real loop: the wall time between the
-start of step W's loss and the start of step W+N's loss (CUDA synchronised at both marks), so it covers N
+start of loop iteration W and the start of iteration W+N (CUDA synchronised at both marks), so it covers N
 whole loop iterations and nothing else. Peak memory: CUDA `max_memory_allocated` (reset at the start of the
-timed window, i.e. steady-state training; `peak_run` also covers setup such as encoding the photos);
-CPU peak RSS of the process (VmHWM, reset through /proc/self/clear_refs at the same marks; includes the
-weights and the Python runtime).
+timed window, i.e. steady-state training; `peak_run` also covers setup such as encoding the photos and, for a
+CUDA-graphed step, the capture: a graph's replays allocate nothing, its activations live in the pool it
+reserved at capture, so `peak_run` is its footprint; JSON `reserved` is `max_memory_reserved`, the allocator's
+whole holding); CPU peak RSS of the process (VmHWM, reset through /proc/self/clear_refs at the same marks;
+includes the weights and the Python runtime).
+
+Systems: `oneword` (a CUDA graph per step where the device allows: oneword.graphs), `oneword-eager` (the same
+loop launching every kernel; identical to `oneword` on a CPU), `reference`.
 
     .venv/bin/python benchmarks/speed.py --model tiny world --batch 1 4 16 --steps 20
     .venv/bin/python benchmarks/speed.py --model sd15 --device cuda --batch 4 16 32      # GPU session
@@ -142,14 +147,17 @@ def apply_engine_flags(model, args) -> None:
         model.unet.compile(mode=args.compile_mode, backend=args.compile_backend)
 
 
-def run_oneword(model, photos, batch: int, warmup: int, steps: int, args) -> dict:
-    """Time `oneword.invert.learn` from inside: marks at the loss of step `warmup` and `warmup + steps`."""
+def run_oneword(model, photos, batch: int, warmup: int, steps: int, args, cuda_graph: bool = True) -> dict:
+    """Time `oneword.invert.learn` from inside: marks at the start of loop iteration `warmup` and
+    `warmup + steps` (its `_set_lr` call; a CUDA graph is captured before the loop, outside the window)."""
     import oneword.invert as inv
 
     device = model.device
     marks: dict[str, float] = {}
     calls = {"n": 0}
-    real = inv.diffusion_loss
+    real = inv._set_lr
+
+    profiler = kernel_profiler(args, device)
 
     def timed(*a, **k):
         i = calls["n"]
@@ -157,26 +165,56 @@ def run_oneword(model, photos, batch: int, warmup: int, steps: int, args) -> dic
         if i == warmup:
             sync(device)
             reset_peak(device)
+            if profiler:
+                profiler.start()
             marks["start"] = time.perf_counter()
         elif i == warmup + steps:
             sync(device)
             marks["end"] = time.perf_counter()
             marks["peak"] = peak_bytes(device)
+            if profiler:
+                profiler.stop()
+                write_profile(profiler, args, batch, cuda_graph, steps)
         return real(*a, **k)
 
     cfg = inv.LearnConfig.with_defaults(model, token=TOKEN, steps=warmup + steps + 1, batch_size=batch,
                                         early_stop=False, save_every=10 ** 9, preview_every=0, seed=0,
-                                        grad_checkpointing=args.grad_checkpointing, resolution=args.resolution)
-    inv.diffusion_loss = timed
+                                        grad_checkpointing=args.grad_checkpointing, resolution=args.resolution,
+                                        cuda_graph=cuda_graph)
+    inv._set_lr = timed
     try:
         with tempfile.TemporaryDirectory(prefix="oneword-bench-run-") as out, sdpa_context(args):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             inv.learn(model, photos, cfg, out, progress=False)
             peak_run = peak_bytes(device) if device.type == "cuda" else None
+            reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
+            engine = json.loads((Path(out) / "run.json").read_text())["engine"]
     finally:
-        inv.diffusion_loss = real
-    return {"seconds": marks["end"] - marks["start"], "peak": marks["peak"], "peak_run": peak_run}
+        inv._set_lr = real
+    return {"seconds": marks["end"] - marks["start"], "peak": marks["peak"], "peak_run": peak_run,
+            "reserved": reserved, "engine": engine["step"], "setup_s": engine["setup_s"]}
+
+
+def kernel_profiler(args, device):
+    """--profile: torch.profiler over the timed window (kernel times; host overhead shows as the gap between
+    the window's wall time and the kernels' sum)."""
+    if not args.profile:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=activities)
+
+
+def write_profile(profiler, args, batch: int, cuda_graph: bool, steps: int) -> None:
+    """Top kernels by device time, appended to the --profile file (one block per measurement)."""
+    key = "self_device_time_total" if any(e.device_type.name == "CUDA" for e in profiler.events()) else \
+        "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=80)
+    with open(args.profile, "a") as f:
+        f.write(f"## batch {batch}, {'cuda graph' if cuda_graph else 'eager'}, {steps} steps, sorted by {key}\n"
+                f"{table}\n")
 
 
 # ----------------------------------------------------------------------------------------------- reference
@@ -519,7 +557,7 @@ def free(device: torch.device) -> None:
 def measure(kind: str, system: str, batch: int, args, device: torch.device) -> dict:
     from oneword.models import default_dtype
 
-    if system == "oneword":
+    if system.startswith("oneword"):
         dtype = {"auto": default_dtype(device), "bf16": torch.bfloat16, "fp16": torch.float16,
                  "fp32": torch.float32}[args.dtype]
         model = load(kind, device, dtype)
@@ -529,8 +567,10 @@ def measure(kind: str, system: str, batch: int, args, device: torch.device) -> d
         model = load(kind, device, dtype)
     photos = synthetic_photos(args.photos, args.resolution or model.resolution)
     warmup = args.warmup if args.warmup is not None else (10 if args.compile and system == "oneword" else 3)
-    fn = run_oneword if system == "oneword" else run_reference
-    r = fn(model, photos, batch, warmup, args.steps, args)
+    if system == "reference":
+        r = run_reference(model, photos, batch, warmup, args.steps, args)
+    else:  # "oneword-eager": the same loop without the CUDA graph (identical to "oneword" on a CPU)
+        r = run_oneword(model, photos, batch, warmup, args.steps, args, cuda_graph=system == "oneword")
     r["threads"] = torch.get_num_threads()  # oneword.models runs small models on one CPU thread
     del model
     free(device)
@@ -565,7 +605,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; 10 with --compile)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--systems", nargs="+", default=["oneword", "reference"], choices=["oneword", "reference"])
+    p.add_argument("--systems", nargs="+", default=["oneword", "reference"], choices=["oneword", "oneword-eager", "reference"])
     p.add_argument("--repeat", type=int, default=1, help="rounds (alternating systems); the median is reported")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--photos", type=int, default=5)
@@ -579,6 +619,7 @@ def main(argv=None) -> int:
     p.add_argument("--sdpa", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"],
                    help="restrict PyTorch SDPA to one backend (both systems)")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--profile", help="append torch.profiler's top kernels over each oneword window to this file")
     q = p.add_argument_group("time to quality (world model, CPU): --time-to-quality")
     q.add_argument("--time-to-quality", action="store_true",
                    help="reconstruction vs image-steps for the paper's setting and oneword's default")
@@ -614,8 +655,8 @@ def main(argv=None) -> int:
                              ("channels-last", args.channels_last), (f"sdpa={args.sdpa}", args.sdpa != "auto")) if on]
     print(f"# {machine(device)}; {time.strftime('%Y-%m-%d %H:%M')}; steps {args.steps}; "
           f"flags: {', '.join(flags) or 'none'}", flush=True)
-    print(f"{'model':6s} {'batch':>5s} {'system':9s} {'dtype':8s} {'img-steps/s':>11s} {'s/step':>8s} "
-          f"{'peak':>10s} {'peak(run)':>10s} {'threads':>7s}", flush=True)
+    print(f"{'model':6s} {'batch':>5s} {'system':13s} {'dtype':8s} {'img-steps/s':>11s} {'s/step':>8s} "
+          f"{'peak':>10s} {'peak(run)':>10s} {'reserved':>10s} {'threads':>7s} engine", flush=True)
     results = []
     for kind in models:
         for b in batches:
@@ -632,12 +673,15 @@ def main(argv=None) -> int:
                 best[system] = r
                 results.append(r)
                 write_json(args, device, flags, results)  # after every row: a stopped run keeps what it measured
-                print(f"{kind:6s} {b:5d} {system:9s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
+                engine = f"{r['engine']} (capture {r['setup_s']:.1f} s)" if r.get("engine") == "cuda-graph" else \
+                    r.get("engine", "")
+                print(f"{kind:6s} {b:5d} {system:13s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
                       f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
-                      f"{r['threads']:7d}", flush=True)
-            if len(best) == 2:
-                ratio = best["oneword"]["image_steps_per_s"] / best["reference"]["image_steps_per_s"]
-                print(f"{kind:6s} {b:5d} {'ratio':9s} {'':8s} {ratio:10.2f}x", flush=True)
+                      f"{fmt_mem(r.get('reserved')):>10s} {r['threads']:7d} {engine}", flush=True)
+            for other in ("oneword-eager", "reference"):
+                if "oneword" in best and other in best:
+                    ratio = best["oneword"]["image_steps_per_s"] / best[other]["image_steps_per_s"]
+                    print(f"{kind:6s} {b:5d} {'ratio/' + other:13s} {'':8s} {ratio:10.2f}x", flush=True)
     return 0
 
 

@@ -86,6 +86,7 @@ def _add_learn(sub) -> None:
     p.add_argument("--reg-weight", type=float, help="L2 pull toward the init word (official code's embedding_reg_weight)")
     p.add_argument("--no-early-stop", action="store_true", help="run all --steps")
     p.add_argument("--grad-checkpointing", action="store_true", help="save memory (fits SD1.5 in ~4 GB)")
+    p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run each step eagerly (slower; for debugging)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_learn)
@@ -104,9 +105,11 @@ def cmd_learn(args) -> None:
         overrides["early_stop"] = False
     if args.grad_checkpointing:
         overrides["grad_checkpointing"] = True
+    if args.no_cuda_graph:
+        overrides["cuda_graph"] = False
     if args.resume:
         out, photos, saved = _resumable(args.resume)
-        overrides = {**saved["config"], **{k: v for k, v in overrides.items() if v is not None and k == "steps"}}
+        overrides = {**saved["config"], **{k: v for k, v in overrides.items() if v is not None and k in ("steps", "cuda_graph")}}
         if args.model is None and saved["model"]["kind"] != "world":
             args.model = saved["model"]["source"]
     else:

@@ -21,6 +21,7 @@ from torch import nn
 from .concept import Concept, check_token_free, expand_prompt, save_concept
 from .data import LatentCache, encode_photos, read_photos
 from .errors import OnewordError
+from .graphs import loss_runner
 from .safeio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries, run_lock
 from .templates import templates_for
 
@@ -52,6 +53,7 @@ class LearnConfig:
     val_samples: int = 16             # size of the fixed validation batch (photos in turn)
     min_steps: int = 200
     grad_checkpointing: bool = False  # trade compute for memory (fits SD1.5 learning in ~4 GB)
+    cuda_graph: bool = True           # on CUDA: replay each step from a CUDA graph (graphs.py; not with checkpointing)
     max_bad_steps: int = 10           # consecutive non-finite steps before rolling back
 
     @classmethod
@@ -177,6 +179,10 @@ def draw_batch(g: torch.Generator, n_rows: int, n_templates: int, shape, n_train
                  timesteps=torch.randint(0, n_train_steps, (b,), generator=g))
 
 
+def batch_inputs(b: Batch, device) -> dict:
+    return {k: getattr(b, k).to(device) for k in ("rows", "templates", "posterior_noise", "noise", "timesteps")}
+
+
 def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids) -> torch.Tensor:
     """The latent-diffusion objective on the model's own schedule and prediction type."""
     noisy = noise_schedule.add_noise(latents, noise, timesteps)
@@ -199,7 +205,8 @@ class Validator:
     recent values over the variance of all) stopped a style word whose loss was still falling steadily and let
     object words run to the step cap (docs/benchmarks.md, time to quality)."""
 
-    def __init__(self, cache: LatentCache, ids: torch.Tensor, cfg: LearnConfig, n_train_steps: int, seed: int):
+    def __init__(self, cache: LatentCache, ids: torch.Tensor, cfg: LearnConfig, n_train_steps: int, seed: int,
+                 graph: bool = False):
         g = torch.Generator().manual_seed(seed + 7919)
         n = cfg.val_samples
         self.rows = torch.arange(n) % len(cache)
@@ -208,17 +215,28 @@ class Validator:
         self.posterior_noise = torch.randn((n, *cache.mean.shape[1:]), generator=g)
         self.noise = torch.randn((n, *cache.mean.shape[1:]), generator=g)
         self.ids = ids[torch.arange(n) % len(ids)]
-        self.cfg = cfg
+        self.cfg, self.graph, self.runners = cfg, graph, {}
 
     @torch.no_grad()
     def loss(self, model, cache, noise_schedule) -> float:
         """Mean loss over the fixed batch, in chunks of the training batch size (no extra peak memory)."""
         dev, total = model.device, 0.0
         for part in torch.arange(len(self.rows)).split(self.cfg.batch_size):
-            latents = cache.sample(self.rows[part].to(dev), self.posterior_noise[part].to(dev))
-            total += float(diffusion_loss(model, noise_schedule, latents, self.noise[part].to(dev),
-                                          self.timesteps[part].to(dev), self.ids[part].to(dev))) * len(part)
+            chunk = {"rows": self.rows[part], "posterior_noise": self.posterior_noise[part], "noise": self.noise[part],
+                     "timesteps": self.timesteps[part], "ids": self.ids[part]}
+            chunk = {k: v.to(dev) for k, v in chunk.items()}
+            total += float(self._runner(model, cache, noise_schedule, chunk)(**chunk)) * len(part)
         return total / len(self.rows)
+
+    def _runner(self, model, cache, noise_schedule, example):
+        """One runner per chunk size; only full chunks are worth a CUDA graph."""
+        size = len(example["rows"])
+        if size not in self.runners:
+            def chunk_loss(rows, posterior_noise, noise, timesteps, ids):
+                return diffusion_loss(model, noise_schedule, cache.sample(rows, posterior_noise), noise, timesteps, ids)
+            self.runners[size] = loss_runner(chunk_loss, [], example, backward=False,
+                                             graph=self.graph and size == self.cfg.batch_size)
+        return self.runners[size]
 
     def converged(self, history: list[float]) -> bool:
         return loss_stopped_falling(history, self.cfg.val_window, self.cfg.val_z)
@@ -277,22 +295,30 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         _write_run(out, cfg, model, photos, state, "running")
 
         with learned_word(model, cfg.token, vectors) as tokenizer:
-            ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors).to(model.device)
-            validator = Validator(cache, ids, cfg, noise_schedule.config.num_train_timesteps, cfg.seed)
+            dev, n_train = model.device, noise_schedule.config.num_train_timesteps
+            ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors).to(dev)
+            init_on_dev = init.to(dev)
+
+            def batch_loss(rows, templates, posterior_noise, noise, timesteps):
+                latents = cache.sample(rows, posterior_noise)
+                loss = diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids[templates])
+                if cfg.reg_weight:
+                    loss = loss + cfg.reg_weight * (vectors - init_on_dev).pow(2).sum(-1).mean()
+                return loss
+
+            graph = cfg.cuda_graph and dev.type == "cuda" and not cfg.grad_checkpointing
+            example = batch_inputs(draw_batch(torch.Generator().manual_seed(cfg.seed + 1), len(cache), len(ids),
+                                              cache.mean.shape[1:], n_train, cfg.batch_size), dev)
+            step = loss_runner(batch_loss, [vectors], example, scale=scaler.scale, graph=graph)
+            validator = Validator(cache, ids, cfg, n_train, cfg.seed, graph=graph)
             started, done_at_start = time.perf_counter(), state.step
             bar = _progress(cfg.steps, state.step, progress)
             bad_in_row = 0
             try:
                 while state.step < cfg.steps and not state.stopped_early:
-                    b = draw_batch(g, len(cache), len(ids), cache.mean.shape[1:], noise_schedule.config.num_train_timesteps, cfg.batch_size)
+                    b = draw_batch(g, len(cache), len(ids), cache.mean.shape[1:], n_train, cfg.batch_size)
                     _set_lr(opt, cfg, state)
-                    dev = model.device
-                    latents = cache.sample(b.rows.to(dev), b.posterior_noise.to(dev))
-                    loss = diffusion_loss(model, noise_schedule, latents, b.noise.to(dev), b.timesteps.to(dev), ids[b.templates.to(dev)])
-                    if cfg.reg_weight:
-                        loss = loss + cfg.reg_weight * (vectors - init.to(dev)).pow(2).sum(-1).mean()
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
+                    loss = step(**batch_inputs(b, dev))  # vectors.grad: this batch's gradient (scaled)
                     scaler.unscale_(opt)
                     if not _finite(loss, vectors.grad):
                         state.skipped += 1
@@ -328,8 +354,9 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                     model.unet.disable_gradient_checkpointing()
             elapsed = time.perf_counter() - started
             rate = (state.step - done_at_start) * cfg.batch_size / max(elapsed, 1e-9)
+            engine = {"step": step.kind, "setup_s": round(step.setup_s, 3)}
             concept = _save(out, ckpt, vectors, opt, g, cfg, state, model, photos,
-                            "early_stopped" if state.stopped_early else "done", rate=rate, elapsed=elapsed)
+                            "early_stopped" if state.stopped_early else "done", rate=rate, elapsed=elapsed, engine=engine)
         return concept
 
 
@@ -370,7 +397,8 @@ def _concept(vectors, cfg: LearnConfig, model, state: State) -> Concept:
     return Concept(token=cfg.token, vectors=vectors.detach().float().cpu().clone(), meta=meta)
 
 
-def _save(out: Path, ckpt: Path, vectors, opt, g, cfg, state, model, photos, status, rate=None, elapsed=None) -> Concept:
+def _save(out: Path, ckpt: Path, vectors, opt, g, cfg, state, model, photos, status, rate=None, elapsed=None,
+          engine=None) -> Concept:
     """Checkpoint first, then the embedding, then run.json: each atomic, so any kill leaves a consistent set."""
     from safetensors.torch import save
 
@@ -385,7 +413,7 @@ def _save(out: Path, ckpt: Path, vectors, opt, g, cfg, state, model, photos, sta
     atomic_write_bytes(ckpt, save(tensors, metadata=meta))
     concept = _concept(vectors, cfg, model, state)
     save_concept(concept, out / "learned_embeds.safetensors")
-    _write_run(out, cfg, model, photos, state, status, rate, elapsed)
+    _write_run(out, cfg, model, photos, state, status, rate, elapsed, engine)
     return concept
 
 
@@ -441,7 +469,7 @@ def _roll_back(ckpt: Path, vectors, opt, g, cfg: LearnConfig, state: State, init
     state.rollbacks, state.skipped, state.lr_scale = keep
 
 
-def _write_run(out: Path, cfg, model, photos, state: State, status: str, rate=None, elapsed=None) -> None:
+def _write_run(out: Path, cfg, model, photos, state: State, status: str, rate=None, elapsed=None, engine=None) -> None:
     run = {"status": status, "step": state.step, "config": asdict(cfg), "model": model.identity,
            "photos": str(photos) if isinstance(photos, (str, Path)) else None,
            "skipped_nonfinite_steps": state.skipped, "rollbacks": state.rollbacks,
@@ -451,4 +479,6 @@ def _write_run(out: Path, cfg, model, photos, state: State, status: str, rate=No
     if rate is not None:
         run["image_steps_per_s"] = round(rate, 3)
         run["elapsed_s"] = round(elapsed, 3)
+    if engine is not None:
+        run["engine"] = engine  # "cuda-graph" or "eager", and the seconds capturing the graph took
     atomic_write_json(out / "run.json", run)

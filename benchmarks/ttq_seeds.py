@@ -1,0 +1,80 @@
+"""Time to quality over learning seeds (issue 5): is the default as close to the paper setting as the paper
+setting is to a rerun of itself?
+
+Reads the results.json that `time_to_quality.py --seed S --work DIR` leaves in each DIR (one per seed: new words
+for both settings and new sampling seeds) and reports over the tuning concepts, concepts resampled (95%
+bootstrap; the statistic is the mean over concepts of each concept's mean over seeds):
+
+  default - paper     per seed (paired: the same sampling seeds) and pooled over the seeds
+  paper - paper       one seed against another: what rerunning the paper's own setting changes
+  default - default   likewise for the default
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ttq_seeds.py runs/time_to_quality runs/ttq_seed1 runs/ttq_seed2
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from oneword import evaluate as E  # noqa: E402
+
+DEFAULT, PAPER = "oneword default", "ti"
+
+
+def scores(per: dict, method: str, names) -> dict:
+    """Per concept: reconstruction samples, and editability samples per edit prompt."""
+    out = {"rec": [], "edit": []}
+    for n in names:
+        prompts = per[n]["results"][method]["prompts"]
+        out["rec"].append(prompts[0]["samples"])
+        out["edit"].append([p["samples"] for p in prompts[1:]])
+    return out
+
+
+def by_concept(runs: list[dict], what: str) -> list:
+    """[concept][seed] -> samples: each concept's seeds nested under it, so concepts are the resampled clusters."""
+    return [list(seeds) for seeds in zip(*(r[what] for r in runs))]
+
+
+def diff(a: list, b: list, seed: int) -> dict:
+    return E.difference(a, b, seed=seed, clusters=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("work", nargs="+", help="time_to_quality.py --work folders, one per seed")
+    args = ap.parse_args(argv)
+    pers = [json.loads((Path(w) / "results.json").read_text())["per_concept"] for w in args.work]
+    names = [n for n in pers[0] if all(n in p for p in pers)]
+    default = [scores(p, DEFAULT, names) for p in pers]
+    paper = [scores(p, PAPER, names) for p in pers]
+    rows = []
+    for i, w in enumerate(args.work):
+        rows.append((f"default - paper, {w}", diff(default[i]["rec"], paper[i]["rec"], 31),
+                     diff(default[i]["edit"], paper[i]["edit"], 32)))
+    rows.append((f"default - paper, pooled over {len(pers)} seeds",
+                 diff(by_concept(default, "rec"), by_concept(paper, "rec"), 33),
+                 diff(by_concept(default, "edit"), by_concept(paper, "edit"), 34)))
+    for (i, a), (j, b) in itertools.combinations(enumerate(args.work), 2):
+        for label, runs in (("paper", paper), ("default", default)):
+            rows.append((f"{label} {b} - {label} {a}", diff(runs[j]["rec"], runs[i]["rec"], 35),
+                         diff(runs[j]["edit"], runs[i]["edit"], 36)))
+    print(f"concepts: {', '.join(names)}\n")
+    print("| comparison | reconstruction | editability |\n|---|---|---|")
+    for label, rec, edit in rows:
+        print(f"| {label} | {fmt(rec)} | {fmt(edit)} |")
+    return 0
+
+
+def fmt(d: dict) -> str:
+    star = "*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""
+    return f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]{star}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

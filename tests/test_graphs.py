@@ -1,0 +1,91 @@
+"""CUDA graphs never change the method: a graphed step computes what the eager step computes.
+
+The CUDA tests run where a GPU is (benchmarks/gpu_session.sh runs this file there); on a CPU only the eager
+runner's contract is checked."""
+import json
+import warnings
+
+import pytest
+import torch
+
+from oneword.graphs import Eager, loss_runner
+from oneword.invert import LearnConfig, init_vectors, learn
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def quadratic(weight):
+    return lambda x: ((x @ weight) ** 2).mean()
+
+
+def test_eager_runner_replaces_the_gradient_instead_of_accumulating():
+    w = torch.nn.Parameter(torch.randn(3, 2))
+    run = Eager(quadratic(w), [w])
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    run(x=a)
+    run(x=b)
+    expected, = torch.autograd.grad(quadratic(w)(b), [w])
+    assert torch.equal(w.grad, expected)
+
+
+@cuda
+def test_graphed_runner_replays_new_inputs_and_replaces_the_gradient():
+    w = torch.nn.Parameter(torch.randn(3, 2, device="cuda"))
+    a, b = (torch.randn(4, 3, device="cuda") for _ in range(2))
+    run = loss_runner(quadratic(w), [w], {"x": a}, graph=True)
+    assert run.kind == "cuda-graph"
+    run(x=a)
+    loss = run(x=b)
+    expected, = torch.autograd.grad(quadratic(w)(b), [w])
+    assert torch.allclose(w.grad, expected, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(loss, quadratic(w)(b))
+    with torch.no_grad():
+        w.add_(1.0)  # an optimiser's in-place update: the graph reads the parameter's new values
+    run(x=b)
+    expected, = torch.autograd.grad(quadratic(w)(b), [w])
+    assert torch.allclose(w.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+@cuda
+def test_a_step_that_cannot_be_captured_falls_back_to_eager_with_a_warning():
+    w = torch.nn.Parameter(torch.randn(3, 2, device="cuda"))
+
+    def syncs(x):
+        loss = ((x @ w) ** 2).mean()
+        return loss * 2 if loss.item() > 0 else loss  # a host sync: not capturable
+
+    x = torch.randn(4, 3, device="cuda")
+    with pytest.warns(UserWarning, match="CUDA graph not used"):
+        run = loss_runner(syncs, [w], {"x": x}, graph=True)
+    assert run.kind == "eager"
+    run(x=x)
+    expected, = torch.autograd.grad(syncs(x), [w])
+    assert torch.allclose(w.grad, expected)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_learning_with_a_graph_follows_the_eager_run(tiny_dir, photos, tmp_path, dtype):
+    """`learn` on the GPU, 30 steps with early stopping (graphed validation too), graph vs eager: the same
+    trajectory within float tolerance, and run.json says which engine ran (fp16: GradScaler inside the graph)."""
+    from oneword.models import load_model
+
+    model = load_model(str(tiny_dir), device="cuda", dtype=dtype)
+    runs = {}
+    for graph in (True, False):
+        cfg = LearnConfig(token="<teal-ring>", init="ring", steps=30, batch_size=2, lr=5e-3, seed=0,
+                          early_stop=True, val_every=5, val_window=4, min_steps=1000, val_samples=5,
+                          save_every=1000, cuda_graph=graph)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a silent fallback to eager would make this test vacuous
+            concept = learn(model, photos, cfg, tmp_path / str(graph), progress=False)
+        runs[graph] = concept.vectors, json.loads((tmp_path / str(graph) / "run.json").read_text())
+    (v_graph, run_graph), (v_eager, run_eager) = runs[True], runs[False]
+    assert run_graph["engine"]["step"] == "cuda-graph" and run_eager["engine"]["step"] == "eager"
+    moved = (v_eager - init_vectors(model, "ring", 1)).norm()
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    assert moved > 0.05 * v_eager.norm(), moved  # it learned, so the comparison is not of two unmoved vectors
+    assert (v_graph - v_eager).norm() <= tol * moved, ((v_graph - v_eager).norm(), moved)
+    val_graph, val_eager = (r["early_stopping"]["val_losses"] for r in (run_graph, run_eager))
+    assert len(val_graph) == len(val_eager) == 6
+    assert val_graph == pytest.approx(val_eager, rel=10 * tol)
