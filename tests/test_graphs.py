@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from oneword.graphs import Eager, loss_runner
 from oneword.invert import LearnConfig, init_vectors, learn
@@ -91,3 +92,55 @@ def test_a_step_that_cannot_be_captured_falls_back_to_eager_with_a_warning():
     run(x=x)
     expected, = torch.autograd.grad(syncs(x), [w])
     assert torch.allclose(w.grad, expected)
+
+
+# ---- on any machine: the captured functions contain no operation that needs the host (what capture forbids)
+
+SYNCING_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::unique_dim",
+               "aten::_unique2", "aten::equal", "aten::is_nonzero"}
+
+
+class Ops(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+def ops_of(fn, params, example, scale=None, backward=True) -> set:
+    """Every ATen operation of fn's forward (and backward) on `example`."""
+    with Ops() as ops:
+        loss = fn(**example)
+        if backward:
+            torch.autograd.grad((scale or (lambda x: x))(loss), params)
+    return ops.names
+
+
+def test_the_step_and_validation_functions_never_sync_with_the_host(tiny_model, photos, tmp_path, monkeypatch):
+    """A CUDA graph cannot contain a host sync (.item(), bool(tensor), nonzero...): the functions `learn` hands to
+    loss_runner are run here on the CPU under a dispatch mode that records every operation, forward and backward."""
+    import oneword.invert
+
+    seen = []
+    real = oneword.invert.loss_runner
+
+    def recording(fn, params, example, **kw):  # checked here, while learn's word is installed in the model
+        backward = kw.get("backward", True)
+        seen.append((backward, ops_of(fn, params, example, kw.get("scale"), backward)))
+        return real(fn, params, example, **kw)
+
+    monkeypatch.setattr(oneword.invert, "loss_runner", recording)
+    cfg = LearnConfig(token="<teal-ring>", init="ring", steps=2, batch_size=2, early_stop=True, val_every=1,
+                      val_samples=4, save_every=1000, reg_weight=0.01)
+    learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
+    assert [backward for backward, _ in seen] == [True, False]  # the training step, then a validation chunk
+    (_, step_ops), (_, validation_ops) = seen
+    assert "aten::convolution_backward" in step_ops and "aten::convolution" in validation_ops  # the UNet ran
+    assert not step_ops & SYNCING_OPS and not validation_ops & SYNCING_OPS
+    # the check is not vacuous: a step that reads its loss on the host is caught
+    w = torch.nn.Parameter(torch.randn(3, 2))
+    assert ops_of(lambda x: ((x @ w) ** 2).mean() * (2 if float(x.sum()) > 0 else 1), [w],
+                  {"x": torch.randn(4, 3)}) & SYNCING_OPS == {"aten::_local_scalar_dense"}
