@@ -5,14 +5,15 @@
 #   OUT=/tmp/gpu PARTS="speed ckpt" bash benchmarks/gpu_session.sh [WORLD_INIT_DIR]
 # PARTS (default "graph profile layout compile") and what each took on an H200 (2026-11-27, one machine start ~1 min
 # on top): speed ~4 min, ckpt ~45 s, world ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s per batch
-# size (did not finish in 100 s); graph, layout, profile: not run yet (estimated ~4 min, ~1 min, ~1 min from
-# ~25 s per speed.py measurement). A 15-minute session holds about three of them.
+# size (did not finish in 100 s); graph, profile, layout: not run yet (estimated ~4 min, ~40 s, ~2 min
+# from ~25-35 s per speed.py measurement; compile is cut at 4 min). A 15-minute session holds about three of them.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}
 PARTS=${PARTS:-graph profile layout compile}
 INIT=${1:-oneword/world}
-mkdir -p "$OUT"
+J=$OUT/json  # speed.py's JSON files, shipped back as one tar (the device returns at most 8 files)
+mkdir -p "$OUT" "$J"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:$PWD || exit 1
@@ -30,22 +31,27 @@ python3 -c "import torch, diffusers, transformers; print('torch', torch.__versio
 if want graph; then
   step 150 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -rs
   step 300 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 16 64 --steps 10 \
-    --systems oneword oneword-eager --json "$OUT/graph.json"
+    --systems oneword oneword-eager --json "$J/graph.json"
   step 60 python3 benchmarks/speed.py --model sd15 --device cuda --batch 1 --steps 10 --systems oneword \
-    --json "$OUT/graph_b1.json"
+    --json "$J/graph_b1.json"
 fi
-# memory layout at batch 32 (graphed): channels-last convolutions
-want layout && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword \
-  --channels-last --json "$OUT/layout.json"
+# kernels choices at batch 32 (graphed): as shipped, channels-last convolutions, cuDNN's attention
+if want layout; then
+  for flags in "" "--channels-last" "--sdpa cudnn"; do
+    name=$(echo "b32 $flags" | tr -c 'a-z0-9\n' '_')
+    step 75 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword $flags \
+      --json "$J/layout_$name.json"
+  done
+fi
 # where device time goes at batch 32 (the >= 300 img-steps/s target is compute, not launches): top kernels
 want profile && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 3 \
-  --systems oneword-eager --profile "$OUT/profile.txt" --json "$OUT/profile.json"
+  --systems oneword-eager --profile "$OUT/profile.txt" --json "$J/profile.json"
 # throughput and peak memory, oneword vs the reference loop, SD1.5 architecture at 512 px
 want speed && step 300 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 16 32 64 --steps 10 \
-  --json "$OUT/speed.json"
+  --json "$J/speed.json"
 # the 4 GB option: UNet gradient checkpointing
 want ckpt && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 1 4 --steps 20 --systems oneword \
-  --grad-checkpointing --json "$OUT/ckpt.json"
+  --grad-checkpointing --json "$J/ckpt.json"
 # the world model: a GPU warm start (VAE kept, UNet batch 512), shipped back as one tar
 if want world; then
   step 330 python3 -m oneword.cli world pretrain --out /tmp/world_gpu --seed 3 --minutes 3.5 --init-from "$INIT" \
@@ -55,5 +61,6 @@ fi
 # torch.compile (inductor's fused kernels, default mode: no cudagraphs of its own) inside oneword's own CUDA graph at
 # batch 32, for the compute-bound side (compiling the UNet's forward and backward takes minutes: it runs last)
 want compile && step 240 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword \
-  --compile --json "$OUT/compile.json"
+  --compile --json "$J/compile.json"
+tar -C "$OUT" -cf "$OUT/json.tar" json && rm -r "$J"
 echo "### $(date +%T) done" | tee -a "$LOG"
