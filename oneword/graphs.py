@@ -41,6 +41,12 @@ class Graphed(Eager):
         super().__init__(fn, params, scale, backward)
         started = time.perf_counter()
         self.inputs = {k: v.detach().clone() for k, v in example.items()}
+        self.device = next(iter(self.inputs.values())).device  # streams and graphs belong to one device
+        with torch.cuda.device(self.device):
+            self._capture(warmup)
+        self.kind, self.setup_s = "cuda-graph", time.perf_counter() - started
+
+    def _capture(self, warmup: int) -> None:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, device copies) happens here
@@ -55,12 +61,12 @@ class Graphed(Eager):
             if self.backward:
                 self.scale(self.loss).backward()
         torch.cuda.synchronize()
-        self.kind, self.setup_s = "cuda-graph", time.perf_counter() - started
 
     def __call__(self, **inputs) -> torch.Tensor:
-        for k, v in inputs.items():
-            self.inputs[k].copy_(v, non_blocking=True)
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            for k, v in inputs.items():
+                self.inputs[k].copy_(v, non_blocking=True)
+            self.graph.replay()
         return self.loss
 
 
