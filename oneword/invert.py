@@ -354,7 +354,8 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                     model.unet.disable_gradient_checkpointing()
             elapsed = time.perf_counter() - started
             rate = (state.step - done_at_start) * cfg.batch_size / max(elapsed, 1e-9)
-            engine = {"step": step.kind, "setup_s": round(step.setup_s, 3)}
+            engine = {"step": step.kind, "validation": "+".join(sorted({r.kind for r in validator.runners.values()})) or "none",
+                      "setup_s": round(step.setup_s + sum(r.setup_s for r in validator.runners.values()), 3)}
             concept = _save(out, ckpt, vectors, opt, g, cfg, state, model, photos,
                             "early_stopped" if state.stopped_early else "done", rate=rate, elapsed=elapsed, engine=engine)
         return concept
@@ -480,5 +481,5 @@ def _write_run(out: Path, cfg, model, photos, state: State, status: str, rate=No
         run["image_steps_per_s"] = round(rate, 3)
         run["elapsed_s"] = round(elapsed, 3)
     if engine is not None:
-        run["engine"] = engine  # "cuda-graph" or "eager", and the seconds capturing the graph took
+        run["engine"] = engine  # "cuda-graph" or "eager" for the step and the validation, seconds spent capturing
     atomic_write_json(out / "run.json", run)

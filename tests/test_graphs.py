@@ -68,6 +68,8 @@ def test_learning_with_a_graph_follows_the_eager_run(tiny_dir, photos, tmp_path,
         runs[graph] = concept.vectors, json.loads((tmp_path / str(graph) / "run.json").read_text())
     (v_graph, run_graph), (v_eager, run_eager) = runs[True], runs[False]
     assert run_graph["engine"]["step"] == "cuda-graph" and run_eager["engine"]["step"] == "eager"
+    assert run_graph["engine"]["validation"] == "cuda-graph+eager"  # 5 samples in chunks of 2: 2, 2 graphed; 1 eager
+    assert run_eager["engine"]["validation"] == "eager"
     moved = (v_eager - init_vectors(model, "ring", 1)).norm()
     tol = 1e-3 if dtype == torch.float32 else 2e-2  # atomics in the embedding backward: not bit-exact
     assert moved > 0.05 * v_eager.norm(), moved  # it learned, so the comparison is not of two unmoved vectors
