@@ -354,11 +354,17 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                     model.unet.disable_gradient_checkpointing()
             elapsed = time.perf_counter() - started
             rate = (state.step - done_at_start) * cfg.batch_size / max(elapsed, 1e-9)
-            engine = {"step": step.kind, "validation": "+".join(sorted({r.kind for r in validator.runners.values()})) or "none",
-                      "setup_s": round(step.setup_s + sum(r.setup_s for r in validator.runners.values()), 3)}
             concept = _save(out, ckpt, vectors, opt, g, cfg, state, model, photos,
-                            "early_stopped" if state.stopped_early else "done", rate=rate, elapsed=elapsed, engine=engine)
+                            "early_stopped" if state.stopped_early else "done", rate=rate, elapsed=elapsed,
+                            engine=_engine(step, validator))
         return concept
+
+
+def _engine(step, validator) -> dict:
+    """For run.json: eager or CUDA-graph runners for the step and the validation, and the seconds capturing took."""
+    val = validator.runners.values()
+    return {"step": step.kind, "validation": "+".join(sorted({r.kind for r in val})) or "none",
+            "setup_s": round(step.setup_s + sum(r.setup_s for r in val), 3)}
 
 
 def _finite(loss, grad) -> bool:
