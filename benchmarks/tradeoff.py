@@ -232,13 +232,15 @@ def _in_run_order(raw: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ the runs
 STOPPING_FIELDS = ("val_every", "val_window", "val_z", "val_samples", "val_threshold", "min_steps")
+ENGINE_FIELDS = ("cuda_graph",)  # how a step runs, not what it computes (and the CPU never graphs)
 
 
 def cache_key(config: dict, fingerprint: str, n_photos: int) -> str:
     """A learned word's cache key: everything that can change it. Without early stopping the stopping rule's
-    fields cannot, so they are left out (a new rule does not throw away words learned without one)."""
-    if not config["early_stop"]:
-        config = {k: v for k, v in config.items() if k not in STOPPING_FIELDS}
+    fields cannot, so they are left out (a new rule does not throw away words learned without one); nor can the
+    engine's fields."""
+    drop = ENGINE_FIELDS + (() if config["early_stop"] else STOPPING_FIELDS)
+    config = {k: v for k, v in config.items() if k not in drop}
     return hashlib.sha256(json.dumps([config, fingerprint, n_photos], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
