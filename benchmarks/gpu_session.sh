@@ -1,12 +1,13 @@
 #!/bin/bash
-# One GPU session, one command: the GPU figures docs/benchmarks.md reports, and a GPU warm start of the world
-# model. Each part has its own time limit and appends to $OUT/all.log; speed.py rewrites its JSON after every
-# row, so a stopped part loses nothing it measured.
+# The GPU figures docs/benchmarks.md reports, and a GPU warm start of the world model. Each part has its own time
+# limit and appends to $OUT/all.log; speed.py rewrites its JSON after every row, so a stopped part loses nothing.
 #   OUT=/tmp/gpu PARTS="speed ckpt" bash benchmarks/gpu_session.sh [WORLD_INIT_DIR]
-# PARTS (default "graph profile layout compile") and what each took on an H200 (2026-11-27, one machine start ~1 min
-# on top): speed ~4 min, ckpt ~45 s, world ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s per batch
-# size (did not finish in 100 s); graph, profile, layout: not run yet (estimated ~4 min, ~40 s, ~2 min
-# from ~25-35 s per speed.py measurement; compile is cut at 4 min). A 15-minute session holds about three of them.
+# What each part took on an H200 (2026-11-27, one machine start ~1 min on top): speed ~4 min, ckpt ~45 s, world
+# ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s per batch size (did not finish in 100 s). Not run yet
+# (estimated from ~25-35 s per speed.py measurement): graph ~4.5 min, profile ~40 s, layout ~2 min, compile cut at
+# 4 min. The default PARTS, "graph profile layout compile", is ~11 min: more than one device call may run (10 min),
+# so a session runs it as two calls on the warm machine, each with its own $OUT:
+#   PARTS="graph profile" (timeout_s 420), then PARTS="layout compile" (timeout_s 420)
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}
