@@ -146,7 +146,8 @@ def plot(res: dict, path: Path) -> None:
         dft = res["default"]
         ax.errorbar([dft["image_steps"]], [dft[key]["mean"]],
                     yerr=[[dft[key]["mean"] - dft[key]["ci"][0]], [dft[key]["ci"][1] - dft[key]["mean"]]],
-                    fmt="*", ms=14, color="#2ca02c", label="oneword learn default (early stopping)")
+                    fmt="*", ms=14, color="#2ca02c",
+                    label="oneword learn default: the same trajectory (batch, lr, seed), stopped early")
         ax.axhline(res["caption"][key]["mean"], color="#444444", ls=":", label="human caption")
         ax.axvline(res["paper_image_steps"] / 4, color="#999999", ls="--", lw=1, label="1/4 of the paper's image-steps")
         ax.set_xscale("log")
