@@ -17,7 +17,9 @@ from benchmarks.sd15 import build_modules  # noqa: E402
 from oneword.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES  # noqa: E402
 
 
-def main() -> int:
+def image_step_gflop(latent: int = 64) -> tuple[float, float, float]:
+    """(text encoder forward, text encoder backward, UNet forward + backward to the conditioning) GFLOP of one
+    SD1.5 image-step with latents latent x latent (64: 512 px)."""
     unet, _, text, tokenizer, _ = build_modules("meta")
     for m in (unet, text):
         m.requires_grad_(False)  # frozen, as in learning: the backward computes input gradients only
@@ -35,9 +37,15 @@ def main() -> int:
     with FlopCounterMode(display=False) as text_bwd:
         hidden.float().sum().backward()
     cond = torch.zeros(1, 77, text.config.hidden_size, device="meta", requires_grad=True)
+    x = torch.zeros(1, 4, latent, latent, device="meta")
     with FlopCounterMode(display=False) as unet_both:
-        unet(torch.zeros(1, 4, 64, 64, device="meta"), torch.tensor([500], device="meta"), cond).sample.float().mean().backward()
-    t_f, t_b, u = (m.get_total_flops() / 1e9 for m in (text_fwd, text_bwd, unet_both))
+        unet(x, torch.tensor([500], device="meta"), cond).sample.float().mean().backward()
+    return tuple(m.get_total_flops() / 1e9 for m in (text_fwd, text_bwd, unet_both))
+
+
+def main() -> int:
+    t_f, t_b, u = image_step_gflop()
+    tokenizer = build_modules("meta")[3]
     total = t_f + t_b + u
     print(f"one image-step at 512 px: {total:,.0f} GFLOP = UNet forward + backward to the conditioning {u:,.0f} "
           f"({u / total:.1%}) + text encoder forward {t_f:.1f} and backward {t_b:.1f} ({(t_f + t_b) / total:.1%})")

@@ -576,7 +576,20 @@ def measure(kind: str, system: str, batch: int, args, device: torch.device) -> d
     free(device)
     r.update(model=kind, system=system, batch=batch, steps=args.steps, dtype=str(dtype).replace("torch.", ""),
              image_steps_per_s=batch * args.steps / r["seconds"])
+    if kind == "sd15":  # achieved model FLOP rate (benchmarks/flops.py's count of one image-step)
+        r["tflops"] = r["image_steps_per_s"] * sd15_gflop(args.resolution or 512) / 1e3
     return r
+
+
+_GFLOP: dict[int, float] = {}
+
+
+def sd15_gflop(resolution: int) -> float:
+    if resolution not in _GFLOP:
+        from benchmarks.flops import image_step_gflop
+
+        _GFLOP[resolution] = sum(image_step_gflop(resolution // 8))
+    return _GFLOP[resolution]
 
 
 def machine(device: torch.device) -> str:
@@ -675,6 +688,8 @@ def main(argv=None) -> int:
                 write_json(args, device, flags, results)  # after every row: a stopped run keeps what it measured
                 engine = f"{r['engine']} (capture {r['setup_s']:.1f} s)" if r.get("engine") == "cuda-graph" else \
                     r.get("engine", "")
+                if "tflops" in r:
+                    engine += f" {r['tflops']:.0f} TFLOP/s"
                 print(f"{kind:6s} {b:5d} {system:13s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
                       f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
                       f"{fmt_mem(r.get('reserved')):>10s} {r['threads']:7d} {engine}", flush=True)
