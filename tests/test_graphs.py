@@ -29,6 +29,16 @@ def test_eager_runner_replaces_the_gradient_instead_of_accumulating():
     assert torch.equal(w.grad, expected)
 
 
+def test_the_agreement_check_accepts_the_same_overflow_and_rejects_real_differences():
+    """An fp16 step whose scaled gradient overflows must overflow alike in the replay; finite values within 1%."""
+    from oneword.graphs import _close
+
+    inf = float("inf")
+    assert _close(torch.tensor([1.0, inf, 2.0]), torch.tensor([1.0, inf, 2.001]), 1e-2)
+    assert not _close(torch.tensor([1.0, inf, 2.0]), torch.tensor([1.0, 3.0, 2.0]), 1e-2)
+    assert not _close(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.0]), 1e-2)
+
+
 @cuda
 def test_graphed_runner_replays_new_inputs_and_replaces_the_gradient():
     w = torch.nn.Parameter(torch.randn(3, 2, device="cuda"))
