@@ -68,6 +68,17 @@ def main(argv=None) -> int:
     print("| comparison | reconstruction | editability |\n|---|---|---|")
     for label, rec, edit in rows:
         print(f"| {label} | {fmt(rec)} | {fmt(edit)} |")
+    print(f"\nPer concept, default - paper over the {len(pers)} seeds (seeds and samples resampled: with so few seeds a\n"
+          "rough interval, but one that holds each word's learning luck, not only the sampling noise):\n")
+    print("| concept | steps the default ran | reconstruction, per seed | pooled | editability, pooled |\n"
+          "|---|---|---|---|---|")
+    for i, n in enumerate(names):
+        rec = [E.difference(d["rec"][i], q["rec"][i], seed=37)["mean"] for d, q in zip(default, paper)]
+        steps = [p[n]["results"][DEFAULT]["learn"]["steps"] for p in pers]
+        pooled = diff([d["rec"][i] for d in default], [q["rec"][i] for q in paper], 38)
+        pooled_edit = diff([d["edit"][i] for d in default], [q["edit"][i] for q in paper], 39)
+        print(f"| {n} | {', '.join(map(str, steps))} | {', '.join(f'{r:+.3f}' for r in rec)} | {fmt(pooled)} | "
+              f"{fmt(pooled_edit)} |")
     return 0
 
 
