@@ -83,7 +83,7 @@ def main(argv=None) -> int:
 
 
 def fmt(d: dict) -> str:
-    star = "*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""
+    star = " \\*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""  # markdown: a literal star
     return f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]{star}"
 
 
