@@ -96,9 +96,11 @@ def loss_runner(fn, params, example: dict, *, scale=None, backward=True, graph=F
     """A Graphed runner when `graph` (CUDA only) and it captures and agrees with eager; otherwise Eager."""
     if graph:
         try:
-            # the eager reference first: its activations are freed before the graph reserves its own pool, so
-            # the device never holds both (torch.cuda.graph empties the allocator's cache before capturing)
+            # the eager reference first, its cached blocks released before the warm-up (on another stream, which
+            # could not reuse them) and the capture (torch.cuda.graph empties the cache again): the device never
+            # holds two steps' activations at once
             reference = eager_result(fn, params, example, scale, backward)
+            torch.cuda.empty_cache()
             graphed = Graphed(fn, params, example, scale, backward)
             if agrees(graphed, example, reference):
                 return graphed
