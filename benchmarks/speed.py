@@ -174,7 +174,7 @@ def run_oneword(model, photos, batch: int, warmup: int, steps: int, args, cuda_g
             marks["peak"] = peak_bytes(device)
             if profiler:
                 profiler.stop()
-                write_profile(profiler, args, batch, cuda_graph, steps)
+                write_profile(profiler, args, batch, "oneword" if cuda_graph else "oneword-eager", device, steps)
         return real(*a, **k)
 
     cfg = inv.LearnConfig.with_defaults(model, token=TOKEN, steps=warmup + steps + 1, batch_size=batch,
@@ -207,13 +207,13 @@ def kernel_profiler(args, device):
     return profile(activities=activities)
 
 
-def write_profile(profiler, args, batch: int, cuda_graph: bool, steps: int) -> None:
+def write_profile(profiler, args, batch: int, system: str, device, steps: int) -> None:
     """Top kernels by device time, appended to the --profile file (one block per measurement)."""
     key = "self_device_time_total" if any(e.device_type.name == "CUDA" for e in profiler.events()) else \
         "self_cpu_time_total"
     table = profiler.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=80)
     with open(args.profile, "a") as f:
-        f.write(f"## batch {batch}, {'cuda graph' if cuda_graph else 'eager'}, {steps} steps, sorted by {key}\n"
+        f.write(f"## {system} on {device}, batch {batch}, {steps} steps, sorted by {key}\n"
                 f"{table}\n")
 
 
