@@ -4,10 +4,10 @@
 #   OUT=/tmp/gpu PARTS="speed ckpt" bash benchmarks/gpu_session.sh [WORLD_INIT_DIR]
 # What each part took on an H200 (2026-11-27, one machine start ~1 min on top): speed ~4 min, ckpt ~45 s, world
 # ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s per batch size (did not finish in 100 s). Not run yet
-# (estimated from ~25-35 s per speed.py measurement): graph ~4.5 min, profile ~40 s, layout ~2 min, compile cut at
-# 4 min. The default PARTS, "graph profile layout compile", is ~11 min: more than one device call may run (10 min),
-# so a session runs it as two calls on the warm machine, each with its own $OUT:
-#   PARTS="graph profile" (timeout_s 420), then PARTS="layout compile" (timeout_s 420)
+# (estimated from ~25-35 s per speed.py measurement): graph ~5 min, profile ~40 s, layout ~2 min, compile cut at
+# 3.3 min. The default PARTS, "graph profile layout compile", is ~11 min: more than one device call may run (10 min),
+# so a 15-minute session runs it as two calls on the warm machine, each with its own $OUT:
+#   PARTS="graph" (timeout_s 420), then PARTS="profile layout compile" (timeout_s 420)
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}
@@ -27,14 +27,14 @@ want() { [[ " $PARTS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$LOG"
 
-# CUDA graphs (oneword.graphs): the GPU tests first (graph == eager, fallback, fp16), then oneword with and without
-# the graph side by side on SD1.5's architecture
+# CUDA graphs (oneword.graphs): the GPU tests first (graph == eager, fallback, fp16), then oneword (graphed), the same
+# loop eager, and the reference loop side by side on SD1.5's architecture at the two batches the targets name
 if want graph; then
   step 150 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -rs
-  step 300 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 16 64 --steps 10 \
-    --systems oneword oneword-eager --json "$J/graph.json"
-  step 60 python3 benchmarks/speed.py --model sd15 --device cuda --batch 1 --steps 10 --systems oneword \
-    --json "$J/graph_b1.json"
+  step 360 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 64 --steps 10 \
+    --systems oneword oneword-eager reference --json "$J/graph.json"
+  step 60 python3 benchmarks/speed.py --model sd15 --device cuda --batch 16 --steps 10 --systems oneword \
+    --json "$J/graph_b16.json"
 fi
 # kernels choices at batch 32 (graphed): as shipped, channels-last convolutions, cuDNN's attention
 if want layout; then
@@ -61,7 +61,7 @@ if want world; then
 fi
 # torch.compile (inductor's fused kernels, default mode: no cudagraphs of its own) inside oneword's own CUDA graph at
 # batch 32, for the compute-bound side (compiling the UNet's forward and backward takes minutes: it runs last)
-want compile && step 240 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword \
+want compile && step 200 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword \
   --compile --json "$J/compile.json"
 tar -C "$OUT" -cf "$OUT/json.tar" json && rm -r "$J"
 echo "### $(date +%T) done" | tee -a "$LOG"
