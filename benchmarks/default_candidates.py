@@ -2,11 +2,15 @@
 
 Each candidate is `oneword learn` with early stopping on and one change to its stopping rule; each is compared,
 paired and with concepts resampled, to plain TI at the paper's setting (5,000 steps, batch 4, lr 0.005), on the
-tuning concepts of benchmarks/time_to_quality.py (its cached words are reused). About 15 minutes on 2 cores:
+tuning concepts of benchmarks/time_to_quality.py (its cached words are reused; --seed S --work DIR: the words of
+`time_to_quality.py --seed S --work DIR`). About 15 minutes on 2 cores for two candidates:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/default_candidates.py
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/default_candidates.py --seed 1 --work runs/ttq_seed1 --threads 1 \
+        --candidates 16 24 z1
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -21,26 +25,36 @@ from oneword import evaluate as E  # noqa: E402
 CANDIDATES = {  # all: at most 1,250 steps (5,000 image-steps, the issue's 1/4 of the paper's 20,000), lr 0.005
     "stop: last 8 validations (200 steps)": {"steps": 1250, "val_window": 8},  # the first form of the rule
     "stop: last 16 validations (400 steps)": {"steps": 1250, "val_window": 16},  # shipped
+    "stop: last 24 validations (600 steps)": {"steps": 1250, "val_window": 24},  # more conservative
+    "stop: last 16 validations, 1 standard error": {"steps": 1250, "val_window": 16, "val_z": 1.0},
 }
+SHORT = dict(zip(("8", "16", "24", "z1"), CANDIDATES))
 
 
-def main() -> int:
+def main(argv=None) -> int:
     from oneword.models import load_model
     from oneword.world.concepts import NOVEL_CONCEPTS
 
-    torch.set_num_threads(2)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0, help="learning and sampling seed (as time_to_quality.py --seed)")
+    ap.add_argument("--work", default="runs/time_to_quality", help="the word cache of that seed's time_to_quality run")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--candidates", nargs="+", default=["8", "16"], choices=list(SHORT))
+    args = ap.parse_args(argv)
+    chosen = {SHORT[c]: CANDIDATES[SHORT[c]] for c in args.candidates}
+    torch.set_num_threads(args.threads)
     model, judge = load_model(None, device="cpu"), E.load_judge("world")
-    paper = Q.paper_setting(model)
-    variants = {"ti": {}, **{k: {"early_stop": True, "min_steps": 150, **v} for k, v in CANDIDATES.items()}}
-    ecfg = E.EvalConfig(n=16, steps=25, guidance=5.0, seed=0, bootstrap=2000)
-    bench = T.Bench(model, judge, paper, ecfg, Path("runs/time_to_quality"), 5)
+    paper = Q.paper_setting(model, seed=args.seed)
+    variants = {"ti": {}, **{k: {"early_stop": True, "min_steps": 150, **v} for k, v in chosen.items()}}
+    ecfg = E.EvalConfig(n=16, steps=25, guidance=5.0, seed=args.seed, bootstrap=2000)
+    bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
     per = {n: bench.concept(NOVEL_CONCEPTS[n], list(variants), variants) for n in Q.NAMES}
     s = T.summarise(per, ["caption", *variants])
     print(f"paper setting (5,000 steps): reconstruction {T.f3(s['ti']['reconstruction'])}, editability "
           f"{T.f3(s['ti']['editability'])}")
     print("| candidate | steps run | learning s | reconstruction | editability | rec. vs paper | edit. vs paper |")
     print("|---|---|---|---|---|---|---|")
-    for m in CANDIDATES:
+    for m in chosen:
         r = [per[n]["results"][m]["learn"] for n in Q.NAMES]
         steps, secs = ", ".join(str(x["steps"]) for x in r), ", ".join(f"{x['seconds']:.0f}" for x in r)
         print(f"| {m} | {steps} | {secs} | "
