@@ -93,8 +93,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
 
 
 def loss_runner(fn, params, example: dict, *, scale=None, backward=True, graph=False):
-    """A Graphed runner when `graph` (CUDA only) and it captures and agrees with eager; otherwise Eager.
-    `example`: inputs of the shapes every call will have (used only to capture and check a graph)."""
+    """A Graphed runner when `graph` (CUDA only) and it captures and agrees with eager; otherwise Eager."""
     if graph:
         try:
             # the eager reference first, its cached blocks released before the warm-up (on another stream, which

@@ -308,7 +308,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
 
             graph = cfg.cuda_graph and dev.type == "cuda" and not cfg.grad_checkpointing
             example = batch_inputs(draw_batch(torch.Generator().manual_seed(cfg.seed + 1), len(cache), len(ids),
-                                              cache.mean.shape[1:], n_train, cfg.batch_size), dev) if graph else {}
+                                              cache.mean.shape[1:], n_train, cfg.batch_size), dev)
             step = loss_runner(batch_loss, [vectors], example, scale=scaler.scale, graph=graph)
             validator = Validator(cache, ids, cfg, n_train, cfg.seed, graph=graph)
             started, done_at_start = time.perf_counter(), state.step
