@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.sd15 import build_modules  # noqa: E402
+from benchmarks.sd15 import build_modules, clip_tokenizer  # noqa: E402
 from oneword.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def image_step_gflop(latent: int = 64) -> tuple[float, float, float]:
 
 def main() -> int:
     t_f, t_b, u = image_step_gflop()
-    tokenizer = build_modules("meta")[3]
+    tokenizer = clip_tokenizer()
     total = t_f + t_b + u
     print(f"one image-step at 512 px: {total:,.0f} GFLOP = UNet forward + backward to the conditioning {u:,.0f} "
           f"({u / total:.1%}) + text encoder forward {t_f:.1f} and backward {t_b:.1f} ({(t_f + t_b) / total:.1%})")

@@ -39,12 +39,20 @@ SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linea
 PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
 
 
+def clip_tokenizer():
+    """The real CLIP tokenizer (49,408 ids), from open_clip's vocabulary: SD1.5's tokenizer."""
+    from transformers import CLIPTokenizer
+
+    from oneword.tokenizers import write_clip_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
+
+
 def build_modules(device="cpu", dtype=torch.float32, seed: int = 0):
     """(unet, vae, text_encoder, tokenizer, scheduler), weights initialised directly on `device`."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from oneword.tokenizers import write_clip_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     device = torch.device(device)
     if device.type != "meta":
@@ -55,8 +63,7 @@ def build_modules(device="cpu", dtype=torch.float32, seed: int = 0):
         unet = UNet2DConditionModel(**UNET)
         vae = AutoencoderKL(**VAE)
         text = CLIPTextModel(CLIPTextConfig(**TEXT))
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
+    tokenizer = clip_tokenizer()
     scheduler = PNDMScheduler(**SCHEDULER)
     if device.type != "meta":
         for m in (unet, vae, text):
