@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import gc
 import json
 import os
@@ -209,8 +210,7 @@ def kernel_profiler(args, device):
 
 def write_profile(profiler, args, batch: int, system: str, device, steps: int) -> None:
     """Top kernels by device time, appended to the --profile file (one block per measurement)."""
-    key = "self_device_time_total" if any(e.device_type.name == "CUDA" for e in profiler.events()) else \
-        "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = profiler.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=80)
     with open(args.profile, "a") as f:
         f.write(f"## {system} on {device}, batch {batch}, {steps} steps, sorted by {key}\n"
@@ -581,15 +581,11 @@ def measure(kind: str, system: str, batch: int, args, device: torch.device) -> d
     return r
 
 
-_GFLOP: dict[int, float] = {}
-
-
+@functools.lru_cache
 def sd15_gflop(resolution: int) -> float:
-    if resolution not in _GFLOP:
-        from benchmarks.flops import image_step_gflop
+    from benchmarks.flops import image_step_gflop
 
-        _GFLOP[resolution] = sum(image_step_gflop(resolution // 8))
-    return _GFLOP[resolution]
+    return sum(image_step_gflop(resolution // 8))
 
 
 def machine(device: torch.device) -> str:
