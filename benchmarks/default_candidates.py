@@ -33,14 +33,18 @@ SHORT = dict(zip(("8", "16", "24", "z1"), CANDIDATES))
 
 def main(argv=None) -> int:
     from oneword.models import load_model
-    from oneword.world.concepts import NOVEL_CONCEPTS
+    from oneword.world.concepts import HELD_OUT, LATE_CONCEPTS, concept
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="learning and sampling seed (as time_to_quality.py --seed)")
     ap.add_argument("--work", default="runs/time_to_quality", help="the word cache of that seed's time_to_quality run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--candidates", nargs="+", default=["8", "16"], choices=list(SHORT))
+    ap.add_argument("--names", default=",".join(Q.NAMES), help="tuning concepts (comma-separated, or 'late')")
     args = ap.parse_args(argv)
+    names = list(LATE_CONCEPTS) if args.names == "late" else args.names.split(",")
+    if set(names) & set(HELD_OUT):
+        ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them")
     chosen = {SHORT[c]: CANDIDATES[SHORT[c]] for c in args.candidates}
     torch.set_num_threads(args.threads)
     model, judge = load_model(None, device="cpu"), E.load_judge("world")
@@ -48,14 +52,14 @@ def main(argv=None) -> int:
     variants = {"ti": {}, **{k: {"early_stop": True, "min_steps": 150, **v} for k, v in chosen.items()}}
     ecfg = E.EvalConfig(n=16, steps=25, guidance=5.0, seed=args.seed, bootstrap=2000)
     bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
-    per = {n: bench.concept(NOVEL_CONCEPTS[n], list(variants), variants) for n in Q.NAMES}
+    per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
     s = T.summarise(per, ["caption", *variants])
     print(f"paper setting (5,000 steps): reconstruction {T.f3(s['ti']['reconstruction'])}, editability "
           f"{T.f3(s['ti']['editability'])}")
     print("| candidate | steps run | learning s | reconstruction | editability | rec. vs paper | edit. vs paper |")
     print("|---|---|---|---|---|---|---|")
     for m in chosen:
-        r = [per[n]["results"][m]["learn"] for n in Q.NAMES]
+        r = [per[n]["results"][m]["learn"] for n in names]
         steps, secs = ", ".join(str(x["steps"]) for x in r), ", ".join(f"{x['seconds']:.0f}" for x in r)
         print(f"| {m} | {steps} | {secs} | "
               f"{T.f3(s[m]['reconstruction'])} | {T.f3(s[m]['editability'])} | {T.dfmt(s[m]['vs_ti']['reconstruction'])} | "

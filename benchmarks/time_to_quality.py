@@ -32,6 +32,7 @@ PAPER_STEPS = 5000
 # every tuning concept (never a HELD_OUT one): 8 objects (colour, shape, pattern un-named) and 2 styles
 NAMES = ("teal_ring", "lime_star", "magenta_heart", "red_crescent", "blue_arrow", "orange_hourglass",
          "striped_square", "dotted_circle", "style_halftone", "style_hatched")
+# --names late: the late tuning concepts (two un-named attributes each; concepts.LATE_CONCEPTS)
 
 
 def paper_setting(model, steps: int = PAPER_STEPS, seed: int = 0):
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="world model folder (default: the shipped one)")
     ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
-    ap.add_argument("--names", default=",".join(NAMES), help="tuning concepts")
+    ap.add_argument("--names", default=",".join(NAMES), help="tuning concepts (comma-separated, or 'late')")
     ap.add_argument("--stops", default=",".join(map(str, STOPS)), help="step counts evaluated (the last is the paper's)")
     ap.add_argument("--n", type=int, default=16, help="samples per prompt")
     ap.add_argument("--eval-steps", type=int, default=25)
@@ -68,9 +69,9 @@ def main(argv=None) -> int:
 
     from oneword.invert import LearnConfig
     from oneword.models import load_model
-    from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
+    from oneword.world.concepts import HELD_OUT, LATE_CONCEPTS, concept
 
-    names = list(HELD_OUT) if args.held_out else args.names.split(",")
+    names = list(HELD_OUT) if args.held_out else list(LATE_CONCEPTS) if args.names == "late" else args.names.split(",")
     if set(names) & set(HELD_OUT) and not args.held_out:
         ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them (--held-out: a final report)")
     stops = sorted(int(s) for s in args.stops.split(","))
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
     T.log(f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
           f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}")
-    per = {n: bench.concept(NOVEL_CONCEPTS[n], list(variants), variants) for n in names}
+    per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
     summary = T.summarise(per, ["caption"] + list(variants))
 
     curve = []

@@ -4,7 +4,8 @@ The paper's method, read top to bottom in `learn`: a frozen model, new placehold
 embeddings are the only trainable parameters (initialised from an init word), a random CLIP-ImageNet
 template per sample, the latent-diffusion loss on the model's own noise schedule. What we add for speed
 and safety is bookkeeping around it: cached VAE posteriors (data.py), checkpoints that resume exactly,
-a non-finite-step guard, and a cheap validation loss for early stopping.
+a non-finite-step guard, and a cheap validation loss for early stopping. Between check points (validations,
+checkpoints) the loop never reads a device value on the host, so a GPU never waits for Python (guard.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .concept import Concept, check_token_free, expand_prompt, save_concept
 from .data import LatentCache, encode_photos, read_photos
 from .errors import OnewordError
 from .graphs import loss_runner
+from .guard import Guard, step_unless_nonfinite
 from .safeio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries, run_lock
 from .templates import templates_for
 
@@ -65,6 +67,23 @@ class LearnConfig:
         cfg = cls(**values)
         cfg.preview_prompts = tuple(cfg.preview_prompts)
         return cfg
+
+    def validate(self) -> None:
+        """Refuse settings that cannot run, in one line each, before any work (a zero --save-every would
+        otherwise fail mid-run, a negative --steps silently learn nothing)."""
+        for name in ("steps", "batch_size", "vectors", "save_every", "val_every", "val_samples", "preview_steps",
+                     "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise OnewordError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        for name in ("warmup", "preview_every", "min_steps", "weight_decay", "reg_weight", "val_z"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise OnewordError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
+        if not 0 <= self.lr < float("inf"):  # 0: nothing moves (a control run)
+            raise OnewordError(f"--lr must be a finite number, 0 or more, not {self.lr}")
+        if self.val_window < 3:
+            raise OnewordError(f"--val-window must be at least 3 (a slope and its error), not {self.val_window}")
+        if self.resolution is not None and self.resolution < 8:
+            raise OnewordError(f"--resolution must be at least 8 pixels, not {self.resolution}")
 
 
 def placeholder_tokens(token: str, n: int) -> list[str]:
@@ -180,7 +199,12 @@ def draw_batch(g: torch.Generator, n_rows: int, n_templates: int, shape, n_train
 
 
 def batch_inputs(b: Batch, device) -> dict:
-    return {k: getattr(b, k).to(device) for k in ("rows", "templates", "posterior_noise", "noise", "timesteps")}
+    """The batch on `device`. To a GPU through pinned memory without blocking: a plain .to() would wait until the
+    GPU had finished the previous step, instead of drawing the next batch while it runs."""
+    tensors = {k: getattr(b, k) for k in ("rows", "templates", "posterior_noise", "noise", "timesteps")}
+    if torch.device(device).type != "cuda":
+        return {k: v.to(device) for k, v in tensors.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in tensors.items()}
 
 
 def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids) -> torch.Tensor:
@@ -271,6 +295,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
     learned_embeds.safetensors, checkpoint.safetensors, run.json, previews/."""
     from .generate import preview_grid
 
+    cfg.validate()
     out = Path(out_dir)
     with run_lock(out):
         remove_stale_temporaries(out)
@@ -280,7 +305,8 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         noise_schedule = _training_schedule(model)
         init = init_vectors(model, cfg.init or DEFAULT_INIT[cfg.property], cfg.vectors)
         vectors = nn.Parameter(init.clone().to(model.device))
-        opt = torch.optim.AdamW([vectors], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # capturable: AdamW's step count on the GPU, so that a skipped step is undone there (guard.py)
+        opt = torch.optim.AdamW([vectors], lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=vectors.is_cuda)
         g = torch.Generator().manual_seed(cfg.seed)
         state = State()
         ckpt = out / "checkpoint.safetensors"
@@ -313,37 +339,37 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
             validator = Validator(cache, ids, cfg, n_train, cfg.seed, graph=graph)
             started, done_at_start = time.perf_counter(), state.step
             bar = _progress(cfg.steps, state.step, progress)
-            bad_in_row = 0
+            guard = Guard(dev)
             try:
                 while state.step < cfg.steps and not state.stopped_early:
                     b = draw_batch(g, len(cache), len(ids), cache.mean.shape[1:], n_train, cfg.batch_size)
                     _set_lr(opt, cfg, state)
                     loss = step(**batch_inputs(b, dev))  # vectors.grad: this batch's gradient (scaled)
                     scaler.unscale_(opt)
-                    if not _finite(loss, vectors.grad):
-                        state.skipped += 1
-                        bad_in_row += 1
-                        scaler.update()
-                        if bad_in_row >= cfg.max_bad_steps:
-                            bad_in_row = 0
-                            _roll_back(ckpt, vectors, opt, g, cfg, state, init, fingerprint)
-                        continue
-                    bad_in_row = 0
-                    scaler.step(opt)
+                    step_unless_nonfinite(opt, vectors, guard.check(loss, vectors.grad))
                     scaler.update()
                     state.step += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if not _check_point(cfg, state.step):
+                        continue
+                    skipped, bad_in_row, last_loss = guard.read()  # the loop's one host read between check points
+                    state.skipped += skipped
+                    if bad_in_row >= cfg.max_bad_steps:
+                        _roll_back(ckpt, vectors, opt, g, cfg, state, init, fingerprint)
+                        guard.forget_runs()
+                        continue
                     if cfg.early_stop and state.step % cfg.val_every == 0:
                         state.val_history.append(validator.loss(model, cache, noise_schedule))
                         state.stopped_early = state.step >= cfg.min_steps and validator.converged(state.val_history)
                     if bar is not None:
-                        bar.update(1)
-                        if state.step % 10 == 0:
-                            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                        bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
                     if cfg.preview_every and state.step % cfg.preview_every == 0:
                         preview_grid(model, tokenizer, cfg, out / "previews" / f"step_{state.step:06d}.png")
                     if state.step % cfg.save_every == 0 or state.step >= cfg.steps or state.stopped_early:
                         _save(out, ckpt, vectors, opt, g, cfg, state, model, photos, "running")
             except KeyboardInterrupt:
+                state.skipped += guard.read()[0]
                 _save(out, ckpt, vectors, opt, g, cfg, state, model, photos, "interrupted")
                 raise OnewordError(f"interrupted at step {state.step}; checkpoint saved. Resume with: "
                                    f"oneword learn --resume {out}") from None
@@ -367,8 +393,10 @@ def _engine(step, validator) -> dict:
             "setup_s": round(step.setup_s + sum(r.setup_s for r in val), 3)}
 
 
-def _finite(loss, grad) -> bool:
-    return bool(torch.isfinite(loss)) and grad is not None and bool(torch.isfinite(grad).all())
+def _check_point(cfg: LearnConfig, step: int) -> bool:
+    """Steps after which the loop reads the device (non-finite counts, the loss) and may validate, preview, save."""
+    return (step % cfg.val_every == 0 or step % cfg.save_every == 0 or step >= cfg.steps
+            or bool(cfg.preview_every and step % cfg.preview_every == 0))
 
 
 def _training_schedule(model):
@@ -451,7 +479,8 @@ def _load_checkpoint(ckpt: Path, vectors, opt, g, cfg: LearnConfig, fingerprint:
     with torch.no_grad():
         vectors.copy_(tensors["vectors"].to(vectors.device))
     if "exp_avg" in tensors:
-        opt.state[vectors] = {"step": torch.tensor(float(meta["adam_step"])),
+        on = vectors.device if opt.defaults["capturable"] else "cpu"  # where AdamW itself keeps it
+        opt.state[vectors] = {"step": torch.tensor(float(meta["adam_step"]), device=on),
                               "exp_avg": tensors["exp_avg"].to(vectors.device),
                               "exp_avg_sq": tensors["exp_avg_sq"].to(vectors.device)}
     g.set_state(tensors["rng"])

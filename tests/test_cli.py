@@ -47,6 +47,15 @@ def test_learn_then_generate_with_two_words(capsys, tiny_dir, photos, tmp_path):
     assert (tmp_path / "g_00.png").is_file() and (tmp_path / "g_01.png").is_file()
 
 
+@pytest.mark.parametrize("flag,value", [("--save-every", "0"), ("--steps", "-3"), ("--batch-size", "0"),
+                                        ("--lr", "-1"), ("--lr", "nan"), ("--warmup", "-1"), ("--vectors", "0")])
+def test_settings_that_cannot_run_are_refused_in_one_line_before_any_work(capsys, tiny_dir, photos, tmp_path, flag,
+                                                                          value):
+    code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", flag, value))
+    assert_one_line_error(code, err, flag)
+    assert not (tmp_path / "a").exists()
+
+
 def test_existing_run_is_not_overwritten(capsys, tiny_dir, photos, tmp_path):
     assert run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a"))[0] == 0
     before = (tmp_path / "a" / "learned_embeds.safetensors").read_bytes()

@@ -89,7 +89,32 @@ def test_learning_with_a_graph_follows_the_eager_run(tiny_dir, photos, tmp_path,
     assert val_graph == pytest.approx(val_eager, rel=10 * tol)
 
 
-@cuda  # last in the file: a failed capture must not disturb the tests before it
+@cuda
+def test_the_loop_never_waits_for_the_gpu_between_check_points(tiny_dir, photos, tmp_path, monkeypatch):
+    """On the GPU, torch's sync debug mode flags every synchronising call (item(), a blocking copy, a stream
+    sync): none between check points, graphed or eager, including the batch's host-to-device copy."""
+    import oneword.invert as inv
+    from oneword.models import load_model
+
+    model, real_draw = load_model(str(tiny_dir), device="cuda"), inv.draw_batch
+    for graph in (True, False):
+        starts = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            syncs = lambda: sum("synchroniz" in str(w.message) for w in caught)  # noqa: E731
+            monkeypatch.setattr(inv, "draw_batch", lambda *a, **k: starts.append(syncs()) or real_draw(*a, **k))
+            cfg = LearnConfig(token="<teal-ring>", init="ring", steps=12, batch_size=2, early_stop=True, val_every=4,
+                              val_samples=2, min_steps=1000, save_every=1000, cuda_graph=graph)
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                learn(model, photos, cfg, tmp_path / str(graph), progress=False)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        per_step = steps_between(starts)
+        assert {s for s, n in per_step.items() if n} == {4, 8}, (graph, per_step)
+
+
+@cuda  # the last CUDA test: a failed capture must not disturb the tests before it
 def test_a_step_that_cannot_be_captured_falls_back_to_eager_with_a_warning():
     w = torch.nn.Parameter(torch.randn(3, 2, device="cuda"))
 
@@ -156,3 +181,54 @@ def test_the_step_and_validation_functions_never_sync_with_the_host(tiny_model, 
     w = torch.nn.Parameter(torch.randn(3, 2))
     assert ops_of(lambda x: ((x @ w) ** 2).mean() * (2 if float(x.sum()) > 0 else 1), [w],
                   {"x": torch.randn(4, 3)}) & SYNCING_OPS == {"aten::_local_scalar_dense"}
+
+
+def steps_between(starts: list[int]) -> dict[int, int]:
+    """{step: reads during it} from the read count at each draw_batch call (the first draws the runner's example)."""
+    loop = starts[1:]
+    return {i: b - a for i, (a, b) in enumerate(zip(loop, loop[1:]), start=1)}
+
+
+class HostReads(TorchDispatchMode):
+    """Counts operations that read a tensor's value on the host, except AdamW.step's read of its own step count:
+    on the CPU torch keeps that count on the host; on CUDA `learn` makes AdamW capturable (the count on the GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count, self.in_optimizer = 0, False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in SYNCING_OPS and not self.in_optimizer:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_loop_reads_values_on_the_host_only_at_its_check_points(tiny_model, photos, tmp_path, monkeypatch):
+    """A GPU waits for Python whenever the host reads a device value: between check points (here every 4 steps:
+    validation and the progress bar's loss) no step may read one, including the non-finite-step guard, which
+    decides on the device. Reads are attributed to steps by the loop's one draw_batch call per step."""
+    import oneword.invert as inv
+
+    reads, starts = HostReads(), []
+    real_draw, real_step = inv.draw_batch, torch.optim.AdamW.step
+
+    def draw(*a, **k):
+        starts.append(reads.count)
+        return real_draw(*a, **k)
+
+    def adamw_step(self, *a, **k):
+        reads.in_optimizer = True
+        try:
+            return real_step(self, *a, **k)
+        finally:
+            reads.in_optimizer = False
+
+    monkeypatch.setattr(inv, "draw_batch", draw)
+    monkeypatch.setattr(torch.optim.AdamW, "step", adamw_step)
+    cfg = LearnConfig(token="<teal-ring>", init="ring", steps=12, batch_size=2, early_stop=True, val_every=4,
+                      val_samples=2, min_steps=1000, save_every=1000)
+    with reads:
+        learn(tiny_model, photos, cfg, tmp_path / "run", progress=True)
+    per_step = steps_between(starts)
+    assert {s for s, n in per_step.items() if n} == {4, 8}, per_step  # the check points read; no other step does
+

@@ -177,6 +177,21 @@ def test_novel_concepts(tokenizer):
     assert NOVEL_CONCEPTS["striped_square"].unnamed == {"pattern": "striped"}
 
 
+def test_late_tuning_concepts_have_two_unnamed_attributes_and_are_not_novel_concepts(tokenizer):
+    from oneword.world.concepts import LATE_CONCEPTS, concept
+
+    words = set(R.world_words())
+    for name, c in LATE_CONCEPTS.items():
+        assert name not in NOVEL_CONCEPTS and name not in HELD_OUT and concept(name) is c
+        assert len(c.unnamed) == 2, c.unnamed  # like the held-out teal_crescent
+        assert c.init_word in words and set(c.caption.split()) <= words
+        assert (c.attributes["shape"], c.attributes["colour"], c.attributes["pattern"]) not in pretraining_exclusions()
+        assert len(c.photos(2, seed=0)) == 2
+    assert concept("teal_ring") is NOVEL_CONCEPTS["teal_ring"]
+    with pytest.raises(KeyError, match="no world concept"):
+        concept("plaid_moon")
+
+
 def test_biased_word_and_fair_photos():
     word, colour = biased_word()
     assert word in R.NAMED_SHAPES and colour in R.NAMED_COLOURS

@@ -94,6 +94,27 @@ NOVEL_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
 # Kept out of every test and tuning loop (final reports only).
 HELD_OUT: tuple[str, ...] = ("striped_heart", "teal_crescent", "style_glitch")
 
+# More tuning concepts, added after the shipped model was pretrained, each with two un-named attributes like the
+# held-out teal_crescent (every concept above has one). Unlike those above, their exact combination was not kept out
+# of pretraining (that would change the pretraining data): the model saw each in 35-360 of its 96,000 pretraining
+# scenes, captioned without the un-named words (benchmarks/pretraining_counts.py), so they may be easier than a
+# never-seen combination. Not in NOVEL_CONCEPTS: only the time-to-quality tuning uses them (`concept(name)`).
+LATE_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
+    _obj("lime_arrow", "arrow", "lime", "solid", "object", "a green object"),
+    _obj("magenta_hourglass", "hourglass", "magenta", "solid", "object", "a pink object"),
+    _obj("dotted_arrow", "arrow", "blue", "dotted", "object", "a blue object"),
+    _obj("striped_lime_circle", "circle", "lime", "striped", "circle", "a green circle"),
+    _obj("dotted_magenta_star", "star", "magenta", "dotted", "star", "a pink star"),
+)}
+
+
+def concept(name: str) -> NovelConcept:
+    """A novel or late tuning concept by name."""
+    found = NOVEL_CONCEPTS.get(name) or LATE_CONCEPTS.get(name)
+    if found is None:
+        raise KeyError(f"no world concept {name!r}")
+    return found
+
 
 def pretraining_exclusions() -> set:
     """(shape, colour, pattern) of every object concept: never rendered as such in pretraining."""
@@ -124,5 +145,5 @@ def fair_photos(n: int = 8, seed: int = 0, size: int = 32) -> list:
     return out
 
 
-__all__ = ["NovelConcept", "NOVEL_CONCEPTS", "HELD_OUT", "BALANCED_SET", "biased_word", "fair_photos",
+__all__ = ["NovelConcept", "NOVEL_CONCEPTS", "HELD_OUT", "LATE_CONCEPTS", "concept", "BALANCED_SET", "biased_word", "fair_photos",
            "pretraining_exclusions", "NAMED_STYLES", "Obj"]

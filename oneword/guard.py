@@ -1,0 +1,57 @@
+"""The non-finite-step guard, on the device: no training step waits for the host.
+
+Reading a GPU value on the host (`bool(torch.isfinite(loss))`, `loss.item()`, GradScaler's own found-inf
+check) makes the host wait until the GPU has finished all queued work, and the GPU then idles while the host
+draws and launches the next step. So each step decides on the device: the optimiser step is applied, then undone
+with `torch.where` where the loss or gradient was not finite (`step_unless_nonfinite`), and `Guard` counts those
+steps in device tensors that the loop reads at its check points only (validations, checkpoints, the end).
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Guard:
+    """Non-finite steps counted on the device; `read` (one host sync) reports and restarts the counts."""
+
+    def __init__(self, device):
+        self.skipped = torch.zeros((), dtype=torch.int64, device=device)   # since the last read
+        self.in_row = torch.zeros((), dtype=torch.int64, device=device)    # the current run of bad steps
+        self.worst = torch.zeros((), dtype=torch.int64, device=device)     # longest run since the last read
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)    # the last finite loss
+
+    def check(self, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """A 0-dim bool tensor on the device: this step's loss and gradient are finite (no gradient: not)."""
+        ok = torch.isfinite(loss) & (torch.isfinite(grad).all() if grad is not None else False)
+        bad = (~ok).long()
+        self.skipped += bad
+        self.in_row.add_(1).mul_(bad)  # +1 on a bad step, back to 0 on a good one
+        torch.maximum(self.worst, self.in_row, out=self.worst)
+        self.loss = torch.where(ok, loss.detach().float(), self.loss)
+        return ok
+
+    def read(self) -> tuple[int, int, float]:
+        """(non-finite steps, longest run of them in a row, last finite loss) since the last read."""
+        skipped, worst, loss = torch.stack([self.skipped.double(), self.worst.double(), self.loss.double()]).tolist()
+        self.skipped.zero_()
+        self.worst.copy_(self.in_row)  # a run still going on counts on at the next read
+        return int(skipped), int(worst), loss
+
+    def forget_runs(self) -> None:
+        """After a roll-back: the run of bad steps that caused it is dealt with."""
+        self.in_row.zero_()
+        self.worst.zero_()
+
+
+def step_unless_nonfinite(opt: torch.optim.Optimizer, param: torch.Tensor, ok: torch.Tensor) -> None:
+    """opt.step() for `param`, whose effect is undone on the device where `ok` is false: the parameter and the
+    optimiser's state (moments, step count) keep their values, as if the step had been skipped. Where `ok` is
+    true the result is opt.step()'s bit for bit. The state's step count must live on ok's device for this to
+    need no sync (AdamW(capturable=True) on CUDA; on the CPU there is no device to wait for)."""
+    had = {k: v.clone() for k, v in opt.state[param].items()} if param in opt.state else {}
+    old = param.detach().clone()
+    opt.step()
+    with torch.no_grad():
+        for now, before in [(param.data, old), *((v, had[k] if k in had else torch.zeros_like(v))  # zeros: fresh state
+                                                  for k, v in opt.state[param].items())]:
+            now.copy_(torch.where(ok, now, before))
