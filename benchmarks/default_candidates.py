@@ -27,8 +27,9 @@ CANDIDATES = {  # all: at most 1,250 steps (5,000 image-steps, the issue's 1/4 o
     "stop: last 16 validations (400 steps)": {"steps": 1250, "val_window": 16},  # shipped
     "stop: last 24 validations (600 steps)": {"steps": 1250, "val_window": 24},  # more conservative
     "stop: last 16 validations, 1 standard error": {"steps": 1250, "val_window": 16, "val_z": 1.0},
+    "stop: last 16 validations, not before step 800": {"steps": 1250, "val_window": 16, "min_steps": 800},
 }
-SHORT = dict(zip(("8", "16", "24", "z1"), CANDIDATES))
+SHORT = dict(zip(("8", "16", "24", "z1", "m800"), CANDIDATES))
 
 
 def main(argv=None) -> int:
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     ecfg = E.EvalConfig(n=16, steps=25, guidance=5.0, seed=args.seed, bootstrap=2000)
     bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
     per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
+    T._write_json(Path(args.work) / "candidates.json", {"per_concept": per})  # for candidates_seeds.py
     s = T.summarise(per, ["caption", *variants])
     print(f"paper setting (5,000 steps): reconstruction {T.f3(s['ti']['reconstruction'])}, editability "
           f"{T.f3(s['ti']['editability'])}")

@@ -10,6 +10,10 @@ bootstrap; the statistic is the mean over concepts of each concept's mean over s
   default - default   likewise for the default
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ttq_seeds.py runs/time_to_quality runs/ttq_seed1 runs/ttq_seed2
+
+--candidates: instead, the candidates.json that `default_candidates.py --seed S --work DIR` leaves in each DIR
+(any mix of concept sets and seeds): each stopping rule against the paper setting and against the shipped rule,
+pooled over every concept with each concept's mean over its seeds.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from oneword import evaluate as E  # noqa: E402
 
 DEFAULT, PAPER = "oneword default", "ti"
+SHIPPED = "stop: last 16 validations (400 steps)"  # default_candidates.py's name for the shipped rule
 
 
 def scores(per: dict, method: str, names) -> dict:
@@ -48,7 +53,10 @@ def diff(a: list, b: list, seed: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("work", nargs="+", help="time_to_quality.py --work folders, one per seed")
+    ap.add_argument("--candidates", action="store_true", help="pool default_candidates.py results instead")
     args = ap.parse_args(argv)
+    if args.candidates:
+        return candidates(args.work)
     pers = [json.loads((Path(w) / "results.json").read_text())["per_concept"] for w in args.work]
     names = [n for n in pers[0] if all(n in p for p in pers)]
     default = [scores(p, DEFAULT, names) for p in pers]
@@ -79,6 +87,33 @@ def main(argv=None) -> int:
         pooled_edit = diff([d["edit"][i] for d in default], [q["edit"][i] for q in paper], 39)
         print(f"| {n} | {', '.join(map(str, steps))} | {', '.join(f'{r:+.3f}' for r in rec)} | {fmt(pooled)} | "
               f"{fmt(pooled_edit)} |")
+    return 0
+
+
+def candidates(work: list[str]) -> int:
+    pers = [json.loads((Path(w) / "candidates.json").read_text())["per_concept"] for w in work]
+    names = list(dict.fromkeys(n for p in pers for n in p))
+    methods = [m for m in next(iter(pers[0].values()))["results"] if m not in ("caption", PAPER)]
+
+    def nested(method: str, what: str) -> list:  # [concept][seed] -> samples; seeds per concept may differ
+        return [[scores(p, method, [n])[what][0] for p in pers if n in p] for n in names]
+
+    paper = {w: nested(PAPER, w) for w in ("rec", "edit")}
+    shipped = {w: nested(SHIPPED, w) for w in ("rec", "edit")}
+    seeds = [sum(n in p for p in pers) for n in names]
+    print(f"{len(names)} concepts ({', '.join(f'{n} x{k}' for n, k in zip(names, seeds))}); each concept's value is "
+          f"its mean over its seeds; concepts resampled\n")
+    print("| rule | mean steps | rec. vs paper | edit. vs paper | rec. vs shipped | edit. vs shipped | words > 0.05 short |")
+    print("|---|---|---|---|---|---|---|")
+    for m in methods:
+        mine = {w: nested(m, w) for w in ("rec", "edit")}
+        steps = [p[n]["results"][m]["learn"]["steps"] for p in pers for n in p]
+        short = sum(E.difference(p[n]["results"][m]["prompts"][0]["samples"],
+                                 p[n]["results"][PAPER]["prompts"][0]["samples"], n_boot=1)["mean"] < -0.05
+                    for p in pers for n in p)
+        print(f"| {m} | {sum(steps) / len(steps):.0f} | {fmt(diff(mine['rec'], paper['rec'], 41))} | "
+              f"{fmt(diff(mine['edit'], paper['edit'], 42))} | {fmt(diff(mine['rec'], shipped['rec'], 43))} | "
+              f"{fmt(diff(mine['edit'], shipped['edit'], 44))} | {short} of {len(steps)} |")
     return 0
 
 

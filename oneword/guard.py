@@ -51,7 +51,7 @@ def step_unless_nonfinite(opt: torch.optim.Optimizer, param: torch.Tensor, ok: t
     had = {k: v.clone() for k, v in opt.state[param].items()} if param in opt.state else {}
     old = param.detach().clone()
     opt.step()
-    with torch.no_grad():
-        for now, before in [(param.data, old), *((v, had[k] if k in had else torch.zeros_like(v))  # zeros: fresh state
-                                                  for k, v in opt.state[param].items())]:
+    pairs = [(param.data, old)] + [(v, had.get(k, torch.zeros_like(v))) for k, v in opt.state[param].items()]
+    with torch.no_grad():  # (a state created by this step goes back to zeros: AdamW's fresh state)
+        for now, before in pairs:
             now.copy_(torch.where(ok, now, before))

@@ -1,15 +1,15 @@
 """Recommended settings for the embedded world model (32 px, 8x8x8 latents), chosen on its tuning concepts
 (never concepts.HELD_OUT). Evidence on the current model (v5, run 6): docs/benchmarks.md (time to quality).
 The paper's batch and learning rate, at most 1,250 steps (5,000 image-steps, 1/4 of the paper's 20,000) with early
-stopping (oneword.invert.Validator, a 16-validation window): over the 10 tuning concepts and 4 learning seeds it
-stops after 400-850 steps (10.8-12.6% of the paper's image-steps) and is within 0.035 of the paper setting's final
-word in reconstruction (pooled -0.013 [-0.031, +0.003]) and within 0.015 in editability (-0.003 [-0.014, +0.005]),
-less than the paper setting's own seed-to-seed spread. On the 3 held-out concepts (a final report, 2 seeds) it is
-not shown equivalent: -0.060 [-0.119, +0.009], teal_crescent short with both seeds (the rule can stop a word whose
-reconstruction is still rising). The previous 300-step cap was -0.065* (3 concepts).
+stopping (oneword.invert.Validator) on a 24-validation window (600 steps; session 9). Over 15 tuning concepts
+(the 10 original ones and 5 late ones with two un-named attributes, 2 learning seeds each) it stops after 600-1,250
+steps (mean 832: 16.6% of the paper's image-steps) and is within 0.035 of the paper setting's final word in
+reconstruction (-0.013 [-0.033, +0.004]) and within 0.015 in editability (-0.003 [-0.012, +0.006]); the previous
+16-validation window was not (-0.024 [-0.045, -0.008]), being short on the two-attribute concepts. On the 3
+held-out concepts (second look, 2 seeds) it is still short: -0.057 [-0.092, -0.019] (first look, old rule: -0.060).
 docs/quality.md keeps plain TI at 300 steps as its base, fixed so that its variants differ in one thing each."""
 
 WORLD_DEFAULTS = {
-    "learn": {"steps": 1250, "batch_size": 4, "lr": 5e-3, "val_every": 25, "min_steps": 150},
+    "learn": {"steps": 1250, "batch_size": 4, "lr": 5e-3, "val_every": 25, "min_steps": 150, "val_window": 24},
     "generate": {"steps": 25, "guidance": 5.0},
 }
