@@ -7,6 +7,9 @@ tuning concepts of benchmarks/time_to_quality.py (its cached words are reused; -
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/default_candidates.py
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/default_candidates.py --seed 1 --work runs/ttq_seed1 --threads 1 \
         --candidates 16 24 z1
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/default_candidates.py --names late --seed 0 \
+        --work runs/ttq_late_seed0 --threads 1 --candidates 16 24 m800
+Every sample's score goes to DIR/candidates.json; `ttq_seeds.py --candidates DIR...` pools them over seeds.
 """
 from __future__ import annotations
 
