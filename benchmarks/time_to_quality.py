@@ -192,7 +192,7 @@ Plain TI at the paper's setting (batch 4, lr 0.005, no early stopping), stopped 
 | human caption | - | {f(res['caption']['reconstruction'])} | {f(res['caption']['editability'])} |
 
 `oneword learn` as shipped (world defaults: at most {default.steps} steps, batch {default.batch_size}, lr
-{default.lr:g}, early stopping from step {default.min_steps}): stopped after {', '.join(map(str, d['steps']))} steps
+{default.lr:g}, early stopping from step {default.min_steps} on a {default.val_window}-validation window): stopped after {', '.join(map(str, d['steps']))} steps
 = **{d['image_steps']:,.0f} image-steps, {ratio:.1%} of the paper's {res['paper_image_steps']:,}**
 ({', '.join(f'{s:.0f}' for s in d['seconds'])} s of learning per concept on 2 CPU cores).
 Reconstruction {f(d['reconstruction'])}, editability {f(d['editability'])}; against the paper setting's
