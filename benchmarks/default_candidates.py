@@ -37,7 +37,7 @@ SHORT = dict(zip(("8", "16", "24", "z1", "m800"), CANDIDATES))
 
 def main(argv=None) -> int:
     from oneword.models import load_model
-    from oneword.world.concepts import HELD_OUT, LATE_CONCEPTS, concept
+    from oneword.world.concepts import concept
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="learning and sampling seed (as time_to_quality.py --seed)")
@@ -46,9 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", nargs="+", default=["8", "16"], choices=list(SHORT))
     ap.add_argument("--names", default=",".join(Q.NAMES), help="tuning concepts (comma-separated, or 'late')")
     args = ap.parse_args(argv)
-    names = list(LATE_CONCEPTS) if args.names == "late" else args.names.split(",")
-    if set(names) & set(HELD_OUT):
-        ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them")
+    names = Q.tuning_names(args.names, ap)
     chosen = {SHORT[c]: CANDIDATES[SHORT[c]] for c in args.candidates}
     torch.set_num_threads(args.threads)
     model, judge = load_model(None, device="cpu"), E.load_judge("world")

@@ -35,6 +35,16 @@ NAMES = ("teal_ring", "lime_star", "magenta_heart", "red_crescent", "blue_arrow"
 # --names late: the late tuning concepts (two un-named attributes each; concepts.LATE_CONCEPTS)
 
 
+def tuning_names(text: str, ap) -> list[str]:
+    """--names: comma-separated tuning concepts, or 'late' (concepts.LATE_CONCEPTS); never a HELD_OUT one."""
+    from oneword.world.concepts import HELD_OUT, LATE_CONCEPTS
+
+    names = list(LATE_CONCEPTS) if text == "late" else text.split(",")
+    if set(names) & set(HELD_OUT):
+        ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them (--held-out: a final report)")
+    return names
+
+
 def paper_setting(model, steps: int = PAPER_STEPS, seed: int = 0):
     """Plain TI at the paper's setting (batch 4, lr 0.005, no warm-up, no early stopping), nothing saved on the way."""
     from oneword.invert import LearnConfig
@@ -69,11 +79,9 @@ def main(argv=None) -> int:
 
     from oneword.invert import LearnConfig
     from oneword.models import load_model
-    from oneword.world.concepts import HELD_OUT, LATE_CONCEPTS, concept
+    from oneword.world.concepts import HELD_OUT, concept
 
-    names = list(HELD_OUT) if args.held_out else list(LATE_CONCEPTS) if args.names == "late" else args.names.split(",")
-    if set(names) & set(HELD_OUT) and not args.held_out:
-        ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them (--held-out: a final report)")
+    names = list(HELD_OUT) if args.held_out else tuning_names(args.names, ap)
     stops = sorted(int(s) for s in args.stops.split(","))
     model = load_model(args.model, device="cpu")
     judge = E.load_judge(args.judge or "world")
