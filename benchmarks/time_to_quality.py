@@ -32,14 +32,17 @@ PAPER_STEPS = 5000
 # every tuning concept (never a HELD_OUT one): 8 objects (colour, shape, pattern un-named) and 2 styles
 NAMES = ("teal_ring", "lime_star", "magenta_heart", "red_crescent", "blue_arrow", "orange_hourglass",
          "striped_square", "dotted_circle", "style_halftone", "style_hatched")
-# --names late: the late tuning concepts (two un-named attributes each; concepts.LATE_CONCEPTS)
+# --names late: the late tuning concepts (two un-named attributes each; concepts.LATE_CONCEPTS); --names unseen:
+# concepts.UNSEEN_CONCEPTS (a (shape, colour) pair pretraining never drew, and an un-named pattern)
 
 
 def tuning_names(text: str, ap) -> list[str]:
-    """--names: comma-separated tuning concepts, or 'late' (concepts.LATE_CONCEPTS); never a HELD_OUT one."""
-    from oneword.world.concepts import HELD_OUT, LATE_CONCEPTS
+    """--names: comma-separated tuning concepts, or 'late' / 'unseen' (concepts.LATE_CONCEPTS / UNSEEN_CONCEPTS);
+    never a HELD_OUT one."""
+    from oneword.world.concepts import HELD_OUT, LATE_CONCEPTS, UNSEEN_CONCEPTS
 
-    names = list(LATE_CONCEPTS) if text == "late" else text.split(",")
+    sets = {"late": LATE_CONCEPTS, "unseen": UNSEEN_CONCEPTS}
+    names = list(sets[text]) if text in sets else text.split(",")
     if set(names) & set(HELD_OUT):
         ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them (--held-out: a final report)")
     return names
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="world model folder (default: the shipped one)")
     ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
-    ap.add_argument("--names", default=",".join(NAMES), help="tuning concepts (comma-separated, or 'late')")
+    ap.add_argument("--names", default=",".join(NAMES), help="tuning concepts (comma-separated, 'late' or 'unseen')")
     ap.add_argument("--stops", default=",".join(map(str, STOPS)), help="step counts evaluated (the last is the paper's)")
     ap.add_argument("--n", type=int, default=16, help="samples per prompt")
     ap.add_argument("--eval-steps", type=int, default=25)

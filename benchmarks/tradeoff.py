@@ -231,8 +231,11 @@ def _in_run_order(raw: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the runs
-STOPPING_FIELDS = ("val_every", "val_window", "val_z", "val_samples", "val_threshold", "min_steps")
+STOPPING_FIELDS = ("val_every", "val_window", "val_z", "val_samples", "val_threshold", "min_steps", "val_t_min")
 ENGINE_FIELDS = ("cuda_graph",)  # how a step runs, not what it computes (and the CPU never graphs)
+# LearnConfig fields added after words were cached, with the value every earlier run had: left out of the key at
+# that value, so that a new option does not throw away the words learned before it existed
+ADDED_FIELDS = {"val_t_min": 0.05}
 
 
 def cache_key(config: dict, fingerprint: str, n_photos: int) -> str:
@@ -240,7 +243,7 @@ def cache_key(config: dict, fingerprint: str, n_photos: int) -> str:
     fields cannot, so they are left out (a new rule does not throw away words learned without one); nor can the
     engine's fields."""
     drop = ENGINE_FIELDS + (() if config["early_stop"] else STOPPING_FIELDS)
-    config = {k: v for k, v in config.items() if k not in drop}
+    config = {k: v for k, v in config.items() if k not in drop and not (k in ADDED_FIELDS and ADDED_FIELDS[k] == v)}
     return hashlib.sha256(json.dumps([config, fingerprint, n_photos], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -12,8 +12,8 @@ bootstrap; the statistic is the mean over concepts of each concept's mean over s
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ttq_seeds.py runs/time_to_quality runs/ttq_seed1 runs/ttq_seed2
 
 --candidates: instead, the candidates.json that `default_candidates.py --seed S --work DIR` leaves in each DIR
-(any mix of concept sets and seeds): each stopping rule against the paper setting and against the shipped rule,
-pooled over every concept with each concept's mean over its seeds.
+(any mix of concept sets and seeds): each stopping rule against the paper setting and against a reference rule
+(--reference: the shipped one unless named), pooled over every concept with each concept's mean over its seeds.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from oneword import evaluate as E  # noqa: E402
 
 DEFAULT, PAPER = "oneword default", "ti"
-SHIPPED = "stop: last 16 validations (400 steps)"  # default_candidates.py's name for the shipped rule
+SHIPPED = "stop: last 24 validations (600 steps)"  # default_candidates.py's name for the shipped rule (session 9)
 
 
 def scores(per: dict, method: str, names) -> dict:
@@ -56,9 +56,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("work", nargs="+", help="time_to_quality.py --work folders, one per seed")
     ap.add_argument("--candidates", action="store_true", help="pool default_candidates.py results instead")
+    ap.add_argument("--reference", default=SHIPPED, help="--candidates: the rule the others are compared with")
     args = ap.parse_args(argv)
     if args.candidates:
-        return candidates(args.work)
+        return candidates(args.work, args.reference)
     pers = [json.loads((Path(w) / "results.json").read_text())["per_concept"] for w in args.work]
     names = [n for n in pers[0] if all(n in p for p in pers)]
     default = [scores(p, DEFAULT, names) for p in pers]
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def candidates(work: list[str]) -> int:
+def candidates(work: list[str], reference: str = SHIPPED) -> int:
     pers = [json.loads((Path(w) / "candidates.json").read_text())["per_concept"] for w in work]
     names = list(dict.fromkeys(n for p in pers for n in p))
     methods = [m for m in next(iter(pers[0].values()))["results"] if m not in ("caption", PAPER)]
@@ -101,11 +102,12 @@ def candidates(work: list[str]) -> int:
         return [[scores(p, method, [n])[what][0] for p in pers if n in p] for n in names]
 
     paper = {w: nested(PAPER, w) for w in ("rec", "edit")}
-    shipped = {w: nested(SHIPPED, w) for w in ("rec", "edit")}
+    shipped = {w: nested(reference, w) for w in ("rec", "edit")}
     seeds = [sum(n in p for p in pers) for n in names]
     print(f"{len(names)} concepts ({', '.join(f'{n} x{k}' for n, k in zip(names, seeds))}); each concept's value is "
           f"its mean over its seeds; concepts resampled\n")
-    print("| rule | mean steps | rec. vs paper | edit. vs paper | rec. vs shipped | edit. vs shipped | words > 0.05 short |")
+    print(f"reference rule: {reference}\n")
+    print("| rule | mean steps | rec. vs paper | edit. vs paper | rec. vs reference | edit. vs reference | words > 0.05 short |")
     print("|---|---|---|---|---|---|---|")
     for m in methods:
         mine = {w: nested(m, w) for w in ("rec", "edit")}
@@ -115,7 +117,23 @@ def candidates(work: list[str]) -> int:
         print(f"| {m} | {sum(steps) / len(steps):.0f} | {fmt(diff(mine['rec'], paper['rec'], 41))} | "
               f"{fmt(diff(mine['edit'], paper['edit'], 42))} | {fmt(diff(mine['rec'], shipped['rec'], 43))} | "
               f"{fmt(diff(mine['edit'], shipped['edit'], 44))} | {short} of {len(steps)} |")
+    print(trajectory_jitter(pers, methods))
     return 0
+
+
+def trajectory_jitter(pers: list[dict], methods: list[str]) -> str:
+    """The rules of one concept and seed stop one trajectory at different steps (validation draws nothing from
+    the step's random generator), so their words are snapshots of one run: how much does reconstruction differ
+    between snapshots close together, and far apart?"""
+    near, far = [], []
+    for p in pers:
+        for r in (p[n]["results"] for n in p):
+            at = {r[m]["learn"]["steps"]: r[m]["reconstruction"]["mean"] for m in methods}
+            for (s1, r1), (s2, r2) in itertools.combinations(sorted(at.items()), 2):
+                (near if s2 - s1 <= 75 else far if s2 - s1 >= 300 else []).append(abs(r1 - r2))
+    return (f"\nSnapshots of one run: reconstruction differs by {np.mean(near):.3f} on average (median "
+            f"{np.median(near):.3f}, {len(near)} pairs) between words <= 75 steps apart, {np.mean(far):.3f} (median "
+            f"{np.median(far):.3f}, {len(far)} pairs) between words >= 300 steps apart.")
 
 
 def fmt(d: dict) -> str:

@@ -210,8 +210,17 @@ def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_
                                max_length=tiny_model.tokenizer.model_max_length, return_tensors="pt").input_ids
     schedule = _training_schedule(tiny_model)
     steps = schedule.config.num_train_timesteps
-    one, whole = (Validator(cache, ids, quick(batch_size=b), steps, seed=0) for b in (1, 16))
+    one, whole = (Validator(cache, ids, quick(), steps, seed=0, chunk=c) for c in (1, 16))
     assert sorted(set(one.rows.tolist())) == list(range(len(cache))) and len(one.rows) == 16
     assert len(set(one.timesteps.tolist())) == 16 and one.timesteps.min() >= 0.05 * steps - 1
     assert {tuple(r) for r in one.ids.tolist()} == {tuple(r) for r in ids.tolist()}  # both templates are used
     assert one.loss(tiny_model, cache, schedule) == pytest.approx(whole.loss(tiny_model, cache, schedule), rel=1e-5)
+    # val_t_min: the same 16 samples over the noisier part of the schedule only; the default is the old spread
+    upper = Validator(cache, ids, quick(val_t_min=0.5), steps, seed=0)
+    assert upper.timesteps.min() >= 0.5 * steps and upper.timesteps.max() < 0.95 * steps
+    assert len(set(upper.timesteps.tolist())) == 16 and torch.equal(upper.noise, one.noise)
+    old_spread = (steps * (0.05 + 0.9 * (torch.arange(16) + 0.5) / 16)).long()
+    assert sorted(one.timesteps.tolist()) == sorted(old_spread.tolist())
+    for bad in (0.95, -0.1, float("nan")):
+        with pytest.raises(OnewordError, match="--val-t-min"):
+            quick(val_t_min=bad).validate()

@@ -192,6 +192,21 @@ def test_late_tuning_concepts_have_two_unnamed_attributes_and_are_not_novel_conc
         concept("plaid_moon")
 
 
+def test_unseen_tuning_concepts_show_a_pair_pretraining_never_draws():
+    from oneword.world.concepts import UNSEEN_CONCEPTS, concept
+
+    words = set(R.world_words())
+    for name, c in UNSEEN_CONCEPTS.items():
+        assert name not in NOVEL_CONCEPTS and name not in HELD_OUT and concept(name) is c
+        assert c.unnamed == {"pattern": c.attributes["pattern"]} and set(c.caption.split()) <= words
+        scene = c.scene(np.random.default_rng(0))
+        assert ("shape", "colour") in R.held_out_kinds(scene)  # so pretraining_scene rejects every scene with it
+        assert len(c.photos(2, seed=0)) == 2
+    rng = np.random.default_rng(1)
+    pairs = {(o.shape, o.colour) for _ in range(300) for o in R.pretraining_scene(rng).objects}
+    assert not pairs & {(c.attributes["shape"], c.attributes["colour"]) for c in UNSEEN_CONCEPTS.values()}
+
+
 def test_biased_word_and_fair_photos():
     word, colour = biased_word()
     assert word in R.NAMED_SHAPES and colour in R.NAMED_COLOURS

@@ -108,9 +108,22 @@ LATE_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
 )}
 
 
+# Tuning concepts as new to the model as the held-out ones (session 10): each shows a (shape, colour) pair that
+# pretraining never draws (render.HELD_OUT_SHAPE_COLOUR), so the exact object occurs in 0 of the 96,000 pretraining
+# scenes, and its pattern has no word. The caption names the pair; the word must carry the pattern and render a
+# combination the model has never drawn. Not in NOVEL_CONCEPTS: only the time-to-quality tuning uses them.
+UNSEEN_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
+    _obj("dotted_blue_star", "star", "blue", "dotted", "star", "a blue star"),
+    _obj("striped_green_heart", "heart", "green", "striped", "heart", "a green heart"),
+    _obj("dotted_brown_cross", "cross", "brown", "dotted", "cross", "a brown cross"),
+    _obj("striped_yellow_ring", "ring", "yellow", "striped", "ring", "a yellow ring"),
+    _obj("dotted_orange_circle", "circle", "orange", "dotted", "circle", "an orange circle"),
+)}
+
+
 def concept(name: str) -> NovelConcept:
-    """A novel or late tuning concept by name."""
-    found = NOVEL_CONCEPTS.get(name) or LATE_CONCEPTS.get(name)
+    """A novel, late or unseen tuning concept by name."""
+    found = NOVEL_CONCEPTS.get(name) or LATE_CONCEPTS.get(name) or UNSEEN_CONCEPTS.get(name)
     if found is None:
         raise KeyError(f"no world concept {name!r}")
     return found
@@ -145,5 +158,5 @@ def fair_photos(n: int = 8, seed: int = 0, size: int = 32) -> list:
     return out
 
 
-__all__ = ["NovelConcept", "NOVEL_CONCEPTS", "HELD_OUT", "LATE_CONCEPTS", "concept", "BALANCED_SET", "biased_word", "fair_photos",
+__all__ = ["NovelConcept", "NOVEL_CONCEPTS", "HELD_OUT", "LATE_CONCEPTS", "UNSEEN_CONCEPTS", "concept", "BALANCED_SET", "biased_word", "fair_photos",
            "pretraining_exclusions", "NAMED_STYLES", "Obj"]

@@ -7,6 +7,9 @@ steps (mean 832: 16.6% of the paper's image-steps) and is within 0.035 of the pa
 reconstruction (-0.013 [-0.033, +0.004]) and within 0.015 in editability (-0.003 [-0.012, +0.006]); the previous
 16-validation window was not (-0.024 [-0.045, -0.008]), being short on the two-attribute concepts. On the 3
 held-out concepts (second look, 2 seeds) it is still short: -0.057 [-0.092, -0.019] (first look, old rule: -0.060).
+Session 10 added 5 tuning concepts whose (shape, colour) pair pretraining never drew: over all 20 x 2 seeds the rule
+is -0.010 [-0.026, +0.004] (mean 819 steps, 16.4%); neither "not before step 1,000" nor a validation loss on the
+noisier half of the schedule (`val_t_min` 0.5) beat it, so it stays.
 docs/quality.md keeps plain TI at 300 steps as its base, fixed so that its variants differ in one thing each."""
 
 WORLD_DEFAULTS = {
