@@ -244,9 +244,9 @@ class Validator:
         self.noise = torch.randn((n, *cache.mean.shape[1:]), generator=g)
         self.ids = ids[torch.arange(n) % len(ids)]
         self.cfg, self.graph, self.runners = cfg, graph, {}
-        # on a GPU in chunks of the training batch (no extra peak memory; the step's shape, so a CUDA graph); on
-        # the CPU the whole batch at once (fewer, larger kernels: 16 samples of the world model in 36 ms, not 61)
-        self.chunk = chunk or (cfg.batch_size if cache.mean.is_cuda else n)
+        # on an accelerator in chunks of the training batch (no extra peak memory; the step's shape, so a CUDA
+        # graph); on the CPU the whole batch at once (fewer, larger kernels: 16 world samples in 36 ms, not 61)
+        self.chunk = chunk or (n if cache.mean.device.type == "cpu" else cfg.batch_size)
 
     @torch.no_grad()
     def loss(self, model, cache, noise_schedule) -> float:
