@@ -74,8 +74,7 @@ def concept_words(work: Path, name: str, per: dict) -> list[tuple[str, int, floa
             files = list((work / name).glob(f"steps-*/step{info['steps']}.safetensors"))
             files = [f for f in files if json.loads(f.with_suffix(".json").read_text()) == info]
         else:
-            prefix = method.replace(" ", "_").replace("/", "d")
-            files = [d / "learned_embeds.safetensors" for d in (work / name).glob(f"{prefix}-*")
+            files = [d / "learned_embeds.safetensors" for d in (work / name).glob(f"{T.variant_slug(method)}-*")
                      if (d / "info.json").is_file() and json.loads((d / "info.json").read_text()) == info]
         if len(files) != 1:
             continue

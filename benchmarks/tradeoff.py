@@ -247,6 +247,11 @@ def cache_key(config: dict, fingerprint: str, n_photos: int) -> str:
     return hashlib.sha256(json.dumps([config, fingerprint, n_photos], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def variant_slug(variant: str) -> str:
+    """A variant's name as the start of its word folder's name (the cache key follows it)."""
+    return variant.replace(" ", "_").replace("/", "d")
+
+
 class Bench:
     def __init__(self, model, judge, base, ecfg, work: Path, n_photos: int):
         self.model, self.judge, self.base, self.ecfg, self.work, self.n_photos = model, judge, base, ecfg, work, n_photos
@@ -256,7 +261,7 @@ class Bench:
     def _config(self, name: str, variant: str, overrides: dict, init: str, prop: str):
         cfg = replace(self.base, token=f"<{name.replace('_', '-')}>", init=init, property=prop, **overrides)
         key = cache_key(asdict(cfg), self.model.identity["fingerprint"], self.n_photos)
-        return cfg, self.work / name / f"{variant.replace(' ', '_').replace('/', 'd')}-{key}"
+        return cfg, self.work / name / f"{variant_slug(variant)}-{key}"
 
     def learn(self, name: str, photos, variant: str, overrides: dict, init: str, prop: str):
         """Learn (or load from the cache) one word; the cache key is the whole configuration."""
