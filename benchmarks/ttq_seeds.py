@@ -101,7 +101,8 @@ def candidates(work: list[str], reference: str = SHIPPED) -> int:
     def nested(method: str, what: str) -> list:  # [concept][seed] -> samples; seeds per concept may differ
         return [[scores(p, method, [n])[what][0] for p in pers if n in p] for n in names]
 
-    paper = {w: nested(PAPER, w) for w in ("rec", "edit")}
+    with_paper = all(PAPER in p[n]["results"] for p in pers for n in p)  # default_candidates.py --no-paper: none
+    paper = {w: nested(PAPER, w) for w in ("rec", "edit")} if with_paper else None
     shipped = {w: nested(reference, w) for w in ("rec", "edit")}
     seeds = [sum(n in p for p in pers) for n in names]
     print(f"{len(names)} concepts ({', '.join(f'{n} x{k}' for n, k in zip(names, seeds))}); each concept's value is "
@@ -112,12 +113,17 @@ def candidates(work: list[str], reference: str = SHIPPED) -> int:
     for m in methods:
         mine = {w: nested(m, w) for w in ("rec", "edit")}
         steps = [p[n]["results"][m]["learn"]["steps"] for p in pers for n in p]
-        short = sum(np.mean(p[n]["results"][m]["prompts"][0]["samples"])
-                    - np.mean(p[n]["results"][PAPER]["prompts"][0]["samples"]) < -0.05 for p in pers for n in p)
-        print(f"| {m} | {sum(steps) / len(steps):.0f} | {fmt(diff(mine['rec'], paper['rec'], 41))} | "
-              f"{fmt(diff(mine['edit'], paper['edit'], 42))} | {fmt(diff(mine['rec'], shipped['rec'], 43))} | "
-              f"{fmt(diff(mine['edit'], shipped['edit'], 44))} | {short} of {len(steps)} |")
-    print(trajectory_jitter(pers, methods))
+        if paper:
+            short = sum(np.mean(p[n]["results"][m]["prompts"][0]["samples"])
+                        - np.mean(p[n]["results"][PAPER]["prompts"][0]["samples"]) < -0.05 for p in pers for n in p)
+            vs_paper = [fmt(diff(mine["rec"], paper["rec"], 41)), fmt(diff(mine["edit"], paper["edit"], 42)),
+                        f"{short} of {len(steps)}"]
+        else:
+            vs_paper = ["-", "-", "-"]
+        print(f"| {m} | {sum(steps) / len(steps):.0f} | {vs_paper[0]} | {vs_paper[1]} | "
+              f"{fmt(diff(mine['rec'], shipped['rec'], 43))} | {fmt(diff(mine['edit'], shipped['edit'], 44))} | "
+              f"{vs_paper[2]} |")
+    print(trajectory_jitter(pers, [m for m in methods if m.startswith("stop:")]))  # the lr candidates: other runs
     return 0
 
 
@@ -131,6 +137,8 @@ def trajectory_jitter(pers: list[dict], methods: list[str]) -> str:
             at = {r[m]["learn"]["steps"]: r[m]["reconstruction"]["mean"] for m in methods}
             for (s1, r1), (s2, r2) in itertools.combinations(sorted(at.items()), 2):
                 (near if s2 - s1 <= 75 else far if s2 - s1 >= 300 else []).append(abs(r1 - r2))
+    if not near or not far:
+        return ""
     return (f"\nSnapshots of one run: reconstruction differs by {np.mean(near):.3f} on average (median "
             f"{np.median(near):.3f}, {len(near)} pairs) between words <= 75 steps apart, {np.mean(far):.3f} (median "
             f"{np.median(far):.3f}, {len(far)} pairs) between words >= 300 steps apart.")
