@@ -120,8 +120,9 @@ def candidates(work: list[str], reference: str = SHIPPED) -> int:
                         f"{short} of {len(steps)}"]
         else:
             vs_paper = ["-", "-", "-"]
-        print(f"| {m} | {sum(steps) / len(steps):.0f} | {vs_paper[0]} | {vs_paper[1]} | "
-              f"{fmt(diff(mine['rec'], shipped['rec'], 43))} | {fmt(diff(mine['edit'], shipped['edit'], 44))} | "
+        vs_ref = ["-", "-"] if m == reference else [fmt(diff(mine["rec"], shipped["rec"], 43)),
+                                                     fmt(diff(mine["edit"], shipped["edit"], 44))]
+        print(f"| {m} | {sum(steps) / len(steps):.0f} | {vs_paper[0]} | {vs_paper[1]} | {vs_ref[0]} | {vs_ref[1]} | "
               f"{vs_paper[2]} |")
     print(trajectory_jitter(pers, [m for m in methods if m.startswith("stop:")]))  # the lr candidates: other runs
     return 0

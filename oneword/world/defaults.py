@@ -9,7 +9,8 @@ reconstruction (-0.013 [-0.033, +0.004]) and within 0.015 in editability (-0.003
 held-out concepts (second look, 2 seeds) it is still short: -0.057 [-0.092, -0.019] (first look, old rule: -0.060).
 Session 10 added 5 tuning concepts whose (shape, colour) pair pretraining never drew: over all 20 x 2 seeds the rule
 is -0.010 [-0.026, +0.004] (mean 819 steps, 16.4%); neither "not before step 1,000" nor a validation loss on the
-noisier half of the schedule (`val_t_min` 0.5) beat it, so it stays.
+noisier half of the schedule (`val_t_min` 0.5) beat it, so it stays. Session 11: nor did lr 0.01, 0.02 or the
+paper's effective 0.04 (best: 0.02, +0.015 [-0.003, +0.036] in reconstruction against lr 0.005).
 docs/quality.md keeps plain TI at 300 steps as its base, fixed so that its variants differ in one thing each."""
 
 WORLD_DEFAULTS = {
