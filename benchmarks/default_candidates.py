@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ecfg = E.EvalConfig(n=16, steps=25, guidance=5.0, seed=args.seed, bootstrap=2000)
     bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
     per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
-    T._write_json(Path(args.work) / "candidates.json", {"per_concept": per})  # for candidates_seeds.py
+    T._write_json(Path(args.work) / "candidates.json", {"per_concept": per})  # for ttq_seeds.py --candidates
     s = T.summarise(per, ["caption", *variants])
     if "ti" in s:
         print(f"paper setting (5,000 steps): reconstruction {T.f3(s['ti']['reconstruction'])}, editability "
