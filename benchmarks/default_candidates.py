@@ -17,6 +17,14 @@ Session 11 (faster learning, not a later stop), written before any result was re
 shipped default only if it beats the shipped rule in reconstruction with a 95% interval above zero, its
 editability is on average no more than 0.01 worse, and its mean steps stay within the 1,250 cap; of several, the
 largest reconstruction gain. Only then do the held-out concepts get a third look, labelled so.
+
+Session 12 (a replication of session 11's closest candidate, lr 0.02: +0.015 [-0.003, +0.036]), written before any
+result was read: `--candidates 24 lr02 --no-paper` on the same 20 tuning concepts with two new seeds each (the
+original 10: seeds 4 and 5; the late and the unseen 5: seeds 2 and 3). lr 0.02 replaces the shipped lr 0.005 only
+if (1) on the new seeds alone its reconstruction is on average above the shipped rule's, and (2) over all four
+seeds of each concept (session 11's and these; each concept's mean over its seeds, concepts resampled) it beats
+the shipped rule in reconstruction with a 95% interval above zero, with editability on average no more than 0.01
+worse and mean steps within the 1,250 cap. Nothing else is chosen from these runs.
 """
 from __future__ import annotations
 

@@ -11,6 +11,13 @@ image-steps, with editability no worse (paired bootstrap over samples and concep
     .venv/bin/python benchmarks/time_to_quality.py                 # writes docs/img/time_to_quality.png and
                                                                    # the section of docs/benchmarks.md
     .venv/bin/python benchmarks/time_to_quality.py --quick --docs /tmp/ttq   # smoke run
+
+--held-out reports on the HELD_OUT concepts; nothing may be chosen from it. Its looks so far: the first (session 7,
+the 16-validation rule), the second (session 9, the 24-validation rule), and a third (session 12, written down
+before it ran) that is a diagnostic of the budget, not of the rule: `--held-out --stops 1250,5000` asks whether the
+paper setting's own word after 1,250 steps (the issue's 1/4) is as good as its 5,000-step word on these concepts
+(`ttq_seeds.py` prints "paper at steps 1250 - paper final"). If it is not, no stopping rule at the paper's rate can
+be expected to meet the bar on them within the budget.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ bootstrap; the statistic is the mean over concepts of each concept's mean over s
   default - paper     per seed (paired: the same sampling seeds) and pooled over the seeds
   paper - paper       one seed against another: what rerunning the paper's own setting changes
   default - default   likewise for the default
+  paper at N - paper  the paper run's own word after N steps (time_to_quality.py --stops N,...) against its final
+                      one, pooled over the seeds: does the paper setting itself get there within N steps?
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ttq_seeds.py runs/time_to_quality runs/ttq_seed1 runs/ttq_seed2
 
@@ -71,6 +73,12 @@ def main(argv=None) -> int:
     rows.append((f"default - paper, pooled over {len(pers)} seeds",
                  diff(by_concept(default, "rec"), by_concept(paper, "rec"), 33),
                  diff(by_concept(default, "edit"), by_concept(paper, "edit"), 34)))
+    stops = earlier_stops(pers, names)  # the paper run's own earlier words: does its budget suffice?
+    early = {stop: [scores(p, stop, names) for p in pers] for stop in stops}
+    for stop in stops:
+        rows.append((f"paper at {stop} - paper final, pooled over {len(pers)} seeds",
+                     diff(by_concept(early[stop], "rec"), by_concept(paper, "rec"), 45),
+                     diff(by_concept(early[stop], "edit"), by_concept(paper, "edit"), 46)))
     for (i, a), (j, b) in itertools.combinations(enumerate(args.work), 2):
         for label, runs in (("paper", paper), ("default", default)):
             rows.append((f"{label} {b} - {label} {a}", diff(runs[j]["rec"], runs[i]["rec"], 35),
@@ -81,22 +89,32 @@ def main(argv=None) -> int:
         print(f"| {label} | {fmt(rec)} | {fmt(edit)} |")
     print(f"\nPer concept, default - paper over the {len(pers)} seeds (seeds and samples resampled: with so few seeds a\n"
           "rough interval, but one that holds each word's learning luck, not only the sampling noise):\n")
-    print("| concept | steps the default ran | reconstruction, per seed | pooled | editability, pooled |\n"
-          "|---|---|---|---|---|")
+    print("| concept | steps the default ran | reconstruction, per seed | pooled | editability, pooled |"
+          + "".join(f" paper at {stop} - final, rec. |" for stop in stops) + "\n|---|---|---|---|---|" + "---|" * len(stops))
     for i, n in enumerate(names):
         rec = [E.difference(d["rec"][i], q["rec"][i], seed=37)["mean"] for d, q in zip(default, paper)]
         steps = [p[n]["results"][DEFAULT]["learn"]["steps"] for p in pers]
         pooled = diff([d["rec"][i] for d in default], [q["rec"][i] for q in paper], 38)
         pooled_edit = diff([d["edit"][i] for d in default], [q["edit"][i] for q in paper], 39)
+        own = "".join(f" {fmt(diff([e['rec'][i] for e in early[stop]], [q['rec'][i] for q in paper], 47))} |"
+                      for stop in stops)
         print(f"| {n} | {', '.join(map(str, steps))} | {', '.join(f'{r:+.3f}' for r in rec)} | {fmt(pooled)} | "
-              f"{fmt(pooled_edit)} |")
+              f"{fmt(pooled_edit)} |{own}")
     return 0
+
+
+def earlier_stops(pers: list[dict], names) -> list[str]:
+    """The paper run's intermediate stops ("steps N", time_to_quality.py --stops) that every run evaluated."""
+    stops = [m for m in pers[0][names[0]]["results"] if m.startswith("steps ")]
+    return sorted((m for m in stops if all(m in p[n]["results"] for p in pers for n in names)),
+                  key=lambda m: int(m.split()[1]))
 
 
 def candidates(work: list[str], reference: str = SHIPPED) -> int:
     pers = [json.loads((Path(w) / "candidates.json").read_text())["per_concept"] for w in work]
     names = list(dict.fromkeys(n for p in pers for n in p))
-    methods = [m for m in next(iter(pers[0].values()))["results"] if m not in ("caption", PAPER)]
+    methods = [m for m in next(iter(pers[0].values()))["results"] if m not in ("caption", PAPER)
+               and all(m in p[n]["results"] for p in pers for n in p)]  # the candidates every run has
 
     def nested(method: str, what: str) -> list:  # [concept][seed] -> samples; seeds per concept may differ
         return [[scores(p, method, [n])[what][0] for p in pers if n in p] for n in names]
