@@ -186,6 +186,16 @@ def test_bf16_engine_is_within_bf16_tolerance_of_the_fp32_reference(tiny_dir, ti
     assert grad_err < 0.05 and cos > 0.999, (grad_err, float(cos))
 
 
+def test_model_dtype_and_device_are_diffusers_own(tiny_dir, tiny_model):
+    """FrozenModel reads them from the UNet's first weight (diffusers' properties walk every submodule on every
+    step): the same answer as diffusers', for each weight dtype."""
+    from oneword.models import load_model
+
+    for model in (tiny_model, load_model(str(tiny_dir), device="cpu", dtype=torch.bfloat16)):
+        assert (model.dtype, model.device) == (model.unet.dtype, model.unet.device)
+    assert tiny_model.dtype == torch.float32
+
+
 def test_a_broken_engine_is_caught(tiny_model, images, monkeypatch):
     """The comparison is not vacuous: small, plausible bugs in the engine make it fail."""
     import oneword.data
