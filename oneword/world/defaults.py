@@ -10,7 +10,9 @@ held-out concepts (second look, 2 seeds) it is still short: -0.057 [-0.092, -0.0
 Session 10 added 5 tuning concepts whose (shape, colour) pair pretraining never drew: over all 20 x 2 seeds the rule
 is -0.010 [-0.026, +0.004] (mean 819 steps, 16.4%); neither "not before step 1,000" nor a validation loss on the
 noisier half of the schedule (`val_t_min` 0.5) beat it, so it stays. Session 11: nor did lr 0.01, 0.02 or the
-paper's effective 0.04 (best: 0.02, +0.015 [-0.003, +0.036] in reconstruction against lr 0.005).
+paper's effective 0.04 (best: 0.02, +0.015 [-0.003, +0.036] in reconstruction against lr 0.005). Session 12
+replicated lr 0.02 with 2 new seeds per concept: +0.013 [-0.004, +0.032] on them, +0.014 [-0.001, +0.031] over all
+4 seeds; the pre-declared interval above zero was missed again, so lr stays 0.005.
 docs/quality.md keeps plain TI at 300 steps as its base, fixed so that its variants differ in one thing each."""
 
 WORLD_DEFAULTS = {
