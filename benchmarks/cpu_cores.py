@@ -52,13 +52,10 @@ def main(argv=None) -> int:
             loss = invert.diffusion_loss(model, schedule, latents[rows], noise[rows], timesteps[rows], ids[rows])
             return torch.autograd.grad(loss * (rows.stop - rows.start) / 4, vectors)[0]
 
-        def half(rows: slice) -> torch.Tensor:
-            torch.set_num_threads(1)  # per thread: each Python thread runs its ops inline
-            return grad(rows)
-
         ways = {"1 thread": (1, lambda: grad(slice(0, 4))),
                 "2 intra-op threads": (2, lambda: grad(slice(0, 4))),
-                "2 Python threads, half the batch each": (1, lambda: sum(pool.map(half, (slice(0, 2), slice(2, 4)))))}
+                # with one intra-op thread (process-wide) each Python thread runs its ops inline, on its own core
+                "2 Python threads, half the batch each": (1, lambda: sum(pool.map(grad, (slice(0, 2), slice(2, 4)))))}
         torch.set_num_threads(1)
         whole, split = grad(slice(0, 4)), ways["2 Python threads, half the batch each"][1]()
         print(f"gradient, whole batch vs two halves: max difference {(whole - split).abs().max():.2e} "
