@@ -6,7 +6,9 @@ stopping (oneword.invert.Validator) on a 24-validation window (600 steps; sessio
 steps (mean 832: 16.6% of the paper's image-steps) and is within 0.035 of the paper setting's final word in
 reconstruction (-0.013 [-0.033, +0.004]) and within 0.015 in editability (-0.003 [-0.012, +0.006]); the previous
 16-validation window was not (-0.024 [-0.045, -0.008]), being short on the two-attribute concepts. On the 3
-held-out concepts (second look, 2 seeds) it is still short: -0.057 [-0.092, -0.019] (first look, old rule: -0.060).
+held-out concepts (second look, 2 seeds) it is still short: -0.057 [-0.092, -0.019] (first look, old rule: -0.060);
+the third look (session 12, a diagnostic) finds the paper setting's own 1,250-step word short too there: -0.023
+[-0.064, +0.010] against its 5,000-step word (teal_crescent -0.060*): part of the gap is the budget itself.
 Session 10 added 5 tuning concepts whose (shape, colour) pair pretraining never drew: over all 20 x 2 seeds the rule
 is -0.010 [-0.026, +0.004] (mean 819 steps, 16.4%); neither "not before step 1,000" nor a validation loss on the
 noisier half of the schedule (`val_t_min` 0.5) beat it, so it stays. Session 11: nor did lr 0.01, 0.02 or the
