@@ -27,13 +27,13 @@ the shipped rule in reconstruction with a 95% interval above zero, with editabil
 worse and mean steps within the 1,250 cap. Nothing else is chosen from these runs.
 (Result: (1) met, +0.013; (2) missed, +0.014 [-0.001, +0.031]: lr stays 0.005.)
 
-Next (written in session 12 before any of its runs): the session-12 gain sat in the harder tuning concepts (late and
-unseen: +0.025 [+0.000, +0.053], read after the fact), so it is tested afresh there: `--candidates 24 lr02
---no-paper --names late|unseen` with seeds 4 and 5 (new words). lr 0.02 replaces lr 0.005 only if, on these 10
-concepts x 2 new seeds alone, it beats the shipped rule in reconstruction with a 95% interval above zero, its
-editability is on average no more than 0.01 worse and its mean steps stay within the cap (on the original 10 it is
-already measured as no worse on average: +0.004 [-0.016, +0.025] over 4 seeds). Then the held-out concepts get a
-fourth look, labelled so.
+Next (written at the end of session 12, before any of these runs started): the session-12 gain sat in the harder
+tuning concepts (late and unseen: +0.025 [+0.000, +0.053], read after the fact), so it is tested afresh there:
+`--candidates 24 lr02 --no-paper --names late|unseen` with seeds 4 and 5 (new words). lr 0.02 replaces lr 0.005 only
+if, on these 10 concepts x 2 new seeds alone, it beats the shipped rule in reconstruction with a 95% interval above
+zero, its editability is on average no more than 0.01 worse and its mean steps stay within the cap (on the original
+10 it is already measured as no worse on average: +0.004 [-0.016, +0.025] over 4 seeds). Then the held-out concepts
+get a fourth look, labelled so.
 """
 from __future__ import annotations
 
