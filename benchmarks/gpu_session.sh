@@ -1,17 +1,17 @@
 #!/bin/bash
-# The GPU figures docs/benchmarks.md reports, and a GPU warm start of the world model. Each part has its own time
-# limit and appends to $OUT/all.log; speed.py rewrites its JSON after every row, so a stopped part loses nothing.
-#   OUT=/tmp/gpu PARTS="speed ckpt" bash benchmarks/gpu_session.sh [WORLD_INIT_DIR]
-# What each part took on an H200 (2026-11-27, one machine start ~1 min on top): speed ~4 min, ckpt ~45 s, world
-# ~5 min (render 25 s, --minutes 3.5, save), compile > 100 s per batch size (did not finish in 100 s). Not run yet
-# (estimated from ~25-35 s per speed.py measurement): graph ~5 min, profile ~40 s, layout ~2 min, compile cut at
-# 3.3 min. The default PARTS, "graph profile layout compile", is ~11 min: more than one device call may run (10 min),
-# so a 15-minute session runs it as two calls on the warm machine, each with its own $OUT:
-#   PARTS="graph" (timeout_s 420), then PARTS="profile layout compile" (timeout_s 420)
+# The GPU figures docs/benchmarks.md reports. Each step has its own time limit and appends to $OUT/all.log;
+# speed.py rewrites its JSON after every row, so a stopped step loses nothing it measured.
+#   OUT=/tmp/gpu PARTS="graph kernels compile" bash benchmarks/gpu_session.sh [WORLD_INIT_DIR]
+# A 15-minute device session runs it as three calls on one warm machine, each with its own $OUT, each issued at once
+# after the last (a machine idle for 30 s goes back). On an H200 on 2026-11-28 (machine start ~40 s):
+#   PARTS=graph                                  timeout_s 420: took 211 s (tests 55 s, 6 measurements)
+#   PARTS="kernels compile" COMPILE_LIMIT=330    timeout_s 590: took 214 s (kernels 68 s; compile 132 s)
+#   PARTS=compile_wide                           timeout_s 340: took 284 s (two compiles, ~125 s each)
+# 780 s of device time in all. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}
-PARTS=${PARTS:-graph profile layout compile}
+PARTS=${PARTS:-graph kernels compile}
 INIT=${1:-oneword/world}
 J=$OUT/json  # speed.py's JSON files, shipped back as one tar (the device returns at most 8 files)
 mkdir -p "$OUT" "$J"
@@ -23,36 +23,42 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 LOG=$OUT/all.log
 step() { local limit=$1; shift; echo "### $(date +%T) $*" | tee -a "$LOG"; timeout "$limit" "$@" 2>&1 | tee -a "$LOG"; }
 want() { [[ " $PARTS " == *" $1 "* ]]; }
+SD="--model sd15 --device cuda"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$LOG"
 
-# CUDA graphs (oneword.graphs): the GPU tests first (graph == eager, fallback, fp16), then oneword (graphed), the same
-# loop eager, and the reference loop side by side on SD1.5's architecture at the two batches the targets name
+# CUDA graphs (oneword.graphs): the GPU tests first (graph == eager, fallback, fp16, no host syncs), then oneword
+# (graphed), the same loop eager, and the reference loop side by side at the two batches the targets name
 if want graph; then
-  step 150 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -rs
-  step 360 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 64 --steps 10 \
-    --systems oneword oneword-eager reference --json "$J/graph.json"
-  step 60 python3 benchmarks/speed.py --model sd15 --device cuda --batch 16 --steps 10 --systems oneword \
-    --json "$J/graph_b16.json"
+  step 120 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -rs
+  step 270 python3 benchmarks/speed.py $SD --batch 4 64 --steps 10 --systems oneword oneword-eager reference \
+    --json "$J/graph.json"
 fi
-# kernels choices at batch 32 (graphed): as shipped, channels-last convolutions, cuDNN's attention
-if want layout; then
-  for flags in "" "--channels-last" "--sdpa cudnn"; do
-    name=$(echo "b32 $flags" | tr -c 'a-z0-9\n' '_')
-    step 75 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword $flags \
-      --json "$J/layout_$name.json"
-  done
+# kernels at batch 32, in one process (shared imports and cuDNN's algorithm cache): where an eager step's device
+# time goes (top kernels), then the graphed step as shipped, with channels-last convolutions, with cuDNN attention
+if want kernels; then
+  step 200 python3 - "$J" "$OUT/profile.txt" <<'PY'
+import sys, traceback
+from benchmarks.speed import main
+j, prof = sys.argv[1:3]
+base = ["--model", "sd15", "--device", "cuda", "--batch", "32"]
+runs = [("profile", ["--steps", "3", "--systems", "oneword-eager", "--profile", prof]),
+        ("b32", ["--steps", "10", "--systems", "oneword"]),
+        ("b32_channels_last", ["--steps", "10", "--systems", "oneword", "--channels-last"]),
+        ("b32_sdpa_cudnn", ["--steps", "10", "--systems", "oneword", "--sdpa", "cudnn"])]
+for name, extra in runs:
+    try:
+        main(base + extra + ["--json", f"{j}/{name}.json"])
+    except Exception:  # one variant failing (say, no cuDNN attention kernel for this shape) must not stop the rest
+        traceback.print_exc()
+PY
 fi
-# where device time goes at batch 32 (the >= 300 img-steps/s target is compute, not launches): top kernels
-want profile && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 3 \
-  --systems oneword-eager --profile "$OUT/profile.txt" --json "$J/profile.json"
-# throughput and peak memory, oneword vs the reference loop, SD1.5 architecture at 512 px
-want speed && step 300 python3 benchmarks/speed.py --model sd15 --device cuda --batch 4 16 32 64 --steps 10 \
-  --json "$J/speed.json"
+# throughput and peak memory, oneword vs the reference loop, at more batches
+want speed && step 300 python3 benchmarks/speed.py $SD --batch 4 16 32 64 --steps 10 --json "$J/speed.json"
 # the 4 GB option: UNet gradient checkpointing
-want ckpt && step 90 python3 benchmarks/speed.py --model sd15 --device cuda --batch 1 4 --steps 20 --systems oneword \
-  --grad-checkpointing --json "$J/ckpt.json"
+want ckpt && step 90 python3 benchmarks/speed.py $SD --batch 1 4 --steps 20 --systems oneword --grad-checkpointing \
+  --json "$J/ckpt.json"
 # the world model: a GPU warm start (VAE kept, UNet batch 512), shipped back as one tar
 if want world; then
   step 330 python3 -m oneword.cli world pretrain --out /tmp/world_gpu --seed 3 --minutes 3.5 --init-from "$INIT" \
@@ -60,8 +66,12 @@ if want world; then
   [ -d /tmp/world_gpu/model ] && tar -C /tmp/world_gpu -cf "$OUT/world_gpu.tar" model judge
 fi
 # torch.compile (inductor's fused kernels, default mode: no cudagraphs of its own) inside oneword's own CUDA graph at
-# batch 32, for the compute-bound side (compiling the UNet's forward and backward takes minutes: it runs last)
-want compile && step 200 python3 benchmarks/speed.py --model sd15 --device cuda --batch 32 --steps 10 --systems oneword \
+# batch 32, for the compute-bound side (compiling the UNet's forward and backward takes minutes: it runs last and gets
+# the time that is left; COMPILE_LIMIT seconds)
+want compile && step "${COMPILE_LIMIT:-300}" python3 benchmarks/speed.py $SD --batch 32 --steps 10 --systems oneword \
   --compile --json "$J/compile.json"
+# the same at the two batches the targets name (each compiles anew: ~2 min each)
+want compile_wide && step 320 python3 benchmarks/speed.py $SD --batch 64 4 --steps 10 --systems oneword --compile \
+  --json "$J/compile_wide.json"
 tar -C "$OUT" -cf "$OUT/json.tar" json && rm -r "$J"
 echo "### $(date +%T) done" | tee -a "$LOG"

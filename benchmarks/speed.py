@@ -14,12 +14,13 @@ For each model and batch size, in one process and on the same model (same archit
 
 Warm-up steps are excluded. The oneword window is measured inside the real loop: the wall time between the
 start of loop iteration W and the start of iteration W+N (CUDA synchronised at both marks), so it covers N
-whole loop iterations and nothing else. Peak memory: CUDA `max_memory_allocated` (reset at the start of the
-timed window, i.e. steady-state training; `peak_run` also covers setup such as encoding the photos and, for a
-CUDA-graphed step, the capture: a graph's replays allocate nothing, its activations live in the pool it
-reserved at capture, so `peak_run` is its footprint; JSON `reserved` is `max_memory_reserved`, the allocator's
-whole holding); CPU peak RSS of the process (VmHWM, reset through /proc/self/clear_refs at the same marks;
-includes the weights and the Python runtime).
+whole loop iterations and nothing else. Peak memory: CUDA `max_memory_allocated` over the timed window
+(steady-state training); `peak_run` also covers setup (encoding the photos, the capture, the warm-up; session 13's
+H200 rows still reset it at the window's start, so there it equals `peak`); `reserved` is `max_memory_reserved`
+over the window, the allocator's whole holding. For a CUDA-graphed step `reserved` is the footprint to read: the
+step's activations were allocated once, at capture, in the graph's private pool, which keeps them for the replays
+(they allocate nothing), so the window's `peak` shows only the weights and the fixed tensors. CPU: peak RSS of the
+process (VmHWM, reset through /proc/self/clear_refs at the same marks; includes the weights and the Python runtime).
 
 Systems: `oneword` (a CUDA graph per step where the device allows: oneword.graphs), `oneword-eager` (the same
 loop launching every kernel; identical to `oneword` on a CPU), `reference`.
@@ -165,6 +166,7 @@ def run_oneword(model, photos, batch: int, warmup: int, steps: int, args, cuda_g
         calls["n"] += 1
         if i == warmup:
             sync(device)
+            marks["setup_peak"] = peak_bytes(device)  # before the reset: setup, capture and warm-up
             reset_peak(device)
             if profiler:
                 profiler.start()
@@ -188,7 +190,7 @@ def run_oneword(model, photos, batch: int, warmup: int, steps: int, args, cuda_g
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             inv.learn(model, photos, cfg, out, progress=False)
-            peak_run = peak_bytes(device) if device.type == "cuda" else None
+            peak_run = max(marks["setup_peak"], peak_bytes(device)) if device.type == "cuda" else None
             reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
             engine = json.loads((Path(out) / "run.json").read_text())["engine"]
     finally:
@@ -543,9 +545,13 @@ def sdpa_context(args):
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[args.sdpa]
-    return sdpa_kernel(backend)
+    backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    chosen = backends[args.sdpa]
+    # preferred, not exclusive: where it has no kernel for a shape (say, the VAE's one 512-wide head) the usual
+    # backends take over, so the variant measures the step instead of failing in the photos' encoding
+    fallback = [b for b in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH) if b != chosen]
+    return sdpa_kernel([chosen, *fallback], set_priority=True)
 
 
 def free(device: torch.device) -> None:
@@ -557,6 +563,7 @@ def free(device: torch.device) -> None:
 def measure(kind: str, system: str, batch: int, args, device: torch.device) -> dict:
     from oneword.models import default_dtype
 
+    began = time.perf_counter()  # the whole measurement: building the model, encoding, capture, warm-up, window
     if system.startswith("oneword"):
         dtype = {"auto": default_dtype(device), "bf16": torch.bfloat16, "fp16": torch.float16,
                  "fp32": torch.float32}[args.dtype]
@@ -575,7 +582,7 @@ def measure(kind: str, system: str, batch: int, args, device: torch.device) -> d
     del model
     free(device)
     r.update(model=kind, system=system, batch=batch, steps=args.steps, dtype=str(dtype).replace("torch.", ""),
-             image_steps_per_s=batch * args.steps / r["seconds"])
+             image_steps_per_s=batch * args.steps / r["seconds"], measure_s=round(time.perf_counter() - began, 1))
     if kind == "sd15":  # achieved model FLOP rate (benchmarks/flops.py's count of one image-step)
         r["tflops"] = r["image_steps_per_s"] * sd15_gflop(args.resolution or 512) / 1e3
     return r
@@ -626,7 +633,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: a quick check)")
     p.add_argument("--channels-last", action="store_true", help="oneword: channels-last UNet")
     p.add_argument("--sdpa", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"],
-                   help="restrict PyTorch SDPA to one backend (both systems)")
+                   help="prefer one PyTorch SDPA backend where it supports the shape (both systems)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--profile", help="append torch.profiler's top kernels over each oneword window to this file")
     q = p.add_argument_group("time to quality (world model, CPU): --time-to-quality")
@@ -686,6 +693,7 @@ def main(argv=None) -> int:
                     r.get("engine", "")
                 if "tflops" in r:
                     engine += f" {r['tflops']:.0f} TFLOP/s"
+                engine += f" [{r['measure_s']:.0f} s in all]"
                 print(f"{kind:6s} {b:5d} {system:13s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
                       f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
                       f"{fmt_mem(r.get('reserved')):>10s} {r['threads']:7d} {engine}", flush=True)

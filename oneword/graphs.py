@@ -88,7 +88,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
     finite = torch.isfinite(b)
     if not torch.equal(torch.isfinite(a), finite):
         return False
-    a, b = (torch.where(finite, t.float(), 0.0) for t in (a, b))
+    a, b = (torch.where(finite, t.detach().float(), 0.0) for t in (a, b))
     return float((a - b).norm()) <= rtol * float(b.norm()) + 1e-12
 
 

@@ -327,7 +327,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
             model.unet.enable_gradient_checkpointing()
         _write_run(out, cfg, model, photos, state, "running")
 
-        with learned_word(model, cfg.token, vectors) as tokenizer:
+        with learned_word(model, cfg.token, vectors) as tokenizer, _tuned_kernels(model.device):
             dev, n_train = model.device, noise_schedule.config.num_train_timesteps
             ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors).to(dev)
             init_on_dev = init.to(dev)
@@ -410,7 +410,22 @@ def _training_schedule(model):
     """The model's own noise schedule (betas, prediction type) as a DDPM scheduler for add_noise/get_velocity."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler.from_config(model.scheduler.config)
+    schedule = DDPMScheduler.from_config(model.scheduler.config)
+    # on the model's device now: add_noise moves it there on its first call, a blocking copy inside the first step
+    schedule.alphas_cumprod = schedule.alphas_cumprod.to(model.device)
+    return schedule
+
+
+@contextmanager
+def _tuned_kernels(device):
+    """On CUDA every step has the same shapes, so cuDNN may time its convolution algorithms once and keep the
+    fastest (the setting benchmarks/speed.py measures); the process's own setting comes back afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or torch.device(device).type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _set_lr(opt, cfg: LearnConfig, state: State) -> None:
