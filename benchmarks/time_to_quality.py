@@ -17,7 +17,10 @@ the 16-validation rule), the second (session 9, the 24-validation rule), and a t
 before it ran) that is a diagnostic of the budget, not of the rule: `--held-out --stops 1250,5000` asks whether the
 paper setting's own word after 1,250 steps (the issue's 1/4) is as good as its 5,000-step word on these concepts
 (`ttq_seeds.py` prints "paper at steps 1250 - paper final"). If it is not, no stopping rule at the paper's rate can
-be expected to meet the bar on them within the budget.
+be expected to meet the bar on them within the budget. The fourth (session 13, written before it ran, after lr 0.02
+became the world default on the tuning concepts' pre-declared test, benchmarks/default_candidates.py): the same
+command with seeds 0 and 1, a final report of the new default against the same cached paper words; nothing is
+chosen from it, whatever it shows.
 """
 from __future__ import annotations
 
