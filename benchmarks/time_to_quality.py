@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     reach = next((c["image_steps"] for c in curve if c["reconstruction"]["mean"] >= final), None)
     res = {"curve": curve, "default": {"reconstruction": d["reconstruction"], "editability": d["editability"],
                                        "vs_paper": d["vs_ti"], "steps": used, "seconds": seconds,
-                                       "image_steps": float(np.mean(used)) * default.batch_size},
+                                       "image_steps": float(np.mean(used)) * default.batch_size,
+                                       "batch": default.batch_size, "lr": default.lr},
            "paper_image_steps": curve[-1]["image_steps"], "first_stop_reaching_final": reach,
            "caption": {k: summary["caption"][k] for k in ("reconstruction", "editability")},
            "per_concept": per_concept_rows(per, names),
@@ -171,7 +172,8 @@ def plot(res: dict, path: Path) -> None:
         ax.errorbar([dft["image_steps"]], [dft[key]["mean"]],
                     yerr=[[dft[key]["mean"] - dft[key]["ci"][0]], [dft[key]["ci"][1] - dft[key]["mean"]]],
                     fmt="*", ms=14, color="#2ca02c",
-                    label="oneword learn default: the same trajectory (batch, lr, seed), stopped early")
+                    label=f"oneword learn default (batch {res['default']['batch']}, lr {res['default']['lr']:g}, "
+                          "early stopping)")
         ax.axhline(res["caption"][key]["mean"], color="#444444", ls=":", label="human caption")
         ax.axvline(res["paper_image_steps"] / 4, color="#999999", ls="--", lw=1, label="1/4 of the paper's image-steps")
         ax.set_xscale("log")
