@@ -11,6 +11,10 @@ image-steps, with editability no worse (paired bootstrap over samples and concep
     .venv/bin/python benchmarks/time_to_quality.py                 # writes docs/img/time_to_quality.png and
                                                                    # the section of docs/benchmarks.md
     .venv/bin/python benchmarks/time_to_quality.py --quick --docs /tmp/ttq   # smoke run
+    # two lanes on two cores (disjoint --names, own --work and --docs), then one section over both:
+    .venv/bin/python benchmarks/time_to_quality.py --names teal_ring,... --work runs/time_to_quality --docs /tmp/a
+    .venv/bin/python benchmarks/time_to_quality.py --names orange_hourglass,... --work runs/ttq_b --docs /tmp/b
+    .venv/bin/python benchmarks/time_to_quality.py --merge runs/time_to_quality runs/ttq_b
 
 --held-out reports on the HELD_OUT concepts; nothing may be chosen from it. Its looks so far: the first (session 7,
 the 16-validation rule), the second (session 9, the 24-validation rule), and a third (session 12, written down
@@ -25,6 +29,7 @@ chosen from it, whatever it shows.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -84,6 +89,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 concept, n=4, 5 DDIM steps, stops 5,10,20")
     ap.add_argument("--held-out", action="store_true",
                     help="a final report on the HELD_OUT concepts instead (nothing may be chosen from it)")
+    ap.add_argument("--merge", nargs="+", metavar="WORK",
+                    help="learn nothing: one report over the concepts of earlier runs' --work folders (lanes run in "
+                         "parallel on disjoint --names, same --seed and --stops)")
     args = ap.parse_args(argv)
     if args.quick:
         args.names, args.n, args.eval_steps, args.stops = "teal_ring", 4, 5, "5,10,20"
@@ -105,9 +113,22 @@ def main(argv=None) -> int:
                                     "lr": default.lr, "warmup": default.warmup}}
     ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
     bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
+    if args.merge:  # the lanes' saved concepts, in the order of NAMES where they are tuning concepts
+        per, minutes = {}, 0.0
+        for work in args.merge:
+            saved = json.loads((Path(work) / "results.json").read_text())
+            per.update(saved["per_concept"])
+            minutes = max(minutes, saved["res"]["minutes"])  # the lanes ran side by side
+        names = sorted(per, key=lambda n: NAMES.index(n) if n in NAMES else len(NAMES))
+        return report(per, names, model, default, paper, stops, variants, args, argv, minutes)
     T.log(f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
           f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}")
     per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
+    return report(per, names, model, default, paper, stops, variants, args, argv, (time.time() - started) / 60)
+
+
+def report(per, names, model, default, paper, stops, variants, args, argv, minutes: float) -> int:
+    """The curve, the default's point and the per-concept table: JSON in --work, plot and section in --docs."""
     summary = T.summarise(per, ["caption"] + list(variants))
 
     curve = []
@@ -127,8 +148,9 @@ def main(argv=None) -> int:
            "paper_image_steps": curve[-1]["image_steps"], "first_stop_reaching_final": reach,
            "caption": {k: summary["caption"][k] for k in ("reconstruction", "editability")},
            "per_concept": per_concept_rows(per, names),
-           "minutes": round((time.time() - started) / 60, 1)}
-    T._write_json(Path(args.work) / "results.json", {"res": res, "per_concept": per})  # for later reading
+           "minutes": round(minutes, 1)}
+    if not args.merge:
+        T._write_json(Path(args.work) / "results.json", {"res": res, "per_concept": per})  # for later reading
     docs = Path(args.docs)
     plot(res, docs / "img" / "time_to_quality.png")
     section = render(res, names, model, default, args, argv if argv is not None else sys.argv[1:])
