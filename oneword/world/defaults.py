@@ -20,9 +20,9 @@ pre-declared at the end of session 12 (the gain sat in the harder late and unsee
 with 2 new seeds each (4, 5), lr 0.02 against lr 0.005 is +0.021 [+0.003, +0.042] in reconstruction, -0.000
 [-0.008, +0.008] in editability, mean 912 steps against 899: all three conditions met, so lr is now 0.02. (The
 figures above, before session 13, are lr 0.005's; on the original 10 concepts lr 0.02 measured +0.004 [-0.016,
-+0.025] over 4 seeds.) The held-out concepts' fourth look (a report, nothing chosen from it), lr 0.02 against the paper setting's 5,000-step
-word: -0.025 [-0.072, +0.013] in reconstruction (lr 0.005: -0.057 [-0.092, -0.019]), +0.034 [+0.005, +0.072] in
-editability, mean 854 steps (docs/benchmarks.md).
++0.025] over 4 seeds.) The held-out concepts' fourth look (a report, nothing chosen from it), lr 0.02 against the
+paper setting's 5,000-step word: -0.025 [-0.072, +0.013] in reconstruction (lr 0.005: -0.057 [-0.092, -0.019]),
++0.034 [+0.005, +0.072] in editability, mean 854 steps (docs/benchmarks.md).
 docs/quality.md keeps plain TI at 300 steps as its base, fixed so that its variants differ in one thing each."""
 
 WORLD_DEFAULTS = {
