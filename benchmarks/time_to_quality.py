@@ -105,14 +105,11 @@ def main(argv=None) -> int:
     names = list(HELD_OUT) if args.held_out else tuning_names(args.names, ap)
     stops = sorted(int(s) for s in args.stops.split(","))
     model = load_model(args.model, device="cpu")
-    judge = E.load_judge(args.judge or "world")
     default = LearnConfig.with_defaults(model)  # `oneword learn` as shipped
     paper = paper_setting(model, stops[-1], args.seed)
     variants = {"ti": {}, **{f"steps {s}": {"steps": s} for s in stops if s != paper.steps},
                 "oneword default": {"early_stop": True, "steps": default.steps, "batch_size": default.batch_size,
                                     "lr": default.lr, "warmup": default.warmup}}
-    ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
-    bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
     if args.merge:  # the lanes' saved concepts, in the order of NAMES where they are tuning concepts
         per, minutes = {}, 0.0
         for work in args.merge:
@@ -121,6 +118,9 @@ def main(argv=None) -> int:
             minutes = max(minutes, saved["res"]["minutes"])  # the lanes ran side by side
         names = sorted(per, key=lambda n: NAMES.index(n) if n in NAMES else len(NAMES))
         return report(per, names, model, default, paper, stops, variants, args, argv, minutes)
+    judge = E.load_judge(args.judge or "world")  # only learning and evaluating need the judge
+    ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
+    bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
     T.log(f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
           f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}")
     per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
