@@ -7,7 +7,7 @@
 #   PARTS=graph                                  timeout_s 420: took 211 s (tests 55 s, 6 measurements)
 #   PARTS="kernels compile" COMPILE_LIMIT=330    timeout_s 590: took 214 s (kernels 68 s; compile 132 s)
 #   PARTS=compile_wide                           timeout_s 340: took 284 s (two compiles, ~125 s each)
-# 780 s of device time in all. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
+# 780 s of device time in all. Not yet run on a GPU (session 14 had none): PARTS="graph bound", timeout_s ~420. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}
@@ -53,6 +53,13 @@ for name, extra in runs:
     except Exception:  # one variant failing (say, no cuDNN attention kernel for this shape) must not stop the rest
         traceback.print_exc()
 PY
+fi
+# the bound on the best batch: an eager step's device time at batch 64 split into attention / convolution / matmul
+# kernels and everything else (benchmarks/profile_bound.py; session 13's batch-32 table bounds it at 292 img-steps/s)
+if want bound; then
+  step 150 python3 benchmarks/speed.py $SD --batch 64 --steps 3 --systems oneword-eager --profile "$OUT/profile64.txt" \
+    --json "$J/bound.json"
+  step 20 python3 benchmarks/profile_bound.py "$OUT/profile64.txt"
 fi
 # throughput and peak memory, oneword vs the reference loop, at more batches
 want speed && step 300 python3 benchmarks/speed.py $SD --batch 4 16 32 64 --steps 10 --json "$J/speed.json"

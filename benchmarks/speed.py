@@ -211,9 +211,10 @@ def kernel_profiler(args, device):
 
 
 def write_profile(profiler, args, batch: int, system: str, device, steps: int) -> None:
-    """Top kernels by device time, appended to the --profile file (one block per measurement)."""
+    """Every operation and kernel by device time, appended to the --profile file (one block per measurement;
+    benchmarks/profile_bound.py reads it)."""
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = profiler.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=80)
+    table = profiler.key_averages().table(sort_by=key, row_limit=-1, max_name_column_width=80)
     with open(args.profile, "a") as f:
         f.write(f"## {system} on {device}, batch {batch}, {steps} steps, sorted by {key}\n"
                 f"{table}\n")

@@ -69,4 +69,8 @@ def encode_photos(model, images: list[Image.Image], resolution: int, batch: int 
         dist = model.vae.encode(chunk.to(model.device, model.vae.dtype)).latent_dist
         means.append(dist.mean.float())
         stds.append(dist.std.float())
+    if model.device.type == "cuda":
+        # the encoder's full-resolution activations (GiBs for 8 photos at 512 px) would otherwise stay reserved by
+        # the caching allocator for the whole run, beside the learning step's own
+        torch.cuda.empty_cache()
     return LatentCache(torch.cat(means), torch.cat(stds), float(model.vae.config.scaling_factor))

@@ -290,3 +290,23 @@ def test_speed_benchmark_runs_on_the_tiny_model(tmp_path, capsys):
     assert {r["system"] for r in results} == {"oneword", "reference"}
     assert all(r["image_steps_per_s"] > 0 and r["peak"] > 0 for r in results)
     assert "ratio" in capsys.readouterr().out
+
+
+def test_profile_bound_splits_the_h200_profile_by_kind_of_work():
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
+    from benchmarks import profile_bound
+
+    (block,) = profile_bound.parse((root / "benchmarks/results/h200-2026-11-28/profile.txt").read_text())
+    kinds = profile_bound.split(block)
+    assert block["image_steps"] == 32 * 3 and abs(block["total_ms"] - 644.827) < 1e-6
+    # the two cuDNN attention operations of the table, forward and backward, and nothing else
+    assert abs(kinds["attention"] - (102.182 + 41.939)) < 1e-6
+    assert abs(sum(kinds[k] for k in ("attention", "convolution", "matmul", "other")) - block["total_ms"]) < 1e-6
+    assert 0 < kinds["layout transposes"] < kinds["convolution"]
+    assert "-> 292 img-steps/s" in profile_bound.report(block)
+    with pytest.raises(SystemExit, match="not a device profile"):
+        profile_bound.parse("## oneword on cpu, batch 4, 3 steps, sorted by self_cpu_time_total\nName  Self CPU\n")
