@@ -7,7 +7,8 @@
 #   PARTS=graph                                  timeout_s 420: took 211 s (tests 55 s, 6 measurements)
 #   PARTS="kernels compile" COMPILE_LIMIT=330    timeout_s 590: took 214 s (kernels 68 s; compile 132 s)
 #   PARTS=compile_wide                           timeout_s 340: took 284 s (two compiles, ~125 s each)
-# 780 s of device time in all. Not yet run on a GPU (session 14 had none): PARTS="graph bound", timeout_s ~420. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
+# 780 s of device time in all. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
+# Next (session 14 had no GPU): PARTS="graph bound", timeout_s ~420 (bound not yet run anywhere).
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}

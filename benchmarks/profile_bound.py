@@ -27,6 +27,7 @@ CLASSES = {  # ATen operation -> kind of work (the kernels each launches count a
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
 }
 TRANSPOSE_KERNELS = ("nchwToNhwcKernel", "nhwcToNchwKernel")  # cuDNN's layout changes, inside its convolutions
+DEVICE_COLUMNS = ("Self CUDA", "Self XPU", "Self device")  # torch.profiler's name for it, by version
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -38,16 +39,16 @@ def parse(text: str) -> list[dict]:
         m = re.search(r"batch (\d+), (\d+) steps", title)
         total = re.search(r"Self (?:CUDA|XPU|device) time total: ([\d.]+)(us|ms|s)\b", body)
         lines = body.splitlines()
-        header = next((re.split(r"\s{2,}", ln.strip()) for ln in lines if "Self CUDA" in ln), None)
-        if not (m and total and header):
+        header = next((re.split(r"\s{2,}", ln.strip()) for ln in lines if "Name" in ln), [])
+        column = next((header.index(c) for c in DEVICE_COLUMNS if c in header), None)
+        if not (m and total) or column is None:
             raise SystemExit(f"not a device profile block from speed.py --profile: {title!r}")
-        column = header.index("Self CUDA")
         rows = {}
         for ln in lines:
             fields = re.split(r"\s{2,}", ln.strip())  # names have single spaces, columns at least two
             value = re.fullmatch(r"([\d.]+)(us|ms|s)", fields[column]) if len(fields) == len(header) else None
             if value:
-                rows[fields[0]] = float(value[1]) * UNITS[value[2]]
+                rows[fields[0]] = rows.get(fields[0], 0.0) + float(value[1]) * UNITS[value[2]]  # truncated names repeat
         blocks.append({"title": title.strip(), "image_steps": int(m[1]) * int(m[2]), "rows": rows,
                        "total_ms": float(total[1]) * UNITS[total[2]]})
     return blocks
