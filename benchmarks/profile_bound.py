@@ -4,7 +4,7 @@ Reads the profile `speed.py --profile FILE` writes (torch.profiler's table of AT
 block per measurement) and splits each block's device time into the work only faster kernels can shrink
 (attention, convolutions, matrix products, as cuDNN and cuBLAS run them) and everything else (normalisations,
 activations, adds, copies: what fusion, e.g. torch.compile, can shrink). The bound it prints is the throughput
-if the everything-else took no time at all, once as measured and once also without cuDNN's NCHW<->NHWC layout
+if everything else took no time at all, once as measured and once also without cuDNN's NCHW<->NHWC layout
 transposes (which channels-last could remove). No fusion reaches it: a normalisation still reads and writes its
 activations once.
 
