@@ -117,27 +117,9 @@ def test_the_loop_never_waits_for_the_gpu_between_check_points(tiny_dir, photos,
         assert {s for s, n in per_step.items() if n} - one_off == {4, 8}, (graph, per_step)
 
 
-@cuda
-def test_encoding_the_photos_leaves_no_cached_blocks_behind(tiny_dir, photos):
-    """The VAE's activations are released after encoding, not held by the caching allocator through the run
-    (session 13's eager batch-4 step on SD1.5 held 7.90 GiB with 5.14 GiB allocated at its peak)."""
-    from oneword.data import encode_photos, read_photos
-    from oneword.models import load_model
-
-    model = load_model(str(tiny_dir), device="cuda")
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    reserved, allocated = torch.cuda.memory_reserved(), torch.cuda.memory_allocated()
-    cache = encode_photos(model, read_photos(photos), 128)  # 8 images: 2 MiB per bf16 encoder activation
-    # the encoder did allocate blocks over 1 MiB, which the allocator serves from segments of 20 MiB
-    assert torch.cuda.max_memory_allocated() - allocated > 4 * 2 ** 20
-    # what stays: the latents' fp32 mean and std (0.5 MiB each) in the small-block segments of 2 MiB
-    assert cache.mean.is_cuda and torch.cuda.memory_reserved() - reserved <= 4 * 2 ** 20
-
-
 def test_the_noise_schedule_starts_on_the_models_device():
     """diffusers' add_noise moves alphas_cumprod to the latents' device on its first call: on a GPU a blocking copy
-    inside the first eager step (the one host sync the H200 run of the test above found, 2026-11-28)."""
+    inside the first eager step (the one host sync the H200 run of the sync test above found, 2026-11-28)."""
     from types import SimpleNamespace
 
     from diffusers import DDPMScheduler
@@ -160,6 +142,24 @@ def test_cudnn_autotuning_is_on_for_cuda_learning_only_and_then_restored():
             assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+@cuda
+def test_encoding_the_photos_leaves_no_cached_blocks_behind(tiny_dir, photos):
+    """The VAE's activations are released after encoding, not held by the caching allocator through the run
+    (session 13's eager batch-4 step on SD1.5 held 7.90 GiB with 5.14 GiB allocated at its peak)."""
+    from oneword.data import encode_photos, read_photos
+    from oneword.models import load_model
+
+    model = load_model(str(tiny_dir), device="cuda")
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    reserved, allocated = torch.cuda.memory_reserved(), torch.cuda.memory_allocated()
+    cache = encode_photos(model, read_photos(photos), 128)  # 8 images: 2 MiB per bf16 encoder activation
+    # the encoder did allocate blocks over 1 MiB, which the allocator serves from segments of 20 MiB
+    assert torch.cuda.max_memory_allocated() - allocated > 4 * 2 ** 20
+    # what stays: the latents' fp32 mean and std (0.5 MiB each) in the small-block segments of 2 MiB
+    assert cache.mean.is_cuda and torch.cuda.memory_reserved() - reserved <= 4 * 2 ** 20
 
 
 @cuda  # the last CUDA test: a failed capture must not disturb the tests before it
