@@ -120,8 +120,8 @@ def edit_figures(judge, n: int = 20) -> None:
     from test_edit import world_edit_case, world_edit_figures  # the tests' own setup and figures
 
     from oneword.concept import load_concepts
-    from oneword.edit import edit
-    from oneword.generate import generate
+    from oneword.editing import edit
+    from oneword.sampling import generate
     from oneword.invert import LearnConfig, learn
     from oneword.models import load_model
     from oneword.world.concepts import NOVEL_CONCEPTS

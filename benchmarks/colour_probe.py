@@ -13,7 +13,7 @@ import collections
 import tempfile
 
 
-from oneword.generate import generate
+from oneword.sampling import generate
 from oneword.invert import LearnConfig, learn
 from oneword.world.concepts import NOVEL_CONCEPTS
 from oneword.world.judge import probe_setup

@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 import time_to_quality as Q  # noqa: E402
 import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
-from oneword import evaluate as E  # noqa: E402
+from oneword import evaluation as E  # noqa: E402
 
 CANDIDATES = {  # all: at most 1,250 steps (5,000 image-steps, the 1/4 of the paper's 20,000), lr 0.005
     "stop: last 8 validations (200 steps)": {"steps": 1250, "val_window": 8},  # the first form of the rule

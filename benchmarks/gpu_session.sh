@@ -29,7 +29,7 @@ SD="--model sd15 --device cuda"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$LOG"
 
-# CUDA graphs (oneword.graphs): the GPU tests first (graph == eager, fallback, fp16, no host syncs), then oneword
+# CUDA graphs (oneword.cuda_graph): the GPU tests first (graph == eager, fallback, fp16, no host syncs), then oneword
 # (graphed), the same loop eager, and the reference loop side by side at the two batches the targets name
 if want graph; then
   step 120 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -rs

@@ -43,7 +43,7 @@ def clip_tokenizer():
     """The real CLIP tokenizer (49,408 ids), from open_clip's vocabulary: SD1.5's tokenizer."""
     from transformers import CLIPTokenizer
 
-    from oneword.tokenizers import write_clip_tokenizer
+    from oneword.clip_tokenizer import write_clip_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         return CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 import stopping_signals as S  # noqa: E402
 import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
 import ttq_seeds  # noqa: E402
-from oneword import evaluate as E  # noqa: E402
+from oneword import evaluation as E  # noqa: E402
 
 SHIPPED, PAPER = ttq_seeds.SHIPPED, ttq_seeds.PAPER
 

@@ -22,7 +22,7 @@ step's activations were allocated once, at capture, in the graph's private pool,
 (they allocate nothing), so the window's `peak` shows only the weights and the fixed tensors. CPU: peak RSS of the
 process (VmHWM, reset through /proc/self/clear_refs at the same marks; includes the weights and the Python runtime).
 
-Systems: `oneword` (a CUDA graph per step where the device allows: oneword.graphs), `oneword-eager` (the same
+Systems: `oneword` (a CUDA graph per step where the device allows: oneword.cuda_graph), `oneword-eager` (the same
 loop launching every kernel; identical to `oneword` on a CPU), `reference`.
 
     .venv/bin/python benchmarks/speed.py --model tiny world --batch 1 4 16 --steps 20
@@ -72,7 +72,7 @@ def load(kind: str, device: torch.device, dtype: torch.dtype):
     global _TINY_DIR
     if kind == "tiny":
         if _TINY_DIR is None:
-            from oneword.testing import make_tiny_pipeline
+            from oneword.tiny_models import make_tiny_pipeline
 
             _TINY_DIR = Path(tempfile.mkdtemp(prefix="oneword-bench-tiny-"))
             make_tiny_pipeline(_TINY_DIR)
@@ -376,7 +376,7 @@ def time_to_quality(args) -> int:
     oneword's default (plus any --setting), on world concepts; editability at the end points."""
     import oneword.invert as inv
     from oneword.concept import Concept
-    from oneword.evaluate import EvalConfig, Evaluator, learned, load_judge, world_prompts
+    from oneword.evaluation import EvalConfig, Evaluator, learned, load_judge, world_prompts
     from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
 
     device = torch.device("cpu")

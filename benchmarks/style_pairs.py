@@ -7,7 +7,7 @@ comparison), read by the world oracle; seed 3, guidance 7.5, 25 steps.  About a 
 import collections
 
 
-from oneword.generate import generate
+from oneword.sampling import generate
 from oneword.world.judge import probe_setup
 from oneword.world.render import HELD_OUT_SHAPE_STYLE, STYLE_PHRASES
 

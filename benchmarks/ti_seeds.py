@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
-from oneword import evaluate as E  # noqa: E402
+from oneword import evaluation as E  # noqa: E402
 
 SEEDS = (0, 1, 2)
 

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
-from oneword import evaluate as E  # noqa: E402
+from oneword import evaluation as E  # noqa: E402
 
 PAPER_STEPS = 5000
 # every tuning concept (never a HELD_OUT one): 8 objects (colour, shape, pattern un-named) and 2 styles

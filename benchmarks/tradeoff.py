@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from oneword import evaluate as E  # noqa: E402
+from oneword import evaluation as E  # noqa: E402
 
 # Tuning concepts in the order they are taken (objects of each un-named kind first, then styles).
 TUNING_ORDER = ("teal_ring", "red_crescent", "striped_square", "style_halftone", "lime_star", "blue_arrow",
@@ -640,7 +640,7 @@ def _save_fig(fig, path: Path) -> None:
 def sample_sheet(bench: Bench, names: list[str], chosen: list[str], path: Path, k: int = 6) -> None:
     """For the first tuning concept: the photos, then per method k samples of the reconstruction prompt
     and k of the first edit prompt."""
-    from oneword.generate import make_grid
+    from oneword.sampling import make_grid
     from oneword.safeio import atomic_save_image
     from oneword.world.concepts import NOVEL_CONCEPTS
 
@@ -785,14 +785,14 @@ def render_markdown(raw: dict, argv: list[str]) -> str:
          f"- Learning: `oneword.invert.learn`, plain TI = {raw['learn_base']['steps']} steps, lr {raw['learn_base']['lr']:g}, "
          f"batch {raw['learn_base']['batch_size']}, one vector, init word of the concept, seed {raw['learn_base']['seed']}, "
          "no early stopping; each variant changes one thing.",
-         f"- Evaluation (`oneword.evaluate`, the same as `oneword evaluate`): n={a['n']} samples per prompt, "
+         f"- Evaluation (`oneword.evaluation`, the same as `oneword evaluate`): n={a['n']} samples per prompt, "
          f"{a['eval_steps']} DDIM steps, guidance {a['guidance']:g}, seeds 0..n-1 for every method and prompt; "
          "judge = the world CLIP (cosines as defined for real CLIP; it speaks the judge's language, which names "
          "every value the model's language leaves un-named, as OpenAI's CLIP knows words a generator may not draw: "
          "docs/world.md) + the attribute oracle.",
          "- Reconstruction: mean CLIP image-image cosine between samples of `a photo of S*` (styles: `a painting in "
          "the style of S*`) and the photos. Editability: mean CLIP text-image cosine between samples of each edit "
-         "prompt and the prompt with S* removed. World edit prompts (`oneword.evaluate.world_prompts`): objects — 2 backgrounds "
+         "prompt and the prompt with S* removed. World edit prompts (`oneword.evaluation.world_prompts`): objects — 2 backgrounds "
          "(`a photo of S* on a sky background`, black), 3 styles (`a sketch of S*`, `pixel art of S*`, `a painting "
          "of S*`), 2 second objects (`a photo of S* and a yellow star`, a green diamond); styles — 4 contents "
          "(`a red star in the style of S*`, a yellow heart, a green diamond, a blue ring).",

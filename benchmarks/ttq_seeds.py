@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oneword import evaluate as E  # noqa: E402
+from oneword import evaluation as E  # noqa: E402
 
 DEFAULT, PAPER = "oneword default", "ti"
 SHIPPED = "stop: last 24 validations (600 steps)"  # default_candidates.py's name for the shipped rule (session 9)

@@ -10,7 +10,7 @@ from importlib import import_module
 _EXPORTS = {
     "load_model": "oneword.models", "FrozenModel": "oneword.models",
     "LearnConfig": "oneword.invert", "learn": "oneword.invert",
-    "generate": "oneword.generate", "save_grid": "oneword.generate",
+    "generate": "oneword.sampling", "save_grid": "oneword.sampling",
     "Concept": "oneword.concept", "load_concepts": "oneword.concept", "save_concept": "oneword.concept",
     "install_concepts": "oneword.concept",
     "OnewordError": "oneword.errors",

@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import OnewordError
 
 # Feature modules that add their own sub-commands through `register(subparsers)`.
-COMMAND_MODULES = ("oneword.formats_cli", "oneword.world.cli", "oneword.evaluate", "oneword.edit")
+COMMAND_MODULES = ("oneword.formats_cli", "oneword.world.cli", "oneword.evaluation", "oneword.editing")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +179,7 @@ def load_concepts_from(paths: list[str]):
 
 
 def _sample_and_save(args, prompt: str) -> None:
-    from .generate import generate, save_images
+    from .sampling import generate, save_images
 
     if args.num < 1:
         raise OnewordError("-n must be at least 1")

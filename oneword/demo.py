@@ -15,7 +15,7 @@ DEMO_CONCEPT = "teal_ring"
 
 
 def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
-    from .generate import generate, save_grid
+    from .sampling import generate, save_grid
     from .invert import LearnConfig, checkpoint_fingerprint, learn
     from .models import load_model
     from .world.concepts import NOVEL_CONCEPTS

@@ -22,7 +22,7 @@ from torch import nn
 from .concept import Concept, check_token_free, expand_prompt, save_concept
 from .data import LatentCache, encode_photos, read_photos
 from .errors import OnewordError
-from .graphs import loss_runner
+from .cuda_graph import loss_runner
 from .guard import Guard, step_unless_nonfinite
 from .safeio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries, run_lock
 from .templates import templates_for
@@ -300,7 +300,7 @@ class State:
 def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progress: bool = True) -> Concept:
     """Learn `cfg.token` from photos (a folder, paths or PIL images). Writes into out_dir:
     learned_embeds.safetensors, checkpoint.safetensors, run.json, previews/."""
-    from .generate import preview_grid
+    from .sampling import preview_grid
 
     cfg.validate()
     out = Path(out_dir)

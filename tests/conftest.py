@@ -14,7 +14,7 @@ torch.set_num_threads(1)  # tiny models: one thread is fastest (see models._pick
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A tiny random SD pipeline folder (epsilon prediction), built once per test session."""
-    from oneword.testing import make_tiny_pipeline
+    from oneword.tiny_models import make_tiny_pipeline
 
     path = tmp_path_factory.mktemp("tiny-sd")
     make_tiny_pipeline(path)
@@ -23,7 +23,7 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_v_dir(tmp_path_factory):
-    from oneword.testing import make_tiny_pipeline
+    from oneword.tiny_models import make_tiny_pipeline
 
     path = tmp_path_factory.mktemp("tiny-sd-v")
     make_tiny_pipeline(path, prediction_type="v_prediction")

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from oneword.edit import edit, load_mask, psnr, variations
+from oneword.editing import edit, load_mask, psnr, variations
 
 
 def _word(token, dim, seed, n=1, prop="object"):
@@ -14,7 +14,7 @@ def _word(token, dim, seed, n=1, prop="object"):
 
 
 def test_variations_use_the_papers_templates(tiny_model, monkeypatch):
-    import oneword.generate as gen
+    import oneword.sampling as gen
 
     seen = []
     real = gen.generate

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from oneword.edit import (blended_latents, box_mask, dilate_mask, edit, feather_mask, fill_region, latent_mask,
+from oneword.editing import (blended_latents, box_mask, dilate_mask, edit, feather_mask, fill_region, latent_mask,
                           load_mask, parse_box, psnr, working_size)
 from oneword.errors import OnewordError
 
@@ -146,7 +146,7 @@ def test_latents_outside_the_mask_are_the_photos(request, fixture):
 
 def test_full_cover_mask_samples_exactly_like_the_pipeline(tiny_model):
     """When the mask's latent cover is every cell, the loop is the pipeline's own DDIM + CFG sampler."""
-    from oneword.generate import generate
+    from oneword.sampling import generate
 
     photo = _photo(16, 16)
     ours = edit(tiny_model, photo, (0, 0, 16, 15), PROMPT, steps=3, guidance=4.0, n=2, seed=3, restore=False)

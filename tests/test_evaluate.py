@@ -1,4 +1,4 @@
-"""oneword.evaluate: the paper's metrics computed as defined, their intervals, the judges and the command."""
+"""oneword.evaluation: the paper's metrics computed as defined, their intervals, the judges and the command."""
 import json
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from oneword import evaluate as E
+from oneword import evaluation as E
 from oneword.concept import Concept
 from oneword.errors import OnewordError
 
@@ -62,7 +62,7 @@ def tiny_clip_dir(tmp_path_factory):
     """A tiny random transformers CLIPModel + CLIPProcessor folder (the real-model judge's code path)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from oneword.tokenizers import write_clip_tokenizer
+    from oneword.clip_tokenizer import write_clip_tokenizer
 
     dest = tmp_path_factory.mktemp("tiny-clip")
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
@@ -141,7 +141,7 @@ def test_strip_placeholder():
 
 
 def test_learned_words_reach_the_text_encoder_and_leave_the_model_untouched(tiny_model):
-    from oneword.generate import encode_text
+    from oneword.sampling import encode_text
 
     vocab, emb = len(tiny_model.tokenizer), tiny_model.text_encoder.get_input_embeddings()
     a = Concept("<w>", torch.zeros(2, tiny_model.hidden_size), {})

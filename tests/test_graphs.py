@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from oneword.graphs import Eager, loss_runner
+from oneword.cuda_graph import Eager, loss_runner
 from oneword.invert import LearnConfig, init_vectors, learn
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -31,7 +31,7 @@ def test_eager_runner_replaces_the_gradient_instead_of_accumulating():
 
 def test_the_agreement_check_accepts_the_same_overflow_and_rejects_real_differences():
     """An fp16 step whose scaled gradient overflows must overflow alike in the replay; finite values within 1%."""
-    from oneword.graphs import _close
+    from oneword.cuda_graph import _close
 
     inf = float("inf")
     assert _close(torch.tensor([1.0, inf, 2.0]), torch.tensor([1.0, inf, 2.001]), 1e-2)

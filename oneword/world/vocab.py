@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..tokenizers import SPECIAL, _write, bytes_to_unicode
+from ..clip_tokenizer import SPECIAL, _write, bytes_to_unicode
 
 
 def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:

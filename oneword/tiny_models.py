@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .tokenizers import write_clip_tokenizer
+from .clip_tokenizer import write_clip_tokenizer
 
 
 def make_tiny_pipeline(dest: str | Path, prediction_type: str = "epsilon", seed: int = 0,

@@ -188,7 +188,7 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
     Output i uses seed + i. restore=False returns the decoded image without copying back the photo's pixels.
     fill=False encodes the background latents from the photo as it is (the paper's way); by default they come
     from the photo with the region filled from its surroundings, so the replaced object cannot leak back."""
-    from .generate import sampling_defaults
+    from .sampling import sampling_defaults
 
     photo = _open_photo(photo)
     if n < 1:
@@ -340,7 +340,7 @@ def _blended_sample(model, photo, region, prompt, negative, steps, first, guidan
 def variations(model, concept, n: int = 16, template: str | None = None, **kw) -> list[Image.Image]:
     """The paper's image variations: n samples of "a photo of S*" ("a painting in the style of S*" for a
     style word). Same as `oneword variations`."""
-    from .generate import generate
+    from .sampling import generate
 
     if template is None:
         template = "a painting in the style of {}" if concept.meta.get("property") == "style" else "a photo of {}"
@@ -400,7 +400,7 @@ def register(sub) -> None:
 
 def cmd_edit(args) -> None:
     from .cli import load_concepts_from, load_model_from
-    from .generate import save_images
+    from .sampling import save_images
     from .safeio import atomic_save_image
 
     if args.num < 1:

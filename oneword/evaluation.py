@@ -407,7 +407,7 @@ def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidan
     by an enclosing `temporary_words(model, concepts)` (saves installing the words for every prompt)."""
     from contextlib import nullcontext
 
-    from .generate import encode_text
+    from .sampling import encode_text
 
     images = []
     words = nullcontext(tokenizer) if tokenizer is not None else temporary_words(model, concepts)
@@ -690,7 +690,7 @@ def _columns(rows: list[list[str]]) -> str:
 
 def sample_grid(result: dict, cols: int = 8):
     """One row per prompt, up to `cols` samples each."""
-    from .generate import make_grid
+    from .sampling import make_grid
 
     rows = list(result["images"].values())
     k = min(cols, min(len(r) for r in rows))
