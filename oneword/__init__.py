@@ -12,7 +12,7 @@ _EXPORTS = {
     "LearnConfig": "oneword.invert", "learn": "oneword.invert",
     "generate": "oneword.sampling", "save_grid": "oneword.sampling",
     "Concept": "oneword.concept", "load_concepts": "oneword.concept", "save_concept": "oneword.concept",
-    "install_concepts": "oneword.concept",
+    "install_concepts": "oneword.install", "expand_prompt": "oneword.install",
     "OnewordError": "oneword.errors",
 }
 __all__ = list(_EXPORTS)

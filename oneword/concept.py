@@ -82,7 +82,13 @@ class Concept:
     @property
     def tokens(self) -> list[str]:
         """The tokenizer entries this word occupies once installed: tok, tok_1, ..., tok_{n-1}."""
-        return [self.token] + [f"{self.token}_{i}" for i in range(1, self.n_vectors)]
+        return vector_token_names(self.token, self.n_vectors)
+
+
+def vector_token_names(token: str, n: int) -> list[str]:
+    """The tokenizer entries of an n-vector word, as diffusers' ``load_textual_inversion`` names them:
+    ``tok``, ``tok_1``, ..., ``tok_{n-1}``. The one place this rule is spelled."""
+    return [token] + [f"{token}_{i}" for i in range(1, n)]
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -171,7 +177,7 @@ def _check_sdxl_parts(parts: dict, where: str) -> None:
                            f"{parts['clip_g'].shape[0]}")
 
 
-def _width_name(w: int) -> str:
+def width_name(w: int) -> str:
     return f" ({KNOWN_WIDTHS[w]})" if w in KNOWN_WIDTHS else ""
 
 
@@ -775,175 +781,12 @@ def _a1111_concept(obj: dict, path: Path, tensor) -> Concept:
     return _finish(Concept("", vec, meta), path, "meta", name if isinstance(name, str) else None)
 
 
-# ---------------------------------------------------------------------------------------- install
-def _pipe_of(model_or_pipe):
-    pipe = getattr(model_or_pipe, "pipe", model_or_pipe)
-    if not hasattr(pipe, "tokenizer") or not hasattr(pipe, "text_encoder") or pipe.tokenizer is None:
-        raise OnewordError("install_concepts needs a diffusers pipeline (or a model with .pipe)")
-    return pipe
-
-
-def _vocab_conflict(tokenizer, name: str, allow_vocab_words: bool) -> str | None:
-    vocab = tokenizer.get_vocab()
-    added = {k.lower() for k in getattr(tokenizer, "added_tokens_encoder", {})}
-    if name.lower() in added:
-        return f"token {name!r} is already added to this model's tokenizer (an embedding is already loaded under that name)"
-    if name in vocab and not allow_vocab_words:
-        return f"token {name!r} is already a word in this model's vocabulary; pick another name such as <{name}>"
-    if not allow_vocab_words:
-        pieces = tokenizer.tokenize(name)
-        if len(pieces) == 1 and pieces[0] in vocab and pieces[0] not in added:
-            return (f"token {name!r} is already the vocabulary word {pieces[0]!r}; pick another name such as "
-                    f"<{name}> (or allow vocabulary words explicitly)")
-    return None
-
-
-def check_token_free(tokenizer, token: str, n_vectors: int = 1, allow_vocab_words: bool = False) -> None:
-    """Raise OnewordError unless ``token`` (and token_1..token_{n-1}) can be added to ``tokenizer`` as new
-    words: not already added (case-insensitive, as CLIP lower-cases), and not an ordinary vocabulary word
-    (e.g. "cat", which transformers 5's ``add_tokens`` accepts silently) unless ``allow_vocab_words``."""
-    check_token_name(token, "token")
-    names = [token] + [f"{token}_{i}" for i in range(1, n_vectors)]
-    for i, name in enumerate(names):
-        why = _vocab_conflict(tokenizer, name, allow_vocab_words or i > 0)
-        if why:
-            raise OnewordError(why)
-
-
-def install_concepts(model_or_pipe, concepts, allow_vocab_words: bool = False) -> list[str]:
-    """Add each concept's tokens (tok, tok_1, ..., tok_{n-1}) to the pipeline's tokenizer and text encoder
-    exactly as diffusers' ``load_textual_inversion`` does (it is what we call), after checking everything
-    first so that a refusal leaves the model untouched. Returns the tokens added.
-
-    Also gives the pipeline a prompt expander that handles upper-case multi-vector tokens and is
-    idempotent (diffusers' own drops vectors 2..n of a token like <MyCat>; see :func:`expand_prompt`).
-    """
-    pipe = _pipe_of(model_or_pipe)
-    if isinstance(concepts, Concept):
-        concepts = [concepts]
-    concepts = [_check_concept(c, "embedding") for c in concepts]
-    tok, te = pipe.tokenizer, pipe.text_encoder
-    width = int(te.get_input_embeddings().weight.shape[1])
-    te2, tok2 = getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None)
-    concepts = [c for c in concepts if not _already_installed(pipe, c)]
-    names_seen: set[str] = set()
-    for c in concepts:
-        if c.parts is not None:
-            if te2 is None:
-                raise OnewordError(f"embedding {c.token!r} is an SDXL embedding (clip_l 768 + clip_g 1280); this "
-                                   f"model is SD1.x/2.x with text width {width}")
-            w2 = int(te2.get_input_embeddings().weight.shape[1])
-            for part, w in (("clip_l", width), ("clip_g", w2)):
-                if c.parts[part].shape[1] != w:
-                    raise OnewordError(f"embedding {c.token!r} {part} has width {c.parts[part].shape[1]}; "
-                                       f"this SDXL model's encoder has {w}")
-        else:
-            if te2 is not None:
-                raise OnewordError(f"embedding {c.token!r} is a single-encoder (SD1.x/2.x) embedding; this model is "
-                                   "SDXL and needs clip_l + clip_g")
-            if c.dim != width:
-                raise OnewordError(f"embedding {c.token!r} was made for a model with text width {c.dim}"
-                                   f"{_width_name(c.dim)} (e.g. SD1.x=768, SD2.x=1024); this model has {width}")
-        for i, name in enumerate(c.tokens):
-            if name.lower() in names_seen:
-                raise OnewordError(f"two embeddings would both add the token {name!r}")
-            names_seen.add(name.lower())
-            why = _vocab_conflict(tok, name, allow_vocab_words or i > 0)
-            if why:
-                raise OnewordError(why)
-    added: list[str] = []
-    devices = ([te.device.index if te.device.index is not None else torch.cuda.current_device()]
-               if te.device.type == "cuda" else [])
-    for c in concepts:
-        with torch.random.fork_rng(devices=devices):   # resizing samples new rows: keep the caller's RNG
-            try:
-                if c.parts is None:
-                    pipe.load_textual_inversion(c.vectors, token=c.token)
-                else:
-                    pipe.load_textual_inversion(c.parts["clip_l"], token=c.token, text_encoder=te, tokenizer=tok)
-                    pipe.load_textual_inversion(c.parts["clip_g"], token=c.token, text_encoder=te2, tokenizer=tok2)
-            except ValueError as e:
-                raise OnewordError(f"cannot install {c.token!r}: {(str(e).splitlines() or [''])[0][:150]}") from None
-        added += c.tokens
-    _patch_prompt_expansion(pipe)
-    return added
-
-
-def _already_installed(pipe, c: Concept) -> bool:
-    """True when every token of ``c`` is already added with exactly these vectors (installing twice is a no-op)."""
-    added = getattr(pipe.tokenizer, "added_tokens_encoder", {}) or {}
-    ids = [added.get(t) for t in c.tokens]
-    if None in ids or f"{c.token}_{c.n_vectors}" in added:
-        return False
-    table = pipe.text_encoder.get_input_embeddings().weight
-    if c.parts is not None:
-        return False
-    return bool(torch.equal(table[ids].detach().float().cpu(), c.vectors.to(table.dtype).float()))
-
-
-def _multi_vector_groups(tokenizer) -> dict[str, int]:
-    enc = getattr(tokenizer, "added_tokens_encoder", {}) or {}
-    groups = {}
-    for t in enc:
-        if f"{t}_1" in enc:
-            n = 1
-            while f"{t}_{n}" in enc:
-                n += 1
-            groups[t] = n
-    return groups
-
-
-def _expand(prompt: str, groups: dict[str, int]) -> str:
-    if not groups:
-        return prompt
-    alts = []
-    for t in sorted(groups, key=len, reverse=True):
-        n = groups[t]
-        tail = "".join(rf"\s+{re.escape(t)}_{i}" for i in range(1, n))
-        alts.append((t, n, re.compile(rf"{re.escape(t)}(?:{tail})?(?!_\d)", re.IGNORECASE) if tail else None))
-    pattern = re.compile("|".join(f"(?:{p.pattern})" for _, _, p in alts if p), re.IGNORECASE)
-    by_lower = {t.lower(): (t, n) for t, n, _ in alts}
-
-    def repl(m):
-        head = m.group(0).split()[0]
-        t, n = by_lower.get(head.lower(), (head, 1))
-        return " ".join([head] + [f"{t}_{i}" for i in range(1, n)])
-    return pattern.sub(repl, prompt)
-
-
-def expand_prompt(prompt, concepts_or_tokenizer):
-    """Spell each multi-vector token as ``tok tok_1 ... tok_{n-1}`` (what the tokenizer needs).
-
-    Takes a list of Concepts or a tokenizer (then every multi-vector token added to it). Case-insensitive
-    like CLIP's tokenizer, and idempotent: an already expanded prompt is left as it is. Pipelines that went
-    through :func:`install_concepts` do this themselves; call it when you tokenize prompts yourself.
-    """
-    if isinstance(concepts_or_tokenizer, (list, tuple)) or isinstance(concepts_or_tokenizer, Concept):
-        cs = [concepts_or_tokenizer] if isinstance(concepts_or_tokenizer, Concept) else concepts_or_tokenizer
-        groups = {c.token: c.n_vectors for c in cs if c.n_vectors > 1}
-    else:
-        groups = _multi_vector_groups(concepts_or_tokenizer)
-    if isinstance(prompt, (list, tuple)):
-        return [_expand(p, groups) for p in prompt]
-    return _expand(prompt, groups)
-
-
-def _patch_prompt_expansion(pipe) -> None:
-    """Replace the pipeline's multi-vector expansion (used inside its __call__) with ours."""
-    def _maybe_convert_prompt(prompt, tokenizer):
-        return _expand(prompt, _multi_vector_groups(tokenizer))
-    try:
-        object.__setattr__(pipe, "_maybe_convert_prompt", _maybe_convert_prompt)
-    except (AttributeError, TypeError):
-        pass
-
-
 # --------------------------------------------------------------------------------------- describe
 def describe(concept: Concept, tokenizer=None, text_encoder=None, k: int = 5) -> str:
     """Human summary for ``oneword inspect``: token, shape, norms, metadata and, given a model, the ``k``
     nearest vocabulary words (cosine) of each vector."""
     c = concept
-    lines = [f"token: {c.token}", f"shape: {c.n_vectors} x {c.dim} (float32){_width_name(c.dim)}"]
+    lines = [f"token: {c.token}", f"shape: {c.n_vectors} x {c.dim} (float32){width_name(c.dim)}"]
     if c.parts:
         lines[-1] = "shape: SDXL " + ", ".join(f"{k2} {v.shape[0]} x {v.shape[1]}" for k2, v in c.parts.items())
     norms = c.vectors.norm(dim=1)
@@ -955,7 +798,7 @@ def describe(concept: Concept, tokenizer=None, text_encoder=None, k: int = 5) ->
     if tokenizer is not None and text_encoder is not None:
         table = text_encoder.get_input_embeddings().weight.detach().float().cpu()
         if table.shape[1] != c.dim:
-            lines.append(f"nearest words: not comparable — this embedding has width {c.dim}{_width_name(c.dim)}, "
+            lines.append(f"nearest words: not comparable — this embedding has width {c.dim}{width_name(c.dim)}, "
                          f"the model {table.shape[1]}")
             return "\n".join(lines)
         own = {i for i in tokenizer.convert_tokens_to_ids(c.tokens) if isinstance(i, int) and i >= 0}

@@ -223,7 +223,7 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
 def _install(model, concepts) -> None:
     """install_concepts, skipping words this model already holds with exactly these vectors (so one loaded
     model can make many edits); a different word under a taken name is still refused by install_concepts."""
-    from .concept import install_concepts
+    from .install import install_concepts
 
     tok, table = model.tokenizer, model.text_encoder.get_input_embeddings().weight
     added = getattr(tok, "added_tokens_encoder", {}) or {}

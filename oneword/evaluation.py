@@ -132,9 +132,9 @@ def strip_placeholder(text: str, token: str, n_vectors: int | None = None) -> st
     spaces collapsed ("a photo of <c> <c>_1 on the moon" -> "a photo of on the moon")."""
     pattern = re.escape(token) + r"(?:_\d+)?"
     if n_vectors is not None:  # only the vector tokens that exist, in diffusers' naming
-        from .invert import placeholder_tokens
+        from .concept import vector_token_names
 
-        pattern = "|".join(re.escape(t) for t in sorted(placeholder_tokens(token, n_vectors), key=len, reverse=True))
+        pattern = "|".join(re.escape(t) for t in sorted(vector_token_names(token, n_vectors), key=len, reverse=True))
     out = re.sub(rf"(?<!\S)(?:{pattern})(?!\S)", " ", text)
     return " ".join(out.split())
 
@@ -389,16 +389,6 @@ def sampling_scheduler(model, name: str = "ddim"):
         model.pipe.scheduler = old
 
 
-def expand_words(prompt: str, concepts) -> str:
-    """Each learned token -> its n vector tokens (diffusers' multi-vector convention)."""
-    from .invert import placeholder_tokens
-
-    for c in sorted(concepts, key=lambda c: len(c.token), reverse=True):
-        names = placeholder_tokens(c.token, len(c.vectors))
-        prompt = re.sub(rf"(?<!\S){re.escape(c.token)}(?!\S)", " ".join(names), prompt)
-    return prompt
-
-
 @torch.no_grad()
 def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidance: float = 5.0, seed: int = 0,
            batch: int = 16, scheduler: str = "ddim", tokenizer=None) -> list:
@@ -407,12 +397,13 @@ def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidan
     by an enclosing `temporary_words(model, concepts)` (saves installing the words for every prompt)."""
     from contextlib import nullcontext
 
+    from .install import expand_prompt
     from .sampling import encode_text
 
     images = []
     words = nullcontext(tokenizer) if tokenizer is not None else temporary_words(model, concepts)
     with words as tok, sampling_scheduler(model, scheduler):
-        text = expand_words(prompt, concepts)
+        text = expand_prompt(prompt, list(concepts))
         _check_length(tok, text, prompt)
         cond = encode_text(model, tok, [text]).to(model.dtype)
         uncond = encode_text(model, tok, [""]).to(model.dtype)

@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .concept import Concept, check_token_free, expand_prompt, save_concept
+from .concept import Concept, save_concept, vector_token_names
 from .data import LatentCache, encode_photos, read_photos
 from .errors import OnewordError
 from .cuda_graph import loss_runner
 from .guard import Guard, step_unless_nonfinite
+from .install import check_token_free, expand_prompt
 from .safeio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries, run_lock
 from .templates import templates_for
 
@@ -89,16 +90,6 @@ class LearnConfig:
             raise OnewordError(f"--resolution must be at least 8 pixels, not {self.resolution}")
 
 
-def placeholder_tokens(token: str, n: int) -> list[str]:
-    """diffusers' convention for an n-vector word: `tok`, `tok_1`, ..., `tok_{n-1}`."""
-    return [token] + [f"{token}_{i}" for i in range(1, n)]
-
-
-def expand(text: str, token: str, n: int) -> str:
-    """Spell an n-vector word out as its n tokens (idempotent, case-insensitive: concept.expand_prompt)."""
-    return expand_prompt(text, [Concept(token, torch.zeros(n, 1))])
-
-
 class LearnedTokenEmbedding(nn.Module):
     """The text encoder's frozen token embedding, except that ids >= first_id read a small trainable table.
     The 49k-row vocabulary is never copied, optimised or restored."""
@@ -135,7 +126,7 @@ def learned_words(model, words):
         if vectors.shape[-1] != model.hidden_size:
             raise OnewordError(f"{token}: vectors are {vectors.shape[-1]} wide but this model's text encoder is "
                                f"{model.hidden_size} wide (the word was learned for another model)")
-        names = placeholder_tokens(token, len(vectors))
+        names = vector_token_names(token, len(vectors))
         check_token_free(tokenizer, token, len(vectors))
         if tokenizer.add_tokens(names) != len(names):
             raise OnewordError(f"token {token!r} is already a word of this model's vocabulary (or given twice)")
@@ -174,7 +165,7 @@ def init_vectors(model, word: str, n: int) -> torch.Tensor:
 
 def encode_templates(tokenizer, prop: str, token: str, n: int) -> torch.Tensor:
     """Token ids [T, L] of every template with the placeholder filled in (computed once)."""
-    texts = [expand(t.format(token), token, n) for t in templates_for(prop)]
+    texts = expand_prompt([t.format(token) for t in templates_for(prop)], {token: n})
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     first = tokenizer.convert_tokens_to_ids(token)

@@ -20,7 +20,7 @@ def generate(model, prompt: str, concepts=(), n: int = 1, steps: int | None = No
              seed: int = 0, negative: str | None = None, height: int | None = None, width: int | None = None,
              batch: int = 8) -> list[Image.Image]:
     """n images of `prompt`, which may use the tokens of any number of learned `concepts`."""
-    from .concept import install_concepts
+    from .install import install_concepts
 
     install_concepts(model, list(concepts))
     d = sampling_defaults(model)
@@ -57,11 +57,11 @@ def encode_text(model, tokenizer, prompts: list[str]) -> torch.Tensor:
 @torch.no_grad()
 def preview_grid(model, tokenizer, cfg, path: Path, per_prompt: int = 2) -> Path:
     """A grid of the word as learned so far, for a few prompts (uses the learning-time text encoder)."""
-    from .invert import expand
+    from .install import expand_prompt
 
     default = "a painting in the style of {}" if cfg.property == "style" else "a photo of {}"
     prompts = list(cfg.preview_prompts) or [default.format(cfg.token)]
-    texts = [expand(p, cfg.token, cfg.vectors) for p in prompts]
+    texts = expand_prompt(prompts, {cfg.token: cfg.vectors})
     cond = encode_text(model, tokenizer, texts)
     uncond = encode_text(model, tokenizer, [""] * len(texts))
     images = generate_from_embeds(model, cond, uncond, per_prompt, steps=cfg.preview_steps, seed=cfg.seed)

@@ -13,8 +13,9 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from oneword.concept import (Concept, a1111_image_bytes, describe, expand_prompt, install_concepts, load_concepts,
-                             save_concept)
+from oneword.concept import (Concept, a1111_image_bytes, describe, load_concepts, save_concept,
+                             vector_token_names)
+from oneword.install import expand_prompt, install_concepts
 from oneword.errors import OnewordError
 
 W = 32  # text width of the tiny pipeline
@@ -240,7 +241,7 @@ def test_install_refuses_vocabulary_words_and_leaves_model_untouched(pipe):
 
 
 def test_check_token_free(pipe):
-    from oneword.concept import check_token_free
+    from oneword.install import check_token_free
 
     check_token_free(pipe.tokenizer, "<teal-ring>", 3)
     for bad in ("cat", "dog", "a b", ""):
@@ -286,6 +287,15 @@ def test_expand_prompt():
     once = expand_prompt("x <cat> y", cs)
     assert expand_prompt(once, cs) == once
     assert expand_prompt(["<cat>", "none"], cs) == ["<cat> <cat>_1", "none"]
+    # as the tokenizer sees it: any case (the spelling kept), next to punctuation; a mapping works too
+    assert expand_prompt("(<CAT>), <cat>.", {"<cat>": 2}) == "(<CAT> <cat>_1), <cat> <cat>_1."
+    assert expand_prompt("a <cat>", {"<cat>": 1}) == "a <cat>"
+
+
+def test_vector_token_names():
+    assert vector_token_names("<c>", 1) == ["<c>"]
+    assert vector_token_names("<c>", 3) == ["<c>", "<c>_1", "<c>_2"]
+    assert concept(3, token="<c>").tokens == vector_token_names("<c>", 3)
 
 
 def test_describe_lists_nearest_words(pipe):

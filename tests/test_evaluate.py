@@ -11,6 +11,7 @@ from PIL import Image
 from oneword import evaluation as E
 from oneword.concept import Concept
 from oneword.errors import OnewordError
+from oneword.install import expand_prompt
 
 
 class PixelJudge:
@@ -123,7 +124,7 @@ def test_editability_strips_the_placeholder_and_its_vector_tokens_before_encodin
     assert "a photo of on the moon" in judge.texts and "Elmo holding a" in judge.texts
     # the samples themselves were drawn with the word (expanded to its 3 vector tokens)
     assert learned["prompts"][1]["prompt"] == "a photo of <spy> on the moon"
-    assert E.expand_words("a photo of <spy> on the moon", [word]) == "a photo of <spy> <spy>_1 <spy>_2 on the moon"
+    assert expand_prompt("a photo of <spy> on the moon", [word]) == "a photo of <spy> <spy>_1 <spy>_2 on the moon"
     # a caption is scored against the very same texts
     before = list(judge.texts)
     cap = ev.evaluate(E.captioned("a small teal ring"))
@@ -148,9 +149,9 @@ def test_learned_words_reach_the_text_encoder_and_leave_the_model_untouched(tiny
     b = Concept("<w>", torch.ones(2, tiny_model.hidden_size), {})
     with torch.no_grad():
         with E.temporary_words(tiny_model, [a]) as tok:
-            ea = encode_text(tiny_model, tok, [E.expand_words("a photo of <w>", [a])])
+            ea = encode_text(tiny_model, tok, [expand_prompt("a photo of <w>", [a])])
         with E.temporary_words(tiny_model, [b]) as tok:
-            eb = encode_text(tiny_model, tok, [E.expand_words("a photo of <w>", [b])])
+            eb = encode_text(tiny_model, tok, [expand_prompt("a photo of <w>", [b])])
     assert not torch.allclose(ea, eb)
     assert len(tiny_model.tokenizer) == vocab and tiny_model.text_encoder.get_input_embeddings() is emb
     with pytest.raises(OnewordError, match="wide"):
