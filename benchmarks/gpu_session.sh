@@ -69,7 +69,7 @@ want ckpt && step 90 python3 benchmarks/speed.py $SD --batch 1 4 --steps 20 --sy
   --json "$J/ckpt.json"
 # the world model: a GPU warm start (VAE kept, UNet batch 512), shipped back as one tar
 if want world; then
-  step 330 python3 -m oneword.cli world pretrain --out /tmp/world_gpu --seed 3 --minutes 3.5 --init-from "$INIT" \
+  step 330 python3 -m oneword world pretrain --out /tmp/world_gpu --seed 3 --minutes 3.5 --init-from "$INIT" \
     --keep-vae --unet-batch 512
   [ -d /tmp/world_gpu/model ] && tar -C /tmp/world_gpu -cf "$OUT/world_gpu.tar" model judge
 fi

@@ -1,25 +1,48 @@
 """oneword: textual inversion (Gal et al. 2022) as a library and a command.
 
-    from oneword import load_model, LearnConfig, learn, generate
+    from oneword import LearnConfig, generate, learn, load_model
     model = load_model("runwayml/stable-diffusion-v1-5")        # or None: the embedded world model
     word = learn(model, "photos/", LearnConfig(token="<my-cat>", init="cat"), "runs/my-cat")
     images = generate(model, "an oil painting of <my-cat> on the moon", [word], n=4)
+
+`import oneword` is cheap: each name below is imported (with torch) the first time it is used.
 """
 from importlib import import_module
 
-_EXPORTS = {
-    "load_model": "oneword.models", "FrozenModel": "oneword.models",
-    "LearnConfig": "oneword.invert", "learn": "oneword.invert",
-    "generate": "oneword.sampling", "save_grid": "oneword.sampling",
-    "Concept": "oneword.concept", "load_concepts": "oneword.concept", "save_concept": "oneword.concept",
-    "install_concepts": "oneword.install", "expand_prompt": "oneword.install",
-    "OnewordError": "oneword.errors",
-}
-__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
 
+# public name -> the module that defines it (the first of several that does)
+_EXPORTS = {
+    "load_model": ("oneword.models",),
+    "FrozenModel": ("oneword.models",),
+    "learn": ("oneword.invert",),
+    "LearnConfig": ("oneword.invert",),
+    "generate": ("oneword.sampling",),
+    "variations": ("oneword.sampling", "oneword.editing"),
+    "edit": ("oneword.editing",),
+    "evaluate": ("oneword.evaluation",),
+    "Concept": ("oneword.concept",),
+    "load_concepts": ("oneword.formats", "oneword.concept"),
+    "save_concept": ("oneword.formats", "oneword.concept"),
+    "install_concepts": ("oneword.install",),
+    "expand_prompt": ("oneword.install",),
+    "OnewordError": ("oneword.errors",),
+}
+__all__ = [*_EXPORTS, "__version__"]
 
-def __getattr__(name):  # lazy: `import oneword` stays cheap, torch loads on first use
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
+
+def __getattr__(name: str):
+    for module in _EXPORTS.get(name, ()):
+        try:
+            value = getattr(import_module(module), name)
+        except (ModuleNotFoundError, AttributeError) as e:
+            if getattr(e, "name", None) not in (module, name):
+                raise
+            continue
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'oneword' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

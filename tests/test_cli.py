@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from oneword.cli import main
+from oneword.commands import main
 from conftest import write_photos
 
 
@@ -105,7 +105,8 @@ def test_unknown_models(capsys, photos, tmp_path):
 
 
 def test_wrong_width_embedding_is_refused(capsys, tiny_dir, tmp_path):
-    from oneword.concept import Concept, save_concept
+    from oneword.concept import Concept
+    from oneword.formats import save_concept
 
     save_concept(Concept("<wide>", torch.randn(1, 768), {}), tmp_path / "wide.safetensors")
     code, _, err = run(capsys, "generate", "a photo of <wide>", "--model", tiny_dir, "--embeds",

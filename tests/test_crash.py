@@ -15,7 +15,7 @@ STEPS = 60
 
 
 def learn_cmd(photos, model, out, *extra):
-    return [sys.executable, "-m", "oneword.cli", "learn", str(photos), "--token", "<k>", "--init", "ring",
+    return [sys.executable, "-m", "oneword", "learn", str(photos), "--token", "<k>", "--init", "ring",
             "--model", str(model), "--out", str(out), "--steps", str(STEPS), "--batch-size", "2",
             "--save-every", "1", "--quiet", *extra]
 
@@ -74,7 +74,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_dir, pho
             kills += 1
         proc.wait()
         assert_consistent(part)
-        cmd = [sys.executable, "-m", "oneword.cli", "learn", "--resume", str(part), "--quiet"]
+        cmd = [sys.executable, "-m", "oneword", "learn", "--resume", str(part), "--quiet"]
     assert kills >= 2
     subprocess.run(cmd, env=env(), check=True, timeout=300)
     assert_consistent(part, finished=True)

@@ -194,7 +194,7 @@ def test_learned_multi_vector_word_conditions_the_edit(tiny_model):
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_edit(tiny_dir, tmp_path, capsys):
-    from oneword.cli import main
+    from oneword.commands import main
 
     _photo(24, 24).save(tmp_path / "p.png")
     mask = Image.new("L", (48, 48), 0)

@@ -90,7 +90,7 @@ def test_pretraining_distribution_holds_out_combinations_and_is_biased():
 
 def test_check_names_the_kind_of_each_held_out_combination():
     """`world check` breaks held-out accuracy down by kind of unseen pair; each check-time scene has one."""
-    from oneword.world.cli import heldout_scenes
+    from oneword.world.check import heldout_scenes
     from oneword.world.render import held_out_kinds
 
     rng = np.random.default_rng(3)
@@ -235,7 +235,7 @@ def test_shipped_model_loads_and_generates():
 def test_shipped_model_follows_prompts_at_small_scale():
     """`oneword world check` at small scale: prompts whose attribute combinations were held out of
     pretraining (the issue's bars), two objects and the biased word."""
-    from oneword.world.cli import run_check
+    from oneword.world.check import run_check
 
     res = run_check(n=32, n_two=8, n_bias=16, n_oracle=64, steps=25, guidance=7.5, log=lambda m: None)
     gen = res["heldout_generation"]
@@ -276,7 +276,7 @@ def test_load_judge_missing_folder_is_a_user_error(tmp_path):
 def test_tiny_pretrain_end_to_end(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from oneword.world.cli import run_check
+    from oneword.world.check import run_check
     from oneword.world.pretrain import pretrain
 
     rec = pretrain(tmp_path, seed=0, minutes=0.05, tiny=True, quiet=True)
@@ -411,7 +411,7 @@ def test_shipped_judge_sees_the_values_the_model_has_no_word_for():
 
 
 def test_cli_registers_world_commands(tmp_path):
-    from oneword.world.cli import register
+    from oneword.commands.world import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

@@ -1,0 +1,97 @@
+"""`oneword learn`: learn a new word from a few photos (or continue an interrupted run)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..errors import OnewordError
+from ._common import add_command, add_model_args, load_model_from
+
+# LearnConfig's defaults and the world model's (oneword.world.defaults), as the help states them;
+# tests/test_cli.py checks that these agree with the library.
+_DEFAULT = "(default: {}; world model: {})"
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "learn", "learn a new word from 3-5 photos")
+    p.add_argument("photos", nargs="?", help="folder of photos (not needed with --resume)")
+    p.add_argument("--token", help='the new word, e.g. "<my-cat>"')
+    p.add_argument("--init", help='a word to start from, e.g. "cat" (default: "object", or "painting" for styles); '
+                   'with --vectors N, several words spread over the vectors ("green star": colour slot, shape slot)')
+    add_model_args(p)
+    p.add_argument("--out", help="run folder (default: runs/<token>)")
+    p.add_argument("--steps", type=int, help="maximum optimisation steps; early stopping may end sooner "
+                   + _DEFAULT.format(2000, 1250))
+    p.add_argument("--batch-size", type=int, help="photos per step (default: 4)")
+    p.add_argument("--lr", type=float, help="learning rate (AdamW, constant after warm-up) "
+                   + _DEFAULT.format(0.005, 0.02))
+    p.add_argument("--warmup", type=int, help="linear warm-up steps (default: 0)")
+    p.add_argument("--vectors", type=int, help="vectors per word (multi-vector words) (default: 1)")
+    p.add_argument("--property", choices=["object", "style"], help="what the photos share (default: object)")
+    p.add_argument("--resolution", type=int, help="training resolution (default: the model's)")
+    p.add_argument("--seed", type=int, help="seed of the whole run: photo order, templates, noise (default: 0)")
+    p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 250)")
+    p.add_argument("--preview-every", type=int, help="write a preview grid every N steps (default: 0, never)")
+    p.add_argument("--preview-prompt", action="append", help="prompt for previews (repeatable); use the token in it")
+    p.add_argument("--reg-weight", type=float,
+                   help="L2 pull toward the init word (official code's embedding_reg_weight) (default: 0.0)")
+    p.add_argument("--no-early-stop", action="store_true", help="run all --steps")
+    p.add_argument("--grad-checkpointing", action="store_true", help="save memory (fits SD1.5 in ~4 GB)")
+    p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run each step eagerly (slower; for debugging)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..data import read_photos
+    from ..invert import LearnConfig, learn
+
+    overrides = {"token": args.token, "init": args.init, "steps": args.steps, "batch_size": args.batch_size,
+                 "lr": args.lr, "warmup": args.warmup, "vectors": args.vectors, "property": args.property,
+                 "resolution": args.resolution, "seed": args.seed, "save_every": args.save_every,
+                 "preview_every": args.preview_every, "reg_weight": args.reg_weight,
+                 "preview_prompts": tuple(args.preview_prompt) if args.preview_prompt else None}
+    if args.no_early_stop:
+        overrides["early_stop"] = False
+    if args.grad_checkpointing:
+        overrides["grad_checkpointing"] = True
+    if args.no_cuda_graph:
+        overrides["cuda_graph"] = False
+    if args.resume:
+        out, photos, saved = _resumable(args.resume)
+        overrides = {**saved["config"],
+                     **{k: v for k, v in overrides.items() if v is not None and k in ("steps", "cuda_graph")}}
+        if args.model is None and saved["model"]["kind"] != "world":
+            args.model = saved["model"]["source"]
+    else:
+        if not args.photos or not args.token:
+            raise OnewordError("learn needs a photos folder and --token (or --resume RUN_DIR)")
+        photos, out = args.photos, Path(args.out or Path("runs") / _slug(args.token))
+        if (out / "checkpoint.safetensors").exists():
+            raise OnewordError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    read_photos(photos)  # refuse bad photos before spending time on the model
+    model = load_model_from(args)
+    cfg = LearnConfig.with_defaults(model, **overrides)
+    concept = learn(model, photos, cfg, out, resume=bool(args.resume), progress=not args.quiet)
+    run_json = json.loads((out / "run.json").read_text())
+    print(f"learned {concept.token} ({cfg.vectors} vector(s)) in {run_json['step']} steps"
+          f"{' (early stop)' if run_json['status'] == 'early_stopped' else ''}: {out / 'learned_embeds.safetensors'}")
+
+
+def _resumable(run_dir: str):
+    out = Path(run_dir)
+    try:
+        saved = json.loads((out / "run.json").read_text())
+    except FileNotFoundError:
+        raise OnewordError(f"{out} is not a oneword run folder (no run.json)") from None
+    except json.JSONDecodeError:
+        raise OnewordError(f"{out / 'run.json'} is damaged; cannot resume") from None
+    if not saved.get("photos"):
+        raise OnewordError(f"{out} was learned from in-memory images; resume it from Python")
+    return out, saved["photos"], saved
+
+
+def _slug(token: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", token).strip("-.") or "concept"

@@ -1,0 +1,23 @@
+"""`oneword variations`: the paper's image variations, a grid of "a photo of S*"."""
+from __future__ import annotations
+
+from ..errors import OnewordError
+from ._common import add_command, add_sampling_args, load_concepts_from, sample_and_save
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "variations", 'image variations: a grid of "a photo of S*"')
+    p.add_argument("--template", default=None,
+                   help='prompt with {} for the word (default: "a photo of {}", "a painting in the style of {}" '
+                        'for styles)')
+    add_sampling_args(p, 16)
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    concepts = load_concepts_from(args.embeds)
+    if len(concepts) != 1:
+        raise OnewordError("variations takes exactly one --embeds file with one learned word")
+    c = concepts[0]
+    template = args.template or ("a painting in the style of {}" if c.meta.get("property") == "style" else "a photo of {}")
+    sample_and_save(args, template.format(c.token))

@@ -1,0 +1,123 @@
+"""`oneword world pretrain`, `tune-oracle` / `tune-clip` (the judge) and `check` (the world model's must-show
+figures, oneword.world.check)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import OnewordError
+from ._common import HelpFormatter, add_command
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "world", "the embedded world: pretrain or check the shipped model")
+    sub = p.add_subparsers(metavar="ACTION")
+    p.set_defaults(func=lambda a: p.print_help())
+
+    q = sub.add_parser("pretrain", help="train the world model (VAE, text encoder, UNet) and its judge",
+                       formatter_class=HelpFormatter)
+    q.add_argument("--out", help="folder that receives model/ and judge/ (default: the package's own)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--minutes", type=float, default=38.0, help="wall-clock budget for all training (default 38)")
+    q.add_argument("--tiny", action="store_true", help="a seconds-long smoke run with tiny models")
+    q.add_argument("--threads", type=int, help="torch CPU threads (use 1 on a busy machine: oversubscribed threads spin)")
+    q.add_argument("--cache", help="keep the trained VAE here and reuse it on a rerun with the same seed")
+    q.add_argument("--init-from", help="continue training from the model/ and judge/ in this folder")
+    q.add_argument("--keep-vae", action="store_true",
+                   help="with --init-from: keep its VAE as it is (the UNet keeps its latent space) and give the "
+                        "VAE's time to the UNet")
+    q.add_argument("--unet-batch", type=int,
+                   help="UNet batch (default 128; a GPU takes 512 at about the same step time)")
+    q.add_argument("--scenes", type=int, help="scenes rendered for training (default 24000; more for long runs)")
+    q.add_argument("--caption-hedge", type=float, default=0.0,
+                   help="probability that a caption calls an un-named colour one of its two nearest named colours "
+                        "(default 0: never mentioned, as the world is designed; see docs/world.md)")
+    q.set_defaults(func=_pretrain)
+
+    for part, what in (("oracle", "continue the judge's oracle on renders of the whole world (held-out combinations "
+                                  "included)"),
+                       ("clip", "continue the judge's CLIP on renders of the whole world captioned in the judge's "
+                                "language (every value named)")):
+        d = sub.add_parser(f"tune-{part}", help=f"{what}; the model is not touched", formatter_class=HelpFormatter)
+        d.add_argument("--from", dest="src", help="folder holding model/ and judge/ (default: the package's own)")
+        d.add_argument("--out", help="folder that receives judge/ (default: the package's own)")
+        d.add_argument("--minutes", type=float, default={"oracle": 6.0, "clip": 10.0}[part],
+                       help="wall-clock budget (default %(default)s)")
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--threads", type=int, help="torch CPU threads")
+        d.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+        d.set_defaults(func=_tune_judge, part=part)
+
+    c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures",
+                       formatter_class=HelpFormatter)
+    c.add_argument("--model", help="diffusers folder (default: the shipped world model)")
+    c.add_argument("--judge", help="judge folder (default: the shipped judge)")
+    c.add_argument("--n", type=int, default=200, help="prompts for the held-out-combination table (default 200)")
+    c.add_argument("--n-two", type=int, default=100, help="two-object prompts (default 100)")
+    c.add_argument("--n-bias", type=int, default=100, help="biased-word samples (default 100)")
+    c.add_argument("--n-oracle", type=int, default=1000, help="fresh renders for the oracle (default 1000)")
+    c.add_argument("--steps", type=int, default=25)
+    c.add_argument("--guidance", type=float, default=7.5)
+    c.add_argument("--seed", type=int, default=1234)
+    c.add_argument("--json", help="also write the figures to this JSON file")
+    c.set_defaults(func=_check)
+
+
+def _package_folder() -> Path:
+    """oneword/world/, which holds the shipped model/ and judge/."""
+    from ..world import model_path
+
+    return model_path().parent
+
+
+def _pretrain(args) -> None:
+    from ..world import pretrain as pt
+
+    out = Path(args.out) if args.out else _package_folder()
+    if args.minutes <= 0:
+        raise OnewordError("--minutes must be positive")
+    if args.unet_batch is not None and args.unet_batch < 1:
+        raise OnewordError("--unet-batch must be positive")
+    if args.scenes is not None and args.scenes < 100:
+        raise OnewordError("--scenes must be at least 100")
+    if not 0.0 <= args.caption_hedge <= 1.0:
+        raise OnewordError("--caption-hedge must be in [0, 1]")
+    rec = pt.pretrain(out, seed=args.seed, minutes=args.minutes, tiny=args.tiny, threads=args.threads,
+                      cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae, unet_batch=args.unet_batch,
+                      scenes=args.scenes, hedge=args.caption_hedge)
+    print(json.dumps(rec["stages"], indent=1))
+
+
+def _tune_judge(args) -> None:
+    from ..world import pretrain as pt
+
+    here = _package_folder()
+    if args.minutes <= 0:
+        raise OnewordError("--minutes must be positive")
+    rec = pt.tune_judge(args.src or here, args.out or here, part=args.part, minutes=args.minutes, seed=args.seed,
+                        tiny=args.tiny, threads=args.threads)
+    print(json.dumps(rec, indent=1))
+
+
+def _check(args) -> None:
+    from ..world.check import run_check
+
+    res = run_check(args.model, args.judge, args.n, args.n_two, args.n_bias, args.n_oracle, args.steps,
+                    args.guidance, args.seed)
+    print()
+    print("| figure | measured | bar |")
+    print("|---|---|---|")
+    for k, v in res["oracle"].items():
+        print(f"| oracle accuracy: {k} | {v:.1%} | >= 97% |")
+    for k, v in res["heldout_generation"].items():
+        print(f"| held-out prompts: {k} correct | {v:.1%} | {'>= 85%' if k != 'count' else '-'} |")
+    for k, v in res["heldout_by_pair"].items():
+        print(f"| held-out {k} pairs: both correct | {v['both_correct']:.1%} (n={v['n']}) | - |")
+    print(f"| two-object: both present | {res['two_object']['both_present']:.1%} | >= 60% |")
+    print(f"| two-object: both shapes present | {res['two_object']['both_shapes_present']:.1%} | - |")
+    print(f"| biased word: top colour share ({res['biased_word']['top_colour']}) | "
+          f"{res['biased_word']['top_share']:.1%} | >= 80% |")
+    if args.json:
+        from ..safeio import atomic_write_json
+
+        atomic_write_json(args.json, res)
