@@ -16,8 +16,9 @@ DEMO_CONCEPT = "teal_ring"
 
 def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     from .sampling import generate, save_grid
-    from .invert import LearnConfig, checkpoint_fingerprint, learn
+    from .invert import LearnConfig, learn
     from .models import load_model
+    from .run import CHECKPOINT, checkpoint_fingerprint
     from .world.concepts import NOVEL_CONCEPTS
 
     name = name or DEMO_CONCEPT
@@ -35,7 +36,7 @@ def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     token = f"<{name.replace('_', '-')}>"
     cfg = LearnConfig.with_defaults(model, token=token, init=concept.init_word, property=concept.kind, seed=seed)
     run = out / "run"
-    ckpt = run / "checkpoint.safetensors"  # resume an interrupted demo, but never onto another model
+    ckpt = run / CHECKPOINT  # resume an interrupted demo, but never onto another model
     same_model = ckpt.exists() and checkpoint_fingerprint(ckpt) == model.identity.get("fingerprint")
     learned = learn(model, out / "photos", cfg, run, resume=same_model)
 

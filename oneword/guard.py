@@ -3,10 +3,12 @@
 Reading a GPU value on the host (`bool(torch.isfinite(loss))`, `loss.item()`, GradScaler's own found-inf
 check) makes the host wait until the GPU has finished all queued work, and the GPU then idles while the host
 draws and launches the next step. So each step decides on the device: the optimiser step is applied, then undone
-with `torch.where` where the loss or gradient was not finite (`step_unless_nonfinite`), and `Guard` counts those
+with `torch.where` where the loss or gradient was not finite (`Guard.kept_if_finite`), and `Guard` counts those
 steps in device tensors that the loop reads at its check points only (validations, checkpoints, the end).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -30,6 +32,22 @@ class Guard:
         self.loss = torch.where(ok, loss.detach().float(), self.loss)
         return ok
 
+    @contextmanager
+    def kept_if_finite(self, loss: torch.Tensor, opt: torch.optim.Optimizer, param: torch.Tensor):
+        """Around `opt.step()` for `param`: its effect is undone on the device where this step's loss or gradient
+        is not finite (`check`): the parameter and the optimiser's state (moments, step count) keep their values,
+        as if the step had been skipped. Where they are finite the result is opt.step()'s bit for bit. The state's
+        step count must live on the loss's device for this to need no sync (AdamW(capturable=True) on CUDA; on
+        the CPU there is no device to wait for)."""
+        ok = self.check(loss, param.grad)
+        had = {k: v.clone() for k, v in opt.state[param].items()} if param in opt.state else {}
+        old = param.detach().clone()
+        yield ok
+        pairs = [(param.data, old)] + [(v, had.get(k, torch.zeros_like(v))) for k, v in opt.state[param].items()]
+        with torch.no_grad():  # (a state created by this step goes back to zeros: AdamW's fresh state)
+            for now, before in pairs:
+                now.copy_(torch.where(ok, now, before))
+
     def read(self) -> tuple[int, int, float]:
         """(non-finite steps, longest run of them in a row, last finite loss) since the last read."""
         skipped, worst, loss = torch.stack([self.skipped.double(), self.worst.double(), self.loss.double()]).tolist()
@@ -42,16 +60,3 @@ class Guard:
         self.in_row.zero_()
         self.worst.zero_()
 
-
-def step_unless_nonfinite(opt: torch.optim.Optimizer, param: torch.Tensor, ok: torch.Tensor) -> None:
-    """opt.step() for `param`, whose effect is undone on the device where `ok` is false: the parameter and the
-    optimiser's state (moments, step count) keep their values, as if the step had been skipped. Where `ok` is
-    true the result is opt.step()'s bit for bit. The state's step count must live on ok's device for this to
-    need no sync (AdamW(capturable=True) on CUDA; on the CPU there is no device to wait for)."""
-    had = {k: v.clone() for k, v in opt.state[param].items()} if param in opt.state else {}
-    old = param.detach().clone()
-    opt.step()
-    pairs = [(param.data, old)] + [(v, had.get(k, torch.zeros_like(v))) for k, v in opt.state[param].items()]
-    with torch.no_grad():  # (a state created by this step goes back to zeros: AdamW's fresh state)
-        for now, before in pairs:
-            now.copy_(torch.where(ok, now, before))

@@ -14,7 +14,7 @@ def test_demo_runs_and_never_resumes_onto_another_model(tmp_path, capsys):
     from safetensors import safe_open
 
     from oneword.demo import run_demo
-    from oneword.invert import checkpoint_fingerprint
+    from oneword.run import checkpoint_fingerprint
     from oneword.models import load_model
 
     out = tmp_path / "demo"

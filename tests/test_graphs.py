@@ -207,6 +207,7 @@ def ops_of(fn, params, example, scale=None, backward=True) -> set:
 def test_the_step_and_validation_functions_never_sync_with_the_host(tiny_model, photos, tmp_path, monkeypatch):
     """A CUDA graph cannot contain a host sync (.item(), bool(tensor), nonzero...): the functions `learn` hands to
     loss_runner are run here on the CPU under a dispatch mode that records every operation, forward and backward."""
+    import oneword.early_stopping
     import oneword.invert
 
     seen = []
@@ -217,7 +218,8 @@ def test_the_step_and_validation_functions_never_sync_with_the_host(tiny_model, 
         seen.append((backward, ops_of(fn, params, example, kw.get("scale"), backward)))
         return real(fn, params, example, **kw)
 
-    monkeypatch.setattr(oneword.invert, "loss_runner", recording)
+    monkeypatch.setattr(oneword.invert, "loss_runner", recording)  # the training step's runner
+    monkeypatch.setattr(oneword.early_stopping, "loss_runner", recording)  # the validation batch's
     cfg = LearnConfig(token="<teal-ring>", init="ring", steps=2, batch_size=2, early_stop=True, val_every=1,
                       val_samples=4, save_every=1000, reg_weight=0.01)
     learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)

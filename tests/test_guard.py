@@ -1,7 +1,7 @@
 """The non-finite-step guard decides on the device: a bad step is undone there, a good one is AdamW's own."""
 import torch
 
-from oneword.guard import Guard, step_unless_nonfinite
+from oneword.guard import Guard
 
 
 def adamw_after(grads, on_device: bool):
@@ -14,7 +14,8 @@ def adamw_after(grads, on_device: bool):
     for grad in grads:
         p.grad = grad.clone()
         if on_device:
-            step_unless_nonfinite(opt, p, guard.check(torch.tensor(1.0), p.grad))
+            with guard.kept_if_finite(torch.tensor(1.0), opt, p):
+                opt.step()
         elif torch.isfinite(grad).all():
             opt.step()
     return p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}, guard

@@ -180,7 +180,7 @@ def test_init_text_spreads_over_vectors(tiny_model):
 
 
 def test_stopping_rule_waits_for_a_falling_loss_and_stops_a_flat_one():
-    from oneword.invert import loss_stopped_falling
+    from oneword.early_stopping import loss_stopped_falling
 
     g = torch.Generator().manual_seed(0)
     jitter = (torch.randn(40, generator=g) * 1e-4).tolist()
@@ -203,20 +203,25 @@ def test_early_stopping_ends_a_converged_run_and_says_so(tiny_model, photos, tmp
 
 def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_model, photos):
     from oneword.data import encode_photos, read_photos
-    from oneword.invert import Validator, _training_schedule
+    from oneword.early_stopping import ValidationBatch
+    from oneword.invert import _training_schedule
 
     cache = encode_photos(tiny_model, read_photos(photos), tiny_model.resolution)
     ids = tiny_model.tokenizer(["a photo of a ring", "a rendering of a ring"], padding="max_length",
                                max_length=tiny_model.tokenizer.model_max_length, return_tensors="pt").input_ids
     schedule = _training_schedule(tiny_model)
     steps = schedule.config.num_train_timesteps
-    one, whole = (Validator(cache, ids, quick(), steps, seed=0, chunk=c) for c in (1, 16))
+
+    def sample_loss(rows, posterior_noise, noise, timesteps, prompt_ids):
+        return diffusion_loss(tiny_model, schedule, cache.sample(rows, posterior_noise), noise, timesteps, prompt_ids)
+
+    one, whole = (ValidationBatch(cache, ids, quick(), steps, sample_loss, chunk=c) for c in (1, 16))
     assert sorted(set(one.rows.tolist())) == list(range(len(cache))) and len(one.rows) == 16
     assert len(set(one.timesteps.tolist())) == 16 and one.timesteps.min() >= 0.05 * steps - 1
     assert {tuple(r) for r in one.ids.tolist()} == {tuple(r) for r in ids.tolist()}  # both templates are used
-    assert one.loss(tiny_model, cache, schedule) == pytest.approx(whole.loss(tiny_model, cache, schedule), rel=1e-5)
+    assert one.loss() == pytest.approx(whole.loss(), rel=1e-5)
     # val_t_min: the same 16 samples over the noisier part of the schedule only; the default is the old spread
-    upper = Validator(cache, ids, quick(val_t_min=0.5), steps, seed=0)
+    upper = ValidationBatch(cache, ids, quick(val_t_min=0.5), steps, sample_loss)
     assert upper.timesteps.min() >= 0.5 * steps and upper.timesteps.max() < 0.95 * steps
     assert len(set(upper.timesteps.tolist())) == 16 and torch.equal(upper.noise, one.noise)
     old_spread = (steps * (0.05 + 0.9 * (torch.arange(16) + 0.5) / 16)).long()

@@ -1,0 +1,162 @@
+"""A learning run: its folder, and everything needed to continue it.
+
+    checkpoint.safetensors      the vectors, AdamW's moments and step count, the batch generator's state, the
+                                training state (step, learning-rate scale, non-finite steps, roll-backs, the
+                                early-stopping history) and the config: a resumed run continues bit for bit (CPU)
+    learned_embeds.safetensors  the word so far, in diffusers' format
+    run.json                    status, progress and settings, for people and for `oneword learn --resume`
+
+`Run.save` writes the three in that order, each atomically (oneword.safeio), so a kill at any moment leaves a
+consistent set; the previews/ folder beside them is `learn`'s.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .concept import Concept
+from .formats import save_concept
+from .errors import OnewordError
+from .safeio import atomic_write_bytes, atomic_write_json
+
+CHECKPOINT = "checkpoint.safetensors"
+RESUME_MUST_MATCH = ("token", "vectors", "property", "batch_size", "seed")  # what the saved state depends on
+
+
+class Run:
+    """The state of one learning run around its vectors and optimiser: `step` (updates done, non-finite ones
+    included), `lr_scale` (halved by each roll-back), `skipped` (non-finite steps), `rollbacks`, the
+    early-stopping monitor's history and `rng`, the one generator every training batch is drawn from."""
+
+    def __init__(self, out, cfg, model, photos, vectors: torch.nn.Parameter, opt: torch.optim.Optimizer,
+                 early_stopping):
+        self.out = Path(out)
+        self.checkpoint = self.out / CHECKPOINT
+        self.cfg, self.model, self.photos = cfg, model, photos
+        self.vectors, self.opt, self.early_stopping = vectors, opt, early_stopping
+        self.start = vectors.detach().clone()  # where a roll-back with no checkpoint to go back to starts again
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.step, self.lr_scale, self.skipped, self.rollbacks = 0, 1.0, 0, 0
+
+    # ------------------------------------------------------------------------------------------ writing
+    def save(self, status: str, rate: float | None = None, elapsed: float | None = None,
+             engine: dict | None = None) -> Concept:
+        """Checkpoint first, then the embedding, then run.json: each atomic, so any kill leaves a consistent set."""
+        from safetensors.torch import save
+
+        adam = self.opt.state.get(self.vectors, {})
+        tensors = {"vectors": self.vectors.detach().float().cpu().contiguous(), "rng": self.rng.get_state()}
+        for k in ("exp_avg", "exp_avg_sq"):
+            if k in adam:
+                tensors[k] = adam[k].detach().float().cpu().contiguous()
+        meta = {"state": json.dumps(self._state()), "config": json.dumps(asdict(self.cfg)),
+                "adam_step": str(int(adam["step"])) if "step" in adam else "0",
+                "model_fingerprint": str(self.model.identity.get("fingerprint"))}
+        atomic_write_bytes(self.checkpoint, save(tensors, metadata=meta))
+        concept = self.concept()
+        save_concept(concept, self.out / "learned_embeds.safetensors")
+        self.write_json(status, rate, elapsed, engine)
+        return concept
+
+    def concept(self) -> Concept:
+        """The word as learned so far, with what it was learned on and how."""
+        cfg, identity = self.cfg, self.model.identity
+        meta = {"token": cfg.token, "init": cfg.init_word(), "vectors": str(cfg.vectors),
+                "property": cfg.property, "base_model": str(identity.get("source")),
+                "model_fingerprint": str(identity.get("fingerprint")), "steps": str(self.step),
+                "text_width": str(self.model.hidden_size), "tool": "oneword"}
+        return Concept(token=cfg.token, vectors=self.vectors.detach().float().cpu().clone(), meta=meta)
+
+    def write_json(self, status: str, rate: float | None = None, elapsed: float | None = None,
+                   engine: dict | None = None) -> None:
+        """run.json: "running", "interrupted", "done" or "early_stopped", the step, settings and model; at the end
+        also the speed and which engine ran ("cuda-graph" or "eager", step and validation, seconds capturing)."""
+        cfg, stopper = self.cfg, self.early_stopping
+        run = {"status": status, "step": self.step, "config": asdict(cfg), "model": self.model.identity,
+               "photos": str(self.photos) if isinstance(self.photos, (str, Path)) else None,
+               "skipped_nonfinite_steps": self.skipped, "rollbacks": self.rollbacks,
+               "early_stopping": {"enabled": cfg.early_stop, "stopped_early": stopper.stopped,
+                                  "val_every": cfg.val_every, "min_steps": cfg.min_steps,
+                                  "val_window": cfg.val_window, "val_z": cfg.val_z, "val_t_min": cfg.val_t_min,
+                                  "val_losses": stopper.history}}
+        if rate is not None:
+            run["image_steps_per_s"] = round(rate, 3)
+            run["elapsed_s"] = round(elapsed, 3)
+        if engine is not None:
+            run["engine"] = engine
+        atomic_write_json(self.out / "run.json", run)
+
+    def _state(self) -> dict:
+        return {"step": self.step, "lr_scale": self.lr_scale, "skipped": self.skipped, "rollbacks": self.rollbacks,
+                **self.early_stopping.state_dict()}
+
+    # ------------------------------------------------------------------------------------------ reading
+    def resume(self) -> None:
+        """Continue from the checkpoint: vectors, AdamW state, generator and training state as they were saved."""
+        if not self.checkpoint.is_file():
+            raise OnewordError(f"nothing to resume in {self.out}: no {CHECKPOINT}")
+        self.load()
+
+    def load(self) -> None:
+        """Restore everything from the checkpoint, after checking that it belongs to this model and settings.
+        Every tensor is copied out of the file: the checkpoint is memory-mapped, and the next save replaces it."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.checkpoint), "pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
+        fingerprint = str(self.model.identity.get("fingerprint"))
+        learned_on = meta.get("model_fingerprint")
+        if learned_on not in (None, fingerprint):  # a vector is only meaningful in the text encoder it was learned in
+            raise OnewordError(f"cannot resume: this run was learned on model {learned_on}, not this one "
+                               f"({fingerprint}; weights in another precision count as another model); "
+                               f"start a new run with another --out")
+        saved = json.loads(meta["config"])
+        for k in RESUME_MUST_MATCH:
+            if saved.get(k) != getattr(self.cfg, k):
+                raise OnewordError(f"cannot resume: this run used {k}={saved.get(k)!r}, not {getattr(self.cfg, k)!r}")
+        vectors = self.vectors
+        if tensors["vectors"].shape != vectors.shape:
+            raise OnewordError(f"cannot resume: checkpoint holds vectors of shape {tuple(tensors['vectors'].shape)}")
+        with torch.no_grad():
+            vectors.copy_(tensors["vectors"].to(vectors.device))
+        if "exp_avg" in tensors:
+            on = vectors.device if self.opt.defaults["capturable"] else "cpu"  # where AdamW itself keeps it
+            self.opt.state[vectors] = {"step": torch.tensor(float(meta["adam_step"]), device=on),
+                                       "exp_avg": tensors["exp_avg"].to(vectors.device),
+                                       "exp_avg_sq": tensors["exp_avg_sq"].to(vectors.device)}
+        self.rng.set_state(tensors["rng"])
+        state = json.loads(meta["state"])
+        self.step, self.lr_scale = state.get("step", 0), state.get("lr_scale", 1.0)
+        self.skipped, self.rollbacks = state.get("skipped", 0), state.get("rollbacks", 0)
+        self.early_stopping.load_state_dict(state)
+
+    def roll_back(self) -> None:
+        """Repeated non-finite steps: back to the last checkpoint (or the start) with half the learning rate;
+        after 3 roll-backs, give up. The counts of roll-backs and non-finite steps carry on."""
+        self.rollbacks += 1
+        if self.rollbacks > 3:
+            raise OnewordError(f"learning diverged: {self.skipped} non-finite steps and 3 roll-backs; "
+                               f"try a lower --lr (now {self.cfg.lr * self.lr_scale:g})")
+        keep = (self.rollbacks, self.skipped, self.lr_scale * 0.5)
+        if self.checkpoint.is_file():
+            self.load()
+            self.early_stopping.stopped = False
+        else:
+            with torch.no_grad():
+                self.vectors.copy_(self.start)
+            self.opt.state.clear()
+            self.step = 0
+            self.early_stopping.reset()
+        self.rollbacks, self.skipped, self.lr_scale = keep
+
+
+def checkpoint_fingerprint(ckpt) -> str | None:
+    """The fingerprint of the model a checkpoint was learned on (None for checkpoints that predate it)."""
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        return (f.metadata() or {}).get("model_fingerprint")
