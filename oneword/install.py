@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .concept import Concept, _check_concept, check_token_name, vector_token_names, width_name
+from .concept import Concept, check_concept, check_token_name, vector_token_names, width_name
 from .errors import OnewordError
 
 
@@ -59,7 +59,7 @@ def install_concepts(model_or_pipe, concepts, allow_vocab_words: bool = False) -
     pipe = _pipe_of(model_or_pipe)
     if isinstance(concepts, Concept):
         concepts = [concepts]
-    concepts = [_check_concept(c, "embedding") for c in concepts]
+    concepts = [check_concept(c, "embedding") for c in concepts]
     tok, te = pipe.tokenizer, pipe.text_encoder
     width = int(te.get_input_embeddings().weight.shape[1])
     te2, tok2 = getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None)

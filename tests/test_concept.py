@@ -13,10 +13,10 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from oneword.concept import (Concept, a1111_image_bytes, describe, load_concepts, save_concept,
-                             vector_token_names)
-from oneword.install import expand_prompt, install_concepts
+from oneword.concept import Concept, vector_token_names
 from oneword.errors import OnewordError
+from oneword.formats import a1111_image_bytes, describe, load_concepts, save_concept
+from oneword.install import expand_prompt, install_concepts
 
 W = 32  # text width of the tiny pipeline
 
@@ -66,14 +66,14 @@ def test_every_format_round_trips_exactly(tmp_path, name, fmt, n):
 
 
 def test_convert_chain_through_every_format_is_lossless(tmp_path, capsys):
-    from oneword import formats_cli
+    from oneword import commands
 
     c = concept(2)
     save_concept(c, tmp_path / "start.safetensors")
     prev = tmp_path / "start.safetensors"
     for i, (name, fmt) in enumerate(ROUND_TRIPS + [("end.safetensors", None)]):
         out = tmp_path / f"{i}-{name}"
-        run_cli(formats_cli, "convert", str(prev), str(out), *(["--format", fmt] if fmt else []))
+        run_cli(commands, "convert", str(prev), str(out), *(["--format", fmt] if fmt else []))
         prev = out
     [back] = load_concepts(prev)
     assert same_bits(back.vectors, c.vectors) and back.token == c.token and back.meta == {**c.meta, "token": c.token}
@@ -446,11 +446,18 @@ def test_pickles_that_run_code_are_refused_and_nothing_runs(tmp_path):
 def test_loader_source_never_unpickles():
     """Every torch.load call passes weights_only=True; nothing imports pickle or calls its loaders."""
     import ast
+    import importlib
     import inspect
+    import pkgutil
 
-    import oneword.concept as mod
+    import oneword.concept
+    import oneword.formats
 
-    tree = ast.parse(inspect.getsource(mod))
+    mods = [oneword.concept, oneword.formats] + [importlib.import_module(f"oneword.formats.{m.name}")
+                                                 for m in pkgutil.iter_modules(oneword.formats.__path__)]
+    assert {m.__name__ for m in mods} >= {"oneword.formats.safetensors_layouts", "oneword.formats.torch_zip",
+                                          "oneword.formats.a1111_image"}
+    tree = ast.Module(body=[n for m in mods for n in ast.parse(inspect.getsource(m)).body], type_ignores=[])
     loads = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -477,7 +484,7 @@ def test_a1111_png_text_chunk_and_pixels_each_suffice(tmp_path):
 
 
 def test_a1111_pixel_stream_matches_reference():
-    from oneword.concept import _lcg_values
+    from oneword.formats.a1111_image import _lcg_values
 
     # first values of A1111's lcg() (from its image_embedding self-test) and its 100k checksum
     assert _lcg_values(12).tolist() == [253, 242, 127, 44, 157, 27, 239, 133, 38, 79, 167, 4]
@@ -563,23 +570,23 @@ def run_cli(module, *argv):
 
 
 def test_convert_and_inspect_commands(tmp_path, capsys):
-    from oneword import formats_cli
+    from oneword import commands
 
     save_concept(concept(2), tmp_path / "w.safetensors")
-    run_cli(formats_cli, "convert", str(tmp_path / "w.safetensors"), str(tmp_path / "w.pt"), "--token", "<new>")
+    run_cli(commands, "convert", str(tmp_path / "w.safetensors"), str(tmp_path / "w.pt"), "--token", "<new>")
     [c] = load_concepts(tmp_path / "w.pt")
     assert c.token == "<new>"
-    run_cli(formats_cli, "inspect", str(tmp_path / "w.pt"))
+    run_cli(commands, "inspect", str(tmp_path / "w.pt"))
     out = capsys.readouterr().out
     assert "token: <new>" in out and "2 x 32" in out
     with pytest.raises(OnewordError):
-        run_cli(formats_cli, "convert", str(tmp_path / "w.pt"), str(tmp_path / "w.txt"))
+        run_cli(commands, "convert", str(tmp_path / "w.pt"), str(tmp_path / "w.txt"))
     with pytest.raises(SystemExit):
-        run_cli(formats_cli, "convert", str(tmp_path / "w.pt"), str(tmp_path / "w.bin"), "--format", "comfy")
+        run_cli(commands, "convert", str(tmp_path / "w.pt"), str(tmp_path / "w.bin"), "--format", "comfy")
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
-    cli = pytest.importorskip("oneword.cli")
+    cli = pytest.importorskip("oneword.commands")
     (tmp_path / "evil.pt").write_bytes(pickle.dumps(_Evil(f"touch {tmp_path / 'CANARY'}")))
     assert cli.main(["convert", str(tmp_path / "evil.pt"), str(tmp_path / "out.safetensors")]) == 2
     err = capsys.readouterr().err
@@ -591,9 +598,9 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
 
 def test_inspect_with_model(tmp_path, tiny_dir, capsys):
     pytest.importorskip("oneword.models")
-    from oneword import formats_cli
+    from oneword import commands
 
     save_concept(concept(2), tmp_path / "w.safetensors")
-    run_cli(formats_cli, "inspect", str(tmp_path / "w.safetensors"), "--model", str(tiny_dir))
+    run_cli(commands, "inspect", str(tmp_path / "w.safetensors"), "--model", str(tiny_dir))
     out = capsys.readouterr().out
     assert "vector 0 nearest:" in out and "vector 1 nearest:" in out

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks import fuzz
-from oneword.concept import MAX_DIM, MAX_VECTORS, load_concepts
+from oneword.concept import MAX_DIM, MAX_VECTORS
 from oneword.errors import OnewordError
+from oneword.formats import load_concepts
 
 EXAMPLES = 200
 SETTINGS = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=10), derandomize=True, database=None,
@@ -105,7 +106,7 @@ def test_fuzz_pickles_that_run_code(rng, where):
 
 
 def test_cli_gives_exit_2_and_one_line_on_malformed_files(capsys):
-    cli = pytest.importorskip("oneword.cli")
+    cli = pytest.importorskip("oneword.commands")
     rng = random.Random(7)
     for fmt in fuzz.FORMATS:
         for _ in range(4):
