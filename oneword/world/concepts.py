@@ -108,7 +108,7 @@ LATE_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
 )}
 
 
-# Tuning concepts as new to the model as the held-out ones (session 10): each shows a (shape, colour) pair that
+# Tuning concepts as new to the model as the held-out ones: each shows a (shape, colour) pair that
 # pretraining never draws (render.HELD_OUT_SHAPE_COLOUR), so the exact object occurs in 0 of the 96,000 pretraining
 # scenes, and its pattern has no word. The caption names the pair; the word must carry the pattern and render a
 # combination the model has never drawn. Not in NOVEL_CONCEPTS: only the time-to-quality tuning uses them.

@@ -131,7 +131,7 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
     unet_batch: the UNet's batch (default 128); a GPU takes 512 at about the cost of 128 (8x8 latents).
     scenes: how many scenes to render (default 24,000): more scenes, fewer epochs over each, for long runs.
     hedge: probability that a caption calls an un-named colour one of its two nearest named colours
-    (render.caption; default 0, the issue's design: un-named colours are never mentioned).
+    (render.caption; default 0, the world's design: un-named colours are never mentioned).
     """
     from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
@@ -386,8 +386,8 @@ def tune_judge(src: str | Path, out: str | Path, part: str = "oracle", minutes: 
     their reconstructions through SRC's VAE (the judge reads generated images); write OUT/judge with the
     other part copied as is and the record in {part}_tuning.json. The model is not touched.
 
-    part "oracle": runs 3-6 trained it on the pretraining scenes only, so it had never seen a held-out
-    combination, which are exactly what `world check` measures.
+    part "oracle": the pretraining scenes hold no held-out combination, yet those are exactly what `world check`
+    measures, so the oracle learns from renders of the whole world.
     part "clip": the CLIP learns the judge's language (captions with a name for every value, JUDGE_ONLY_WORDS;
     its token table grows, known rows kept): a judge trained on the model's captions cannot see what those
     captions never mention (patterns, un-named shapes), so reconstruction could not reward a word for them.

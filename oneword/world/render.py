@@ -211,7 +211,7 @@ def object_phrase(o: Obj, rng, with_size: bool, with_colour: bool = True, hedge:
 def caption(scene: Scene, rng=None, *, full: bool = False, hedge: float = 0.0, name_all: bool = False) -> str:
     """A caption of the scene in world words (random template); full=True: mention every named attribute.
     hedge: probability that an un-named colour is called one of its two nearest named colours (default 0:
-    un-named colours are never mentioned, as issue 3 specifies).
+    un-named colours are never mentioned: the world's design).
     name_all: the judge's language: un-named values are named too (JUDGE_ONLY_WORDS; "a halftone picture of a
     striped teal crescent"). The generator never reads such a caption."""
     rng = _rng(rng)
