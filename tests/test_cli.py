@@ -1,11 +1,15 @@
 """The command line as a user meets it: the main jobs work, bad input gets one line and exit code 2."""
+import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 from PIL import Image
 
 from oneword.commands import main
+
 from conftest import write_photos
 
 
@@ -113,3 +117,80 @@ def test_wrong_width_embedding_is_refused(capsys, tiny_dir, tmp_path):
                        tmp_path / "wide.safetensors", "-n", "1", "--steps", "1", "--out", tmp_path / "x.png")
     assert_one_line_error(code, err, "768", "32")
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------------------------------- help and entry points
+def subparser(name):
+    from oneword.commands import build_parser
+
+    [sub] = [a for a in build_parser()._actions if a.dest == argparse.SUPPRESS and getattr(a, "choices", None)]
+    return sub.choices[name]
+
+
+def help_of(parser, dest):
+    [action] = [a for a in parser._actions if a.dest == dest]
+    return action.help
+
+
+def test_every_subcommand_is_there_and_help_shows_defaults(capsys):
+    from oneword.commands import build_parser
+
+    parser = build_parser()
+    text = parser.format_help()
+    for name in ("learn", "generate", "variations", "edit", "evaluate", "convert", "inspect", "demo", "world"):
+        assert name in text
+        sub = subparser(name).format_help()
+        assert "%%" not in sub and "%(" not in sub, name
+    assert "95% bootstrap" in subparser("evaluate").format_help()
+    assert "(default: 0)" in subparser("generate").format_help()  # --seed, which has no help text of its own
+    assert "(default: out.png)" in subparser("generate").format_help()
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    from oneword import __version__
+
+    assert capsys.readouterr().out.strip() == f"oneword {__version__}"
+
+
+def test_defaults_named_in_help_are_the_librarys():
+    from oneword.commands import evaluate
+    from oneword.demo import DEMO_CONCEPT
+    from oneword.evaluation import DEFAULT_CLIP
+    from oneword.invert import LearnConfig
+    from oneword.sampling import SD_SAMPLING
+    from oneword.world.defaults import WORLD_DEFAULTS
+
+    learn = subparser("learn")
+    base, world = LearnConfig(), WORLD_DEFAULTS["learn"]
+    for dest in ("steps", "batch_size", "lr", "warmup", "vectors", "property", "seed", "save_every", "preview_every",
+                 "reg_weight"):
+        text = help_of(learn, dest)
+        assert f"default: {getattr(base, dest)}" in text, (dest, text)
+        if dest in world and world[dest] != getattr(base, dest):
+            assert f"world model: {world[dest]}" in text, (dest, text)
+    for command in ("generate", "variations", "edit"):
+        for dest in ("steps", "guidance"):
+            text = help_of(subparser(command), dest)
+            shipped = WORLD_DEFAULTS["generate"][dest]
+            assert f"else {SD_SAMPLING[dest]}" in text and f"world model: {shipped:g}" in text, (command, text)
+    assert evaluate.DEFAULT_CLIP == DEFAULT_CLIP
+    assert f"default: {DEMO_CONCEPT}" in help_of(subparser("demo"), "concept")
+
+
+def test_python_dash_m_oneword_is_the_command(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "oneword", "inspect", str(tmp_path / "missing.pt")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_ctrl_c_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
+    from oneword.commands import inspect
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inspect, "run", interrupted)
+    code, _, err = run(capsys, "inspect", tmp_path / "w.pt")
+    assert code == 2 and err == "error: interrupted\n"
+    code, out, _ = run(capsys)  # no command: the help, and exit 2
+    assert code == 2 and "COMMAND" in out
