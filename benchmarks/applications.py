@@ -4,23 +4,21 @@ Runs the documented `oneword` commands in this process (same code path as the sh
 docs/img/apps_*.png (32 px tiles enlarged 4x, nearest neighbour) and prints the world oracle's labels for
 each picture, so the doc's "Oracle:" lines can be checked against a fresh run.
 
-    .venv/bin/python benchmarks/applications.py            # runs/apps/ and docs/img/apps_*.png (~3 min, 2 cores)
-    .venv/bin/python benchmarks/applications.py --skip-words --figures-only   # the edit table of docs/applications.md
+    .venv/bin/python -m benchmarks.applications            # runs/apps/ and docs/img/apps_*.png (~3 min, 2 cores)
+    .venv/bin/python -m benchmarks.applications --skip-words --figures-only   # the edit table of docs/applications.md
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shlex
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 W = "runs/apps"
 EMB = {c: f"{W}/{c}/run/learned_embeds.safetensors" for c in ("lime_star", "red_crescent", "style_hatched")}
@@ -53,7 +51,7 @@ def is_command(source) -> bool:
 
 
 def run(command: str) -> None:
-    from oneword.cli import main
+    from oneword.commands import main
 
     print(f"$ oneword {command}", flush=True)
     if main(shlex.split(command)) != 0:
@@ -116,15 +114,9 @@ def edit_figures(judge, n: int = 20) -> None:
     tests/test_edit.py, its box, n seeds, world defaults."""
     import numpy as np
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_edit import world_edit_case, world_edit_figures  # the tests' own setup and figures
-
-    from oneword.concept import load_concepts
-    from oneword.editing import edit
-    from oneword.sampling import generate
-    from oneword.invert import LearnConfig, learn
-    from oneword.models import load_model
+    from oneword import LearnConfig, edit, generate, learn, load_concepts, load_model
     from oneword.world.concepts import NOVEL_CONCEPTS
+    from tests.test_edit import world_edit_case, world_edit_figures  # the tests' own setup and figures
 
     model = load_model(None)
     truth = NOVEL_CONCEPTS["lime_star"].attributes

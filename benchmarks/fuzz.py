@@ -4,12 +4,12 @@ For each format (safetensors, .pt, .bin, PNG, WebP) it makes N malformed files f
 bit-flipped, spliced, garbage with the right magic, huge or lying headers, wrong types and shapes, weird JSON,
 zlib bombs, oversize images, nested pickles and pickles that try to run ``touch CANARY`` through os, posix,
 subprocess, builtins.exec/eval/__import__ or getattr chains -- and runs ``oneword inspect FILE`` on each in
-long-lived worker processes (``oneword.cli.main`` in-process, stdout/stderr captured), one file at a time
+long-lived worker processes (``oneword.commands.main`` in-process, stdout/stderr captured), one file at a time
 with a per-file timeout. A worker that dies (signal, OOM) is a crash; one that overruns is killed and
 counted as a hang; a file in the canary folder means code ran. Each worker has an 8 GB address-space limit.
 
-    .venv/bin/python benchmarks/fuzz.py                # 1000 files per format, 2 workers
-    .venv/bin/python benchmarks/fuzz.py --n 200 --timeout 10 --seed 1
+    .venv/bin/python -m benchmarks.fuzz                # 1000 files per format, 2 workers
+    .venv/bin/python -m benchmarks.fuzz --n 200 --timeout 10 --seed 1
 
 Outcomes per file: ``loaded`` (exit 0: the mutation left a valid embedding, which is re-validated),
 ``refused`` (exit 2 with exactly one ``error:`` line), anything else is a crash.
@@ -46,7 +46,8 @@ def seed_files() -> dict[str, list[bytes]]:
     import safetensors.torch
     import torch
 
-    from oneword.concept import Concept, _torch_bytes, a1111_image_bytes
+    from oneword import Concept
+    from oneword.formats import a1111_image_bytes, torch_bytes
 
     g = torch.Generator().manual_seed(0)
     cs = [Concept("<cat-toy>", torch.randn(1, 32, generator=g), {"init": "cat", "steps": "500"}),
@@ -56,11 +57,11 @@ def seed_files() -> dict[str, list[bytes]]:
     for c in cs:
         seeds["safetensors"].append(safetensors.torch.save({c.token: c.vectors}, metadata={"token": c.token, **c.meta}))
         seeds["safetensors"].append(safetensors.torch.save({"emb_params": c.vectors.half()}, metadata={"name": c.token}))
-        seeds["pt"].append(_torch_bytes({"string_to_token": {"*": 265}, "string_to_param": {"*": c.vectors},
+        seeds["pt"].append(torch_bytes({"string_to_token": {"*": 265}, "string_to_param": {"*": c.vectors},
                                          "name": c.token, "step": 100, "sd_checkpoint": None,
                                          "sd_checkpoint_name": None}))
-        seeds["bin"].append(_torch_bytes({c.token: c.vectors}, extra_meta={"token": c.token}))
-        seeds["bin"].append(_torch_bytes({c.token: c.vectors[0]}))
+        seeds["bin"].append(torch_bytes({c.token: c.vectors}, extra_meta={"token": c.token}))
+        seeds["bin"].append(torch_bytes({c.token: c.vectors[0]}))
         if c.dim <= 32:
             seeds["png"].append(a1111_image_bytes(c, "PNG"))
             seeds["png"].append(a1111_image_bytes(c, "PNG", text_chunk=False))
@@ -439,7 +440,7 @@ def mutate_png(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 
 
 def _lsb_case(rng: random.Random, fmt: str) -> bytes:
-    from oneword.concept import _lsb_image
+    from oneword.formats.a1111_image import _lsb_image
 
     choice = rng.choice(["json", "bytes", "bomb", "random"])
     if choice == "json":
@@ -504,8 +505,8 @@ resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 torch.set_num_threads(1)
-from oneword.cli import main
-from oneword.concept import load_concepts, MAX_VECTORS, MAX_DIM
+from oneword.commands import main
+from oneword.formats import load_concepts, MAX_VECTORS, MAX_DIM
 import safetensors.torch, tempfile
 with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
     open(d + "/warm.safetensors", "wb").write(safetensors.torch.save({"<w>": torch.ones(1, 4)}))
@@ -585,7 +586,6 @@ class Worker:
 
 
 def run(n: int, workers: int, timeout: float, seed: int, keep: bool, verbose: bool) -> int:
-    sys.path.insert(0, str(ROOT))
     workdir = Path(tempfile.mkdtemp(prefix="oneword-fuzz-"))
     canary = workdir / "canary"
     canary.mkdir()

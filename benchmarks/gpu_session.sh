@@ -8,7 +8,8 @@
 #   PARTS="kernels compile" COMPILE_LIMIT=330    timeout_s 590: took 214 s (kernels 68 s; compile 132 s)
 #   PARTS=compile_wide                           timeout_s 340: took 284 s (two compiles, ~125 s each)
 # 780 s of device time in all. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
-# Next (session 14 had no GPU): PARTS="graph bound", timeout_s ~420 (bound not yet run anywhere).
+# Pending (never run on a GPU yet): PARTS="graph bound", timeout_s ~420 -- graph re-measures the graphed step with
+# cuDNN autotuning on in learn() and the eager first-step sync fixed; bound is the batch-64 profile's bound.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
 set -u
 OUT=${OUT:-/tmp/oneword-gpu}
@@ -33,7 +34,7 @@ python3 -c "import torch, diffusers, transformers; print('torch', torch.__versio
 # (graphed), the same loop eager, and the reference loop side by side at the two batches the targets name
 if want graph; then
   step 120 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -rs
-  step 270 python3 benchmarks/speed.py $SD --batch 4 64 --steps 10 --systems oneword oneword-eager reference \
+  step 270 python3 -m benchmarks.speed $SD --batch 4 64 --steps 10 --systems oneword oneword-eager reference \
     --json "$J/graph.json"
 fi
 # kernels at batch 32, in one process (shared imports and cuDNN's algorithm cache): where an eager step's device
@@ -56,16 +57,17 @@ for name, extra in runs:
 PY
 fi
 # the bound on the best batch: an eager step's device time at batch 64 split into attention / convolution / matmul
-# kernels and everything else (benchmarks/profile_bound.py; session 13's batch-32 table bounds it at 292 img-steps/s)
+# kernels and everything else (benchmarks/profile_bound.py; the batch-32 table of benchmarks/results/h200-2026-11-28/
+# bounds it at 292 img-steps/s)
 if want bound; then
-  step 150 python3 benchmarks/speed.py $SD --batch 64 --steps 3 --systems oneword-eager --profile "$OUT/profile64.txt" \
+  step 150 python3 -m benchmarks.speed $SD --batch 64 --steps 3 --systems oneword-eager --profile "$OUT/profile64.txt" \
     --json "$J/bound.json"
-  step 20 python3 benchmarks/profile_bound.py "$OUT/profile64.txt"
+  step 20 python3 -m benchmarks.profile_bound "$OUT/profile64.txt"
 fi
 # throughput and peak memory, oneword vs the reference loop, at more batches
-want speed && step 300 python3 benchmarks/speed.py $SD --batch 4 16 32 64 --steps 10 --json "$J/speed.json"
+want speed && step 300 python3 -m benchmarks.speed $SD --batch 4 16 32 64 --steps 10 --json "$J/speed.json"
 # the 4 GB option: UNet gradient checkpointing
-want ckpt && step 90 python3 benchmarks/speed.py $SD --batch 1 4 --steps 20 --systems oneword --grad-checkpointing \
+want ckpt && step 90 python3 -m benchmarks.speed $SD --batch 1 4 --steps 20 --systems oneword --grad-checkpointing \
   --json "$J/ckpt.json"
 # the world model: a GPU warm start (VAE kept, UNet batch 512), shipped back as one tar
 if want world; then
@@ -76,10 +78,10 @@ fi
 # torch.compile (inductor's fused kernels, default mode: no cudagraphs of its own) inside oneword's own CUDA graph at
 # batch 32, for the compute-bound side (compiling the UNet's forward and backward takes minutes: it runs last and gets
 # the time that is left; COMPILE_LIMIT seconds)
-want compile && step "${COMPILE_LIMIT:-300}" python3 benchmarks/speed.py $SD --batch 32 --steps 10 --systems oneword \
+want compile && step "${COMPILE_LIMIT:-300}" python3 -m benchmarks.speed $SD --batch 32 --steps 10 --systems oneword \
   --compile --json "$J/compile.json"
 # the same at the two batches the targets name (each compiles anew: ~2 min each)
-want compile_wide && step 320 python3 benchmarks/speed.py $SD --batch 64 4 --steps 10 --systems oneword --compile \
+want compile_wide && step 320 python3 -m benchmarks.speed $SD --batch 64 4 --steps 10 --systems oneword --compile \
   --json "$J/compile_wide.json"
 tar -C "$OUT" -cf "$OUT/json.tar" json && rm -r "$J"
 echo "### $(date +%T) done" | tee -a "$LOG"

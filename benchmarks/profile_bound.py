@@ -1,16 +1,17 @@
-"""How fast could the learning step be if everything but its big kernels were free? (issue 5: >= 300 img-steps/s)
+"""How fast could the learning step be if everything but its big kernels were free? (the target: >= 300 img-steps/s)
 
-Reads the profile `speed.py --profile FILE` writes (torch.profiler's table of ATen operations by device time, one
-block per measurement) and splits each block's device time into the work only faster kernels can shrink
+Reads the profile `benchmarks/speed.py --profile FILE` writes (torch.profiler's table of ATen operations by device
+time, one block per measurement) and splits each block's device time into the work only faster kernels can shrink
 (attention, convolutions, matrix products, as cuDNN and cuBLAS run them) and everything else (normalisations,
 activations, adds, copies: what fusion, e.g. torch.compile, can shrink). The bound it prints is the throughput
 if everything else took no time at all, once as measured and once also without cuDNN's NCHW<->NHWC layout
 transposes (which channels-last could remove). No fusion reaches it: a normalisation still reads and writes its
 activations once.
 
-Session 13's table lists its top 40 rows only (speed.py writes every row since): compute operations below a cut
-count as "other", which makes the bound optimistic (higher), never pessimistic.
-    python3 benchmarks/profile_bound.py benchmarks/results/h200-2026-11-28/profile.txt
+The H200 table of benchmarks/results/h200-2026-11-28/ lists its top 40 rows only (speed.py writes every row): in
+a cut table compute operations below the cut count as "other", which makes the bound optimistic (higher), never
+pessimistic.
+    python3 -m benchmarks.profile_bound benchmarks/results/h200-2026-11-28/profile.txt
 """
 from __future__ import annotations
 

@@ -15,19 +15,23 @@ For each model and batch size, in one process and on the same model (same archit
 Warm-up steps are excluded. The oneword window is measured inside the real loop: the wall time between the
 start of loop iteration W and the start of iteration W+N (CUDA synchronised at both marks), so it covers N
 whole loop iterations and nothing else. Peak memory: CUDA `max_memory_allocated` over the timed window
-(steady-state training); `peak_run` also covers setup (encoding the photos, the capture, the warm-up; session 13's
-H200 rows still reset it at the window's start, so there it equals `peak`); `reserved` is `max_memory_reserved`
-over the window, the allocator's whole holding. For a CUDA-graphed step `reserved` is the footprint to read: the
-step's activations were allocated once, at capture, in the graph's private pool, which keeps them for the replays
-(they allocate nothing), so the window's `peak` shows only the weights and the fixed tensors. CPU: peak RSS of the
-process (VmHWM, reset through /proc/self/clear_refs at the same marks; includes the weights and the Python runtime).
+(steady-state training); `peak_run` also covers setup (encoding the photos, the capture, the warm-up; the H200 rows
+of benchmarks/results/h200-2026-11-28/ reset it at the window's start, so there it equals `peak`); `reserved` is
+`max_memory_reserved` over the window, the allocator's whole holding. For a CUDA-graphed step `reserved` is the
+footprint to read: the step's activations were allocated once, at capture, in the graph's private pool, which keeps
+them for the replays (they allocate nothing), so the window's `peak` shows only the weights and the fixed tensors.
+CPU: peak RSS of the process (VmHWM, reset through /proc/self/clear_refs at the same marks; includes the weights and
+the Python runtime).
 
 Systems: `oneword` (a CUDA graph per step where the device allows: oneword.cuda_graph), `oneword-eager` (the same
-loop launching every kernel; identical to `oneword` on a CPU), `reference`.
+loop launching every kernel; identical to `oneword` on a CPU), `reference`. The `sd15` model is SD1.5's exact
+architecture with random weights (oneword.tiny_models.build_sd15_architecture); its rows also give the achieved
+TFLOP/s, from --flops's count of one image-step.
 
-    .venv/bin/python benchmarks/speed.py --model tiny world --batch 1 4 16 --steps 20
-    .venv/bin/python benchmarks/speed.py --model sd15 --device cuda --batch 4 16 32      # GPU session
-    .venv/bin/python benchmarks/speed.py --model sd15 --device cuda --batch 1 4 --grad-checkpointing
+    .venv/bin/python -m benchmarks.speed --model tiny world --batch 1 4 16 --steps 30 --repeat 3    # CPU table
+    .venv/bin/python -m benchmarks.speed --model sd15 --device cuda --batch 4 16 32    # GPU (benchmarks/gpu_session.sh)
+    .venv/bin/python -m benchmarks.speed --model sd15 --device cuda --batch 1 4 --grad-checkpointing
+    .venv/bin/python -m benchmarks.speed --flops     # where a step's FLOPs are (any machine, seconds)
 """
 from __future__ import annotations
 
@@ -46,14 +50,15 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+from oneword.commands import quiet_libraries
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built or loaded locally
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 GiB = 1024 ** 3
 TOKEN = "<bench-concept>"
@@ -93,9 +98,9 @@ def load(kind: str, device: torch.device, dtype: torch.dtype):
             raise SystemExit("the world model is not shipped yet (oneword/world/model/model_index.json missing)")
         return load_model(None, device=device, dtype=dtype)
     if kind == "sd15":
-        from benchmarks.sd15 import build_sd15
+        from oneword.tiny_models import build_sd15_architecture
 
-        return build_sd15(device, dtype)
+        return build_sd15_architecture(device, dtype)
     raise SystemExit(f"unknown model {kind!r}")
 
 
@@ -322,223 +327,6 @@ def run_reference(model, photos, batch: int, warmup: int, steps: int, args) -> d
     return {"seconds": time.perf_counter() - start, "peak": peak_bytes(ref.device), "peak_run": None}
 
 
-# ----------------------------------------------------------------------------------------------- time to quality
-
-TTQ_CONCEPTS = ("teal_ring", "red_crescent", "striped_square", "style_halftone")  # none of them HELD_OUT
-PAPER_IMAGE_STEPS = 5000 * 4
-
-
-def parse_setting(text: str) -> tuple[str, dict]:
-    """'paper', 'default', or 'NAME:key=value,key=value' (LearnConfig fields over the model's defaults)."""
-    if text == "paper":  # official code: batch 4, base lr 5e-3 x (batch 4 x 2 GPUs) = 0.04, constant, 5000 steps
-        return "paper", {"batch_size": 4, "lr": 5e-3 * 8, "steps": 5000, "warmup": 0, "early_stop": False}
-    if text == "default":
-        return "default", {}
-    name, _, rest = text.partition(":")
-    over = {}
-    for kv in filter(None, rest.split(",")):
-        k, v = kv.split("=")
-        over[k] = {"true": True, "false": False}.get(v.lower(), None)
-        if over[k] is None:
-            over[k] = float(v) if any(c in v for c in ".e") else int(v)
-    return name, over
-
-
-def learn_with_snapshots(model, photos, cfg, milestones: set[int]):
-    """Run `learn` and keep the vectors whenever step x batch hits a milestone (read at the start of a step,
-    i.e. after `step` completed updates). Returns (concept, {image_steps: vectors}, wall seconds, run.json)."""
-    import oneword.invert as inv
-
-    snaps = {}
-    real = inv._set_lr
-
-    def hook(opt, cfg_, state):
-        seen = state.step * cfg_.batch_size
-        if seen in milestones and seen not in snaps:
-            snaps[seen] = opt.param_groups[0]["params"][0].detach().float().cpu().clone()
-        return real(opt, cfg_, state)
-
-    inv._set_lr = hook
-    try:
-        with tempfile.TemporaryDirectory(prefix="oneword-ttq-") as out:
-            t0 = time.perf_counter()
-            concept = inv.learn(model, photos, cfg, out, progress=False)
-            wall = time.perf_counter() - t0
-            run = json.loads((Path(out) / "run.json").read_text())
-    finally:
-        inv._set_lr = real
-    snaps[run["step"] * cfg.batch_size] = concept.vectors.clone()
-    return concept, dict(sorted(snaps.items())), wall, run
-
-
-def time_to_quality(args) -> int:
-    """Reconstruction (world CLIP, the paper's protocol) against image-steps for the paper's setting and
-    oneword's default (plus any --setting), on world concepts; editability at the end points."""
-    import oneword.invert as inv
-    from oneword.concept import Concept
-    from oneword.evaluation import EvalConfig, Evaluator, learned, load_judge, world_prompts
-    from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
-
-    device = torch.device("cpu")
-    model = load("world", device, torch.float32)
-    judge = load_judge(str(WORLD_DIR / "judge") if WORLD_DIR else "world", model)
-    settings = [parse_setting(t) for t in args.setting]
-    scale = args.ttq_scale
-    grid = sorted({int(round(x * scale / 4)) * 4 for x in
-                   (0, 200, 400, 800, 1600, 2400, 3200, 5000, 8000, 12000, 16000, 20000)})
-    eval_cfg = EvalConfig(n=args.ttq_n, steps=50, guidance=5.0, seed=0, batch=args.ttq_n, bootstrap=1000)
-    identity = json.loads((Path(model.identity["source"]) / "oneword_world.json").read_text()) \
-        if (Path(str(model.identity["source"])) / "oneword_world.json").is_file() else {}
-    report = {"machine": machine(device), "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv,
-              "world_model": {"source": model.identity["source"], "fingerprint": model.identity["fingerprint"],
-                              "seed": identity.get("seed"), "minutes": identity.get("minutes_budget")},
-              "scale": scale, "eval": {"n": eval_cfg.n, "steps": eval_cfg.steps, "guidance": eval_cfg.guidance},
-              "defaults": {k: v for k, v in vars(inv.LearnConfig.with_defaults(model)).items()
-                           if k not in ("preview_prompts",)},
-              "concepts": {}}
-    out_json = Path(args.ttq_json)
-    keep = ("reconstruction", "editability", "present_reconstruction", "present_edits", "edit_applied",
-            "edit_and_present")
-    for name in args.concepts:
-        if name in HELD_OUT:
-            raise SystemExit(f"{name} is held out: final reports only, not tuning")
-        c = NOVEL_CONCEPTS[name]
-        photos = c.photos(5, seed=0)
-        rec_eval = Evaluator(model, photos, judge, c.kind, prompts=world_prompts(c.kind)[:1], config=eval_cfg)
-        full_eval = Evaluator(model, photos, judge, c.kind, prompts="world", config=eval_cfg)
-        entry = {"kind": c.kind, "init": c.init_word, "ceiling": rec_eval.ceiling,
-                 "attributes": rec_eval.attributes, "runs": {}}
-        report["concepts"][name] = entry
-        for label, over in settings:
-            over = dict(over)
-            if "steps" in over and label == "paper":
-                over["steps"] = max(1, int(round(over["steps"] * scale)))
-            runs = []
-            for seed in range(args.ttq_seeds):
-                cfg = inv.LearnConfig.with_defaults(model, token="<ttq>", init=c.init_word, property=c.kind,
-                                                    seed=seed, save_every=10 ** 9, **over)
-                concept, snaps, wall, run = learn_with_snapshots(model, photos, cfg, set(grid))
-                curve = []
-                for seen, vec in snaps.items():
-                    r = rec_eval.evaluate(learned(Concept(token="<ttq>", vectors=vec, meta={})))
-                    curve.append({"image_steps": seen, "reconstruction": r["reconstruction"]["mean"],
-                                  "ci": r["reconstruction"]["ci"],
-                                  "present": r.get("present_reconstruction", {}).get("mean")})
-                final = full_eval.evaluate(learned(concept))
-                runs.append({"seed": seed, "wall_s": wall, "steps": run["step"],
-                             "image_steps": run["step"] * cfg.batch_size,
-                             "stopped_early": run["early_stopping"]["stopped_early"],
-                             "val_losses": run["early_stopping"]["val_losses"],
-                             "image_steps_per_s": run.get("image_steps_per_s"),
-                             "vector_norm": float(concept.vectors.norm(dim=-1).mean()),
-                             "curve": curve, "final": {k: final[k] for k in keep if k in final}})
-                print(f"{name:15s} {label:12s} seed {seed} steps {run['step']:5d} "
-                      f"({run['step'] * cfg.batch_size:6d} image-steps) {wall:6.1f} s  "
-                      f"rec {final['reconstruction']['mean']:.3f}  "
-                      f"edit {final.get('editability', {}).get('mean', float('nan')):.3f}  "
-                      f"present {final.get('present_reconstruction', {}).get('mean', float('nan')):.2f}  "
-                      f"present(edits) {final.get('present_edits', {}).get('mean', float('nan')):.2f}", flush=True)
-            entry["runs"][label] = {
-                "config": {k: getattr(cfg, k) for k in ("batch_size", "lr", "warmup", "steps", "early_stop",
-                                                        "val_every", "val_window", "val_z", "min_steps")},
-                "seeds": runs}
-            out_json.parent.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(json.dumps(report, indent=1))
-    print(summarise(report))
-    if args.ttq_plot:
-        plot_time_to_quality(report, Path(args.ttq_plot))
-    return 0
-
-
-def mean_curve(runs: list[dict]) -> list[dict]:
-    """Across seeds: mean reconstruction at each image-step every seed reached; band = CI (one seed) or range."""
-    by = {}
-    for r in runs:
-        for p in r["curve"]:
-            by.setdefault(p["image_steps"], []).append(p)
-    out = []
-    for x, ps in sorted(by.items()):
-        if len(ps) < len(runs):
-            continue
-        ys = [p["reconstruction"] for p in ps]
-        band = ps[0]["ci"] if len(ps) == 1 else [min(ys), max(ys)]
-        out.append({"image_steps": x, "reconstruction": float(np.mean(ys)), "band": band,
-                    "present": float(np.mean([p["present"] or 0 for p in ps]))})
-    return out
-
-
-def summarise(report: dict) -> str:
-    """A markdown table: per setting, means over concepts (and seeds) of the end point, and when (in
-    image-steps) its curve first reaches the paper setting's final reconstruction."""
-    labels = list(next(iter(report["concepts"].values()))["runs"])
-    rows = ["| setting | image-steps used (mean) | wall s (mean) | reconstruction | editability | concept present "
-            "(reconstruction / edits) | reaches paper's final reconstruction at (image-steps, per concept) |",
-            "|---|---|---|---|---|---|---|"]
-    for label in labels:
-        vals = {k: [] for k in ("img", "wall", "rec", "edit", "pres", "pres_e")}
-        reach = []
-        for name, e in report["concepts"].items():
-            runs = e["runs"].get(label, {}).get("seeds", [])
-            for r in runs:
-                f = r["final"]
-                vals["img"].append(r["image_steps"])
-                vals["wall"].append(r["wall_s"])
-                vals["rec"].append(f["reconstruction"]["mean"])
-                vals["edit"].append(f.get("editability", {}).get("mean", np.nan))
-                vals["pres"].append(f.get("present_reconstruction", {}).get("mean", np.nan))
-                vals["pres_e"].append(f.get("present_edits", {}).get("mean", np.nan))
-            paper = e["runs"].get("paper")
-            if paper and runs:
-                target = float(np.mean([r["final"]["reconstruction"]["mean"] for r in paper["seeds"]]))
-                hit = next((p["image_steps"] for p in mean_curve(runs) if p["reconstruction"] >= target), None)
-                reach.append(f"{name}: {hit if hit is not None else 'never'}")
-        m = {k: float(np.nanmean(v)) if v else float("nan") for k, v in vals.items()}
-        rows.append(f"| {label} | {m['img']:.0f} | {m['wall']:.1f} | {m['rec']:.3f} | {m['edit']:.3f} | "
-                    f"{m['pres']:.2f} / {m['pres_e']:.2f} | {'; '.join(reach)} |")
-    return "\n".join(rows)
-
-
-def plot_time_to_quality(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(report["concepts"])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        entry = report["concepts"][name]
-        for label, setting in entry["runs"].items():
-            runs = setting["seeds"]
-            curve = mean_curve(runs)
-            xs = [p["image_steps"] for p in curve]
-            ys = [p["reconstruction"] for p in curve]
-            wall = float(np.mean([r["wall_s"] for r in runs]))
-            line, = ax.plot(xs, ys, marker="o", ms=3, label=f"{label} ({wall:.0f} s)")
-            ax.fill_between(xs, [p["band"][0] for p in curve], [p["band"][1] for p in curve],
-                            color=line.get_color(), alpha=0.15)
-            if any(r["stopped_early"] for r in runs):
-                ax.axvline(xs[-1], color=line.get_color(), ls=":", lw=1)
-        if "paper" in entry["runs"]:
-            paper = entry["runs"]["paper"]["seeds"]
-            ax.axhline(np.mean([r["final"]["reconstruction"]["mean"] for r in paper]), color="gray", ls="--", lw=0.8)
-            ax.axvline(np.mean([r["image_steps"] for r in paper]) / 4, color="gray", ls=":", lw=0.8)
-        ax.axhline(entry["ceiling"], color="black", ls="-", lw=0.5)
-        ax.set_xscale("symlog", linthresh=100)
-        ax.set_xlim(left=0)
-        ax.set_title(f"{name} ({entry['kind']})", fontsize=9)
-        ax.set_xlabel("image-steps (steps x batch)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("reconstruction (world CLIP img-img)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("world model, reconstruction vs image-steps (shaded: 95% CI over samples)\n"
-                 "dashed: paper setting's final; dotted grey: 1/4 of its image-steps; black: photo self-similarity; "
-                 "dotted colour: early stop", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-
-
 # ----------------------------------------------------------------------------------------------- driver
 
 def sdpa_context(args):
@@ -584,16 +372,67 @@ def measure(kind: str, system: str, batch: int, args, device: torch.device) -> d
     free(device)
     r.update(model=kind, system=system, batch=batch, steps=args.steps, dtype=str(dtype).replace("torch.", ""),
              image_steps_per_s=batch * args.steps / r["seconds"], measure_s=round(time.perf_counter() - began, 1))
-    if kind == "sd15":  # achieved model FLOP rate (benchmarks/flops.py's count of one image-step)
+    if kind == "sd15":  # achieved model FLOP rate (image_step_gflop's count of one image-step)
         r["tflops"] = r["image_steps_per_s"] * sd15_gflop(args.resolution or 512) / 1e3
     return r
 
 
 @functools.lru_cache
 def sd15_gflop(resolution: int) -> float:
-    from benchmarks.flops import image_step_gflop
-
     return sum(image_step_gflop(resolution // 8))
+
+
+# ----------------------------------------------------------------------------------------------- FLOPs
+
+def image_step_gflop(latent: int = 64) -> tuple[float, float, float]:
+    """(text encoder forward, text encoder backward, UNet forward + backward to the conditioning) GFLOP of one
+    SD1.5 image-step with latents latent x latent (64: 512 px), counted by torch.utils.flop_counter on the meta
+    device (no weights, no compute: seconds on any machine)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from oneword.tiny_models import sd15_modules
+
+    unet, _, text, tokenizer, _ = sd15_modules("meta")
+    for m in (unet, text):
+        m.requires_grad_(False)  # frozen, as in learning: the backward computes input gradients only
+    ids = tokenizer(["a photo of a dog"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    v = torch.zeros(1, text.config.hidden_size, device="meta", requires_grad=True)
+    table = text.get_input_embeddings()
+
+    class WithVector(torch.nn.Module):  # the new vector enters the text encoder (so its backward is counted)
+        def forward(self, i):
+            return table(i) + v
+
+    text.set_input_embeddings(WithVector())
+    with FlopCounterMode(display=False) as text_fwd:
+        hidden = text(ids.to("meta"))[0]
+    with FlopCounterMode(display=False) as text_bwd:
+        hidden.float().sum().backward()
+    cond = torch.zeros(1, 77, text.config.hidden_size, device="meta", requires_grad=True)
+    x = torch.zeros(1, 4, latent, latent, device="meta")
+    with FlopCounterMode(display=False) as unet_both:
+        unet(x, torch.tensor([500], device="meta"), cond).sample.float().mean().backward()
+    return tuple(m.get_total_flops() / 1e9 for m in (text_fwd, text_bwd, unet_both))
+
+
+def print_flops() -> int:
+    """--flops: where one SD1.5 learning step's FLOPs are (the UNet's forward and its backward to the conditioning,
+    against the text encoder's), and the share of text-encoder positions before the placeholder, the only work that
+    does not depend on the new vector (CLIP's text attention is causal): does caching that work pay?"""
+    from oneword.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
+    from oneword.tiny_models import clip_vit_l_tokenizer
+
+    t_f, t_b, u = image_step_gflop()
+    tokenizer = clip_vit_l_tokenizer()
+    total = t_f + t_b + u
+    print(f"one image-step at 512 px: {total:,.0f} GFLOP = UNet forward + backward to the conditioning {u:,.0f} "
+          f"({u / total:.1%}) + text encoder forward {t_f:.1f} and backward {t_b:.1f} ({(t_f + t_b) / total:.1%})")
+    for name, templates in (("object", OBJECT_TEMPLATES), ("style", STYLE_TEMPLATES)):
+        before = [tokenizer(t.split("{}")[0].strip()).input_ids[:-1] for t in templates]  # BOS + words, no EOS
+        share = sum(len(b) for b in before) / len(before) / 77
+        print(f"{name} templates: {share:.1%} of the 77 text positions precede the placeholder; caching them "
+              f"would save {share * (t_f + t_b) / total:.2%} of a step's FLOPs")
+    return 0
 
 
 def machine(device: torch.device) -> str:
@@ -636,25 +475,17 @@ def main(argv=None) -> int:
     p.add_argument("--sdpa", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"],
                    help="prefer one PyTorch SDPA backend where it supports the shape (both systems)")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--profile", help="append torch.profiler's top kernels over each oneword window to this file")
-    q = p.add_argument_group("time to quality (world model, CPU): --time-to-quality")
-    q.add_argument("--time-to-quality", action="store_true",
-                   help="reconstruction vs image-steps for the paper's setting and oneword's default")
-    q.add_argument("--concepts", nargs="+", default=list(TTQ_CONCEPTS))
-    q.add_argument("--setting", nargs="+", default=["paper", "default"],
-                   help="paper | default | NAME:field=value,... (LearnConfig fields over the model's defaults)")
-    q.add_argument("--ttq-scale", type=float, default=1.0, help="scale the paper's 5000 steps and the grid")
-    q.add_argument("--ttq-n", type=int, default=32, help="samples per evaluation point (the paper: 64)")
-    q.add_argument("--ttq-seeds", type=int, default=1, help="learning seeds per setting (curves are averaged)")
-    q.add_argument("--ttq-json", default="docs/img/time_to_quality.json")
-    q.add_argument("--ttq-plot", default="docs/img/time_to_quality.png")
+    p.add_argument("--profile", help="append torch.profiler's table over each oneword window to this file "
+                                     "(benchmarks/profile_bound.py reads it)")
+    p.add_argument("--flops", action="store_true",
+                   help="instead: where an SD1.5 learning step's FLOPs are (meta device, seconds, any machine)")
     p.add_argument("--world-dir", help="a `oneword world pretrain --out DIR` folder instead of the shipped world")
     args = p.parse_args(argv)
     global WORLD_DIR
     WORLD_DIR = Path(args.world_dir) if args.world_dir else None
-    from oneword.cli import _quiet_libraries
-
-    _quiet_libraries()
+    quiet_libraries()
+    if args.flops:
+        return print_flops()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
@@ -664,8 +495,6 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    if args.time_to_quality:
-        return time_to_quality(args)
     models = args.model or (["sd15"] if device.type == "cuda" else ["tiny", "world"])
     batches = args.batch or ([4, 16, 32] if device.type == "cuda" else [1, 4, 16])
     flags = [f for f, on in (("grad-ckpt", args.grad_checkpointing), ("compile", args.compile),

@@ -1,4 +1,5 @@
-"""Time to quality (issue 5): reconstruction and editability against image-steps, on the embedded world.
+"""Time to quality: reconstruction and editability against image-steps, on the embedded world; writes the
+time-to-quality section of docs/benchmarks.md and docs/img/time_to_quality.png.
 
 For each tuning concept (never a HELD_OUT one), one plain single-vector TI run at the paper's setting
 (batch 4, lr 0.005, 5,000 steps = 20,000 image-steps, no early stopping) is stopped at several step counts
@@ -8,40 +9,41 @@ seeds). `oneword learn` as shipped (the model's defaults, early stopping on) is 
 The claim checked: the default reaches the paper setting's final reconstruction in <= 1/4 of its
 image-steps, with editability no worse (paired bootstrap over samples and concepts).
 
-    .venv/bin/python benchmarks/time_to_quality.py                 # writes docs/img/time_to_quality.png and
+    .venv/bin/python -m benchmarks.time_to_quality                 # writes docs/img/time_to_quality.png and
                                                                    # the section of docs/benchmarks.md
-    .venv/bin/python benchmarks/time_to_quality.py --quick --docs /tmp/ttq   # smoke run
+    .venv/bin/python -m benchmarks.time_to_quality --quick --docs /tmp/ttq   # smoke run
     # two lanes on two cores (disjoint --names, own --work and --docs), then one section over both:
-    .venv/bin/python benchmarks/time_to_quality.py --names teal_ring,... --work runs/time_to_quality --docs /tmp/a
-    .venv/bin/python benchmarks/time_to_quality.py --names orange_hourglass,... --work runs/ttq_b --docs /tmp/b
-    .venv/bin/python benchmarks/time_to_quality.py --merge runs/time_to_quality runs/ttq_b
+    .venv/bin/python -m benchmarks.time_to_quality --names teal_ring,... --work runs/time_to_quality --docs /tmp/a
+    .venv/bin/python -m benchmarks.time_to_quality --names orange_hourglass,... --work runs/ttq_b --docs /tmp/b
+    .venv/bin/python -m benchmarks.time_to_quality --merge runs/time_to_quality runs/ttq_b
+    # learning seeds: one --work per --seed, then one table over them (prints, writes nothing)
+    .venv/bin/python -m benchmarks.time_to_quality --compare-seeds runs/time_to_quality runs/ttq_seed1
 
---held-out reports on the HELD_OUT concepts; nothing may be chosen from it. Its looks so far: the first (session 7,
-the 16-validation rule), the second (session 9, the 24-validation rule), and a third (session 12, written down
-before it ran) that is a diagnostic of the budget, not of the rule: `--held-out --stops 1250,5000` asks whether the
-paper setting's own word after 1,250 steps (the issue's 1/4) is as good as its 5,000-step word on these concepts
-(`ttq_seeds.py` prints "paper at steps 1250 - paper final"). If it is not, no stopping rule at the paper's rate can
-be expected to meet the bar on them within the budget. The fourth (session 13, written before it ran, after lr 0.02
-became the world default on the tuning concepts' pre-declared test, benchmarks/default_candidates.py): the same
-command with seeds 0 and 1, a final report of the new default against the same cached paper words; nothing is
-chosen from it, whatever it shows.
+--held-out reports on the HELD_OUT concepts instead; nothing may be chosen from it (its looks so far, each
+written down before it ran: experiments/world_defaults/README.md).
+
+--compare-seeds reads the results.json each `--seed S --work DIR` run leaves and reports over the concepts all
+of them have, concepts resampled (95% bootstrap; the statistic is the mean over concepts of each concept's mean
+over seeds): default - paper per seed (paired: the same sampling seeds) and pooled; the paper run's own word at
+each earlier stop (--stops) against its final one, pooled (does the paper setting itself get there by then?);
+and each setting against a rerun of itself with another seed.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import tradeoff as T  # noqa: E402  (sets HF_HUB_OFFLINE and the import path)
-from oneword import evaluation as E  # noqa: E402
+from benchmarks.common import (Bench, fmt_diff, fmt_summary, log, pooled_diff, save_figure, scores, summarise,
+                               write_json)
+from oneword import evaluation as E
 
 PAPER_STEPS = 5000
 # every tuning concept (never a HELD_OUT one): 8 objects (colour, shape, pattern un-named) and 2 styles
@@ -65,7 +67,7 @@ def tuning_names(text: str, ap) -> list[str]:
 
 def paper_setting(model, steps: int = PAPER_STEPS, seed: int = 0):
     """Plain TI at the paper's setting (batch 4, lr 0.005, no warm-up, no early stopping), nothing saved on the way."""
-    from oneword.invert import LearnConfig
+    from oneword import LearnConfig
 
     return LearnConfig.with_defaults(model, steps=steps, batch_size=4, lr=5e-3, warmup=0, early_stop=False,
                                      save_every=10**9, preview_every=0, seed=seed)
@@ -92,14 +94,17 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="+", metavar="WORK",
                     help="learn nothing: one report over the concepts of earlier runs' --work folders (lanes run in "
                          "parallel on disjoint --names, same --seed and --stops)")
+    ap.add_argument("--compare-seeds", nargs="+", metavar="WORK",
+                    help="learn nothing: compare the --work folders of runs with different --seed (printed only)")
     args = ap.parse_args(argv)
+    if args.compare_seeds:
+        return compare_seeds(args.compare_seeds)
     if args.quick:
         args.names, args.n, args.eval_steps, args.stops = "teal_ring", 4, 5, "5,10,20"
     torch.set_num_threads(args.threads)
     started = time.time()
 
-    from oneword.invert import LearnConfig
-    from oneword.models import load_model
+    from oneword import LearnConfig, load_model
     from oneword.world.concepts import HELD_OUT, concept
 
     names = list(HELD_OUT) if args.held_out else tuning_names(args.names, ap)
@@ -120,8 +125,8 @@ def main(argv=None) -> int:
         return report(per, names, model, default, paper, stops, variants, args, argv, minutes)
     judge = E.load_judge(args.judge or "world")  # only learning and evaluating need the judge
     ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
-    bench = T.Bench(model, judge, paper, ecfg, Path(args.work), 5)
-    T.log(f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
+    bench = Bench(model, judge, paper, ecfg, Path(args.work), 5)
+    log(f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
           f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}")
     per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
     return report(per, names, model, default, paper, stops, variants, args, argv, (time.time() - started) / 60)
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
 
 def report(per, names, model, default, paper, stops, variants, args, argv, minutes: float) -> int:
     """The curve, the default's point and the per-concept table: JSON in --work, plot and section in --docs."""
-    summary = T.summarise(per, ["caption"] + list(variants))
+    summary = summarise(per, ["caption"] + list(variants))
 
     curve = []
     for s in stops:
@@ -150,13 +155,13 @@ def report(per, names, model, default, paper, stops, variants, args, argv, minut
            "per_concept": per_concept_rows(per, names),
            "minutes": round(minutes, 1)}
     if not args.merge:
-        T._write_json(Path(args.work) / "results.json", {"res": res, "per_concept": per})  # for later reading
+        write_json(Path(args.work) / "results.json", {"res": res, "per_concept": per})  # for later reading
     docs = Path(args.docs)
     plot(res, docs / "img" / "time_to_quality.png")
     section = render(res, names, model, default, args, argv if argv is not None else sys.argv[1:])
     write_section(docs / "benchmarks.md", section)
     print(section)
-    T.log(f"done in {res['minutes']} min")
+    log(f"done in {res['minutes']} min")
     return 0
 
 
@@ -203,11 +208,11 @@ def plot(res: dict, path: Path) -> None:
         ax.set_title(title)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    T._save_fig(fig, path)
+    save_figure(fig, path)
 
 
 def render(res: dict, names, model, default, args, argv) -> str:
-    f = T.f3
+    f = fmt_summary
     rows = "\n".join(f"| {c['steps']} | {c['image_steps']:,} | {f(c['reconstruction'])} | {f(c['editability'])} |"
                      for c in res["curve"])
     d = res["default"]
@@ -215,13 +220,13 @@ def render(res: dict, names, model, default, args, argv) -> str:
     ratio = d["image_steps"] / res["paper_image_steps"]
     reach = res["first_stop_reaching_final"]
     per_rows = "\n".join(f"| {r['concept']} | {r['steps']} | {r['paper']:.3f} | {r['default']:.3f} | "
-                         f"{T.dfmt(r['reconstruction'])} | {T.dfmt(r['editability'])} | {T.dfmt(r['paper_vs_caption'])} | "
-                         f"{T.dfmt(r['default_vs_caption'])} |" for r in res["per_concept"])
+                         f"{fmt_diff(r['reconstruction'])} | {fmt_diff(r['editability'])} | {fmt_diff(r['paper_vs_caption'])} | "
+                         f"{fmt_diff(r['default_vs_caption'])} |" for r in res["per_concept"])
     return f"""{MARK[0]}
 ## Time to quality: `benchmarks/time_to_quality.py`
 
 ```
-HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/time_to_quality.py {' '.join(argv)}
+HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.time_to_quality {' '.join(argv)}
 ```
 
 World model `{model.identity['fingerprint']}`, concepts {', '.join(names)} (tuning concepts; the held-out ones
@@ -241,7 +246,7 @@ Plain TI at the paper's setting (batch 4, lr 0.005, no early stopping), stopped 
 = **{d['image_steps']:,.0f} image-steps, {ratio:.1%} of the paper's {res['paper_image_steps']:,}**
 ({', '.join(f'{s:.0f}' for s in d['seconds'])} s of learning per concept on 2 CPU cores).
 Reconstruction {f(d['reconstruction'])}, editability {f(d['editability'])}; against the paper setting's
-final word: reconstruction {T.dfmt(vs['reconstruction'])}, editability {T.dfmt(vs['editability'])}
+final word: reconstruction {fmt_diff(vs['reconstruction'])}, editability {fmt_diff(vs['editability'])}
 (paired, concepts resampled). The paper run's own curve first reaches its final reconstruction at
 {f'{reach:,} image-steps' if reach else 'its last stop'}.
 
@@ -254,6 +259,54 @@ Per concept (default against the paper setting's final word, samples resampled):
 ![time to quality](img/time_to_quality.png)
 {MARK[1]}
 """
+
+
+def compare_seeds(work: list[str]) -> int:
+    """The --compare-seeds tables (see the module's docstring)."""
+    default_m, paper_m = "oneword default", "ti"
+    pers = [json.loads((Path(w) / "results.json").read_text())["per_concept"] for w in work]
+    names = [n for n in pers[0] if all(n in p for p in pers)]
+    default = [scores(p, default_m, names) for p in pers]
+    paper = [scores(p, paper_m, names) for p in pers]
+
+    def by_concept(runs: list[dict], what: str) -> list:  # [concept][seed] -> samples: concepts are the clusters
+        return [list(seeds) for seeds in zip(*(r[what] for r in runs))]
+
+    rows = [(f"default - paper, {w}", pooled_diff(default[i]["rec"], paper[i]["rec"], 31),
+             pooled_diff(default[i]["edit"], paper[i]["edit"], 32)) for i, w in enumerate(work)]
+    rows.append((f"default - paper, pooled over {len(pers)} seeds",
+                 pooled_diff(by_concept(default, "rec"), by_concept(paper, "rec"), 33),
+                 pooled_diff(by_concept(default, "edit"), by_concept(paper, "edit"), 34)))
+    # the paper run's intermediate stops that every run evaluated: does its own budget suffice?
+    stops = sorted((m for m in pers[0][names[0]]["results"] if m.startswith("steps ")
+                    and all(m in p[n]["results"] for p in pers for n in names)), key=lambda m: int(m.split()[1]))
+    early = {stop: [scores(p, stop, names) for p in pers] for stop in stops}
+    for stop in stops:
+        rows.append((f"paper at {stop} - paper final, pooled over {len(pers)} seeds",
+                     pooled_diff(by_concept(early[stop], "rec"), by_concept(paper, "rec"), 45),
+                     pooled_diff(by_concept(early[stop], "edit"), by_concept(paper, "edit"), 46)))
+    for (i, a), (j, b) in itertools.combinations(enumerate(work), 2):
+        for label, runs in (("paper", paper), ("default", default)):
+            rows.append((f"{label} {b} - {label} {a}", pooled_diff(runs[j]["rec"], runs[i]["rec"], 35),
+                         pooled_diff(runs[j]["edit"], runs[i]["edit"], 36)))
+    print(f"concepts: {', '.join(names)}\n")
+    print("| comparison | reconstruction | editability |\n|---|---|---|")
+    for label, rec, edit in rows:
+        print(f"| {label} | {fmt_diff(rec)} | {fmt_diff(edit)} |")
+    print(f"\nPer concept, default - paper over the {len(pers)} seeds (seeds and samples resampled: with so few seeds a\n"
+          "rough interval, but one that holds each word's learning luck, not only the sampling noise):\n")
+    print("| concept | steps the default ran | reconstruction, per seed | pooled | editability, pooled |"
+          + "".join(f" paper at {stop} - final, rec. |" for stop in stops) + "\n|---|---|---|---|---|" + "---|" * len(stops))
+    for i, n in enumerate(names):
+        rec = [E.difference(d["rec"][i], q["rec"][i], seed=37)["mean"] for d, q in zip(default, paper)]
+        steps = [p[n]["results"][default_m]["learn"]["steps"] for p in pers]
+        pooled = pooled_diff([d["rec"][i] for d in default], [q["rec"][i] for q in paper], 38)
+        pooled_edit = pooled_diff([d["edit"][i] for d in default], [q["edit"][i] for q in paper], 39)
+        own = "".join(f" {fmt_diff(pooled_diff([e['rec'][i] for e in early[stop]], [q['rec'][i] for q in paper], 47))} |"
+                      for stop in stops)
+        print(f"| {n} | {', '.join(map(str, steps))} | {', '.join(f'{r:+.3f}' for r in rec)} | {fmt_diff(pooled)} | "
+              f"{fmt_diff(pooled_edit)} |{own}")
+    return 0
 
 
 def write_section(path: Path, section: str) -> None:

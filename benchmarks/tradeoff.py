@@ -1,4 +1,5 @@
-"""The paper's quantitative analysis, reproduced on the embedded world; writes docs/quality.md and docs/img/.
+"""The paper's quantitative analysis, reproduced on the embedded world; writes docs/quality.md and docs/img/
+(and, with --ti-seeds, docs/ti_seeds.md).
 
 On the world's novel concepts (HELD_OUT ones are never used for choosing anything: they are reported
 separately, for the baseline and for the setting chosen on the tuning concepts), with one judge (the
@@ -15,32 +16,32 @@ world CLIP + attribute oracle) and the same sampling seeds for every method:
      colour distribution (entropy, histogram) of generations, biased word vs learned word;
   4. composition: two learned words in one prompt; how often both concepts appear (oracle).
 
+--ti-seeds instead repeats plain TI with three learning seeds on every object concept against the caption
+(reconstruction only): is TI's win over the caption a property of the concept or of one learning run?
+
 Learned words are cached in --work (keyed by their full configuration), so an interrupted run resumes and
 a second run only re-evaluates. CPU budget: the defaults fit ~25 minutes on 2 cores; scale with flags.
 
-    .venv/bin/python benchmarks/tradeoff.py                      # the committed docs/quality.md
-    .venv/bin/python benchmarks/tradeoff.py --concepts 8 --n 64 --eval-steps 50 --learn-steps 1000   # bigger
-    .venv/bin/python benchmarks/tradeoff.py --model DIR --judge DIR --docs /tmp/q --quick            # smoke run
+    .venv/bin/python -m benchmarks.tradeoff --threads 1             # the committed docs/quality.md
+    .venv/bin/python -m benchmarks.tradeoff --concepts 8 --n 64 --eval-steps 50 --learn-steps 1000   # bigger
+    .venv/bin/python -m benchmarks.tradeoff --model DIR --judge DIR --docs /tmp/q --quick            # smoke run
+    .venv/bin/python -m benchmarks.tradeoff --ti-seeds              # docs/ti_seeds.md (~6 min on one core)
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from oneword import evaluation as E  # noqa: E402
+from benchmarks.common import (CAPTION_INIT, Bench, fmt_diff, fmt_share, fmt_summary, log, oracle_truth, save_figure,
+                               summarise, write_json)
+from oneword import evaluation as E
 
 # Tuning concepts in the order they are taken (objects of each un-named kind first, then styles).
 TUNING_ORDER = ("teal_ring", "red_crescent", "striped_square", "style_halftone", "lime_star", "blue_arrow",
@@ -48,19 +49,12 @@ TUNING_ORDER = ("teal_ring", "red_crescent", "striped_square", "style_halftone",
 
 
 # Every novel concept outside the tuning set also gets the caption, plain TI (at the base steps and at the paper's
-# 5,000) and the recommended way to learn an object whose value has no word (issue 7: two vectors from the caption's
-# words): the survey of TI vs caption. Composition uses the first two.
+# 5,000) and the recommended way to learn an object whose value has no word (two vectors from the caption's words):
+# the survey of TI vs caption. Composition uses the first two.
 PAPER = "steps 5000 (paper)"
 SURVEY = ("ti", "vectors=2 caption init", PAPER)
 GROUPS = ("object concepts", "colour or shape concepts", "pattern concepts", "style concepts")  # pooled in the survey
-
-CAPTION_INIT = "caption"  # a variant's init: the caption baseline's words, one per vector (invert.init_vectors)
-
-
-def init_text(c, overrides: dict) -> tuple[str, dict]:
-    """The init text of a variant and its other overrides: the concept's init word, or its caption's words."""
-    rest = {k: v for k, v in overrides.items() if k != "init"}
-    return (c.caption_words if overrides.get("init") == CAPTION_INIT else c.init_word), rest
+TI_SEEDS = (0, 1, 2)  # --ti-seeds: learning seeds of each object concept's plain TI word
 
 
 def variants(base_steps: int, base_lr: float, paper_steps: int = 5000, default_steps: int | None = None) -> dict[str, dict]:
@@ -82,10 +76,6 @@ def variants(base_steps: int, base_lr: float, paper_steps: int = 5000, default_s
         # `oneword learn` as shipped: early stopping with the model's own step cap (default_steps, from its defaults)
         "early stop": {"early_stop": True, **({"steps": default_steps} if default_steps else {})},
     }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -114,16 +104,21 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 concepts, n=4, 5 steps, 20 learn steps")
     ap.add_argument("--from-results", action="store_true",
                     help="re-choose the setting and rewrite quality.md and the plots from WORK/results.json (no sampling)")
+    ap.add_argument("--ti-seeds", action="store_true",
+                    help="instead: plain TI with seeds 0, 1, 2 against the caption on every object concept "
+                         "(DOCS/ti_seeds.md; words cached in runs/ti_seeds unless --work is given)")
     args = ap.parse_args(argv)
     if args.from_results:
         return rerender(Path(args.work), Path(args.docs))
+    if args.ti_seeds:
+        work = Path("runs/ti_seeds") if args.work == ap.get_default("work") else Path(args.work)
+        return ti_seeds(args.model, args.judge, work, Path(args.docs))
     if args.quick:
         args.concepts, args.n, args.eval_steps, args.learn_steps, args.bias_n = 2, 4, 5, 20, 8
     torch.set_num_threads(args.threads)
     started = time.time()
 
-    from oneword.invert import LearnConfig
-    from oneword.models import load_model
+    from oneword import LearnConfig, load_model
     from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
 
     model = load_model(args.model, device="cpu")
@@ -140,7 +135,7 @@ def main(argv=None) -> int:
     if set(names) & set(HELD_OUT):
         ap.error(f"{sorted(set(names) & set(HELD_OUT))} are held out: never tune on them")
     ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
-    bench = Bench(model, judge, base, ecfg, Path(args.work), args.photos)
+    bench = QualityBench(model, judge, base, ecfg, Path(args.work), args.photos)
     log(f"model {model.identity['source']} ({model.identity['fingerprint']}), tuning concepts {names}, "
         f"variants {chosen_variants}, n={args.n}, {args.eval_steps} DDIM steps, learn {base.steps} steps lr {base.lr:g}")
 
@@ -181,9 +176,9 @@ def main(argv=None) -> int:
            "held_out_summary": held_summary, "survey": strip_samples(survey), "versus_caption": versus,
            "bias": bias, "composition": composition,
            "minutes": round((time.time() - started) / 60, 1), "argv": list(argv if argv is not None else sys.argv[1:])}
-    from oneword.safeio import atomic_write_json, atomic_write_text
+    from oneword.safeio import atomic_write_text
 
-    atomic_write_json(Path(args.work) / "results.json", raw)
+    write_json(Path(args.work) / "results.json", raw)
     atomic_write_text(docs / "quality.md", render_markdown(raw, argv if argv is not None else sys.argv[1:]))
     log(f"wrote {docs / 'quality.md'} and {docs / 'img'} in {raw['minutes']} min")
     return 0
@@ -192,7 +187,7 @@ def main(argv=None) -> int:
 def rerender(work: Path, docs: Path) -> int:
     """quality.md and the plots again from a finished run's results.json, with the current choice rule.
     The held-out table keeps only the baseline and the (re)chosen setting; the sample sheet is not redrawn."""
-    from oneword.safeio import atomic_write_json, atomic_write_text
+    from oneword.safeio import atomic_write_text
 
     raw = _in_run_order(json.loads((work / "results.json").read_text()))
     raw["best"] = choose_setting(raw["summary"], [m for m in raw["summary"] if m != "caption"])
@@ -200,7 +195,7 @@ def rerender(work: Path, docs: Path) -> int:
     raw["held_out_summary"] = {m: v for m, v in raw["held_out_summary"].items() if m in keep}
     plot_tradeoff(raw["summary"], docs / "img" / "tradeoff.png", raw["held_out_summary"])
     plot_bias(raw["bias"], docs / "img" / "bias.png")
-    atomic_write_json(work / "results.json", raw)
+    write_json(work / "results.json", raw)
     atomic_write_text(docs / "quality.md", render_markdown(raw, raw.get("argv", [])))
     log(f"rewrote {docs / 'quality.md'}; chosen setting: {raw['best']['name'] if raw['best'] else None}")
     return 0
@@ -231,115 +226,8 @@ def _in_run_order(raw: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the runs
-STOPPING_FIELDS = ("val_every", "val_window", "val_z", "val_samples", "val_threshold", "min_steps", "val_t_min")
-ENGINE_FIELDS = ("cuda_graph",)  # how a step runs, not what it computes (and the CPU never graphs)
-# LearnConfig fields added after words were cached, with the value every earlier run had: left out of the key at
-# that value, so that a new option does not throw away the words learned before it existed
-ADDED_FIELDS = {"val_t_min": 0.05}
-
-
-def cache_key(config: dict, fingerprint: str, n_photos: int) -> str:
-    """A learned word's cache key: everything that can change it. Without early stopping the stopping rule's
-    fields cannot, so they are left out (a new rule does not throw away words learned without one); nor can the
-    engine's fields."""
-    drop = ENGINE_FIELDS + (() if config["early_stop"] else STOPPING_FIELDS)
-    config = {k: v for k, v in config.items() if k not in drop and not (k in ADDED_FIELDS and ADDED_FIELDS[k] == v)}
-    return hashlib.sha256(json.dumps([config, fingerprint, n_photos], sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def variant_slug(variant: str) -> str:
-    """A variant's name as the start of its word folder's name (the cache key follows it)."""
-    return variant.replace(" ", "_").replace("/", "d")
-
-
-class Bench:
-    def __init__(self, model, judge, base, ecfg, work: Path, n_photos: int):
-        self.model, self.judge, self.base, self.ecfg, self.work, self.n_photos = model, judge, base, ecfg, work, n_photos
-        self.words: dict[tuple[str, str], object] = {}
-        self.images: dict[tuple[str, str], list] = {}
-
-    def _config(self, name: str, variant: str, overrides: dict, init: str, prop: str):
-        cfg = replace(self.base, token=f"<{name.replace('_', '-')}>", init=init, property=prop, **overrides)
-        key = cache_key(asdict(cfg), self.model.identity["fingerprint"], self.n_photos)
-        return cfg, self.work / name / f"{variant_slug(variant)}-{key}"
-
-    def learn(self, name: str, photos, variant: str, overrides: dict, init: str, prop: str):
-        """Learn (or load from the cache) one word; the cache key is the whole configuration."""
-        from oneword.concept import load_concepts
-        from oneword.invert import learn
-
-        cfg, out = self._config(name, variant, overrides, init, prop)
-        f, run = out / "learned_embeds.safetensors", out / "run.json"
-        if f.is_file() and run.is_file() and json.loads(run.read_text()).get("status") in ("done", "early_stopped"):
-            return load_concepts(f)[0], json.loads((out / "info.json").read_text())
-        t = time.time()
-        concept = learn(self.model, photos, cfg, out, progress=False)
-        status = json.loads(run.read_text())
-        info = {"steps": status["step"], "stopped_early": status["early_stopping"]["stopped_early"],
-                "seconds": round(time.time() - t, 1)}
-        _write_json(out / "info.json", info)
-        log(f"  learned {name} {variant}: {info['steps']} steps in {info['seconds']:.0f} s")
-        return concept, info
-
-    def learn_steps(self, name: str, photos, steps: list[int], init: str, prop: str) -> dict[int, tuple]:
-        """Plain TI stopped at several step counts, as one run resumed from its checkpoint (a resumed run
-        is bit-identical to an uninterrupted one): the words at S/2, S and 2S cost 2S steps, not 3.5S."""
-        from oneword.concept import load_concepts
-        from oneword.invert import learn
-
-        cfg, out = self._config(name, "steps", {"steps": 0}, init, prop)
-        out_words = {}
-        for T in sorted(set(steps)):
-            snap, info_f = out / f"step{T}.safetensors", out / f"step{T}.json"
-            if snap.is_file() and info_f.is_file():
-                out_words[T] = (load_concepts(snap)[0], json.loads(info_f.read_text()))
-                continue
-            run = out / "run.json"
-            at = json.loads(run.read_text())["step"] if run.is_file() and (out / "checkpoint.safetensors").is_file() else 0
-            t = time.time()
-            concept = learn(self.model, photos, replace(cfg, steps=T), out, resume=0 < at <= T, progress=False)
-            from oneword.safeio import atomic_write_bytes
-
-            atomic_write_bytes(snap, (out / "learned_embeds.safetensors").read_bytes())
-            prev = max([k for k in out_words if k < T], default=None)
-            seconds = round(time.time() - t, 1) + (out_words[prev][1]["seconds"] if prev and at else 0)
-            info = {"steps": T, "stopped_early": False, "seconds": seconds}
-            _write_json(info_f, info)
-            out_words[T] = (concept, info)
-            log(f"  learned {name} plain TI to step {T} ({seconds:.0f} s in all)")
-        return out_words
-
-    def concept(self, c, chosen: list[str], all_variants: dict) -> dict:
-        """Evaluate the caption and every chosen variant on one novel concept."""
-        photos = c.photos(self.n_photos, seed=0)
-        ev = E.Evaluator(self.model, photos, self.judge, c.kind, "world", self.ecfg,
-                         attributes=_truth(c))
-        out = {"kind": c.kind, "caption": c.caption, "attributes": c.attributes, "unnamed": c.unnamed,
-               "reconstruction_ceiling": ev.ceiling, "results": {}}
-        t = time.time()
-        r = ev.evaluate(E.captioned(c.caption), keep_images=True)
-        self.images[(c.name, "caption")] = r.pop("images")
-        out["results"]["caption"] = r
-        chain = {v: all_variants[v].get("steps", self.base.steps) for v in chosen
-                 if set(all_variants[v]) <= {"steps"}}  # plain TI at several step counts: one resumed run
-        words = self.learn_steps(c.name, photos, list(chain.values()), c.init_word, c.kind) if chain else {}
-        for v in chosen:
-            if v in chain:
-                word, info = words[chain[v]]
-            else:
-                init, overrides = init_text(c, all_variants[v])
-                word, info = self.learn(c.name, photos, v, overrides, init, c.kind)
-            self.words[(c.name, v)] = word
-            r = ev.evaluate(E.learned(word), keep_images=True)
-            self.images[(c.name, v)] = r.pop("images")
-            r["learn"] = info
-            out["results"][v] = r
-        for r in out["results"].values():
-            r["unnamed_samples"] = unnamed_hits(r["prompts"][0]["labels"], c)
-            r["unnamed"] = E.summary(r["unnamed_samples"], seed=7)
-        log(f"{c.name}: " + ", ".join(f"{v} {r['reconstruction']['mean']:.3f}/{r.get('editability', {}).get('mean', 0):.3f}"
-                                      for v, r in out["results"].items()) + f" ({time.time() - t:.0f} s)")
-        return out
+class QualityBench(Bench):
+    """common.Bench plus the two experiments only docs/quality.md runs: bias and composition."""
 
     def bias(self, n: int) -> dict:
         """A fair word for the biased word, learned from a small colour-balanced set."""
@@ -396,8 +284,8 @@ class Bench:
                     images = E.sample(self.model, prompt, concepts, n=self.ecfg.n, steps=self.ecfg.steps,
                                       guidance=self.ecfg.guidance, seed=self.ecfg.seed, scheduler=self.ecfg.scheduler)
                     labels = self.judge.oracle(images)
-                    pa = E.concept_present(labels, _truth(ca), "object")
-                    pb = E.concept_present(labels, _truth(cb), cb.kind)
+                    pa = E.concept_present(labels, oracle_truth(ca), "object")
+                    pb = E.concept_present(labels, oracle_truth(cb), cb.kind)
                     two = np.array([c == "2" for c in labels["count"]], float)
                     row[label] = {"prompt": prompt, "both": E.summary((pa * pb).tolist(), seed=3),
                                   "a": float(pa.mean()), "b": float(pb.mean()), "two_objects": float(two.mean())}
@@ -412,82 +300,55 @@ class Bench:
         return out
 
 
-def unnamed_hits(labels: dict, c) -> list[float]:
-    """Per image: does the (only / left) object show every un-named attribute of the concept?"""
-    want = c.unnamed
-    n = len(labels["shape"])
-    return [float(all(labels[k][i] == v for k, v in want.items())) for i in range(n)]
+def ti_seeds(model_dir, judge_dir, work: Path, docs: Path) -> int:
+    """docs/ti_seeds.md: every object concept, plain TI as in docs/quality.md (300 steps, one vector, the concept's
+    init word) learned with each of TI_SEEDS; reconstruction of `a photo of S*` minus the caption's, paired over
+    samples; pooled over concepts and seeds (concepts resampled)."""
+    from oneword import LearnConfig, load_model
+    from oneword.safeio import atomic_write_text
+    from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
 
-
-def _truth(c) -> dict:
-    """Ground truth in the oracle's terms (objects: shape, colour, pattern; styles: style)."""
-    a = c.attributes
-    return {"style": a["style"]} if c.kind == "style" else {k: a[k] for k in ("shape", "colour", "pattern")}
-
-
-def _write_json(path: Path, obj) -> None:
-    from oneword.safeio import atomic_write_json
-
-    atomic_write_json(path, obj)
+    torch.set_num_threads(1)
+    model, judge = load_model(model_dir, device="cpu"), E.load_judge(judge_dir or "world")
+    cfg = E.EvalConfig(n=16, steps=25, guidance=5.0, bootstrap=2000)
+    base = LearnConfig.with_defaults(model, steps=300, lr=5e-3, early_stop=False, save_every=10**9, preview_every=0,
+                                     seed=0)
+    bench = Bench(model, judge, base, cfg, work, 5)  # words cached by their whole configuration
+    ti, cap = {}, {}
+    lines = ["# Single-vector TI vs the caption, three learning seeds", "",
+             "Generated by `benchmarks/tradeoff.py --ti-seeds` (do not edit by hand): `HF_HUB_OFFLINE=1 "
+             ".venv/bin/python -m benchmarks.tradeoff --ti-seeds` (~6 min on one core). Every object concept, plain "
+             "TI as in docs/quality.md (300 steps, lr 0.005, batch 4, one vector, the concept's init word) learned "
+             "with three seeds; reconstruction of `a photo of S*` (16 samples, 25 DDIM steps, guidance 5, "
+             "judge-language CLIP) minus the caption's, paired over samples.", "",
+             "| concept | no word for | TI − caption, seed " + " | seed ".join(map(str, TI_SEEDS)) + " |",
+             "|---|---|" + "---|" * len(TI_SEEDS)]
+    print("\n".join(lines[-2:]))
+    for c in NOVEL_CONCEPTS.values():
+        if c.kind != "object":
+            continue
+        photos = c.photos(5, seed=0)
+        ev = E.Evaluator(model, photos, judge, c.kind, [E.world_prompts(c.kind)[0]], cfg, attributes=oracle_truth(c))
+        cap[c.name] = ev.evaluate(E.captioned(c.caption))["prompts"][0]["samples"]
+        words = [bench.learn(c.name, photos, f"seed{s}", {"seed": s}, c.init_word, c.kind)[0] for s in TI_SEEDS]
+        ti[c.name] = [ev.evaluate(E.learned(w))["prompts"][0]["samples"] for w in words]
+        held = " (held out)" if c.name in HELD_OUT else ""
+        lines.append(f"| {c.name}{held} | {', '.join(c.unnamed)} | " + " | ".join(
+            fmt_diff(E.difference(t, cap[c.name], seed=19)) for t in ti[c.name]) + " |")
+        print(lines[-1], flush=True)
+    names = list(ti)
+    pooled = E.difference([[x for t in ti[n] for x in t] for n in names], [cap[n] * len(TI_SEEDS) for n in names],
+                          seed=21, clusters=True)
+    mean_d = {n: np.mean([np.mean(t) for t in ti[n]]) - np.mean(cap[n]) for n in names}
+    lines += ["", f"Pooled over {len(names)} object concepts and {len(TI_SEEDS)} seeds (concepts resampled): "
+                  f"{fmt_diff(pooled)}; mean over seeds > 0 on {sum(v > 0 for v in mean_d.values())} of {len(names)} "
+                  "concepts. \\* marks an interval that excludes 0.", ""]
+    print("\n".join(lines[-2:]))
+    atomic_write_text(docs / "ti_seeds.md", "\n".join(lines))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------ statistics
-def summarise(per_concept: dict, methods: list[str]) -> dict:
-    """Per method over concepts (each concept weighs equally): reconstruction, editability, presence, and
-    the paired differences to single-vector TI and to the caption."""
-    out = {}
-    names = list(per_concept)
-
-    def samples(method, what):
-        rows = []
-        for n in names:
-            r = per_concept[n]["results"].get(method)
-            if r is None:
-                return None
-            ps = r["prompts"]
-            if what == "rec":
-                rows.append(ps[0]["samples"])
-            elif what == "edit":
-                rows.append([p["samples"] for p in ps[1:]])
-            elif what == "present":
-                rows.append(ps[0]["present_samples"])
-            elif what == "unnamed":
-                rows.append(r["unnamed_samples"])
-            elif what == "edit_ok":
-                rows.append([p["edit_samples"] for p in ps[1:] if "edit_samples" in p])
-        return rows
-
-    for m in methods:
-        rec, edit = samples(m, "rec"), samples(m, "edit")
-        if rec is None:
-            continue
-        # across concepts: concepts are resampled too (their spread, and each word's learning noise, count)
-        agg = dict(clusters=True)
-        s = {"reconstruction": E.summary(rec, seed=11, **agg), "editability": E.summary(edit, seed=12, **agg),
-             "present": E.summary(samples(m, "present"), seed=13, **agg),
-             "unnamed": E.summary(samples(m, "unnamed"), seed=20, **agg),
-             "edit_applied": E.summary(samples(m, "edit_ok"), seed=14, **agg)}
-        if m != "ti" and samples("ti", "rec") is not None:
-            s["vs_ti"] = {"reconstruction": E.difference(rec, samples("ti", "rec"), seed=15, **agg),
-                          "editability": E.difference(edit, samples("ti", "edit"), seed=16, **agg)}
-            s["vs_ti_sampling"] = {"reconstruction": E.difference(rec, samples("ti", "rec"), seed=15),
-                                   "editability": E.difference(edit, samples("ti", "edit"), seed=16)}
-        if m != "caption":
-            s["vs_caption"] = {"reconstruction": E.difference(rec, samples("caption", "rec"), seed=17, **agg),
-                               "editability": E.difference(edit, samples("caption", "edit"), seed=18, **agg)}
-        s["per_concept"] = {}
-        for n in names:
-            r = per_concept[n]["results"][m]
-            pc = {"reconstruction": r["reconstruction"], "editability": r.get("editability"),
-                  "present": r.get("present_reconstruction"), "unnamed": r.get("unnamed"), "learn": r.get("learn")}
-            if m != "caption":
-                cap = per_concept[n]["results"]["caption"]["prompts"]
-                pc["rec_vs_caption"] = E.difference(r["prompts"][0]["samples"], cap[0]["samples"], seed=19)
-            s["per_concept"][n] = pc
-        out[m] = s
-    return out
-
-
 def versus_caption(per_concept: dict, judge) -> dict:
     """TI (and the survey's other method) vs the caption on every concept evaluated: per concept the paired
     reconstruction difference (samples resampled), the oracle's un-named-drawn shares and what the judge's CLIP
@@ -594,7 +455,7 @@ def plot_tradeoff(summary: dict, path: Path, held: dict | None = None) -> None:
         _scatter(ax, s, f"{title} (world CLIP, 95% CIs)")
     axes[0][0].legend(fontsize=6, loc="best")
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
 def plot_bias(bias: dict, path: Path) -> None:
@@ -621,23 +482,10 @@ def plot_bias(bias: dict, path: Path) -> None:
                  fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
-def _save_fig(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from oneword.safeio import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def sample_sheet(bench: Bench, names: list[str], chosen: list[str], path: Path, k: int = 6) -> None:
+def sample_sheet(bench: QualityBench, names: list[str], chosen: list[str], path: Path, k: int = 6) -> None:
     """For the first tuning concept: the photos, then per method k samples of the reconstruction prompt
     and k of the first edit prompt."""
     from oneword.sampling import make_grid
@@ -659,19 +507,6 @@ def sample_sheet(bench: Bench, names: list[str], chosen: list[str], path: Path, 
 
 
 # ------------------------------------------------------------------------------------------ report
-def f3(s, d=3):
-    return E.fmt(s, d)
-
-
-def pct(s):
-    return f"{s['mean']:.0%} [{s['ci'][0]:.0%}, {s['ci'][1]:.0%}]" if s else "-"
-
-
-def dfmt(d, digits=3):
-    star = " \\*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""
-    return f"{d['mean']:+.{digits}f} [{d['ci'][0]:+.{digits}f}, {d['ci'][1]:+.{digits}f}]{star}"
-
-
 def versus_markdown(raw: dict) -> list[str]:
     """The section on TI vs the caption over every novel concept (raw["versus_caption"])."""
     v = raw.get("versus_caption")
@@ -694,8 +529,8 @@ def versus_markdown(raw: dict) -> list[str]:
     for n, r in rows.items():
         vis = f"{r['visibility']['difference']:+.3f}" if "visibility" in r else "-"
         L.append(f"| {n} | {where.get(n, 'survey')} | {', '.join(f'{k} {x}' for k, x in r['unnamed'].items())} | "
-                 f"{r['words']} | {f3(r['caption']['reconstruction'])} | {f3(r['ti']['reconstruction'])} | "
-                 f"{dfmt(r['ti']['vs_caption'])} | {dfmt(r[PAPER]['vs_caption'])} | {dfmt(r[SURVEY[1]]['vs_caption'])} | "
+                 f"{r['words']} | {fmt_summary(r['caption']['reconstruction'])} | {fmt_summary(r['ti']['reconstruction'])} | "
+                 f"{fmt_diff(r['ti']['vs_caption'])} | {fmt_diff(r[PAPER]['vs_caption'])} | {fmt_diff(r[SURVEY[1]]['vs_caption'])} | "
                  f"{r['caption']['unnamed']:.0%} / {r['ti']['unnamed']:.0%} / {r[PAPER]['unnamed']:.0%} / "
                  f"{r[SURVEY[1]]['unnamed']:.0%} | {vis} |")
     L += ["", "Pooled (each concept weighs equally; concepts and samples resampled):", "",
@@ -707,7 +542,7 @@ def versus_markdown(raw: dict) -> list[str]:
             wins = sum(rows[n][m]["vs_caption"]["ci"][0] > 0 for n in p["concepts"])
             losses = sum(rows[n][m]["vs_caption"]["ci"][1] < 0 for n in p["concepts"])
             record.append(f"{wins} of {len(p['concepts'])} ({losses} lost)")
-        L.append(f"| {g} | {len(p['concepts'])} | {dfmt(p['ti'])} | {dfmt(p[PAPER])} | {dfmt(p[SURVEY[1]])} | "
+        L.append(f"| {g} | {len(p['concepts'])} | {fmt_diff(p['ti'])} | {fmt_diff(p[PAPER])} | {fmt_diff(p[SURVEY[1]])} | "
                  f"{record[0]} | {record[1]} |")
     kinds = {}
     for r in rows.values():
@@ -719,7 +554,7 @@ def versus_markdown(raw: dict) -> list[str]:
                       f"{k}s {np.mean([r['ti']['unnamed'] for r in rs]):.0%} / "
                       f"{np.mean([r[SURVEY[1]]['unnamed'] for r in rs]):.0%} ({len(rs)} concepts)"
                       for k, rs in kinds.items()) + ". The caption draws none of them, by construction.", "",
-              "One learning run per word here; docs/ti_seeds.md (`benchmarks/ti_seeds.py`) repeats plain TI with three "
+              "One learning run per word here; docs/ti_seeds.md (`benchmarks/tradeoff.py --ti-seeds`) repeats plain TI with three "
               "seeds on every object concept: each concept's sign holds across seeds."]
     return L + [""]
 
@@ -736,11 +571,11 @@ def composition_markdown(raw: dict) -> list[str]:
         out = ["| pair | " + " | ".join(f"{name[m]}: both (a, b)" for m in labels) + (" | two objects drawn |" if extra else " |"),
                "|---|" + "---|" * (len(labels) + int(extra))]
         for r in rows:
-            cells = [f"{pct(r[m]['both'])} ({r[m]['a']:.0%}, {r[m]['b']:.0%})" if m in r else "-" for m in labels]
+            cells = [f"{fmt_share(r[m]['both'])} ({r[m]['a']:.0%}, {r[m]['b']:.0%})" if m in r else "-" for m in labels]
             two = " | " + "/".join(f"{r[m]['two_objects']:.0%}" for m in labels if m in r) if extra else ""
             out.append(f"| {r['a']} + {r['b']} | " + " | ".join(cells) + two + " |")
-        return out + ["", "Over pairs, both present: " + "; ".join(f"{name[m]} {pct(summary[m])}" for m in labels) +
-                      "".join(f"; {name[m]} − captions {dfmt(d, 2)}" for m, d in diff.items()) + "."]
+        return out + ["", "Over pairs, both present: " + "; ".join(f"{name[m]} {fmt_share(summary[m])}" for m in labels) +
+                      "".join(f"; {name[m]} − captions {fmt_diff(d, 2)}" for m, d in diff.items()) + "."]
 
     L += [f"n={c['n']} samples per prompt; both present = the oracle finds each concept; a, b = each concept alone "
           "(an object: shape, colour and pattern of the left or only object, or shape and colour of the right one; a "
@@ -772,7 +607,7 @@ def composition_markdown(raw: dict) -> list[str]:
 def render_markdown(raw: dict, argv: list[str]) -> str:
     a = raw["args"]
     s, best = raw["summary"], raw["best"]
-    cmd = " ".join([".venv/bin/python benchmarks/tradeoff.py"] + list(argv))
+    cmd = " ".join([".venv/bin/python -m benchmarks.tradeoff"] + list(argv))
     L = ["# Quality: the paper's quantitative analysis on the embedded world", "",
          "Generated by `benchmarks/tradeoff.py` (do not edit by hand). Regenerate with:", "",
          "```", f"HF_HUB_OFFLINE=1 {cmd}", "```", "",
@@ -813,9 +648,9 @@ def render_markdown(raw: dict, argv: list[str]) -> str:
          "|---|---|---|---|---|---|---|---|"]
     for m, r in s.items():
         vs = r.get("vs_ti")
-        L.append(f"| {m} | {f3(r['reconstruction'])} | {f3(r['editability'])} | {pct(r['unnamed'])} | {pct(r['present'])} | "
-                 f"{pct(r['edit_applied'])} | {dfmt(vs['reconstruction']) if vs else '-'} | "
-                 f"{dfmt(vs['editability']) if vs else '-'} |")
+        L.append(f"| {m} | {fmt_summary(r['reconstruction'])} | {fmt_summary(r['editability'])} | {fmt_share(r['unnamed'])} | {fmt_share(r['present'])} | "
+                 f"{fmt_share(r['edit_applied'])} | {fmt_diff(vs['reconstruction']) if vs else '-'} | "
+                 f"{fmt_diff(vs['editability']) if vs else '-'} |")
     ceil = np.mean([c["reconstruction_ceiling"] for c in raw["tuning"].values()])
     L += ["", f"Reconstruction ceiling (mean similarity between a concept's own photos): {ceil:.3f}.", "",
           "Samples (first tuning concept): top row the photos; then per method (caption, then the variants in "
@@ -827,17 +662,17 @@ def render_markdown(raw: dict, argv: list[str]) -> str:
     mv = [m for m in ("vectors=2", "vectors=4", "vectors=8") if m in s]
     if mv:
         L.append("- Multi-vector vs single-vector TI (the paper: more vectors, better reconstruction, worse editability): " +
-                 "; ".join(f"{m}: reconstruction {dfmt(s[m]['vs_ti']['reconstruction'])}, editability "
-                           f"{dfmt(s[m]['vs_ti']['editability'])}" for m in mv) + ".")
+                 "; ".join(f"{m}: reconstruction {fmt_diff(s[m]['vs_ti']['reconstruction'])}, editability "
+                           f"{fmt_diff(s[m]['vs_ti']['editability'])}" for m in mv) + ".")
     if best:
         how = {"significant": "better on one axis with 95% confidence with concepts resampled",
                "sampling": "better on one axis with 95% confidence for these concepts and words (sampling noise only; "
                            "not significant once concepts are resampled)",
                "means": "better on the means only (no interval excludes 0)"}[best["level"]]
         L.append(f"- A setting at least as good as single-vector TI on both axes and better on one, chosen on the tuning "
-                 f"concepts: **{best['name']}** ({how}) — reconstruction {dfmt(best['reconstruction'])}, editability "
-                 f"{dfmt(best['editability'])} (concepts resampled); with sampling noise only: reconstruction "
-                 f"{dfmt(best['sampling']['reconstruction'])}, editability {dfmt(best['sampling']['editability'])}. "
+                 f"concepts: **{best['name']}** ({how}) — reconstruction {fmt_diff(best['reconstruction'])}, editability "
+                 f"{fmt_diff(best['editability'])} (concepts resampled); with sampling noise only: reconstruction "
+                 f"{fmt_diff(best['sampling']['reconstruction'])}, editability {fmt_diff(best['sampling']['editability'])}. "
                  "Its check on the held-out concepts is below.")
     else:
         L.append("- No variant was at least as good as single-vector TI on both axes (means) in this run.")
@@ -845,8 +680,8 @@ def render_markdown(raw: dict, argv: list[str]) -> str:
     if pooled:
         L.append(f"- TI vs the caption on the objects whose attributes have no word ({len(pooled['concepts'])} concepts, "
                  f"held-out ones included; pooled, concepts and samples resampled): plain TI at "
-                 f"{raw['learn_base']['steps']} steps {dfmt(pooled['ti'])}; **at the paper's 5,000 steps "
-                 f"{dfmt(pooled[PAPER])}**; two vectors from the caption's words {dfmt(pooled[SURVEY[1]])} (per concept: "
+                 f"{raw['learn_base']['steps']} steps {fmt_diff(pooled['ti'])}; **at the paper's 5,000 steps "
+                 f"{fmt_diff(pooled[PAPER])}**; two vectors from the caption's words {fmt_diff(pooled[SURVEY[1]])} (per concept: "
                  "the survey table above).")
     L.append("- Learning steps actually run: " + ", ".join(
         f"{m} {np.mean([pc['learn']['steps'] for pc in s[m]['per_concept'].values()]):.0f}"
@@ -859,9 +694,9 @@ def render_markdown(raw: dict, argv: list[str]) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
         for m, r in h.items():
             vs, vc = r.get("vs_ti"), r.get("vs_caption")
-            L.append(f"| {m} | {f3(r['reconstruction'])} | {f3(r['editability'])} | {pct(r['unnamed'])} | {pct(r['present'])} | "
-                     f"{pct(r['edit_applied'])} | {dfmt(vs['reconstruction']) if vs else '-'} | "
-                     f"{dfmt(vs['editability']) if vs else '-'} | {dfmt(vc['reconstruction']) if vc else '-'} |")
+            L.append(f"| {m} | {fmt_summary(r['reconstruction'])} | {fmt_summary(r['editability'])} | {fmt_share(r['unnamed'])} | {fmt_share(r['present'])} | "
+                     f"{fmt_share(r['edit_applied'])} | {fmt_diff(vs['reconstruction']) if vs else '-'} | "
+                     f"{fmt_diff(vs['editability']) if vs else '-'} | {fmt_diff(vc['reconstruction']) if vc else '-'} |")
         L += ["", "Per concept: the table of every novel concept above."]
     b = raw["bias"]
     L += ["", "## Bias reduction", "",
@@ -874,7 +709,7 @@ def render_markdown(raw: dict, argv: list[str]) -> str:
     for p, r in sorted(b["prompts"].items(), key=lambda pr: "<" in pr[0]):  # the biased word first
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r["colour_counts"].items(), key=lambda kv: (-kv[1], kv[0])))
         L.append(f"| `{p}` | {r['entropy_bits']:.2f} [{r['entropy_ci'][0]:.2f}, {r['entropy_ci'][1]:.2f}] | "
-                 f"{pct(r['share_biased'])} | {pct(r['shape_is_word'])} | {counts} |")
+                 f"{fmt_share(r['share_biased'])} | {fmt_share(r['shape_is_word'])} | {counts} |")
     L += composition_markdown(raw)
     L += ["", "## Measuring your own concept", "",
           "```", "oneword evaluate --embeds runs/x/learned_embeds.safetensors --images PHOTOS_DIR "

@@ -266,7 +266,7 @@ def test_sd15_benchmark_model_has_the_real_parameter_counts():
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from benchmarks.sd15 import PARAMS, build_modules, count_params
+    from oneword.tiny_models import SD15_PARAMS as PARAMS, count_params, sd15_modules as build_modules
 
     unet, vae, text, tokenizer, scheduler = build_modules("meta")
     assert count_params(unet) == PARAMS["unet"]

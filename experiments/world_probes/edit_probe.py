@@ -2,25 +2,20 @@
 
 The setup of `tests/test_edit.py -k world` (a yellow circle on sky, box 5,5,27,27, 20 edit seeds, 25 DDIM
 steps, guidance 5, or --guidances): every object concept of the world's tuning set (--held-out: the held-out ones instead),
-each learned for --steps steps (300, early stopping off: the world default until session 7, which the figures
-in docs/applications.md were measured with; 0 = `oneword learn`'s current defaults) with the paper's one vector and
-three learning seeds; the oracle
-reads each edit's object. --caption-init adds words of two vectors initialised from the caption's words
+each learned for --steps steps (300, early stopping off: the setting the figures in docs/applications.md were
+measured with; 0 = `oneword learn`'s current defaults) with the paper's one vector and three learning seeds; the
+oracle reads each edit's object. --caption-init adds words of two vectors initialised from the caption's words
 ("blue ring"), edited at guidance 5, 7.5 and 10.  ~20 min on one core:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/edit_probe.py
+    HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.world_probes.edit_probe
 """
-import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_edit import world_edit_figures  # noqa: E402  the test's own setup and oracle reading
-
-from oneword.invert import LearnConfig, learn  # noqa: E402
-from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS  # noqa: E402
-from oneword.world.judge import probe_setup  # noqa: E402
+from oneword import LearnConfig, learn
+from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
+from oneword.world.judge import probe_setup
+from tests.test_edit import world_edit_figures  # the test's own setup and oracle reading
 
 
 def probe_arguments(ap):

@@ -2,12 +2,11 @@
 
 24 samples of "STYLE a red SHAPE on a white background" per held-out pair (and three seen pairs for
 comparison), read by the world oracle; seed 3, guidance 7.5, 25 steps.  About a minute on one core:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/style_pairs.py
+    HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.world_probes.style_pairs [--model DIR --judge DIR]
 """
 import collections
 
-
-from oneword.sampling import generate
+from oneword import generate
 from oneword.world.judge import probe_setup
 from oneword.world.render import HELD_OUT_SHAPE_STYLE, STYLE_PHRASES
 

@@ -3,7 +3,7 @@
 The shipped model was pretrained on 4 x 24,000 scenes (data seeds 0-3, oneword/world/model/oneword_world.json),
 drawn by `render.pretraining_scene` with the novel concepts excluded. This redraws them (seconds, no rendering):
 NOVEL_CONCEPTS and UNSEEN_CONCEPTS must count 0; the late tuning concepts (concepts.LATE_CONCEPTS) were not excluded.
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/pretraining_counts.py
+    HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.world_probes.pretraining_counts
 """
 from __future__ import annotations
 

@@ -7,14 +7,12 @@
    paper's single vector (init word = shape) and for a 2-vector word initialised from the caption's words
    ("green star": the first vector starts in the colour-word slot).
 One learning run per (setting, seed), 48 samples at guidance 5: noisy by about +-0.07.  ~6 min on one core:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/colour_probe.py
+    HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.world_probes.colour_probe [--model DIR --judge DIR]
 """
 import collections
 import tempfile
 
-
-from oneword.sampling import generate
-from oneword.invert import LearnConfig, learn
+from oneword import LearnConfig, generate, learn
 from oneword.world.concepts import NOVEL_CONCEPTS
 from oneword.world.judge import probe_setup
 
