@@ -61,6 +61,33 @@ def test_resume_equals_uninterrupted(tiny_model, photos, tmp_path):
     assert torch.equal(whole.vectors, resumed.vectors)
     run = json.loads((tmp_path / "part" / "run.json").read_text())
     assert run["step"] == 9 and run["status"] == "done"
+    # the early-stopping history came back with the checkpoint: the validations before the break are kept
+    whole_run = json.loads((tmp_path / "whole" / "run.json").read_text())
+    assert run["early_stopping"]["val_losses"] == whole_run["early_stopping"]["val_losses"]
+    assert len(run["early_stopping"]["val_losses"]) == 4
+
+
+def test_resumed_state_owns_its_memory(tiny_model, photos, tmp_path):
+    """The checkpoint is memory-mapped when read: the resumed vectors, AdamW moments and generator are copies, so
+    a rewrite of the file in place cannot reach into a running run."""
+    from oneword.early_stopping import EarlyStopping
+    from oneword.run import Run
+
+    cfg = quick(steps=3)
+    learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
+    vectors = torch.nn.Parameter(torch.zeros(1, tiny_model.hidden_size))
+    opt = torch.optim.AdamW([vectors])
+    run = Run(tmp_path / "run", cfg, tiny_model, photos, vectors, opt, EarlyStopping(cfg))
+    run.resume()
+    before = [vectors.detach().clone(), run.rng.get_state()] + [t.clone() for t in opt.state[vectors].values()]
+    assert run.step == 3 and float(before[2].abs().sum()) > 0  # AdamW moments were restored
+    with open(run.checkpoint, "r+b") as f:  # every tensor byte of the file set to 0xff, in place
+        header = 8 + int.from_bytes(f.read(8), "little")
+        size = f.seek(0, 2)
+        f.seek(header)
+        f.write(b"\xff" * (size - header))
+    after = [vectors.detach(), run.rng.get_state()] + list(opt.state[vectors].values())
+    assert all(torch.equal(a, b) for a, b in zip(after, before))
 
 
 def test_resume_onto_another_model_is_refused(tiny_model, photos, tmp_path):
