@@ -1,5 +1,5 @@
 """`oneword demo` on the shipped world model: it runs end to end, and a rerun never resumes a word that was
-learned on other weights (session 3 found the demo silently reusing the previous world model's words)."""
+learned on other weights (it would silently reuse a word of another world model)."""
 import json
 from pathlib import Path
 

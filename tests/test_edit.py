@@ -1,4 +1,4 @@
-"""`oneword edit`: blended latent diffusion with learned words (issue 7).
+"""`oneword edit`: blended latent diffusion with learned words.
 
 Mechanics on the tiny random pipeline (seconds); the must-show figures on the embedded world model
 (skipped until it ships): background PSNR after restore, and the learned concept inside the mask (oracle)."""
@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from oneword.editing import (blended_latents, box_mask, dilate_mask, edit, feather_mask, fill_region, latent_mask,
-                          load_mask, parse_box, psnr, working_size)
+                             load_mask, parse_box, working_size)
 from oneword.errors import OnewordError
+from oneword.evaluation import psnr
 
 PROMPT = "a photo of a cat"
 
@@ -203,7 +204,7 @@ def test_cli_edit(tiny_dir, tmp_path, capsys):
     out = tmp_path / "e.png"
     base = ["edit", str(tmp_path / "p.png"), "a photo of a cat", "--model", str(tiny_dir), "--device", "cpu",
             "--steps", "2"]
-    assert main(["edit", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "a photo of a cat",  # issue's order
+    assert main(["edit", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "a photo of a cat",  # mask first
                  "--model", str(tiny_dir), "--device", "cpu", "--steps", "2", "--out", str(out)]) == 0
     assert Image.open(out).size == (24, 24)
     assert main(base + ["--box", "2,2,10,10", "-n", "2", "--feather", "1", "--out", str(tmp_path / "g.png")]) == 0
@@ -240,7 +241,7 @@ def world_edit_case(seed: int = 0):
 
 
 def world_edit_figures(model, concept, judge, n=20, steps=None, seed=0, **kw) -> dict:
-    """Edit the circle of `world_edit_case` into the learned word with n seeds; the issue's two figures:
+    """Edit the circle of `world_edit_case` into the learned word with n seeds; docs/applications.md's figures:
     PSNR outside the mask (with and without the background restore) and the oracle's rate of edits whose
     object has all of the world concept's attributes."""
     from oneword.world.concepts import NOVEL_CONCEPTS
@@ -270,15 +271,15 @@ def test_world_edit_keeps_the_background():
     keep = ~load_mask(box, photo.size)
     prompt = "a photo of a pink heart on a sky background"
     out = edit(model, photo, box, prompt, n=4, feather=2)
-    assert min(psnr(photo, o, keep) for o in out) >= 35      # the issue's bar (restore: the photo's own pixels)
+    assert min(psnr(photo, o, keep) for o in out) >= 35      # the 35 dB bar (restore: the photo's own pixels)
     raw = edit(model, photo, box, prompt, n=4, restore=False)
     assert np.mean([psnr(photo, o, keep) for o in raw]) >= 24  # latent blending alone: about 26-29 dB measured
 
 
 def test_world_edit_replaces_the_object_in_the_mask():
     """Replacing the yellow circle by a blue ring: the prompt's colour fills the mask and the old object's
-    colour does not leak back, with and without --no-fill. (Session 1's 4-channel world VAE leaked the
-    circle without the fill, 0/20 vs 10/20 rings; the 8-channel one does not: blue 20/20 both ways.)"""
+    colour does not leak back, with and without --no-fill (the shipped 8-channel world VAE does not leak:
+    blue 20/20 both ways; a 4-channel one did, CHANGELOG.md)."""
     from oneword.world.judge import load_judge
 
     model, judge = _world(), load_judge()
@@ -318,7 +319,7 @@ def caption_word(tmp_path_factory):
 
 
 def test_world_edit_puts_a_caption_initialised_word_in_the_mask(caption_word):
-    """The issue's bar: the whole learned concept (teal, ring, solid) in the mask in >= 70% of 20 edits, with
+    """The 70% bar: the whole learned concept (teal, ring, solid) in the mask in >= 70% of 20 edits, with
     the background restored exactly. Measured (docs/applications.md, benchmarks/edit_probe.py): 90%, and
     85% / 85% for learning seeds 1 / 2; the paper's one vector gets 30-45% on this world."""
     from oneword.world.judge import load_judge

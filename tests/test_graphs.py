@@ -147,7 +147,7 @@ def test_cudnn_autotuning_is_on_for_cuda_learning_only_and_then_restored():
 @cuda
 def test_encoding_the_photos_leaves_no_cached_blocks_behind(tiny_dir, photos):
     """The VAE's activations are released after encoding, not held by the caching allocator through the run
-    (session 13's eager batch-4 step on SD1.5 held 7.90 GiB with 5.14 GiB allocated at its peak)."""
+    (an eager batch-4 step on SD1.5 held 7.90 GiB with 5.14 GiB allocated at its peak: docs/benchmarks.md)."""
     from oneword.data import encode_photos, read_photos
     from oneword.models import load_model
 

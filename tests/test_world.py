@@ -20,7 +20,7 @@ from oneword.world.concepts import (HELD_OUT, NOVEL_CONCEPTS, BALANCED_SET, bias
 
 SHIPPED = (model_path() / "model_index.json").is_file() and (judge_path() / "oracle.json").is_file()
 needs_model = pytest.mark.skipif(not SHIPPED, reason="shipped world model not built yet")
-# the issue's bars for held-out-combination generation, checked at small scale (full scale: docs/world.md,
+# the bars for held-out-combination generation, checked at small scale (full scale: docs/world.md,
 # 200 prompts: shape 97.5%, colour 100%, background 100%, style 96.0%; this test's 32 prompts measured
 # shape 96.9%, colour 100%, background 100%, style 96.9%)
 HELDOUT_BARS = {"shape": 0.85, "colour": 0.85, "background": 0.85, "style": 0.85}
@@ -234,7 +234,7 @@ def test_shipped_model_loads_and_generates():
 @needs_model
 def test_shipped_model_follows_prompts_at_small_scale():
     """`oneword world check` at small scale: prompts whose attribute combinations were held out of
-    pretraining (the issue's bars), two objects and the biased word."""
+    pretraining (docs/world.md's bars), two objects and the biased word."""
     from oneword.world.check import run_check
 
     res = run_check(n=32, n_two=8, n_bias=16, n_oracle=64, steps=25, guidance=7.5, log=lambda m: None)
@@ -351,7 +351,7 @@ def test_tune_clip_teaches_the_judge_every_name_and_changes_only_the_clip(tmp_pa
     from oneword.world.pretrain import MAX_LENGTH, TINY, _judge_language_clip, build_clip, pretrain, tune_judge
     from oneword.world.vocab import write_world_tokenizer
 
-    # a CLIP in the model's language (as sessions 1-5 shipped it) is re-indexed to the judge's
+    # a CLIP in the model's language (the pretraining CLIP) is re-indexed to the judge's
     old_dir = tmp_path / "old_clip"
     old_tok = CLIPTokenizer.from_pretrained(str(write_world_tokenizer(old_dir, R.world_words(), MAX_LENGTH)))
     build_clip(old_tok, TINY).save_pretrained(str(old_dir))
@@ -402,8 +402,8 @@ def test_shipped_judge_sees_the_values_the_model_has_no_word_for():
     from oneword.world.judge import load_judge, unnamed_visibility
 
     j = load_judge()
-    # measured (n=32, docs/world.md): +0.216, +0.226, +0.324, +0.326, +0.250; the session-5 judge, trained on
-    # the model's captions, saw the patterns at +0.012 and +0.004. (Arrow and hourglass vs triangle stay near 0:
+    # measured (n=32, docs/world.md): +0.216, +0.226, +0.324, +0.326, +0.250; a judge trained on
+    # the model's captions sees the patterns at +0.012 and +0.004. (Arrow and hourglass vs triangle stay near 0:
     # a known blind spot, documented; the oracle reads them.)
     seen = {n: unnamed_visibility(j, NOVEL_CONCEPTS[n], n=16)["difference"]
             for n in ("teal_ring", "red_crescent", "striped_square", "dotted_circle", "magenta_heart")}
