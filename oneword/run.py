@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from .concept import Concept
-from .formats import save_concept
 from .errors import OnewordError
+from .formats import save_concept
 from .safeio import atomic_write_bytes, atomic_write_json
 
 CHECKPOINT = "checkpoint.safetensors"

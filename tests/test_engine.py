@@ -261,17 +261,14 @@ def test_learn_follows_the_whole_matrix_adamw_reference_loop(tiny_model, images,
     assert torch.equal(ref.weight[keep], original[keep])
 
 
-def test_sd15_benchmark_model_has_the_real_parameter_counts():
-    import sys
-    from pathlib import Path
+def test_sd15_architecture_has_the_real_parameter_counts():
+    """The random-weight SD1.5 the speed benchmark times is SD1.5's architecture, checked on the meta device."""
+    from oneword.tiny_models import SD15_PARAMS, count_params, sd15_modules
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from oneword.tiny_models import SD15_PARAMS as PARAMS, count_params, sd15_modules as build_modules
-
-    unet, vae, text, tokenizer, scheduler = build_modules("meta")
-    assert count_params(unet) == PARAMS["unet"]
-    assert count_params(vae) == PARAMS["vae"]
-    assert count_params(text) == PARAMS["text_encoder"]
+    unet, vae, text, tokenizer, scheduler = sd15_modules("meta")
+    assert count_params(unet) == SD15_PARAMS["unet"]
+    assert count_params(vae) == SD15_PARAMS["vae"]
+    assert count_params(text) == SD15_PARAMS["text_encoder"]
     assert len(tokenizer) == 49408 and unet.config.sample_size * 8 == 512
 
 
