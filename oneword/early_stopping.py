@@ -5,7 +5,7 @@ fixed noise, the templates in turn) whose loss is a low-noise measure of converg
 (Voronov et al. 2023). `EarlyStopping` is the rule and its memory: stop when the least-squares slope of the last
 `val_window` validation losses is no longer `val_z` standard errors below zero. DVAR's own rule (variance of the
 recent values over the variance of all) stopped a style word whose loss was still falling steadily and let object
-words run to the step cap (docs/benchmarks.md, time to quality). Its history is part of a run's checkpoint
+words run to the step cap (CHANGELOG.md, 2026-11-27). Its history is part of a run's checkpoint
 (oneword.run), so a resumed run stops where the uninterrupted one would.
 """
 from __future__ import annotations
