@@ -16,6 +16,7 @@ DEMO_CONCEPT = "teal_ring"
 
 def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     from .sampling import generate, save_grid
+    from .templates import default_template
     from .invert import LearnConfig, learn
     from .models import load_model
     from .run import CHECKPOINT, checkpoint_fingerprint
@@ -40,7 +41,7 @@ def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     same_model = ckpt.exists() and checkpoint_fingerprint(ckpt) == model.identity.get("fingerprint")
     learned = learn(model, out / "photos", cfg, run, resume=same_model)
 
-    plain = "a painting in the style of {}" if concept.kind == "style" else "a photo of {}"
+    plain = default_template(concept.kind)
     edit = "a star in the style of {}" if concept.kind == "style" else "a sketch of {} on a sky background"
     results = {}
     for label, template in (("word", plain), ("edit", edit)):

@@ -15,8 +15,8 @@ region is resized back into the original pixels.
 One addition to the paper (on by default, `fill=False` / `--no-fill` turns it off): the background latents
 are encoded from the photo with the masked region filled smoothly from its surroundings. A VAE latent sees
 beyond its own pixels, so otherwise the object being replaced leaks back into the edit through the latents
-around the mask (on the world model, "a blue ring" replacing a yellow circle: 0/20 rings without the fill,
-10/20 with it; see docs/applications.md).
+around the mask (on a 4-channel world VAE, "a blue ring" replacing a yellow circle: 0/20 rings without the
+fill, 10/20 with it; CHANGELOG.md. The shipped 8-channel world VAE does not leak; docs/applications.md).
 
 Masks: white = edit. A PNG/JPEG/WebP of any size (resized to the photo), a box (x0, y0, x1, y1) in photo
 pixels, a PIL image or a 2-D array. `dilate` grows the edit region by that many photo pixels; `feather`
@@ -25,7 +25,6 @@ the photo's own, bit for bit, whenever `restore` is on.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +187,8 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
     Output i uses seed + i. restore=False returns the decoded image without copying back the photo's pixels.
     fill=False encodes the background latents from the photo as it is (the paper's way); by default they come
     from the photo with the region filled from its surroundings, so the replaced object cannot leak back."""
-    from .sampling import sampling_defaults
+    from .install import install_concepts
+    from .sampling import per_seed, sampling_defaults
 
     photo = _open_photo(photo)
     if n < 1:
@@ -205,35 +205,19 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
     m_full = torch.from_numpy(load_mask(mask, photo.size).astype(np.float32))
     region = dilate_mask(m_full, int(dilate))
     alpha = feather_mask(region, int(feather))
-    _install(model, list(concepts))
+    install_concepts(model, list(concepts))  # a word already installed with these vectors is kept: one model, many edits
 
     work = working_size(model, photo.size)
-    images = []
-    for start in range(0, n, batch):
-        k = min(batch, n - start)
-        decoded = _blended_sample(model, photo.resize(work, Image.LANCZOS) if photo.size != work else photo,
-                                  region, prompt, negative, steps, first, guidance,
-                                  [seed + start + i for i in range(k)], fill)
-        for im in decoded:
+    small = photo.resize(work, Image.LANCZOS) if photo.size != work else photo
+
+    def draw(seeds):
+        latents, _, _ = blended_latents(model, small, region, prompt, negative, steps, first, guidance, seeds, fill)
+        out = []
+        for im in _decode(model, latents):
             im = im.resize(photo.size, Image.LANCZOS) if im.size != photo.size else im
-            images.append(composite(photo, im, alpha) if restore else im)
-    return images
-
-
-def _install(model, concepts) -> None:
-    """install_concepts, skipping words this model already holds with exactly these vectors (so one loaded
-    model can make many edits); a different word under a taken name is still refused by install_concepts."""
-    from .install import install_concepts
-
-    tok, table = model.tokenizer, model.text_encoder.get_input_embeddings().weight
-    added = getattr(tok, "added_tokens_encoder", {}) or {}
-    fresh = []
-    for c in concepts:
-        ids = [added.get(t) for t in c.tokens]
-        if None not in ids and torch.equal(table[ids].detach().float().cpu(), c.vectors.float().cpu()):
-            continue
-        fresh.append(c)
-    install_concepts(model, fresh)
+            out.append(composite(photo, im, alpha) if restore else im)
+        return out
+    return per_seed(n, seed, batch, draw)
 
 
 def composite(photo: Image.Image, edited: Image.Image, alpha) -> Image.Image:
@@ -296,6 +280,8 @@ def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str
     Returns (final latents [k,4,h,w], background source latents [1,4,h,w], latent mask [h,w])."""
     from diffusers.utils.torch_utils import randn_tensor
 
+    from .sampling import generators
+
     pipe, k = model.pipe, len(seeds)
     hole = F.adaptive_max_pool2d(region[None, None].float(), (photo.height, photo.width))[0, 0]
     original = _encode(model, photo) if first > 0 or not fill else None
@@ -308,8 +294,7 @@ def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str
     sched = _scheduler(model)
     sched.set_timesteps(steps, device=model.device)
     timesteps = sched.timesteps[first:]
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    noise = randn_tensor((k, *src.shape[1:]), generator=gens, device=model.device, dtype=src.dtype)
+    noise = randn_tensor((k, *src.shape[1:]), generator=generators(seeds), device=model.device, dtype=src.dtype)
     src_k = src.expand(k, -1, -1, -1)
 
     def noised(z, t):  # latents noised to timestep t (one fixed noise: a coherent trajectory)
@@ -329,34 +314,3 @@ def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str
         outside = noised(src, timesteps[i + 1]) if i + 1 < len(timesteps) else src_k
         latents = m * latents + (1 - m) * outside
     return latents, src, m
-
-
-def _blended_sample(model, photo, region, prompt, negative, steps, first, guidance, seeds, fill) -> list[Image.Image]:
-    latents, _, _ = blended_latents(model, photo, region, prompt, negative, steps, first, guidance, seeds, fill)
-    return _decode(model, latents)
-
-
-# ------------------------------------------------------------------------------------------ variations
-def variations(model, concept, n: int = 16, template: str | None = None, **kw) -> list[Image.Image]:
-    """The paper's image variations: n samples of "a photo of S*" ("a painting in the style of S*" for a
-    style word). Same as `oneword variations`."""
-    from .sampling import generate
-
-    if template is None:
-        template = "a painting in the style of {}" if concept.meta.get("property") == "style" else "a photo of {}"
-    return generate(model, template.format(concept.token), [concept], n=n, **kw)
-
-
-# ------------------------------------------------------------------------------------------ metrics
-def psnr(a, b, mask=None) -> float:
-    """PSNR in dB between two images (PIL or uint8 arrays), over the pixels where `mask` is True (all if None).
-    Identical pixels give inf."""
-    x = np.asarray(a, np.float64)
-    y = np.asarray(b, np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"images differ in size: {x.shape} vs {y.shape}")
-    d = (x - y) ** 2
-    if mask is not None:
-        d = d[np.asarray(mask, bool)]
-    mse = float(d.mean()) if d.size else 0.0
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)

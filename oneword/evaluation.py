@@ -16,9 +16,11 @@ The learned word is put into a private copy of the tokenizer and an embedding wr
 sampling (`temporary_words`): the model itself is never changed. A human caption can be evaluated in place
 of S* (the paper's baseline) with the same prompts, seeds and judge.
 
-Judges: any `transformers.CLIPModel` (local folder or a hub id found in the local cache; the paper used
-openai/clip-vit-base-patch32), or the embedded world's own CLIP plus its attribute oracle, which adds
-crisp accuracies: is the concept in the image, and was the edit applied.
+Judges (`oneword.judges`): any `transformers.CLIPModel` (local folder or a hub id found in the local cache;
+the paper used openai/clip-vit-base-patch32), or the embedded world's own CLIP plus its attribute oracle, which
+adds crisp accuracies: is the concept in the image, and was the edit applied. The scores, accuracies and
+bootstrap intervals are `oneword.metrics`; this module holds the prompts, the sampling, `evaluate` and its
+reports (and re-exports the judges' and metrics' names, so `oneword.evaluation` is the one import).
 """
 from __future__ import annotations
 
@@ -31,8 +33,19 @@ import numpy as np
 import torch
 
 from .errors import OnewordError
+from .judges import DEFAULT_CLIP, ClipJudge, WorldJudgeAdapter, is_world_model, load_judge
+from .metrics import (bootstrap_ci, concept_present, difference, edit_applied, entropy_bits, psnr,
+                      reconstruction_scores, self_similarity, summary, target_attributes, text_scores)
+from .templates import default_template
 
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+__all__ = [  # the judges' and metrics' names too: `from oneword.evaluation import ...` is the one import
+    "DEFAULT_CLIP", "PLACEHOLDER", "ClipJudge", "EvalConfig", "EvalPrompt", "Evaluator", "Subject", "WorldJudgeAdapter",
+    "aggregate", "bootstrap_ci", "captioned", "concept_present", "custom_prompts", "difference", "edit_applied",
+    "entropy_bits", "evaluate", "fmt", "is_world_model", "learned", "load_judge", "paper_prompts", "psnr",
+    "reconstruction_scores", "sample", "sample_grid", "sampling_scheduler", "self_similarity", "strip_placeholder",
+    "summary", "table", "target_attributes", "temporary_words", "text_scores", "world_prompts", "write_report",
+]
+
 PLACEHOLDER = "S*"
 
 
@@ -61,7 +74,7 @@ class EvalPrompt:
 
 
 def _paper_object_prompts() -> list[EvalPrompt]:
-    r = [EvalPrompt("reconstruction", "reconstruction", "a photo of {}")]
+    r = [EvalPrompt("reconstruction", "reconstruction", default_template("object"))]
     bg = [("moon", "a photo of {} on the moon"), ("beach", "a photo of {} on the beach"),
           ("jungle", "a photo of {} in the jungle"), ("snow", "a photo of {} in the snow")]
     st = [("oil painting", "an oil painting of {}"), ("watercolor", "a watercolor painting of {}"),
@@ -72,7 +85,7 @@ def _paper_object_prompts() -> list[EvalPrompt]:
 
 
 def _paper_style_prompts() -> list[EvalPrompt]:
-    r = [EvalPrompt("reconstruction", "reconstruction", "a painting in the style of {}")]
+    r = [EvalPrompt("reconstruction", "reconstruction", default_template("style"))]
     content = [("dog", "a painting of a dog in the style of {}"), ("city", "a city street in the style of {}"),
                ("portrait", "a portrait of a woman in the style of {}"), ("mountain", "a mountain lake in the style of {}"),
                ("car", "a red car in the style of {}"), ("still life", "a still life of fruit in the style of {}")]
@@ -92,13 +105,13 @@ def world_prompts(kind: str, attributes: dict | None = None) -> list[EvalPrompt]
     Every word is a world word, and with 8 vectors each prompt fits the world's 20 tokens."""
     attributes = attributes or {}
     if kind == "style":
-        out = [EvalPrompt("reconstruction", "reconstruction", "a painting in the style of {}", "{} of an object")]
+        out = [EvalPrompt("reconstruction", "reconstruction", default_template("style"), "{} of an object")]
         for shape, colour in WORLD_STYLE_CONTENT:  # short: 8 vectors must fit the world's 20 tokens
             thing = f"{_article(colour)} {colour} {shape}"
             out.append(EvalPrompt(f"{colour} {shape}", "content", f"{thing} in the style of {{}}", f"{{}} of {thing}",
                                   {"shape": shape, "colour": colour}))
         return out
-    out = [EvalPrompt("reconstruction", "reconstruction", "a photo of {}")]
+    out = [EvalPrompt("reconstruction", "reconstruction", default_template("object"))]
     out += [EvalPrompt(f"on {bg}", "background", f"a photo of {{}} on {_article(bg)} {bg} background",
                        expect={"background": bg}) for bg in WORLD_BACKGROUNDS]
     out += [EvalPrompt(style, "style", t, expect={"style": style}) for style, t in WORLD_STYLES]
@@ -137,223 +150,6 @@ def strip_placeholder(text: str, token: str, n_vectors: int | None = None) -> st
         pattern = "|".join(re.escape(t) for t in sorted(vector_token_names(token, n_vectors), key=len, reverse=True))
     out = re.sub(rf"(?<!\S)(?:{pattern})(?!\S)", " ", text)
     return " ".join(out.split())
-
-
-# ---------------------------------------------------------------------------------------------- statistics
-def _nested(x) -> bool:
-    return isinstance(x, (list, tuple)) and len(x) > 0 and not np.isscalar(x[0])
-
-
-def _leaves(x) -> list:
-    """Arrays of a (nested) structure of sample lists, depth first."""
-    if _nested(x):
-        return [leaf for child in x for leaf in _leaves(child)]
-    return [np.asarray(x, dtype=np.float64).ravel()]
-
-
-def _point(x) -> float:
-    """The statistic: the mean of a sample list; of a list of lists, the mean of the children's statistics
-    (so prompts weigh equally within a concept and concepts equally within a set)."""
-    if _nested(x):
-        return float(np.mean([_point(c) for c in x]))
-    return float(np.mean(np.asarray(x, dtype=np.float64)))
-
-
-def _boot(x, draws: list, n_boot: int, clusters: bool = False) -> np.ndarray:
-    """Bootstrap replicates of `_point(x)`: each sample list resampled within itself with the next index
-    matrix of `draws` (shared between two structures of the same shape: a paired bootstrap). clusters: the
-    top-level groups (e.g. concepts) are resampled too, so their spread enters the interval."""
-    if _nested(x):
-        children = np.stack([_boot(c, draws, n_boot) for c in x])  # [groups, n_boot]
-        if clusters:
-            idx = draws.pop(0)  # [n_boot, groups]
-            return children[idx, np.arange(n_boot)[:, None]].mean(1)
-        return children.mean(0)
-    a = np.asarray(x, dtype=np.float64).ravel()
-    return a[draws.pop(0)].mean(1)
-
-
-def _draws(x, n_boot: int, rng, clusters: bool = False) -> list:
-    d = [rng.integers(0, len(a), (n_boot, len(a))) for a in _leaves(x)]
-    if clusters and _nested(x):
-        d.append(rng.integers(0, len(x), (n_boot, len(x))))
-    return d
-
-
-def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 clusters: bool = False) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (resampled with replacement).
-
-    `values` may be nested (a list of sample lists, or of lists of them): each sample list is resampled
-    within itself and the statistic is the mean of the group statistics (a stratified bootstrap: samples
-    within prompts, prompts within concepts). clusters=True also resamples the top-level groups."""
-    leaves = _leaves(values)
-    if not leaves or any(len(a) == 0 for a in leaves):
-        raise ValueError("bootstrap of an empty sample")
-    rng = np.random.default_rng(seed)
-    stats = _boot(values, _draws(values, n_boot, rng, clusters), n_boot, clusters)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def summary(values, n_boot: int = 2000, seed: int = 0, clusters: bool = False) -> dict:
-    """{"mean", "ci": [lo, hi] (95% bootstrap), "n": samples} of per-sample values (nested allowed)."""
-    lo, hi = bootstrap_ci(values, n_boot, seed, clusters=clusters)
-    return {"mean": _point(values), "ci": [lo, hi], "n": int(sum(len(a) for a in _leaves(values)))}
-
-
-def difference(a, b, n_boot: int = 2000, seed: int = 0, paired: bool | None = None, clusters: bool = False) -> dict:
-    """statistic(a) - statistic(b) with a 95% bootstrap interval and the bootstrap share of replicates <= 0.
-
-    paired (default: when a and b have the same shape): the same resampling indices for both, which is
-    right when sample i of a and of b share a seed (as every evaluation here does). clusters: resample the
-    top-level groups (concepts) too, the same ones for a and b when paired."""
-    rng = np.random.default_rng(seed)
-    la, lb = _leaves(a), _leaves(b)
-    if paired is None:
-        paired = [len(x) for x in la] == [len(x) for x in lb] and (not clusters or len(a) == len(b))
-    da = _draws(a, n_boot, rng, clusters)
-    db = list(da) if paired else _draws(b, n_boot, rng, clusters)
-    d = _boot(a, da, n_boot, clusters) - _boot(b, db, n_boot, clusters)
-    lo, hi = np.quantile(d, [0.025, 0.975])
-    return {"mean": _point(a) - _point(b), "ci": [float(lo), float(hi)], "p_le_0": float((d <= 0).mean()),
-            "paired": bool(paired)}
-
-
-def reconstruction_scores(gen_features: torch.Tensor, photo_features: torch.Tensor) -> np.ndarray:
-    """Per generated sample: mean cosine to the training photos (features L2-normalised)."""
-    g, p = _normalise(gen_features), _normalise(photo_features)
-    return (g @ p.T).mean(1).cpu().numpy().astype(np.float64)
-
-
-def self_similarity(photo_features: torch.Tensor) -> float:
-    """Mean cosine between distinct training photos: what a perfect fresh sample of the concept scores."""
-    p = _normalise(photo_features)
-    n = len(p)
-    if n < 2:
-        return 1.0
-    s = p @ p.T
-    return float((s.sum() - s.diagonal().sum()) / (n * (n - 1)))
-
-
-def text_scores(gen_features: torch.Tensor, text_feature: torch.Tensor) -> np.ndarray:
-    g, t = _normalise(gen_features), _normalise(text_feature.reshape(1, -1))
-    return (g @ t.T).squeeze(1).cpu().numpy().astype(np.float64)
-
-
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x.float(), dim=-1)
-
-
-def entropy_bits(labels: list[str]) -> float:
-    """Shannon entropy (bits) of a list of labels."""
-    if not labels:
-        return 0.0
-    _, counts = np.unique(labels, return_counts=True)
-    p = counts / counts.sum()
-    return float(max(0.0, -(p * np.log2(p)).sum()))
-
-
-# ---------------------------------------------------------------------------------------------- judges
-class ClipJudge:
-    """A transformers CLIPModel + processor: L2-normalised image and text features."""
-
-    oracle = None
-
-    def __init__(self, model, processor, name: str, device="cpu", batch: int = 32):
-        self.model, self.processor, self.name, self.device, self.batch = model, processor, name, device, batch
-
-    @torch.no_grad()
-    def image_features(self, images) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), self.batch):
-            px = self.processor(images=[im.convert("RGB") for im in images[i:i + self.batch]], return_tensors="pt")
-            f = self.model.get_image_features(pixel_values=px["pixel_values"].to(self.device))
-            out.append(_normalise(getattr(f, "pooler_output", f)).cpu())
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def text_features(self, texts: list[str]) -> torch.Tensor:
-        tok = self.processor.tokenizer
-        ids = tok(list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length,
-                  return_tensors="pt")
-        f = self.model.get_text_features(input_ids=ids["input_ids"].to(self.device),
-                                         attention_mask=ids["attention_mask"].to(self.device))
-        return _normalise(getattr(f, "pooler_output", f)).cpu()
-
-
-class WorldJudgeAdapter:
-    """The world judge (world CLIP + attribute oracle) behind the same interface."""
-
-    def __init__(self, judge, name: str):
-        self.judge, self.name = judge, name
-
-    def image_features(self, images):
-        return self.judge.image_features(images)
-
-    def text_features(self, texts):
-        return self.judge.text_features(list(texts))
-
-    def oracle(self, images) -> dict[str, list[str]]:
-        return self.judge.oracle(images)
-
-
-def load_judge(spec: str | None = None, model=None, device=None):
-    """spec: None (the world judge for the world model, else openai/clip-vit-base-patch32), "world",
-    a world judge folder, a CLIPModel folder, or a hub id in the local cache."""
-    if spec is None:
-        spec = "world" if model is not None and is_world_model(model) else DEFAULT_CLIP
-    spec = str(spec)
-    if spec == "world":
-        return _world_judge(None)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if (path / "oracle.json").is_file() and (path / "clip").is_dir():
-            return _world_judge(path)
-        return _clip_judge(str(path), str(path), device, local=True)
-    from .models import HUB_ID
-
-    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
-        return _clip_judge(spec, spec, device, local=False)
-    raise OnewordError(f"judge {spec!r} is not a folder, a hub id or 'world' (give a CLIPModel folder with --judge DIR)")
-
-
-def _world_judge(path):
-    from .world.judge import load_judge as load_world_judge
-
-    judge = load_world_judge(path)
-    return WorldJudgeAdapter(judge, "world" if path is None else str(path))
-
-
-def _clip_judge(source: str, name: str, device, local: bool):
-    from transformers import CLIPModel, CLIPProcessor
-
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    try:
-        model = CLIPModel.from_pretrained(source, local_files_only=True, dtype=torch.float32).to(device).eval()
-        processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
-    except Exception as e:
-        if local:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise OnewordError(f"cannot load a CLIP judge from {source}: {first} (give a folder holding a "
-                               f"transformers CLIPModel and its processor)") from None
-        raise OnewordError(f"judge {source!r} is not in the local Hugging Face cache and the network is not used; "
-                           f"download it where you have access (huggingface-cli download {source} --local-dir DIR) "
-                           f"and pass --judge DIR") from None
-    model.requires_grad_(False)
-    return ClipJudge(model, processor, name, device)
-
-
-def is_world_model(model) -> bool:
-    if model.identity.get("kind") == "world":
-        return True
-    try:
-        from .world import model_path
-
-        return Path(model.identity.get("source", "")).resolve() == model_path().resolve()
-    except Exception:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -398,22 +194,21 @@ def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidan
     from contextlib import nullcontext
 
     from .install import expand_prompt
-    from .sampling import encode_text
+    from .sampling import encode_text, generators, per_seed
 
-    images = []
     words = nullcontext(tokenizer) if tokenizer is not None else temporary_words(model, concepts)
     with words as tok, sampling_scheduler(model, scheduler):
         text = expand_prompt(prompt, list(concepts))
         _check_length(tok, text, prompt)
         cond = encode_text(model, tok, [text]).to(model.dtype)
         uncond = encode_text(model, tok, [""]).to(model.dtype)
-        for start in range(0, n, batch):
-            k = min(batch, n - start)
-            gens = [torch.Generator().manual_seed(seed + start + i) for i in range(k)]
-            images += model.pipe(prompt_embeds=cond.expand(k, -1, -1), negative_prompt_embeds=uncond.expand(k, -1, -1),
-                                 num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                                 height=model.resolution, width=model.resolution).images
-    return images
+
+        def draw(seeds):
+            k = len(seeds)
+            return model.pipe(prompt_embeds=cond.expand(k, -1, -1), negative_prompt_embeds=uncond.expand(k, -1, -1),
+                              num_inference_steps=steps, guidance_scale=guidance, generator=generators(seeds),
+                              height=model.resolution, width=model.resolution).images
+        return per_seed(n, seed, batch, draw)
 
 
 def _check_length(tokenizer, text: str, prompt: str) -> None:
@@ -421,52 +216,6 @@ def _check_length(tokenizer, text: str, prompt: str) -> None:
     if n > tokenizer.model_max_length:
         raise OnewordError(f"prompt {prompt!r} needs {n} tokens with the learned word's vectors; this model reads "
                            f"{tokenizer.model_max_length} (use a shorter prompt or fewer vectors)")
-
-
-# ---------------------------------------------------------------------------------------------- oracle
-def target_attributes(oracle_labels: dict[str, list[str]], kind: str) -> dict[str, str]:
-    """The concept's attributes by majority vote of the oracle over the training photos."""
-    keys = ("style",) if kind == "style" else ("shape", "colour", "pattern")
-    out = {}
-    for k in keys:
-        values, counts = np.unique(oracle_labels[k], return_counts=True)
-        out[k] = str(values[counts.argmax()])
-    return out
-
-
-def concept_present(labels: dict[str, list[str]], target: dict[str, str], kind: str) -> np.ndarray:
-    """Per image: is the concept there? Objects: shape, colour and pattern of the (left) object match, or
-    shape and colour of the right object of a two-object scene. Styles: the rendering style matches."""
-    n = len(next(iter(labels.values())))
-    if kind == "style":
-        return np.array([labels["style"][i] == target["style"] for i in range(n)], dtype=np.float64)
-    out = np.zeros(n)
-    for i in range(n):
-        left = all(labels[k][i] == target[k] for k in ("shape", "colour", "pattern") if k in target)
-        right = labels["count"][i] == "2" and labels["shape2"][i] == target.get("shape") and \
-            labels["colour2"][i] == target.get("colour")
-        out[i] = float(left or right)
-    return out
-
-
-def edit_applied(labels: dict[str, list[str]], expect: dict) -> np.ndarray | None:
-    """Per image: did the edit happen (background, style, second object, content)? None: nothing to check."""
-    if not expect:
-        return None
-    n = len(next(iter(labels.values())))
-    out = np.ones(n)
-    for k, v in expect.items():
-        if k == "second":
-            s, c = v
-            ok = [labels["count"][i] == "2" and ((labels["shape"][i], labels["colour"][i]) == (s, c) or
-                                                  (labels["shape2"][i], labels["colour2"][i]) == (s, c)) for i in range(n)]
-        elif k in ("shape", "colour"):  # content of a style prompt: either object slot
-            other = k + "2"
-            ok = [labels[k][i] == v or labels[other][i] == v for i in range(n)]
-        else:
-            ok = [labels[k][i] == v for i in range(n)]
-        out *= np.array(ok, dtype=np.float64)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- evaluate

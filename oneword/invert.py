@@ -165,7 +165,8 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                         stopper.update(run.step, validation.loss())
                     bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
                     if cfg.preview_every and run.step % cfg.preview_every == 0:  # pictures of the word so far
-                        preview_grid(model, tokenizer, cfg, run.out / "previews" / f"step_{run.step:06d}.png")
+                        preview_grid(model, tokenizer, run.out / "previews" / f"step_{run.step:06d}.png", cfg.token,
+                                     cfg.vectors, cfg.property, cfg.preview_prompts, cfg.preview_steps, cfg.seed)
                     if run.step % cfg.save_every == 0 or run.step >= cfg.steps or stopper.stopped:
                         run.save("running")  # checkpoint: a kill from here on resumes from this step
             except KeyboardInterrupt:

@@ -1,4 +1,9 @@
-"""Synthesis with learned words: prompts, composition of several words, variations, grids."""
+"""Synthesis with learned words: prompts, composition of several words, variations, grids.
+
+Every sampler here draws image i of a request from its own CPU generator seeded ``seed + i``
+(:func:`per_seed`), so an image does not depend on the batch size or on how many images were asked for,
+and the same seeds give the same images in ``generate``, ``variations``, ``edit`` and ``evaluate``.
+"""
 from __future__ import annotations
 
 import math
@@ -8,6 +13,7 @@ import torch
 from PIL import Image
 
 from .safeio import atomic_save_image
+from .templates import default_template
 
 SD_SAMPLING = {"steps": 50, "guidance": 7.5}
 
@@ -16,35 +22,58 @@ def sampling_defaults(model) -> dict:
     return {**SD_SAMPLING, **model.defaults.get("generate", {})}
 
 
+def generators(seeds) -> list[torch.Generator]:
+    """One CPU generator per seed."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def per_seed(n: int, seed: int, batch: int, draw) -> list:
+    """The one sampling loop: n results in batches of at most ``batch``; ``draw(seeds)`` makes one batch, the
+    result for image i from seed + i."""
+    out = []
+    for start in range(0, n, batch):
+        out += draw(list(range(seed + start, seed + min(n, start + batch))))
+    return out
+
+
 def generate(model, prompt: str, concepts=(), n: int = 1, steps: int | None = None, guidance: float | None = None,
              seed: int = 0, negative: str | None = None, height: int | None = None, width: int | None = None,
              batch: int = 8) -> list[Image.Image]:
-    """n images of `prompt`, which may use the tokens of any number of learned `concepts`."""
+    """n images of `prompt`, which may use the tokens of any number of learned `concepts`; image i uses seed + i."""
     from .install import install_concepts
 
     install_concepts(model, list(concepts))
     d = sampling_defaults(model)
-    images = []
-    for start in range(0, n, batch):
-        k = min(batch, n - start)
-        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(k)]
-        images += model.pipe(prompt, negative_prompt=negative, num_images_per_prompt=k,
-                             num_inference_steps=steps or d["steps"],
-                             guidance_scale=d["guidance"] if guidance is None else guidance,
-                             generator=gens, height=height or model.resolution, width=width or model.resolution).images
-    return images
+
+    def draw(seeds):
+        return model.pipe(prompt, negative_prompt=negative, num_images_per_prompt=len(seeds),
+                          num_inference_steps=steps or d["steps"],
+                          guidance_scale=d["guidance"] if guidance is None else guidance,
+                          generator=generators(seeds), height=height or model.resolution,
+                          width=width or model.resolution).images
+    return per_seed(n, seed, batch, draw)
+
+
+def variations(model, concept, n: int = 16, template: str | None = None, **kw) -> list[Image.Image]:
+    """The paper's image variations: n samples of "a photo of S*" ("a painting in the style of S*" for a
+    style word; ``template`` with {} for the word replaces it). Same as `oneword variations`; ``kw`` as
+    :func:`generate`."""
+    if template is None:
+        template = default_template(concept.meta.get("property"))
+    return generate(model, template.format(concept.token), [concept], n=n, **kw)
 
 
 @torch.no_grad()
 def generate_from_embeds(model, prompt_embeds, negative_embeds, n_per_prompt: int = 1, steps=None, guidance=None,
                          seed: int = 0) -> list[Image.Image]:
-    """Sampling from already-encoded prompts (used for previews while a word is being learned)."""
+    """Sampling from already-encoded prompts (used for previews while a word is being learned); image i of
+    the result (prompt-major) uses seed + i."""
     d = sampling_defaults(model)
     k = prompt_embeds.shape[0] * n_per_prompt
-    gens = [torch.Generator().manual_seed(seed + i) for i in range(k)]
     return model.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
                       num_images_per_prompt=n_per_prompt, num_inference_steps=steps or d["steps"],
-                      guidance_scale=d["guidance"] if guidance is None else guidance, generator=gens,
+                      guidance_scale=d["guidance"] if guidance is None else guidance,
+                      generator=generators(range(seed, seed + k)),
                       height=model.resolution, width=model.resolution).images
 
 
@@ -55,16 +84,18 @@ def encode_text(model, tokenizer, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def preview_grid(model, tokenizer, cfg, path: Path, per_prompt: int = 2) -> Path:
-    """A grid of the word as learned so far, for a few prompts (uses the learning-time text encoder)."""
+def preview_grid(model, tokenizer, path: Path, token: str, n_vectors: int, prop: str = "object", prompts=(),
+                 steps: int = 25, seed: int = 0, per_prompt: int = 2) -> Path:
+    """A grid of a word as learned so far, ``per_prompt`` images for each of ``prompts`` (default: the plain
+    prompt of its property). ``tokenizer`` and the model's text encoder must already know the word's
+    ``n_vectors`` tokens (the learning-time ones do)."""
     from .install import expand_prompt
 
-    default = "a painting in the style of {}" if cfg.property == "style" else "a photo of {}"
-    prompts = list(cfg.preview_prompts) or [default.format(cfg.token)]
-    texts = expand_prompt(prompts, {cfg.token: cfg.vectors})
+    prompts = list(prompts) or [default_template(prop).format(token)]
+    texts = expand_prompt(prompts, {token: n_vectors})
     cond = encode_text(model, tokenizer, texts)
     uncond = encode_text(model, tokenizer, [""] * len(texts))
-    images = generate_from_embeds(model, cond, uncond, per_prompt, steps=cfg.preview_steps, seed=cfg.seed)
+    images = generate_from_embeds(model, cond, uncond, per_prompt, steps=steps, seed=seed)
     return save_grid(images, path, cols=per_prompt)
 
 

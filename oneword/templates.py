@@ -115,6 +115,17 @@ STYLE_TEMPLATES = (
 )
 
 
+# The plain prompt that shows a learned word (the paper's "a photo of S*"; for a style word, its first style
+# template): image variations, previews while learning, the reconstruction prompt of the evaluation.
+DEFAULT_TEMPLATES = {"object": "a photo of {}", "style": "a painting in the style of {}"}
+
+
+def default_template(prop: str | None) -> str:
+    """"a photo of {}" for an object word, "a painting in the style of {}" for a style word; a word of unknown
+    property (None) counts as an object."""
+    return DEFAULT_TEMPLATES["style" if prop == "style" else "object"]
+
+
 def templates_for(prop: str) -> tuple[str, ...]:
     """The template list for a learnable property: 'object' or 'style'."""
     if prop == "object":

@@ -3,7 +3,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from oneword.editing import edit, load_mask, psnr, variations
+from oneword.editing import edit, load_mask
+from oneword.evaluation import psnr
+from oneword.sampling import variations
 
 
 def _word(token, dim, seed, n=1, prop="object"):

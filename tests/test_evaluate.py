@@ -252,8 +252,8 @@ def test_same_seed_same_scores(tiny_model):
 
 # ------------------------------------------------------------------------------------------ judges and CLI
 def test_cli_writes_table_json_and_grid(tiny_dir, tiny_clip_dir, photos, tmp_path, capsys):
-    from oneword.cli import main
-    from oneword.concept import save_concept
+    from oneword.commands import main
+    from oneword.formats import save_concept
 
     emb = tmp_path / "run" / "learned_embeds.safetensors"
     emb.parent.mkdir()
@@ -277,14 +277,14 @@ def test_cli_writes_table_json_and_grid(tiny_dir, tiny_clip_dir, photos, tmp_pat
 
 
 def test_cli_defaults_are_the_papers(tiny_dir):
-    from oneword.cli import build_parser
+    from oneword.commands import build_parser
 
     args = build_parser().parse_args(["evaluate", "--embeds", "x", "--images", "y"])
     assert (args.num, args.steps, args.guidance, args.scheduler) == (64, 50, 5.0, "ddim")
 
 
 def test_bad_judges_give_one_line_errors(tmp_path, tiny_dir, photos, capsys):
-    from oneword.cli import main
+    from oneword.commands import main
 
     empty = tmp_path / "not-a-clip"
     empty.mkdir()
@@ -310,9 +310,7 @@ def test_world_learned_word_reconstructs_better_than_the_generic_caption(tmp_pat
     from oneword.models import load_model
     from oneword.world.concepts import HELD_OUT, NOVEL_CONCEPTS
 
-    # red_crescent: its shape has no word; measured +0.358 [+0.291, +0.417] with the judge-language CLIP
-    # (+0.222 with the session-5 judge). (teal_ring, used before the session-3 world model, gave +0.047 with
-    # its interval's low end at -0.006 at this small scale.)
+    # red_crescent: its shape has no word; measured +0.358 [+0.291, +0.417] with the judge-language CLIP.
     name = "red_crescent"
     assert name not in HELD_OUT
     c = NOVEL_CONCEPTS[name]

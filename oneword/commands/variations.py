@@ -18,6 +18,8 @@ def run(args) -> None:
     concepts = load_concepts_from(args.embeds)
     if len(concepts) != 1:
         raise OnewordError("variations takes exactly one --embeds file with one learned word")
+    from ..templates import default_template
+
     c = concepts[0]
-    template = args.template or ("a painting in the style of {}" if c.meta.get("property") == "style" else "a photo of {}")
+    template = args.template or default_template(c.meta.get("property"))
     sample_and_save(args, template.format(c.token))
