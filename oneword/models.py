@@ -13,6 +13,7 @@ import torch
 
 from .errors import OnewordError
 
+
 def _dtype_keyword() -> str:
     """diffusers >= 0.41 names the argument `dtype` in from_pretrained (and warns on `torch_dtype`)."""
     import diffusers.utils as du

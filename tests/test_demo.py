@@ -10,12 +10,12 @@ WORLD = Path(__file__).resolve().parents[1] / "oneword" / "world" / "model" / "m
 
 @pytest.mark.skipif(not WORLD.is_file(), reason="the world model has not shipped yet")
 def test_demo_runs_and_never_resumes_onto_another_model(tmp_path, capsys):
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from oneword.demo import run_demo
-    from oneword.run import checkpoint_fingerprint
     from oneword.models import load_model
+    from oneword.run import checkpoint_fingerprint
 
     out = tmp_path / "demo"
     results = run_demo("red_crescent", out)

@@ -119,7 +119,7 @@ def test_the_loop_never_waits_for_the_gpu_between_check_points(tiny_dir, photos,
 
 def test_the_noise_schedule_starts_on_the_models_device():
     """diffusers' add_noise moves alphas_cumprod to the latents' device on its first call: on a GPU a blocking copy
-    inside the first eager step (the one host sync the H200 run of the sync test above found, 2026-11-28)."""
+    inside the first eager step, which the sync test above would flag. So `learn` puts it there first."""
     from types import SimpleNamespace
 
     from diffusers import DDPMScheduler
