@@ -12,15 +12,15 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCANNED = ("docs", "oneword", "tests", "benchmarks", "README.md")
-SKIP_DIRS = {"__pycache__", ".git", ".venv", "results", "model", "judge"}
+SCANNED = ("docs", "oneword", "tests", "benchmarks", "experiments", "README.md")
+SKIP_DIRS = {"__pycache__", ".git", ".venv", "results", "model", "judge"}  # raw GPU logs; the world's weight folders
 SUFFIXES = {".md", ".py", ".sh", ".txt", ".toml", ".cfg", ".yml", ".yaml", ".rst"}
 
 NUMBERED = re.compile(
     r"\bsessions?[- ]\d+"                    # session N, session-N, sessions N-M
     r"|\brounds? \d+"                        # round N
     r"|\bissues? #?\d+"                      # issue N, issue #N
-    r"|\brun \d+\b|\bruns \d+-\d+\b"         # a numbered training run
+    r"|\brun \d+\b(?![.,]\d)|\bruns \d+-\d+\b"  # a numbered training run (not "a run 51.3 s long")
     r"|\b(?:first|second|third|fourth|fifth|sixth|seventh) looks?\b"
     r"|\bthe issue\b|\bissue's\b",           # the (absent) issue tracker
     re.IGNORECASE,
@@ -43,6 +43,7 @@ def scanned_files():
         path = ROOT / name
         if path.is_file():
             yield path
+        if not path.is_dir():
             continue
         for p in sorted(path.rglob("*")):
             rel = p.relative_to(ROOT)
@@ -53,12 +54,13 @@ def scanned_files():
 def test_the_rule_catches_work_round_wording_and_allows_upstream_references():
     # built from pieces, so that this file does not trip its own scan
     caught = ["sess" + "ion 12's result", "Sess" + "ion-5 judge", "sess" + "ions 7-10", "rou" + "nd 3",
-              "iss" + "ue 5", "iss" + "ue #23", "the " + "iss" + "ue's 60 s", "the " + "iss" + "ue asks", "fou" + "rth look", "r" + "un 6",
-              "r" + "uns 3-6", "see #" + "12"]
+              "iss" + "ue 5", "iss" + "ue #23", "the " + "iss" + "ue's 60 s", "the " + "iss" + "ue asks",
+              "fou" + "rth look", "r" + "un 6", "r" + "uns 3-6", "see #" + "12"]
     for text in caught:
         assert offending(text), text
     allowed = ["A1111 #12690 (days instead of minutes)", "OOM (A1111 #10836, #8400)", "diffusers #4405, #5327, #8854",
-               'color="#444444"', "a photo of a cat", "the run's checkpoint", "round trips are exact", "a look at it"]
+               'color="#444444"', "a photo of a cat", "the run's checkpoint", "round trips are exact", "a look at it",
+               "the worst-case run 51.3 s"]
     for text in allowed:
         assert not offending(text), text
 
