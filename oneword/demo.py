@@ -15,11 +15,11 @@ DEMO_CONCEPT = "teal_ring"
 
 
 def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
-    from .sampling import generate, save_grid
-    from .templates import default_template
     from .invert import LearnConfig, learn
     from .models import load_model
     from .run import CHECKPOINT, checkpoint_fingerprint
+    from .sampling import generate, save_grid
+    from .templates import default_template
     from .world.concepts import NOVEL_CONCEPTS
 
     name = name or DEMO_CONCEPT

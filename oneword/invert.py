@@ -63,7 +63,7 @@ class LearnConfig:
     max_bad_steps: int = 10           # consecutive non-finite steps before rolling back
 
     @classmethod
-    def with_defaults(cls, model, **overrides) -> "LearnConfig":
+    def with_defaults(cls, model, **overrides) -> LearnConfig:
         """Global defaults, then the model's shipped defaults, then the user's explicit values."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in model.defaults.get("learn", {}).items() if k in names}
