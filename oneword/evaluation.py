@@ -34,8 +34,19 @@ import torch
 
 from .errors import OnewordError
 from .judges import DEFAULT_CLIP, ClipJudge, WorldJudgeAdapter, is_world_model, load_judge
-from .metrics import (bootstrap_ci, concept_present, difference, edit_applied, entropy_bits, psnr,
-                      reconstruction_scores, self_similarity, summary, target_attributes, text_scores)
+from .metrics import (
+    bootstrap_ci,
+    concept_present,
+    difference,
+    edit_applied,
+    entropy_bits,
+    psnr,
+    reconstruction_scores,
+    self_similarity,
+    summary,
+    target_attributes,
+    text_scores,
+)
 from .templates import default_template
 
 __all__ = [  # the judges' and metrics' names too: `from oneword.evaluation import ...` is the one import

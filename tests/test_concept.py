@@ -410,7 +410,7 @@ def _evil_files(tmp_path, canary):
     for i, payload in enumerate([
         f"cos\nsystem\n(S'{cmd}'\ntR.".encode(),
         f"cbuiltins\nexec\n(S'import os; os.system(\"{cmd}\")'\ntR.".encode(),
-        "cbuiltins\n__import__\n(S'os'\ntR.".encode(),
+        b"cbuiltins\n__import__\n(S'os'\ntR.",
         b"\x80\x02csubprocess\ncall\n]q\x00(X\x05\x00\x00\x00touchq\x01X" + struct.pack("<I", len(str(canary))) +
         str(canary).encode() + b"e\x85R.",
     ]):

@@ -7,8 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
-from oneword.editing import (blended_latents, box_mask, dilate_mask, edit, feather_mask, fill_region, latent_mask,
-                             load_mask, parse_box, working_size)
+from oneword.editing import (
+    blended_latents,
+    box_mask,
+    dilate_mask,
+    edit,
+    feather_mask,
+    fill_region,
+    latent_mask,
+    load_mask,
+    parse_box,
+    working_size,
+)
 from oneword.errors import OnewordError
 from oneword.evaluation import psnr
 

@@ -20,9 +20,23 @@ from pathlib import Path
 
 import torch
 
-from ..concept import (KNOWN_WIDTHS, MAX_DIM, MAX_FILE_BYTES, MAX_HEADER_BYTES, MAX_IMAGE_PIXELS, MAX_JSON_BYTES,
-                       MAX_META_ITEMS, MAX_META_KEY_CHARS, MAX_TENSORS, MAX_TOKEN_CHARS, MAX_VECTORS, Concept,
-                       check_concept, check_token_name, width_name)
+from ..concept import (
+    KNOWN_WIDTHS,
+    MAX_DIM,
+    MAX_FILE_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_IMAGE_PIXELS,
+    MAX_JSON_BYTES,
+    MAX_META_ITEMS,
+    MAX_META_KEY_CHARS,
+    MAX_TENSORS,
+    MAX_TOKEN_CHARS,
+    MAX_VECTORS,
+    Concept,
+    check_concept,
+    check_token_name,
+    width_name,
+)
 from ..errors import OnewordError
 from ..safeio import atomic_write_bytes, read_regular_file
 from ._common import a1111_record

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import torch
 
-from ..concept import MAX_DIM, MAX_HEADER_BYTES, MAX_TENSORS, MAX_VECTORS, Concept, check_meta, check_sdxl_parts, check_vectors
+from ..concept import (
+    MAX_DIM,
+    MAX_HEADER_BYTES,
+    MAX_TENSORS,
+    MAX_VECTORS,
+    Concept,
+    check_meta,
+    check_sdxl_parts,
+    check_vectors,
+)
 from ..errors import OnewordError
 from ._common import json_object, settle_token
 
