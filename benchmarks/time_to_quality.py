@@ -19,8 +19,8 @@ image-steps, with editability no worse (paired bootstrap over samples and concep
     # learning seeds: one --work per --seed, then one table over them (prints, writes nothing)
     .venv/bin/python -m benchmarks.time_to_quality --compare-seeds runs/time_to_quality runs/ttq_seed1
 
---held-out reports on the HELD_OUT concepts instead; nothing may be chosen from it (its looks so far, each
-written down before it ran: experiments/world_defaults/README.md).
+--held-out reports on the HELD_OUT concepts instead; nothing may be chosen from it (each report on them so far,
+written down before it ran and dated: experiments/world_defaults/README.md).
 
 --compare-seeds reads the results.json each `--seed S --work DIR` run leaves and reports over the concepts all
 of them have, concepts resampled (95% bootstrap; the statistic is the mean over concepts of each concept's mean
