@@ -11,37 +11,32 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it (the first of several that does)
+# public name -> the module that defines it
 _EXPORTS = {
-    "load_model": ("oneword.models",),
-    "FrozenModel": ("oneword.models",),
-    "learn": ("oneword.invert",),
-    "LearnConfig": ("oneword.invert",),
-    "generate": ("oneword.sampling",),
-    "variations": ("oneword.sampling", "oneword.editing"),
-    "edit": ("oneword.editing",),
-    "evaluate": ("oneword.evaluation",),
-    "Concept": ("oneword.concept",),
-    "load_concepts": ("oneword.formats", "oneword.concept"),
-    "save_concept": ("oneword.formats", "oneword.concept"),
-    "install_concepts": ("oneword.install",),
-    "expand_prompt": ("oneword.install",),
-    "OnewordError": ("oneword.errors",),
+    "load_model": "oneword.models",
+    "FrozenModel": "oneword.models",
+    "learn": "oneword.invert",
+    "LearnConfig": "oneword.invert",
+    "generate": "oneword.sampling",
+    "variations": "oneword.sampling",
+    "edit": "oneword.editing",
+    "evaluate": "oneword.evaluation",
+    "Concept": "oneword.concept",
+    "load_concepts": "oneword.formats",
+    "save_concept": "oneword.formats",
+    "install_concepts": "oneword.install",
+    "expand_prompt": "oneword.install",
+    "OnewordError": "oneword.errors",
 }
 __all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):
-    for module in _EXPORTS.get(name, ()):
-        try:
-            value = getattr(import_module(module), name)
-        except (ModuleNotFoundError, AttributeError) as e:
-            if getattr(e, "name", None) not in (module, name):
-                raise
-            continue
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'oneword' has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'oneword' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
 
 def __dir__() -> list[str]:

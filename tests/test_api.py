@@ -34,6 +34,7 @@ def test_every_public_name_is_the_object_not_a_module():
         value = getattr(oneword, name)
         assert not isinstance(value, types.ModuleType), name
         assert value.__name__ == name, (name, value)
+        assert value.__module__ == oneword._EXPORTS[name], (name, value.__module__)  # the module that defines it
     # importing every submodule (which sets them as attributes of the package) changes nothing
     for path in sorted((ROOT / "oneword").glob("*.py")):
         if path.stem not in ("__init__", "__main__"):
