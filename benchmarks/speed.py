@@ -67,7 +67,7 @@ TOKEN = "<bench-concept>"
 # ----------------------------------------------------------------------------------------------- models
 
 _TINY_DIR: Path | None = None
-WORLD_DIR: Path | None = None  # --world-dir: another pretraining's output (model/, judge/) instead of the shipped one
+WORLD_DIR: Path | None = None  # --world-dir: another pretraining's output folder (its model/) instead of the shipped one
 
 
 def load(kind: str, device: torch.device, dtype: torch.dtype):
@@ -83,19 +83,12 @@ def load(kind: str, device: torch.device, dtype: torch.dtype):
             make_tiny_pipeline(_TINY_DIR)
         return load_model(str(_TINY_DIR), device=device, dtype=dtype)
     if kind == "world":
-        from oneword.world import model_path
-
         if WORLD_DIR is not None:  # same architecture family: give it the shipped world model's defaults
-            model = load_model(str(WORLD_DIR / "model"), device=device, dtype=dtype)
-            try:
-                from oneword.world.defaults import WORLD_DEFAULTS
+            from oneword.world.defaults import WORLD_DEFAULTS
 
-                model.defaults = copy.deepcopy(WORLD_DEFAULTS)
-            except ImportError:
-                pass
+            model = load_model(str(WORLD_DIR / "model"), device=device, dtype=dtype)
+            model.defaults = copy.deepcopy(WORLD_DEFAULTS)
             return model
-        if not (model_path() / "model_index.json").is_file():
-            raise SystemExit("the world model is not shipped yet (oneword/world/model/model_index.json missing)")
         return load_model(None, device=device, dtype=dtype)
     if kind == "sd15":
         from oneword.tiny_models import build_sd15_architecture
