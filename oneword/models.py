@@ -119,17 +119,9 @@ def _from_folder(path: Path, kw):
 
 
 def _from_single_file(path: Path, kw, config):
-    from diffusers import StableDiffusionPipeline
+    from .single_file import load_single_file  # family from the keys, configs shipped with oneword, offline
 
-    extra = {"config": config} if config else {}
-    if path.suffix.lower() == ".ckpt":
-        extra["use_safetensors"] = False  # diffusers loads .ckpt with weights_only=True
-    try:
-        return StableDiffusionPipeline.from_single_file(str(path), local_files_only=True, **extra, **kw)
-    except Exception as e:
-        hint = "" if config else (" (offline, diffusers needs the architecture's config: pass --model-config "
-                                  "with a diffusers folder or cached hub id of the same architecture)")
-        raise OnewordError(f"cannot load single-file checkpoint {path}: {_first_line(e)}{hint}") from None
+    return load_single_file(path, kw, config)
 
 
 SMALL_MODEL_PARAMS = 50_000_000

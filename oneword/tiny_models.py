@@ -122,3 +122,156 @@ def build_sd15_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
 
 def count_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def make_tiny_sdxl_pipeline(dest: str | Path, seed: int = 0, sample_size: int = 8):
+    """Save a tiny random StableDiffusionXLPipeline folder at `dest` and return the pipeline.
+
+    SDXL's real text widths (CLIP ViT-L 768 + OpenCLIP bigG 1280, with bigG's 1280-wide text projection) and
+    both real tokenizers (the second pads with "!", as SDXL's does), so words learned on it have SDXL's shapes;
+    two layers per encoder and a small UNet with SDXL's micro-conditioning (add_embedding of the pooled text
+    vector and six size/crop numbers) keep it fast on the CPU."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    dest = Path(dest)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
+        tok2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer_2"), pad_token="!")
+    ids = dict(vocab_size=len(tok), max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+               intermediate_size=64, num_hidden_layers=2)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, num_attention_heads=12, hidden_act="quick_gelu",
+                                        projection_dim=768, pad_token_id=49407, **ids))
+    text2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=1280, num_attention_heads=20, hidden_act="gelu",
+                                                       projection_dim=1280, pad_token_id=0, **ids))
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4), use_linear_projection=True,
+        cross_attention_dim=768 + 1280, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=1280 + 6 * time_dim, norm_num_groups=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=sample_size * 2, scaling_factor=0.13025, force_upcast=True)
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                   steps_offset=1, timestep_spacing="leading", prediction_type="epsilon")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tok,
+                                     tokenizer_2=tok2, unet=unet, scheduler=sched, force_zeros_for_empty_prompt=True)
+    pipe.save_pretrained(dest)
+    return pipe
+
+
+# Single-file checkpoints with random weights in the original (web UI) layout, for tests and benchmarks.
+# "full": the family's real architecture (oneword's shipped configs); "small": the same key layout and family
+# rules (SD1.x 8 attention heads, SD2.x/SDXL/CLIP 64-wide heads, groups of 32 channels), reduced widths and blocks.
+SMALL_CHECKPOINT = {
+    "sd1": {"unet": dict(block_out_channels=[32, 64], layers_per_block=1, cross_attention_dim=64,
+                         down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                         up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"]),
+            "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2)},
+    "sd2": {"unet": dict(block_out_channels=[64, 64, 128, 128], cross_attention_dim=64,  # SD2's four levels:
+                         attention_head_dim=[1, 1, 2, 2]),  # output_blocks.11 exists, read to tell 768-v from base
+            "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2)},
+    "sdxl": {"unet": dict(block_out_channels=[64, 128], layers_per_block=1, cross_attention_dim=64 + 128,
+                          attention_head_dim=[1, 2], transformer_layers_per_block=[1, 2],
+                          down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+                          up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+                          addition_time_embed_dim=8, projection_class_embeddings_input_dim=128 + 6 * 8),
+             "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2),
+             "text_encoder_2": dict(hidden_size=128, num_attention_heads=2, intermediate_size=256,
+                                    num_hidden_layers=2, projection_dim=128)},
+}
+SMALL_VAE = dict(block_out_channels=[32, 64], layers_per_block=1, down_block_types=["DownEncoderBlock2D"] * 2,
+                 up_block_types=["UpDecoderBlock2D"] * 2)
+
+
+def checkpoint_configs(family: str, size: str = "small") -> dict[str, dict]:
+    """Diffusers configs ({component: config}) of a random single-file checkpoint ("sd1", "sd2", "sdxl")."""
+    import json
+
+    from .single_file import shipped_config
+
+    folder = shipped_config(family, "v_prediction" if family == "sd2" else "epsilon")
+    configs = {p.name: json.loads((p / "config.json").read_text())
+               for p in sorted(folder.iterdir()) if (p / "config.json").is_file()}
+    if size == "small":
+        for component, values in {**SMALL_CHECKPOINT[family], "vae": SMALL_VAE}.items():
+            configs[component].update(values)
+    elif size != "full":
+        raise ValueError(f"size must be 'small' or 'full', not {size!r}")
+    return configs
+
+
+def checkpoint_shapes(configs: dict[str, dict]) -> dict[str, dict[str, tuple]]:
+    """{component: {diffusers tensor name: shape}}, built on the meta device (no memory, no time)."""
+    from .single_file import component_shapes
+
+    return component_shapes(configs)
+
+
+_POOL: list = []
+
+
+def random_weight(component: str, key: str, shape: tuple) -> torch.Tensor:
+    """The fp16 value of tensor `key` in a random checkpoint: a window of one fixed N(0, 1) pool at an offset
+    hashed from the name (distinct per tensor, reproducible without storing it, ~1 GB/s)."""
+    import zlib
+
+    if key.endswith("position_ids"):
+        return torch.arange(shape[-1]).expand(shape).contiguous()
+    if not _POOL:
+        _POOL.append(torch.randn(1_000_003, generator=torch.Generator().manual_seed(0), dtype=torch.float16))
+    pool = _POOL[0]
+    n = int(torch.Size(shape).numel())
+    offset = zlib.crc32(f"{component}/{key}".encode()) % pool.numel()
+    reps = -(-(n + offset) // pool.numel())
+    return pool.repeat(reps)[offset:offset + n].view(shape).clone()
+
+
+def random_checkpoint_tensors(family: str, size: str = "small", v_prediction_weights: bool = True,
+                              weight=random_weight) -> tuple[dict, dict]:
+    """(tensors in the original single-file layout, their diffusers shapes {component: {name: shape}}), where
+    diffusers tensor `name` of `component` holds `weight(component, name, shape)`. SD2.x gets the unused last
+    OpenCLIP layer and text_projection, as released SD2 files have. v_prediction_weights=False (SD2.x): the one
+    tensor ComfyUI reads to tell 768-v from 512 base is scaled down like a base model's (so it is not weight's)."""
+    from .single_file import OPEN_CLIP_PREFIX, UNET, V_PREDICTION_BIAS, original_layout
+
+    configs = checkpoint_configs(family, size)
+    shapes = checkpoint_shapes(configs)
+    weights = {c: {k: weight(c, k, s) for k, s in d.items()} for c, d in shapes.items()}
+    tensors = original_layout(family, configs["unet"], weights)
+    del weights
+    if family == "sd2":
+        cfg = configs["text_encoder"]
+        w, inner, last = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+        extra = {"attn.in_proj_weight": (3 * w, w), "attn.in_proj_bias": (3 * w,), "attn.out_proj.weight": (w, w),
+                 "attn.out_proj.bias": (w,), "ln_1.weight": (w,), "ln_1.bias": (w,), "ln_2.weight": (w,),
+                 "ln_2.bias": (w,), "mlp.c_fc.weight": (inner, w), "mlp.c_fc.bias": (inner,),
+                 "mlp.c_proj.weight": (w, inner), "mlp.c_proj.bias": (w,)}
+        extra = {f"transformer.resblocks.{last}.{k}": s for k, s in extra.items()} | {"text_projection": (w, w)}
+        for k, s in extra.items():
+            tensors[OPEN_CLIP_PREFIX["sd2"] + k] = weight("unused", k, s)
+        if not v_prediction_weights:
+            tensors[UNET + V_PREDICTION_BIAS] = tensors[UNET + V_PREDICTION_BIAS] * 0.01
+    return tensors, shapes
+
+
+def write_random_checkpoint(dest: str | Path, family: str, size: str = "small", v_prediction_weights: bool = True,
+                            metadata: dict | None = None) -> dict[str, dict[str, tuple]]:
+    """Write a single-file checkpoint of random fp16 weights in the original layout (.safetensors, or .ckpt as
+    {"state_dict": ...}); return its diffusers shapes: tensor `name` of `component` is
+    `random_weight(component, name, shape)` (see random_checkpoint_tensors)."""
+    dest = Path(dest)
+    tensors, shapes = random_checkpoint_tensors(family, size, v_prediction_weights)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.suffix == ".ckpt":
+        torch.save({"state_dict": tensors, "global_step": 0}, dest)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(dest), metadata={"format": "pt", **(metadata or {})})
+    return shapes
