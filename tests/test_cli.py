@@ -137,7 +137,7 @@ def test_every_subcommand_is_there_and_help_shows_defaults(capsys):
 
     parser = build_parser()
     text = parser.format_help()
-    for name in ("learn", "generate", "variations", "edit", "evaluate", "convert", "inspect", "demo", "world"):
+    for name in ("learn", "generate", "variations", "edit", "evaluate", "convert", "inspect", "ui", "demo", "world"):
         assert name in text
         sub = subparser(name).format_help()
         assert "%%" not in sub and "%(" not in sub, name
