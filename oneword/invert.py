@@ -112,39 +112,38 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         if resume:
             run.resume()
         scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
-        if cfg.grad_checkpointing:
-            model.unet.enable_gradient_checkpointing()
-        run.write_json("running")
+        dev, n_train = model.device, noise_schedule.config.num_train_timesteps
+        guard, bar = Guard(dev), _progress(cfg.steps, run.step, progress)
+        try:  # from here on, Ctrl-C saves a checkpoint and says how to resume
+            if cfg.grad_checkpointing:
+                model.unet.enable_gradient_checkpointing()
+            run.write_json("running")
+            with learned_word(model, cfg.token, vectors) as tokenizer, _tuned_kernels(dev):
+                ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors).to(dev)
+                init_on_dev = init.to(dev)
 
-        with learned_word(model, cfg.token, vectors) as tokenizer, _tuned_kernels(model.device):
-            dev, n_train = model.device, noise_schedule.config.num_train_timesteps
-            ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors).to(dev)
-            init_on_dev = init.to(dev)
+                def sample_loss(rows, posterior_noise, noise, timesteps, prompt_ids):  # the paper's loss on samples
+                    latents = cache.sample(rows, posterior_noise)
+                    return diffusion_loss(model, noise_schedule, latents, noise, timesteps, prompt_ids)
 
-            def sample_loss(rows, posterior_noise, noise, timesteps, prompt_ids):  # the paper's loss on samples
-                latents = cache.sample(rows, posterior_noise)
-                return diffusion_loss(model, noise_schedule, latents, noise, timesteps, prompt_ids)
+                def batch_loss(rows, templates, posterior_noise, noise, timesteps):  # a training batch's loss
+                    loss = sample_loss(rows, posterior_noise, noise, timesteps, ids[templates])
+                    if cfg.reg_weight:
+                        loss = loss + cfg.reg_weight * (vectors - init_on_dev).pow(2).sum(-1).mean()
+                    return loss
 
-            def batch_loss(rows, templates, posterior_noise, noise, timesteps):  # a training batch's loss
-                loss = sample_loss(rows, posterior_noise, noise, timesteps, ids[templates])
-                if cfg.reg_weight:
-                    loss = loss + cfg.reg_weight * (vectors - init_on_dev).pow(2).sum(-1).mean()
-                return loss
+                def draw(g: torch.Generator) -> Batch:
+                    return draw_batch(g, len(cache), len(ids), cache.mean.shape[1:], n_train, cfg.batch_size)
 
-            def draw(g: torch.Generator) -> Batch:
-                return draw_batch(g, len(cache), len(ids), cache.mean.shape[1:], n_train, cfg.batch_size)
-
-            graph = cfg.cuda_graph and dev.type == "cuda" and not cfg.grad_checkpointing
-            example = batch_inputs(draw(torch.Generator().manual_seed(cfg.seed + 1)), dev)
-            loss_and_grad = loss_runner(batch_loss, [vectors], example, scale=scaler.scale, graph=graph)
-            validation = ValidationBatch(cache, ids, cfg, n_train, sample_loss, graph=graph)
-            guard, bar = Guard(dev), _progress(cfg.steps, run.step, progress)
-            started, first_step = time.perf_counter(), run.step
-            try:
+                graph = cfg.cuda_graph and dev.type == "cuda" and not cfg.grad_checkpointing
+                example = batch_inputs(draw(torch.Generator().manual_seed(cfg.seed + 1)), dev)
+                loss_and_grad = loss_runner(batch_loss, [vectors], example, scale=scaler.scale, graph=graph)
+                validation = ValidationBatch(cache, ids, cfg, n_train, sample_loss, graph=graph)
+                started, first_step = time.perf_counter(), run.step
                 while run.step < cfg.steps and not stopper.stopped:
                     batch = draw(run.rng)  # all of this step's randomness, from the run's one generator
                     _set_lr(opt, cfg, run)  # warm-up, then constant; halved by each roll-back
-                    # forward and backward: this batch's loss, and its gradient (scaled for fp16) into vectors.grad
+                    # forward and backward: this batch's loss, its gradient (scaled for fp16) into vectors.grad
                     loss = loss_and_grad(**batch_inputs(batch, dev))
                     scaler.unscale_(opt)  # fp16: the gradient back to its true size (otherwise nothing)
                     # the AdamW update, undone on the device if the loss or gradient is not finite (no host sync)
@@ -165,24 +164,25 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                         stopper.update(run.step, validation.loss())
                     bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
                     if cfg.preview_every and run.step % cfg.preview_every == 0:  # pictures of the word so far
-                        preview_grid(model, tokenizer, run.out / "previews" / f"step_{run.step:06d}.png", cfg.token,
-                                     cfg.vectors, cfg.property, cfg.preview_prompts, cfg.preview_steps, cfg.seed)
+                        preview = run.out / "previews" / f"step_{run.step:06d}.png"
+                        preview_grid(model, tokenizer, preview, cfg.token, cfg.vectors, cfg.property,
+                                     cfg.preview_prompts, cfg.preview_steps, cfg.seed)
                     if run.step % cfg.save_every == 0 or run.step >= cfg.steps or stopper.stopped:
                         run.save("running")  # checkpoint: a kill from here on resumes from this step
-            except KeyboardInterrupt:
-                run.skipped += guard.read()[0]
-                run.save("interrupted")  # Ctrl-C loses nothing
-                raise OnewordError(f"interrupted at step {run.step}; checkpoint saved. Resume with: "
-                                   f"oneword learn --resume {run.out}") from None
-            finally:
-                bar.close()
-                if cfg.grad_checkpointing:
-                    model.unet.disable_gradient_checkpointing()
-            elapsed = time.perf_counter() - started
-            rate = (run.step - first_step) * cfg.batch_size / max(elapsed, 1e-9)
-            # save: the final word, and in run.json how the run ended, its speed and which engine ran
-            return run.save("early_stopped" if stopper.stopped else "done", rate=rate, elapsed=elapsed,
-                            engine=_engine(loss_and_grad, validation))
+                elapsed = time.perf_counter() - started
+        except KeyboardInterrupt:
+            run.skipped += guard.read()[0]
+            run.save("interrupted")  # Ctrl-C loses nothing
+            raise OnewordError(f"interrupted at step {run.step}; checkpoint saved. Resume with: "
+                               f"oneword learn --resume {run.out}") from None
+        finally:
+            bar.close()
+            if cfg.grad_checkpointing:
+                model.unet.disable_gradient_checkpointing()
+        rate = (run.step - first_step) * cfg.batch_size / max(elapsed, 1e-9)
+        # save: the final word, and in run.json how the run ended, its speed and which engine ran
+        return run.save("early_stopped" if stopper.stopped else "done", rate=rate, elapsed=elapsed,
+                        engine=_engine(loss_and_grad, validation))
 
 
 # ---------------------------------------------------------------------------- the pieces of `learn`, in order

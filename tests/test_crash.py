@@ -130,3 +130,25 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_model,
     assert after.keys() == before.keys()  # no temp files left
     for name in ("checkpoint.safetensors", "learned_embeds.safetensors"):
         assert after[name] == before[name]  # the previous checkpoint is intact
+
+
+def test_ctrl_c_while_the_step_is_prepared_saves_too_and_resumes_exactly(tiny_model, photos, tmp_path, monkeypatch):
+    """Ctrl-C before the first step (on a GPU: while the step's CUDA graph is captured) is handled as between steps:
+    a checkpoint, the resume hint, gradient checkpointing switched off again; resuming equals a run never stopped."""
+    import oneword.invert as inv
+    from oneword.errors import OnewordError
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    cfg = inv.LearnConfig(token="<k>", init="ring", steps=4, batch_size=2, early_stop=False, grad_checkpointing=True)
+    with monkeypatch.context() as m:
+        m.setattr(inv, "loss_runner", interrupted)
+        with pytest.raises((OnewordError, KeyboardInterrupt)) as caught:  # (a bare KeyboardInterrupt would end pytest)
+            inv.learn(tiny_model, photos, cfg, tmp_path / "part", progress=False)
+    assert caught.type is OnewordError and "interrupted at step 0; checkpoint saved. Resume with" in str(caught.value)
+    assert json.loads((tmp_path / "part" / "run.json").read_text())["status"] == "interrupted"
+    assert not tiny_model.unet.is_gradient_checkpointing
+    resumed = inv.learn(tiny_model, photos, cfg, tmp_path / "part", resume=True, progress=False)
+    whole = inv.learn(tiny_model, photos, cfg, tmp_path / "whole", progress=False)
+    assert torch.equal(resumed.vectors, whole.vectors)
