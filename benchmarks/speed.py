@@ -36,6 +36,7 @@ TFLOP/s, from --flops's count of one image-step.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
 import functools
@@ -44,6 +45,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -80,6 +82,7 @@ def load(kind: str, device: torch.device, dtype: torch.dtype):
             from oneword.tiny_models import make_tiny_pipeline
 
             _TINY_DIR = Path(tempfile.mkdtemp(prefix="oneword-bench-tiny-"))
+            atexit.register(shutil.rmtree, _TINY_DIR, True)
             make_tiny_pipeline(_TINY_DIR)
         return load_model(str(_TINY_DIR), device=device, dtype=dtype)
     if kind == "world":
