@@ -341,18 +341,25 @@ def _raw_st(header: dict, body: bytes = b"", n: int | None = None) -> bytes:
     return struct.pack("<Q", len(h) if n is None else n) + h + body
 
 
-def test_huge_declared_sizes_are_refused_before_allocating(tmp_path):
-    import tracemalloc
-
-    cases = {
+def _refused_headers() -> dict[str, bytes]:
+    """safetensors files whose header alone must refuse them: sizes that would allocate gigabytes, a header
+    longer than the limit, non-string metadata, a model checkpoint's tensor count."""
+    return {
         "billion.safetensors": _raw_st({"<t>": {"dtype": "F32", "shape": [1, 10**9], "data_offsets": [0, 4 * 10**9]}}),
         "rows.safetensors": _raw_st({"<t>": {"dtype": "F32", "shape": [10**6, 768], "data_offsets": [0, 8]}}, b"\0" * 8),
         "header.safetensors": struct.pack("<Q", 2**62) + b"{}",
         "bigheader.safetensors": struct.pack("<Q", 11_000_000) + b"{" + b" " * 100,
         "meta.safetensors": _raw_st({"__metadata__": {"a": 1}, "<t>": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4),
         "model.safetensors": _raw_st({f"w{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(300)}, b"\0" * 1200),
+        "offsets.safetensors": _raw_st({"<t>": {"dtype": "F32", "shape": [1, 4], "data_offsets": [0, 16]}}, b"\0" * 8),
+        "int.safetensors": _raw_st({"<t>": {"dtype": "I64", "shape": [1, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
     }
-    for name, data in cases.items():
+
+
+def test_huge_declared_sizes_are_refused_before_allocating(tmp_path):
+    import tracemalloc
+
+    for name, data in _refused_headers().items():
         (tmp_path / name).write_bytes(data)
         tracemalloc.start()
         with pytest.raises(OnewordError) as e:
@@ -361,6 +368,47 @@ def test_huge_declared_sizes_are_refused_before_allocating(tmp_path):
         tracemalloc.stop()
         assert peak < 50 << 20, name
         assert "\n" not in str(e.value)
+
+
+def test_a_refused_header_never_reaches_the_tensor_reader(tmp_path, monkeypatch):
+    """The header is checked before any tensor is read: safetensors' reader (which allocates what the header
+    declares, outside tracemalloc's view) is never called for a file whose header is refused."""
+    read = []
+    real = safetensors.torch.load
+    monkeypatch.setattr(safetensors.torch, "load", lambda data: read.append(len(data)) or real(data))
+    for name, data in _refused_headers().items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(OnewordError):
+            load_concepts(tmp_path / name)
+        assert read == [], f"{name}: tensors read before its header was refused"
+    [back] = load_concepts(save_concept(concept(2), tmp_path / "good.safetensors"))  # the spy is on the real path
+    assert read and same_bits(back.vectors, concept(2).vectors)
+
+
+def test_learned_word_is_the_optimisers_vector_bit_for_bit(tiny_dir, tiny_model, photos, tmp_path):
+    """What `learn` returns, what it saves and what diffusers loads is the vector AdamW holds, bit for bit: not
+    rounded (e.g. through fp16) or rescaled on the way out. Two independent expectations: the checkpoint's copy
+    of the optimiser's parameter, and, at learning rate 0, the init word's own row of the embedding table."""
+    from oneword.invert import LearnConfig, learn
+
+    table = tiny_model.text_encoder.get_input_embeddings().weight.detach()
+    ring = table[tiny_model.tokenizer("ring", add_special_tokens=False).input_ids[0]]
+    for lr in (0.0, 5e-2):
+        cfg = LearnConfig(token="<teal-ring>", init="ring", vectors=2, steps=4, batch_size=2, lr=lr, save_every=2,
+                          early_stop=False)
+        out = tmp_path / f"lr{lr}"
+        word = learn(tiny_model, photos, cfg, out, progress=False)
+        held = safetensors.torch.load_file(out / "checkpoint.safetensors")["vectors"]
+        [saved] = load_concepts(out / "learned_embeds.safetensors")
+        assert same_bits(word.vectors, held) and same_bits(saved.vectors, held)
+        ref = _pipe(tiny_dir)
+        ref.load_textual_inversion(str(out / "learned_embeds.safetensors"))
+        ids = ref.tokenizer.convert_tokens_to_ids(["<teal-ring>", "<teal-ring>_1"])
+        assert same_bits(ref.text_encoder.get_input_embeddings().weight[ids].detach(), held)
+        if lr == 0:
+            assert same_bits(word.vectors, ring.repeat(2, 1))  # nothing moved: exactly where it started
+        else:
+            assert not torch.equal(word.vectors, ring.repeat(2, 1))  # it learned something
 
 
 def test_token_names_are_validated(tmp_path):
@@ -586,7 +634,8 @@ def test_convert_and_inspect_commands(tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
-    cli = pytest.importorskip("oneword.commands")
+    from oneword import commands as cli
+
     (tmp_path / "evil.pt").write_bytes(pickle.dumps(_Evil(f"touch {tmp_path / 'CANARY'}")))
     assert cli.main(["convert", str(tmp_path / "evil.pt"), str(tmp_path / "out.safetensors")]) == 2
     err = capsys.readouterr().err
@@ -597,7 +646,6 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
 
 
 def test_inspect_with_model(tmp_path, tiny_dir, capsys):
-    pytest.importorskip("oneword.models")
     from oneword import commands
 
     save_concept(concept(2), tmp_path / "w.safetensors")

@@ -1,7 +1,7 @@
 """`oneword edit`: blended latent diffusion with learned words.
 
-Mechanics on the tiny random pipeline (seconds); the must-show figures on the embedded world model
-(skipped until it ships): background PSNR after restore, and the learned concept inside the mask (oracle)."""
+Mechanics on the tiny random pipeline (seconds); the must-show figures on the embedded world model:
+background PSNR after restore, and the learned concept inside the mask (oracle)."""
 import numpy as np
 import pytest
 import torch
@@ -186,21 +186,66 @@ def test_working_size_fits_the_model(tiny_model):
     assert out.size == (40, 30)
 
 
-def test_learned_multi_vector_word_conditions_the_edit(tiny_model):
+def _reference_cond(tiny_dir, prompt, words):
+    """The prompt's conditioning from a fresh diffusers pipeline that loaded each word itself."""
+    from diffusers import StableDiffusionPipeline
+
+    ref = StableDiffusionPipeline.from_pretrained(tiny_dir, safety_checker=None, requires_safety_checker=False)
+    for w in words:
+        ref.load_textual_inversion(w.vectors, token=w.token)
+    with torch.no_grad():
+        return ref.encode_prompt(prompt, "cpu", 1, False)[0]
+
+
+def _spy_conditioning(model, monkeypatch) -> list:
+    """Record the conditioning (prompt embeddings) each edit computes."""
+    seen, real = [], model.pipe.encode_prompt
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        seen.append(out[0].detach().clone())
+        return out
+    monkeypatch.setattr(model.pipe, "encode_prompt", spy)
+    return seen
+
+
+def test_learned_multi_vector_word_conditions_the_edit(tiny_dir, tiny_model, monkeypatch):
     from oneword.concept import Concept
 
     torch.manual_seed(0)
     word = Concept("<ring>", torch.randn(2, tiny_model.hidden_size) * 3)
     photo, box = _photo(), (4, 4, 12, 14)
     base = edit(tiny_model, photo, box, "a photo of a ring", steps=2)[0]
+    seen = _spy_conditioning(tiny_model, monkeypatch)
     learned = edit(tiny_model, photo, box, "a photo of <ring>", [word], steps=2)[0]
     assert not np.array_equal(np.asarray(base), np.asarray(learned))
     again = edit(tiny_model, photo, box, "a photo of <ring>", [word], steps=2)[0]  # same model, same word: fine
     assert np.array_equal(np.asarray(again), np.asarray(learned))
-    cond, _ = tiny_model.pipe.encode_prompt("a photo of <ring>", "cpu", 1, False)
-    ids = tiny_model.tokenizer(tiny_model.pipe._maybe_convert_prompt("a photo of <ring>", tiny_model.tokenizer)).input_ids
-    assert len(ids) == 2 + 3 + 2  # bos a photo of <ring> <ring>_1 eos: both vectors are used
-    assert cond.shape[0] == 1
+    # the edit's conditioning is the one diffusers computes with both vectors, not with the first alone
+    want = _reference_cond(tiny_dir, "a photo of <ring>", [word])
+    assert len(seen) == 2 and all(torch.allclose(c, want, atol=1e-6) for c in seen)
+    first_only = _reference_cond(tiny_dir, "a photo of <ring>", [Concept("<ring>", word.vectors[:1])])
+    assert not torch.allclose(first_only, want, atol=1e-3)
+
+
+def test_every_learned_word_of_the_prompt_reaches_the_text_encoder(tiny_dir, tiny_model, monkeypatch):
+    """Two learned words in one edit (an object and a style): both are installed, and the edit is conditioned
+    exactly as diffusers conditions the prompt with both loaded; with only the first loaded it would differ."""
+    from oneword.concept import Concept
+
+    g = torch.Generator().manual_seed(1)
+    obj = Concept("<obj-a>", torch.randn(2, tiny_model.hidden_size, generator=g) * 2)
+    style = Concept("<style-s>", torch.randn(1, tiny_model.hidden_size, generator=g) * 2, {"property": "style"})
+    prompt = "a photo of <obj-a> in the style of <style-s>"
+    seen = _spy_conditioning(tiny_model, monkeypatch)
+    edit(tiny_model, _photo(), (4, 4, 12, 14), prompt, [obj, style], steps=1)
+    both = _reference_cond(tiny_dir, prompt, [obj, style])
+    assert len(seen) == 1 and torch.allclose(seen[0], both, atol=1e-6)
+    assert not torch.allclose(_reference_cond(tiny_dir, prompt, [obj]), both, atol=1e-3)
+    table = tiny_model.text_encoder.get_input_embeddings().weight
+    for w in (obj, style):
+        ids = tiny_model.tokenizer.convert_tokens_to_ids(w.tokens)
+        assert torch.equal(table[ids].detach(), w.vectors)
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -233,10 +278,6 @@ def test_cli_edit(tiny_dir, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ world model
 def _world():
-    from oneword.world import model_path
-
-    if not (model_path() / "model_index.json").is_file():
-        pytest.skip("the embedded world model has not shipped yet")
     from oneword.models import load_model
 
     return load_model(None, device="cpu")

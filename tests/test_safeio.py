@@ -110,3 +110,28 @@ def test_lock_is_released_when_the_holder_dies(tmp_path):
                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(safeio.__file__))))
     with safeio.run_lock(tmp_path / "run"):
         pass
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    """A killed writer strands `.NAME.XXXX.tmp` beside its target; clean-up removes exactly those."""
+    keep = ["checkpoint.safetensors", "run.json", "notes.tmp", ".lock", "previews"]
+    for name in keep[:-1]:
+        (tmp_path / name).write_text("x")
+    (tmp_path / "previews").mkdir()
+    stale = [".checkpoint.safetensors.ab12cd.tmp", ".run.json.x9.tmp"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"half a file")
+    assert safeio.remove_stale_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_learn_removes_a_stale_temporary_from_its_run_folder(tiny_model, photos, tmp_path):
+    """A run folder a SIGKILL left a temporary file in is cleaned when learning starts (under its lock)."""
+    from oneword.invert import LearnConfig, learn
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".checkpoint.safetensors.k1ll3d.tmp").write_bytes(b"\0" * 100)
+    cfg = LearnConfig(token="<k>", init="ring", steps=1, batch_size=1, save_every=1, early_stop=False)
+    learn(tiny_model, photos, cfg, out, progress=False)
+    assert _leftovers(out) == [] and (out / "checkpoint.safetensors").is_file()
