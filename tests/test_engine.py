@@ -289,21 +289,46 @@ def test_speed_benchmark_runs_on_the_tiny_model(tmp_path, capsys):
     assert "ratio" in capsys.readouterr().out
 
 
-def test_profile_bound_splits_the_h200_profile_by_kind_of_work():
+def _profile_table(title: str, rows: list[tuple[str, str]], total: str, column: str = "Self CUDA") -> str:
+    """A block as torch.profiler's table prints it (columns at least two spaces apart), as speed.py --profile writes."""
+    head = ["Name", "Self CPU %", "Self CPU", column, "# of Calls"]
+    lines = [f"## {title}", "-" * 40, "  ".join(f"{h:>14}" for h in head), "-" * 40]
+    lines += ["  ".join([f"{name:>60}", "1.00%", "1.000ms", ms, "3"]) for name, ms in rows]
+    return "\n".join(lines + ["-" * 40, "Self CPU time total: 9.000ms", f"Self {column.split()[1]} time total: {total}", ""])
+
+
+def test_profile_bound_splits_device_time_by_kind_of_work():
+    """benchmarks/profile_bound.py on a small profile written here: each kind's sum, 'other' as the rest of the
+    total, cuDNN's layout transposes counted apart, repeated (truncated) names added up, and the bound arithmetic."""
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from benchmarks import profile_bound
 
-    (block,) = profile_bound.parse((root / "benchmarks/results/h200-2026-11-28/profile.txt").read_text())
+    elementwise = "void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocas..."
+    rows = [("aten::_cudnn_attention_backward", "30.000ms"), ("aten::_cudnn_attention_forward", "10000.000us"),
+            ("aten::cudnn_convolution", "20.000ms"), ("aten::convolution_backward", "15.000ms"),
+            ("aten::mm", "500.000us"), ("aten::addmm", "0.002s"), (elementwise, "3.000ms"), (elementwise, "2.000ms"),
+            ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat1...", "4.000ms"),
+            ("void cudnn::engines_precompiled::nhwcToNchwKernel<__nv_bfloat16, __nv_bfloat1...", "1.000ms"),
+            ("aten::add_", "7.500ms")]
+    text = (_profile_table("oneword on cuda:0, batch 4, 2 steps, sorted by self_device_time_total", rows, "100.000ms")
+            + _profile_table("oneword on xpu:0, batch 2, 5 steps", [("aten::mm", "1.000s")], "4.000s", "Self XPU"))
+    block, other = profile_bound.parse(text)
+    assert block["image_steps"] == 8 and block["total_ms"] == pytest.approx(100.0)
+    assert block["rows"][elementwise] == pytest.approx(5.0)  # a truncated name repeats: its rows add up
     kinds = profile_bound.split(block)
-    assert block["image_steps"] == 32 * 3 and abs(block["total_ms"] - 644.827) < 1e-6
-    # the two cuDNN attention operations of the table, forward and backward, and nothing else
-    assert abs(kinds["attention"] - (102.182 + 41.939)) < 1e-6
-    assert abs(sum(kinds[k] for k in ("attention", "convolution", "matmul", "other")) - block["total_ms"]) < 1e-6
-    assert 0 < kinds["layout transposes"] < kinds["convolution"]
-    assert "-> 292 img-steps/s" in profile_bound.report(block)
+    assert kinds["attention"] == pytest.approx(40.0) and kinds["convolution"] == pytest.approx(35.0)
+    assert kinds["matmul"] == pytest.approx(2.5) and kinds["layout transposes"] == pytest.approx(5.0)
+    assert kinds["other"] == pytest.approx(100.0 - 40.0 - 35.0 - 2.5)
+    assert sum(kinds[k] for k in ("attention", "convolution", "matmul", "other")) == pytest.approx(block["total_ms"])
+    report = profile_bound.report(block)
+    assert "100.0 ms of device time over 8 image-steps = 12.50 ms each (80.0 img-steps/s" in report
+    assert "9.69 ms per image-step -> 103 img-steps/s" in report        # 77.5 ms of compute over 8 image-steps
+    assert "9.06 ms per image-step -> 110 img-steps/s" in report        # less the 5 ms of layout transposes
+    assert other["image_steps"] == 10 and other["total_ms"] == pytest.approx(4000.0)
+    assert profile_bound.split(other) == {"attention": 0.0, "convolution": 0.0, "matmul": pytest.approx(1000.0),
+                                          "other": pytest.approx(3000.0), "layout transposes": 0.0}
     with pytest.raises(SystemExit, match="not a device profile"):
         profile_bound.parse("## oneword on cpu, batch 4, 3 steps, sorted by self_cpu_time_total\nName  Self CPU\n")
