@@ -371,7 +371,7 @@ def caption_word(tmp_path_factory):
 
 def test_world_edit_puts_a_caption_initialised_word_in_the_mask(caption_word):
     """The 70% bar: the whole learned concept (teal, ring, solid) in the mask in >= 70% of 20 edits, with
-    the background restored exactly. Measured (docs/applications.md, benchmarks/edit_probe.py): 90%, and
+    the background restored exactly. Measured (docs/applications.md, experiments/world_probes/edit_probe.py): 90%, and
     85% / 85% for learning seeds 1 / 2; the paper's one vector gets 30-45% on this world."""
     from oneword.world.judge import load_judge
 

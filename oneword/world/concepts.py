@@ -97,7 +97,7 @@ HELD_OUT: tuple[str, ...] = ("striped_heart", "teal_crescent", "style_glitch")
 # More tuning concepts, added after the shipped model was pretrained, each with two un-named attributes like the
 # held-out teal_crescent (every concept above has one). Unlike those above, their exact combination was not kept out
 # of pretraining (that would change the pretraining data): the model saw each in 35-360 of its 96,000 pretraining
-# scenes, captioned without the un-named words (benchmarks/pretraining_counts.py), so they may be easier than a
+# scenes, captioned without the un-named words (experiments/world_probes/pretraining_counts.py), so they may be easier than a
 # never-seen combination. Not in NOVEL_CONCEPTS: only the time-to-quality tuning uses them (`concept(name)`).
 LATE_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
     _obj("lime_arrow", "arrow", "lime", "solid", "object", "a green object"),
