@@ -1,7 +1,10 @@
 import os
+import random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tests/test_fuzz.py draws its cases from this seed: a new one each run unless given (then the same cases again)
+os.environ.setdefault("ONEWORD_FUZZ_SEED", str(random.SystemRandom().randrange(2**32)))
 
 import numpy as np
 import pytest
@@ -9,6 +12,11 @@ import torch
 from PIL import Image, ImageDraw
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest (see models._pick_cpu_threads)
+
+
+def pytest_report_header(config):
+    seed = os.environ["ONEWORD_FUZZ_SEED"]
+    return f"fuzz cases: ONEWORD_FUZZ_SEED={seed} (set it to replay them)"
 
 
 @pytest.fixture(scope="session")
