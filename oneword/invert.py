@@ -281,8 +281,9 @@ def encode_templates(tokenizer, prop: str, token: str, n: int) -> torch.Tensor:
     return ids
 
 
-def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids) -> torch.Tensor:
-    """The latent-diffusion objective on the model's own schedule and prediction type."""
+def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids, groups: int = 1) -> torch.Tensor:
+    """The latent-diffusion objective on the model's own schedule and prediction type. `groups` > 1: the batch is
+    that many equal groups (words learned side by side, oneword.many) and the result is each group's mean loss."""
     noisy = noise_schedule.add_noise(latents, noise, timesteps)
     if noise_schedule.config.prediction_type == "v_prediction":
         target = noise_schedule.get_velocity(latents, noise, timesteps)
@@ -292,6 +293,8 @@ def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids) -> tor
         raise OnewordError(f"unsupported prediction_type {noise_schedule.config.prediction_type!r}")
     cond = model.text_encoder(ids)[0]
     pred = model.unet(noisy.to(model.dtype), timesteps, cond.to(model.dtype)).sample
+    if groups > 1:  # one mean loss per group, each the loss of that group alone
+        return torch.stack([F.mse_loss(p, t) for p, t in zip(pred.float().chunk(groups), target.float().chunk(groups))])
     return F.mse_loss(pred.float(), target.float())
 
 
