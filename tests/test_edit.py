@@ -197,39 +197,33 @@ def _reference_cond(tiny_dir, prompt, words):
         return ref.encode_prompt(prompt, "cpu", 1, False)[0]
 
 
-def _spy_conditioning(model, monkeypatch) -> list:
-    """Record the conditioning (prompt embeddings) each edit computes."""
-    seen, real = [], model.pipe.encode_prompt
-
-    def spy(*a, **k):
-        out = real(*a, **k)
-        seen.append(out[0].detach().clone())
-        return out
-    monkeypatch.setattr(model.pipe, "encode_prompt", spy)
-    return seen
-
-
-def test_learned_multi_vector_word_conditions_the_edit(tiny_dir, tiny_model, monkeypatch):
+def test_learned_multi_vector_word_conditions_the_edit(tiny_dir, tiny_model):
     from oneword.concept import Concept
 
     torch.manual_seed(0)
     word = Concept("<ring>", torch.randn(2, tiny_model.hidden_size) * 3)
     photo, box = _photo(), (4, 4, 12, 14)
     base = edit(tiny_model, photo, box, "a photo of a ring", steps=2)[0]
-    seen = _spy_conditioning(tiny_model, monkeypatch)
     learned = edit(tiny_model, photo, box, "a photo of <ring>", [word], steps=2)[0]
     assert not np.array_equal(np.asarray(base), np.asarray(learned))
     again = edit(tiny_model, photo, box, "a photo of <ring>", [word], steps=2)[0]  # same model, same word: fine
     assert np.array_equal(np.asarray(again), np.asarray(learned))
-    # the edit's conditioning is the one diffusers computes with both vectors, not with the first alone
+    # the UNet is conditioned as diffusers conditions the prompt with both vectors, not with the first alone
+    seen = []
+    hook = tiny_model.unet.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["encoder_hidden_states"].detach().clone()), with_kwargs=True)
+    try:
+        edit(tiny_model, photo, box, "a photo of <ring>", [word], steps=2, guidance=1.0)  # 1.0: no unconditional half
+    finally:
+        hook.remove()
     want = _reference_cond(tiny_dir, "a photo of <ring>", [word])
     assert len(seen) == 2 and all(torch.allclose(c, want, atol=1e-6) for c in seen)
     first_only = _reference_cond(tiny_dir, "a photo of <ring>", [Concept("<ring>", word.vectors[:1])])
     assert not torch.allclose(first_only, want, atol=1e-3)
 
 
-def test_every_learned_word_of_the_prompt_reaches_the_text_encoder(tiny_dir, tiny_model, monkeypatch):
-    """Two learned words in one edit (an object and a style): both are installed, and the edit is conditioned
+def test_every_learned_word_of_the_prompt_reaches_the_text_encoder(tiny_dir, tiny_model):
+    """Two learned words in one edit (an object and a style): both are installed, and the UNet is conditioned
     exactly as diffusers conditions the prompt with both loaded; with only the first loaded it would differ."""
     from oneword.concept import Concept
 
@@ -237,8 +231,13 @@ def test_every_learned_word_of_the_prompt_reaches_the_text_encoder(tiny_dir, tin
     obj = Concept("<obj-a>", torch.randn(2, tiny_model.hidden_size, generator=g) * 2)
     style = Concept("<style-s>", torch.randn(1, tiny_model.hidden_size, generator=g) * 2, {"property": "style"})
     prompt = "a photo of <obj-a> in the style of <style-s>"
-    seen = _spy_conditioning(tiny_model, monkeypatch)
-    edit(tiny_model, _photo(), (4, 4, 12, 14), prompt, [obj, style], steps=1)
+    seen = []
+    hook = tiny_model.unet.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["encoder_hidden_states"].detach().clone()), with_kwargs=True)
+    try:
+        edit(tiny_model, _photo(), (4, 4, 12, 14), prompt, [obj, style], steps=1, guidance=1.0)
+    finally:
+        hook.remove()
     both = _reference_cond(tiny_dir, prompt, [obj, style])
     assert len(seen) == 1 and torch.allclose(seen[0], both, atol=1e-6)
     assert not torch.allclose(_reference_cond(tiny_dir, prompt, [obj]), both, atol=1e-3)
