@@ -2,6 +2,9 @@
 
 Write to a temporary file in the same folder, fsync it, rename it over the target, fsync the folder.
 A full disk or a kill at any point leaves the previous version of the target intact.
+
+File modes are decided here, in :func:`_create_temporary`, for every file written through this module: a new
+file gets ``0666`` less the umask, as a plain ``open()`` gives it; a file replaced keeps its permission bits.
 """
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ import errno
 import io
 import json
 import os
-import tempfile
+import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,10 +59,42 @@ def read_regular_file(path: str | Path, limit: int, what: str = "file", too_big:
         os.close(fd)
 
 
+NEW_FILE_MODE = 0o666   # less the umask (the kernel applies it), as open() creates files
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (``.NAME.RANDOM.tmp``, opened for writing) with the mode the
+    finished file should have: that of the file it replaces, else ``NEW_FILE_MODE`` less the umask."""
+    try:
+        st = os.stat(path)
+        keep = stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        keep = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, flags, NEW_FILE_MODE)
+        except FileExistsError:
+            continue
+        if keep is not None:
+            try:
+                os.fchmod(fd, keep)
+            except OSError:
+                os.close(fd)
+                _unlink_quietly(tmp)
+                raise
+        return fd, tmp
+    raise OSError(errno.EEXIST, "no free temporary file name", str(path.parent))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temporary(path)
+    except OSError as e:
+        raise OnewordError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
