@@ -582,6 +582,56 @@ def test_odd_paths(tmp_path):
         load_concepts(tmp_path / "text.pt")
 
 
+def _peak_rss_since_reset():
+    """(reset, read) of this process's peak resident memory (VmHWM), or None where Linux does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+
+    def read():
+        with open("/proc/self/status") as f:
+            return {k: int(v.split()[0]) << 10 for k, v in (ln.split(":", 1) for ln in f) if k in ("VmHWM", "VmRSS")}
+    return read
+
+
+def test_diffusers_cpu_slice_bin_reads_only_the_slice(tmp_path):
+    """diffusers' example script on the CPU saves `weight[first:last + 1]`, a view: torch writes the whole
+    (49408 + n) x 768 table's storage, ~145 MB. The word is the 3 x 768 slice (what ComfyUI, diffusers and
+    kohya read); it is read without reading the table (memory-mapped), and a model is still refused."""
+    import gc
+
+    table = torch.zeros(49411, 768)
+    table[49408:] = torch.randn(3, 768)
+    torch.save({"<cat-toy>": table[49408:49411]}, tmp_path / "learned_embeds.bin")
+    want = table[49408:].clone()
+    del table
+    gc.collect()
+    assert (tmp_path / "learned_embeds.bin").stat().st_size > 140 << 20
+    read = _peak_rss_since_reset()
+    before = read()["VmRSS"] if read else 0
+    [c] = load_concepts(tmp_path / "learned_embeds.bin")
+    if read:
+        assert read()["VmHWM"] - before < 48 << 20, "read more than the slice"
+    assert c.token == "<cat-toy>" and torch.equal(c.vectors, want)
+    # a model checkpoint of the same size: many tensors, refused by its record count before torch reads it
+    torch.save({f"layer{i}.weight": torch.zeros(160, 768) for i in range(150)}, tmp_path / "model.bin")
+    assert (tmp_path / "model.bin").stat().st_size > 64 << 20
+    with pytest.raises(OnewordError, match="a model, not an embedding"):
+        load_concepts(tmp_path / "model.bin")
+    # a single table saved whole is not a word either
+    torch.save({"<t>": torch.zeros(25000, 768)}, tmp_path / "table.bin")
+    with pytest.raises(OnewordError, match="25000 vectors"):
+        load_concepts(tmp_path / "table.bin")
+    # past any real table's size: refused from its size alone (a sparse file: nothing is read)
+    with open(tmp_path / "huge.bin", "wb") as f:
+        f.write(b"PK\x03\x04")
+        f.truncate(3 << 30)
+    with pytest.raises(OnewordError, match="model checkpoint"):
+        load_concepts(tmp_path / "huge.bin")
+
+
 def test_save_refuses_unknown_formats_and_bad_concepts(tmp_path):
     with pytest.raises(OnewordError, match="extension|format"):
         save_concept(concept(), tmp_path / "x.txt")

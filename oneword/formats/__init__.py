@@ -6,7 +6,8 @@ container has its own small parser:
 * :mod:`.safetensors_layouts`  safetensors (diffusers, kohya/A1111 emb_params, SDXL clip_l/clip_g): the
   header is checked by hand before any tensor is allocated.
 * :mod:`.torch_zip`            ``.pt`` / ``.bin``: only the zip-based torch format, only through
-  ``torch.load(weights_only=True)``; raw pickles are refused.
+  ``torch.load(weights_only=True)``; raw pickles are refused; written with only the zip records
+  AUTOMATIC1111's safe loader allows.
 * :mod:`.a1111_image`          PNG / WebP with AUTOMATIC1111's embedding in a text chunk or in the pixels.
 
 Every tensor read is validated by :func:`oneword.concept.check_vectors` (floating, 1..75 vectors of width
@@ -16,6 +17,7 @@ Every tensor read is validated by :func:`oneword.concept.check_vectors` (floatin
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -42,13 +44,28 @@ from ..safeio import atomic_write_bytes, read_regular_file
 from ._common import a1111_record
 from .a1111_image import PNG_SIG, a1111_image_bytes, load_image_embedding
 from .safetensors_layouts import load_safetensors, safetensors_bytes
-from .torch_zip import load_torch, torch_bytes
+from .torch_zip import load_torch, load_torch_file, torch_bytes
 
-FORMATS = ("diffusers", "a1111", "kohya")
+FORMATS = ("diffusers", "a1111", "kohya", "onetrainer")
+
+# `oneword convert --for TOOL`: the file each tool loads as it is (docs/compatibility.md says how each was
+# verified): {tool: (its name, layout, extension)}. One emb_params .safetensors serves every tool that names
+# the word after its file; diffusers reads the token from the key; OneTrainer reads only its own key.
+TOOLS = {
+    "automatic1111": ("AUTOMATIC1111", "kohya", ".safetensors"),
+    "forge": ("Forge", "kohya", ".safetensors"),
+    "comfyui": ("ComfyUI", "kohya", ".safetensors"),
+    "invokeai": ("InvokeAI", "kohya", ".safetensors"),
+    "kohya": ("kohya sd-scripts", "kohya", ".safetensors"),
+    "diffusers": ("diffusers", "diffusers", ".safetensors"),
+    "onetrainer": ("OneTrainer", "onetrainer", ".safetensors"),
+}
+TOOL_WIDTHS = (768, 1024)   # what a plain word must be for Stable Diffusion's tools (SDXL words have two parts)
+EXTENSIONS = (".safetensors", ".bin", ".pt", ".png", ".webp", ".ckpt", ".sft", ".pth")
 
 __all__ = ["FORMATS", "KNOWN_WIDTHS", "MAX_DIM", "MAX_FILE_BYTES", "MAX_HEADER_BYTES", "MAX_IMAGE_PIXELS",
            "MAX_JSON_BYTES", "MAX_META_ITEMS", "MAX_META_KEY_CHARS", "MAX_TENSORS", "MAX_TOKEN_CHARS", "MAX_VECTORS",
-           "a1111_image_bytes", "describe", "load_concepts", "save_concept", "sniff"]
+           "TOOLS", "a1111_image_bytes", "describe", "load_concepts", "save_concept", "save_for_tool", "sniff"]
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -86,23 +103,12 @@ def load_concepts(path: str | Path, token: str | None = None) -> list[Concept]:
     except OSError as e:
         raise OnewordError(f"cannot read {path}: {e.strerror or e}") from None
     if size > MAX_FILE_BYTES:
-        _refuse_big(path, size)
-    data = read_regular_file(path, MAX_FILE_BYTES, "an embedding file",
-                             "an embedding is at most a few MB (is it a model checkpoint?)")
-    kind = sniff(data)
-    if kind == "safetensors":
-        concepts = load_safetensors(data, path)
-    elif kind == "torchzip":
-        concepts = load_torch(data, path)
-    elif kind in ("PNG", "WEBP"):
-        concepts = load_image_embedding(data, path, kind)
-    elif kind == "pickle":
-        raise OnewordError(f"{path} is a raw Python pickle (or pre-2020 torch file); oneword never unpickles "
-                           "code — re-save it with torch>=1.6 or as .safetensors in an environment you trust")
-    elif kind == "image":
-        raise OnewordError(f"{path} is an image without an embedding (A1111 embeds them only in PNG/WebP)")
+        # a torch zip may be big only because a slice keeps its whole table's storage: mapped, not read
+        concepts = load_torch_file(path, size) if _head(path) == "torchzip" else _refuse_big(path, size)
     else:
-        raise OnewordError(f"{path} is not an embedding file (not safetensors, torch zip, PNG or WebP)")
+        data = read_regular_file(path, MAX_FILE_BYTES, "an embedding file",
+                                 "an embedding is at most a few MB (is it a model checkpoint?)")
+        concepts = _load_bytes(data, path)
     if not concepts:
         raise OnewordError(f"{path} holds no embedding")
     if token is not None:
@@ -120,11 +126,40 @@ def load_concepts(path: str | Path, token: str | None = None) -> list[Concept]:
         try:
             check_token_name(c.token, f"{path}: token name")
         except OnewordError as e:
-            raise OnewordError(f"{e}; pass --token NAME to rename it") from None
+            raise OnewordError(f"{e}; rename it: oneword convert {path} NEW_FILE --token NAME") from None
         if c.token.lower() in seen:
             raise OnewordError(f"{path} holds two embeddings called {c.token!r}")
         seen.add(c.token.lower())
     return concepts
+
+
+def _load_bytes(data: bytes, path: Path) -> list[Concept]:
+    kind = sniff(data)
+    if kind == "safetensors":
+        return load_safetensors(data, path)
+    if kind == "torchzip":
+        return load_torch(data, path)
+    if kind in ("PNG", "WEBP"):
+        return load_image_embedding(data, path, kind)
+    if kind == "pickle":
+        raise OnewordError(f"{path} is a raw Python pickle (or pre-2020 torch file); oneword never unpickles "
+                           "code — re-save it with torch>=1.6 or as .safetensors in an environment you trust")
+    if kind == "image":
+        raise OnewordError(f"{path} is an image without an embedding (A1111 embeds them only in PNG/WebP)")
+    raise OnewordError(f"{path} is not an embedding file (not safetensors, torch zip, PNG or WebP)")
+
+
+def _head(path: Path) -> str:
+    """What a regular file is, from its first bytes (for files too big to read whole)."""
+    import stat
+
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return "unknown"
+            return sniff(f.read(16))
+    except OSError as e:
+        raise OnewordError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _resolve_input(path: Path) -> Path:
@@ -155,13 +190,16 @@ def _refuse_big(path: Path, size: int) -> None:
 
 # ------------------------------------------------------------------------------------------- save
 def save_concept(concept: Concept, path: str | Path, format: str | None = None) -> Path:
-    """Write ``concept`` atomically; format from ``format`` (diffusers|a1111|kohya) or the extension.
+    """Write ``concept`` atomically; format from ``format`` (diffusers|a1111|kohya|onetrainer) or the extension.
 
     diffusers  .safetensors {token: [n,dim]} + metadata header; .bin/.pt torch zip {token: [n,dim]}
+               (metadata in the zip comment)
     a1111      .pt {string_to_token, string_to_param, name, step, sd_checkpoint, sd_checkpoint_name};
                .safetensors {"emb_params": [n,dim]} + header; .png/.webp image with the embedding inside
     kohya      .safetensors {"emb_params": [n,dim]} + header
+    onetrainer .safetensors {"emp_params": [n,dim]} + header (OneTrainer's key for SD1.x/2.x)
     SDXL concepts (``parts``) are written as .safetensors {"clip_l", "clip_g"} whatever the format.
+    Torch zips hold only the records AUTOMATIC1111's safe loader allows.
     """
     path = Path(path)
     c = check_concept(concept, "concept to save")
@@ -192,11 +230,39 @@ def _infer_format(path: Path, fmt: str | None) -> tuple[str, str]:
                            f"(or .png/.webp for A1111 images)")
     if fmt is None:
         fmt = {".safetensors": "diffusers", ".bin": "diffusers", ".pt": "a1111"}.get(ext, "a1111")
-    if fmt == "kohya" and ext != ".safetensors":
-        raise OnewordError(f"kohya embeddings are .safetensors files, not {ext}")
+    if fmt in ("kohya", "onetrainer") and ext != ".safetensors":
+        raise OnewordError(f"{fmt} embeddings are .safetensors files, not {ext}")
     if fmt == "diffusers" and ext in (".png", ".webp"):
         raise OnewordError(f"diffusers embeddings are .safetensors or .bin files, not {ext}")
     return fmt, ext
+
+
+def tool_output(path: str | Path, tool: str) -> tuple[Path, str]:
+    """(file to write, layout) for ``tool`` (a key of :data:`TOOLS`): ``path`` with the tool's extension added
+    when it has none; a different embedding extension is refused."""
+    key = str(tool).lower()
+    if key not in TOOLS:
+        raise OnewordError(f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}")
+    label, fmt, ext = TOOLS[key]
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ext:
+        return path, fmt
+    if suffix in EXTENSIONS:
+        raise OnewordError(f"{label} takes a {ext} file, not {path.name!r}: name it {path.stem}{ext} "
+                           "(or leave the extension out)")
+    return path.with_name(path.name + ext), fmt
+
+
+def save_for_tool(concept: Concept, path: str | Path, tool: str) -> Path:
+    """Write ``concept`` as the file ``tool`` loads as it is (:data:`TOOLS`); returns the path written."""
+    dest, fmt = tool_output(path, tool)
+    c = check_concept(concept, "concept to save")
+    if not c.parts and c.dim not in TOOL_WIDTHS:
+        raise OnewordError(f"{c.token} is {c.dim} wide{width_name(c.dim)}; {TOOLS[str(tool).lower()][0]} loads words "
+                           "of Stable Diffusion's text encoders (768 SD1.x, 1024 SD2.x, SDXL's 768 + 1280): this one "
+                           "works only in oneword")
+    return save_concept(c, dest, fmt)
 
 
 # --------------------------------------------------------------------------------------- describe
@@ -207,7 +273,7 @@ def describe(concept: Concept, tokenizer=None, text_encoder=None, k: int = 5) ->
     lines = [f"token: {c.token}", f"shape: {c.n_vectors} x {c.dim} (float32){width_name(c.dim)}"]
     if c.parts:
         lines[-1] = "shape: SDXL " + ", ".join(f"{k2} {v.shape[0]} x {v.shape[1]}" for k2, v in c.parts.items())
-    norms = c.vectors.norm(dim=1)
+    norms = c.vectors.double().norm(dim=1)        # float64: huge (finite) float32 vectors do not print inf
     lines.append("norms: " + ", ".join(f"{x:.4f}" for x in norms.tolist()))
     shown = {k2: v for k2, v in c.meta.items() if k2 != "token"}
     for k2 in sorted(shown):

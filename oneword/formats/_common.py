@@ -1,4 +1,5 @@
-"""What every container shares: untrusted JSON, the token a file names, and A1111's embedding record.
+"""What every container shares: untrusted JSON, the token a file names, the layouts a dict of tensors
+comes in, and A1111's embedding record.
 
 A1111's record ``{string_to_token, string_to_param, name, step, sd_checkpoint, sd_checkpoint_name}`` travels
 in a ``.pt`` torch zip (tensors) and inside PNG/WebP images (JSON, ``{"TORCHTENSOR": [[...]]}``); the
@@ -36,6 +37,41 @@ def settle_token(c: Concept, path: Path, source: str, name) -> Concept:
     meta = dict(c.meta)
     meta["token"] = token
     return Concept(token, c.vectors, meta, c.parts)
+
+
+# one-word layouts that name no token: the word is named by the metadata, else after the file
+#   emb_params          kohya's and A1111's .safetensors (kohya's .pt too)
+#   emp_params          OneTrainer's SD1.x/2.x embeddings (its spelling)
+#   string_to_param.*   A1111's record flattened into safetensors
+NAMELESS_KEYS = ("emb_params", "emp_params", "string_to_param.*")
+# OneTrainer's output embeddings: vectors applied after the text encoder, not input words
+OUTPUT_KEYS = ("emp_params_out", "clip_l_out", "clip_g_out")
+
+
+def concepts_from_tensors(vec: dict, meta: dict, path: Path) -> list[Concept]:
+    """The words in ``{name: validated [n, d] tensor}``, by its layout, whatever container held it:
+    SDXL ``{clip_l, clip_g}``; one of :data:`NAMELESS_KEYS`; else diffusers' ``{token: tensor}`` (several
+    words may share a file)."""
+    from ..concept import check_sdxl_parts
+
+    where = str(path)
+    keys = set(vec)
+    if keys & set(OUTPUT_KEYS):
+        raise OnewordError(f"{where}: holds OneTrainer output embeddings ({', '.join(sorted(keys & set(OUTPUT_KEYS)))}), "
+                           "which act after the text encoder; oneword reads input words only")
+    if keys == {"clip_l", "clip_g"}:
+        parts = {"clip_l": vec["clip_l"], "clip_g": vec["clip_g"]}
+        check_sdxl_parts(parts, where)
+        return [settle_token(Concept("", parts["clip_l"], meta, parts), path, "meta", meta.get("token"))]
+    if len(keys) == 1 and keys <= set(NAMELESS_KEYS):
+        (v,) = vec.values()
+        return [settle_token(Concept("", v, meta), path, "meta", meta.get("token") or meta.get("name"))]
+    if {"clip_l", "clip_g"} & keys:
+        raise OnewordError(f"{where}: an SDXL embedding needs exactly clip_l and clip_g, found {sorted(keys)[:6]}")
+    mixed = keys & set(NAMELESS_KEYS)
+    if mixed:
+        raise OnewordError(f"{where}: {sorted(mixed)[0]} mixed with other tensors {sorted(keys)[:6]}")
+    return [settle_token(Concept(k, v, dict(meta)), path, "key", None) for k, v in vec.items()]
 
 
 def a1111_record(c: Concept, vec) -> dict:

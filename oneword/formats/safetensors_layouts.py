@@ -10,6 +10,7 @@ Layouts, told apart by their tensor names:
 * diffusers          ``{token: [n, d]}`` (several words may share a file)
 * kohya / A1111      ``{"emb_params": [n, d]}`` (A1111 also reads ``string_to_param.*``); the token is
                      the metadata's ``token`` or ``name``, else the file's stem
+* OneTrainer         ``{"emp_params": [n, d]}`` (its spelling), named the same way
 * SDXL               ``{"clip_l": [n, 768], "clip_g": [n, 1280]}``
 """
 from __future__ import annotations
@@ -25,11 +26,10 @@ from ..concept import (
     MAX_VECTORS,
     Concept,
     check_meta,
-    check_sdxl_parts,
     check_vectors,
 )
 from ..errors import OnewordError
-from ._common import json_object, settle_token
+from ._common import concepts_from_tensors, json_object
 
 SAFE_DTYPES = {"F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2), "F32": (torch.float32, 4),
                "F64": (torch.float64, 8)}
@@ -89,28 +89,19 @@ def load_safetensors(data: bytes, path: Path) -> list[Concept]:
     keys = set(tensors)
     if keys != set(header):
         raise OnewordError(f"{where}: corrupt safetensors file (tensor names do not match the header)")
-    vec = {k: check_vectors(v, f"{where}: tensor {ascii(k)[:60]}") for k, v in tensors.items()}
-    if keys == {"clip_l", "clip_g"}:
-        parts = {"clip_l": vec["clip_l"], "clip_g": vec["clip_g"]}
-        check_sdxl_parts(parts, where)
-        return [settle_token(Concept("", parts["clip_l"], meta, parts), path, "meta", meta.get("token"))]
-    if keys == {"emb_params"} or keys == {"string_to_param.*"}:
-        return [settle_token(Concept("", vec.popitem()[1], meta), path, "meta", meta.get("token") or meta.get("name"))]
-    if {"clip_l", "clip_g"} & keys:
-        raise OnewordError(f"{where}: an SDXL embedding needs exactly clip_l and clip_g, found {sorted(keys)[:6]}")
-    if "emb_params" in keys:
-        raise OnewordError(f"{where}: emb_params mixed with other tensors {sorted(keys)[:6]}")
-    # diffusers: {token: tensor}, possibly several words in one file
-    return [settle_token(Concept(k, vec[k], dict(meta)), path, "key", None) for k in sorted(keys)]
+    vec = {k: check_vectors(tensors[k], f"{where}: tensor {ascii(k)[:60]}") for k in sorted(keys)}
+    return concepts_from_tensors(vec, meta, path)
 
 
 def safetensors_bytes(c: Concept, fmt: str, meta: dict) -> bytes:
     """``c`` (already validated) as a safetensors file in layout ``fmt`` with ``meta`` in its header:
-    SDXL concepts as clip_l + clip_g whatever ``fmt``; diffusers as {token}; a1111/kohya as emb_params."""
+    SDXL concepts as clip_l + clip_g whatever ``fmt``; diffusers as {token}; a1111/kohya as emb_params;
+    onetrainer as emp_params."""
     import safetensors.torch
 
     if c.parts:
         tensors = {"clip_l": c.parts["clip_l"], "clip_g": c.parts["clip_g"]}
     else:
-        tensors = {c.token if fmt == "diffusers" else "emb_params": c.vectors}
+        key = {"diffusers": c.token, "onetrainer": "emp_params"}.get(fmt, "emb_params")
+        tensors = {key: c.vectors}
     return safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
