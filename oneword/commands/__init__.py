@@ -11,10 +11,10 @@ import sys
 
 from .. import __version__
 from ..errors import OnewordError
-from . import convert, demo, edit, evaluate, generate, inspect, learn, ui, variations, world
+from . import convert, demo, edit, evaluate, generate, inspect, learn, learn_many, ui, variations, world
 from ._common import HelpFormatter, quiet_libraries
 
-SUBCOMMANDS = (learn, generate, variations, edit, evaluate, convert, inspect, ui, demo, world)
+SUBCOMMANDS = (learn, learn_many, generate, variations, edit, evaluate, convert, inspect, ui, demo, world)
 
 __all__ = ["main", "build_parser", "register", "quiet_libraries"]
 
