@@ -24,6 +24,7 @@ from .data import encode_photos, read_photos
 from .early_stopping import EarlyStopping, ValidationBatch
 from .errors import OnewordError
 from .guard import Guard
+from .init_words import start
 from .install import check_token_free, expand_prompt
 from .run import Run
 from .safeio import remove_stale_temporaries, run_lock
@@ -36,7 +37,11 @@ DEFAULT_INIT = {"object": "object", "style": "painting"}
 @dataclass
 class LearnConfig:
     token: str = "<concept>"
-    init: str | None = None           # None: "object" / "painting" (or the model's shipped default)
+    init: str | None = None           # None: "object" / "painting" (or the model's shipped default); "auto": words
+                                      # chosen from the photos; "encoder": the photo encoder (oneword.init_words)
+    init_mode: str = "word"           # "word": the init words' input embeddings (the paper); "cross": CrossInit
+    init_clip: str | None = None      # --init auto's CLIP judge (None: the world judge for the world model)
+    init_choice: dict | None = None   # how --init auto / encoder / cross chose the start (set by learn; run.json)
     vectors: int = 1
     property: str = "object"
     steps: int = 2000                 # an upper bound: early stopping usually ends sooner
@@ -103,7 +108,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         remove_stale_temporaries(out_dir)
         cache = encode_photos(model, read_photos(photos), cfg.resolution or model.resolution)  # VAE posteriors, once
         noise_schedule = _training_schedule(model)
-        init = init_vectors(model, cfg.init_word(), cfg.vectors)
+        cfg, init = start(model, cfg, photos)  # the init words' vectors; --init auto / encoder, --init-mode cross
         vectors = nn.Parameter(init.clone().to(model.device))  # the only trainable parameters: the new word's rows
         # capturable: AdamW's step count on the GPU, so that a skipped step is undone there (guard.py)
         opt = torch.optim.AdamW([vectors], lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=vectors.is_cuda)

@@ -18,7 +18,14 @@ def register(subparsers) -> None:
     p.add_argument("photos", nargs="?", help="folder of photos (not needed with --resume)")
     p.add_argument("--token", help='the new word, e.g. "<my-cat>"')
     p.add_argument("--init", help='a word to start from, e.g. "cat" (default: "object", or "painting" for styles); '
-                   'with --vectors N, several words spread over the vectors ("green star": colour slot, shape slot)')
+                   'with --vectors N, several words spread over the vectors ("green star": colour slot, shape slot); '
+                   '"auto": the words a CLIP judge matches best to the photos (the world judge for the world model, '
+                   'else --clip); "encoder": the world model\'s photo encoder')
+    p.add_argument("--init-mode", choices=["word", "cross"],
+                   help="word: start at the init words' input embeddings (the paper); cross: at the text encoder's "
+                        "output for them (CrossInit), pulled back with --reg-weight 1e-5 (default: word)")
+    p.add_argument("--clip", metavar="MODEL", help="--init auto's CLIP judge: a transformers CLIPModel folder or "
+                   "cached hub id (default: the world judge for the world model; needed for other models)")
     add_model_args(p)
     p.add_argument("--out", help="run folder (default: runs/<token>)")
     p.add_argument("--steps", type=int, help="maximum optimisation steps; early stopping may end sooner "
@@ -52,6 +59,7 @@ def run(args) -> None:
                  "lr": args.lr, "warmup": args.warmup, "vectors": args.vectors, "property": args.property,
                  "resolution": args.resolution, "seed": args.seed, "save_every": args.save_every,
                  "preview_every": args.preview_every, "reg_weight": args.reg_weight,
+                 "init_mode": args.init_mode, "init_clip": args.clip,
                  "preview_prompts": tuple(args.preview_prompt) if args.preview_prompt else None}
     if args.no_early_stop:
         overrides["early_stop"] = False
@@ -76,6 +84,10 @@ def run(args) -> None:
     cfg = LearnConfig.with_defaults(model, **overrides)
     concept = learn(model, photos, cfg, out, resume=bool(args.resume), progress=not args.quiet)
     run_json = json.loads((out / "run.json").read_text())
+    if (run_json["config"].get("init_choice") or {}).get("method") in ("auto", "encoder"):
+        from ..init_words import describe_choice
+
+        print(describe_choice(run_json["config"]["init_choice"]))
     print(f"learned {concept.token} ({cfg.vectors} vector(s)) in {run_json['step']} steps"
           f"{' (early stop)' if run_json['status'] == 'early_stopped' else ''}: {out / 'learned_embeds.safetensors'}")
 

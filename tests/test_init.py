@@ -1,0 +1,180 @@
+"""Where a word starts: --init auto (words a CLIP judge matches to the photos), --init-mode cross (CrossInit:
+the text encoder's output for the init words) and --init encoder (the world model's photo encoder)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from oneword import init_words as I
+from oneword.commands import main
+from oneword.errors import OnewordError
+from oneword.invert import LearnConfig, init_vectors, learn
+
+from conftest import write_photos
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Every test computes its vocabulary features afresh, into its own cache folder."""
+    monkeypatch.setenv("ONEWORD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(I, "_MEMORY", {})
+
+
+@pytest.fixture(scope="module")
+def world():
+    from oneword import load_model
+    from oneword.judges import load_judge
+
+    return load_model(None, device="cpu"), load_judge("world")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A tiny random transformers CLIPModel + processor with the real 49k CLIP tokenizer (a real judge's code path)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    from oneword.clip_tokenizer import write_clip_tokenizer
+
+    dest = tmp_path_factory.mktemp("tiny-clip")
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(dest)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tok).save_pretrained(dest)
+    return dest
+
+
+def noise(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------------------ --init auto
+@pytest.mark.parametrize("name,word", [("red_crescent", "red"), ("blue_arrow", "blue"), ("teal_ring", "ring")])
+def test_auto_picks_the_word_the_photos_show(world, name, word):
+    from oneword.world.concepts import concept
+
+    model, judge = world
+    c = concept(name)
+    choice = I.auto_words(model, c.photos(5), c.kind, 1, judge=judge)
+    assert choice["words"] == [word] and not choice["weak"]
+    assert choice["strength_unit"] == "reference" and choice["strength"] > I.WEAK_MATCH_REF
+
+
+def test_auto_leaves_out_function_words_template_words_and_words_the_model_lacks(world):
+    model, judge = world
+    words = I.candidate_words(model, judge.judge.tokenizer, "object")
+    assert {"red", "ring", "star", "blue"} <= set(words)
+    assert not {"the", "of", "photo", "rendering", "a"} & set(words)  # function words; the templates say "photo"
+    assert "teal" not in words  # only the judge has it: not a word of the model's tokenizer
+
+
+def test_auto_on_noise_still_picks_words_and_says_the_match_is_weak(world):
+    model, judge = world
+    choice = I.auto_words(model, noise(), "object", 2, judge=judge)
+    assert len(choice["words"]) == 2 and len(set(choice["words"])) == 2 and choice["weak"]
+    assert "WEAK" in I.describe_choice(choice) and f"{choice['strength']:.2f}" in I.describe_choice(choice)
+
+
+def test_auto_with_n_vectors_starts_each_vector_from_one_of_the_n_best_words(world, tmp_path):
+    from oneword.world.concepts import concept
+
+    model, judge = world
+    photos = concept("blue_arrow").photos(5)
+    cfg = LearnConfig.with_defaults(model, token="<a>", init="auto", vectors=2, steps=1, lr=0.0, early_stop=False)
+    learn(model, photos, cfg, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    choice = I.auto_words(model, photos, "object", 2, judge=judge)
+    assert saved["init"] == " ".join(choice["words"]) and saved["init_choice"]["words"] == choice["words"]
+    from oneword import load_concepts
+
+    word = load_concepts(tmp_path / "run" / "learned_embeds.safetensors")[0].vectors
+    assert torch.equal(word, init_vectors(model, " ".join(choice["words"]), 2))  # lr 0: the start itself
+    assert not torch.equal(word[0], word[1])
+
+
+def test_auto_ranks_a_real_clips_vocabulary_batched_and_cached(tiny_model, tiny_clip, monkeypatch):
+    from oneword.judges import load_judge
+
+    judge = load_judge(str(tiny_clip))
+    images = [Image.new("RGB", (32, 32), (200, 30, 30))] * 2
+    choice = I.auto_words(tiny_model, images, "object", 2, judge=judge)
+    assert choice["candidates"] > 20000 and choice["strength_unit"] == "vocabulary"
+    tok = tiny_model.tokenizer
+    assert all(len(tok(w, add_special_tokens=False).input_ids) == 1 for w in choice["words"])
+    # the same ranking from the disk cache alone: no text is encoded again
+    monkeypatch.setattr(I, "_MEMORY", {})
+    monkeypatch.setattr(I, "_text_features", lambda *a: pytest.fail("text features recomputed"))
+    assert I.auto_words(tiny_model, images, "object", 2, judge=judge)["words"] == choice["words"]
+
+
+def test_a_real_clips_text_features_padded_to_the_longest_equal_padding_to_77(tiny_clip):
+    from oneword.judges import load_judge
+
+    judge = load_judge(str(tiny_clip))
+    texts = ["a photo of a cat", "a photo of a very long and winding river", "a photo of a x"]
+    assert torch.allclose(I._text_features(judge, texts), judge.text_features(texts), atol=1e-5)
+
+
+def test_auto_without_a_judge_for_a_real_model_says_what_to_pass(tiny_model, tmp_path):
+    cfg = LearnConfig(token="<a>", init="auto", steps=1)
+    with pytest.raises(OnewordError, match="--clip MODEL"):
+        learn(tiny_model, write_photos(tmp_path / "p"), cfg, tmp_path / "run", progress=False)
+
+
+def test_cli_init_auto_prints_the_words_and_records_them(tiny_dir, tiny_clip, tmp_path, capsys):
+    photos = write_photos(tmp_path / "p")
+    code = main(["learn", str(photos), "--token", "<r>", "--model", str(tiny_dir), "--init", "auto", "--clip",
+                 str(tiny_clip), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2", "--quiet"])
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert code == 0 and f"init auto: {saved['init']} (" in out and "match strength" in out
+    assert saved["init_choice"]["method"] == "auto" and saved["init_clip"] == str(tiny_clip)
+
+    code = main(["learn", str(photos), "--token", "<r>", "--model", str(tiny_dir), "--init", "auto",
+                 "--out", str(tmp_path / "run2"), "--steps", "2", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--clip MODEL" in err[0]
+
+
+# ------------------------------------------------------------------------------------------ --init-mode cross
+def test_cross_start_is_the_text_encoders_final_hidden_state_of_the_init_words(world):
+    model, _ = world
+    tok, te = model.tokenizer, model.pipe.text_encoder
+    ids = tok("blue ring").input_ids  # [start, blue, ring, end]
+    assert len(ids) == 4
+    hidden = te(torch.tensor([ids])).last_hidden_state[0].detach()
+    v2 = I.cross_vectors(model, "blue ring", 2)
+    assert torch.allclose(v2, hidden[1:3], atol=1e-6)  # vector i from word i
+    assert torch.allclose(I.cross_vectors(model, "blue ring", 1)[0], hidden[1:3].mean(0), atol=1e-6)
+    one = te(torch.tensor([tok("ring").input_ids])).last_hidden_state[0, 1].detach()
+    assert torch.allclose(I.cross_vectors(model, "ring", 3), one.expand(3, -1), atol=1e-6)
+    assert not torch.allclose(one, init_vectors(model, "ring", 1)[0], atol=1e-2)  # not the input embedding
+
+
+def test_learn_in_cross_mode_starts_there_with_crossinits_pull(world, tmp_path):
+    from oneword import load_concepts
+    from oneword.world.concepts import concept
+
+    model, _ = world
+    cfg = LearnConfig.with_defaults(model, token="<c>", init="ring", init_mode="cross", steps=1, lr=0.0,
+                                    early_stop=False)
+    learn(model, concept("teal_ring").photos(3), cfg, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert saved["reg_weight"] == I.CROSS_REG_WEIGHT == 1e-5 and saved["init_choice"]["mode"] == "cross"
+    word = load_concepts(tmp_path / "run" / "learned_embeds.safetensors")[0].vectors
+    assert torch.equal(word, I.cross_vectors(model, "ring", 1))
+    # an explicit --reg-weight is kept
+    cfg = LearnConfig.with_defaults(model, token="<c>", init="ring", init_mode="cross", steps=1, reg_weight=0.5)
+    assert I.start(model, cfg, None)[0].reg_weight == 0.5
+
+
+def test_unknown_init_mode_is_refused(tiny_model):
+    with pytest.raises(OnewordError, match="--init-mode"):
+        I.start(tiny_model, LearnConfig(init="cat", init_mode="output"), None)
