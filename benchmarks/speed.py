@@ -28,10 +28,20 @@ loop launching every kernel; identical to `oneword` on a CPU), `reference`. The 
 architecture with random weights (oneword.tiny_models.build_sd15_architecture); its rows also give the achieved
 TFLOP/s, from --flops's count of one image-step.
 
+SDXL: `sdxl` is SDXL base's exact architecture with random weights (oneword.tiny_models.build_sdxl_architecture,
+1024 px), `tiny-sdxl` the tiny random SDXL (real text widths 768 + 1280) for the CPU. oneword learns the word in
+both encoders; the reference does what diffusers' examples/textual_inversion/textual_inversion_sdxl.py does per
+step (`ReferenceLoopXL`): VAE encode with `latent_dist.sample()`, the first text encoder in fp32 under bf16
+autocast (its README's --mixed_precision bf16), the second encoder, UNet and VAE in bf16 (fp32 on CPU), penultimate
+hidden states of both encoders, the second's pooled output, add_time_ids, AdamW over the first encoder's whole
+embedding matrix with every other row restored, `loss.item()` each step.
+
     .venv/bin/python -m benchmarks.speed --model tiny world --batch 1 4 16 --steps 30 --repeat 3    # CPU table
     .venv/bin/python -m benchmarks.speed --model sd15 --device cuda --batch 4 16 32    # GPU (benchmarks/gpu_session.sh)
     .venv/bin/python -m benchmarks.speed --model sd15 --device cuda --batch 1 4 --grad-checkpointing
     .venv/bin/python -m benchmarks.speed --flops     # where a step's FLOPs are (any machine, seconds)
+    .venv/bin/python -m benchmarks.speed --model tiny-sdxl --batch 1 4 --steps 10    # SDXL, CPU rows
+    .venv/bin/python -m benchmarks.speed --model sdxl --device cuda --batch 1 4 8    # SDXL at 1024 px (gpu_session.sh)
 """
 from __future__ import annotations
 
@@ -69,6 +79,7 @@ TOKEN = "<bench-concept>"
 # ----------------------------------------------------------------------------------------------- models
 
 _TINY_DIR: Path | None = None
+_TINY_SDXL_DIR: Path | None = None
 WORLD_DIR: Path | None = None  # --world-dir: another pretraining's output folder (its model/) instead of the shipped one
 
 
@@ -76,7 +87,19 @@ def load(kind: str, device: torch.device, dtype: torch.dtype):
     """A fresh FrozenModel of `kind` on `device` with all weights in `dtype`."""
     from oneword.models import load_model
 
-    global _TINY_DIR
+    global _TINY_DIR, _TINY_SDXL_DIR
+    if kind == "tiny-sdxl":
+        if _TINY_SDXL_DIR is None:
+            from oneword.tiny_models import make_tiny_sdxl_pipeline
+
+            _TINY_SDXL_DIR = Path(tempfile.mkdtemp(prefix="oneword-bench-tiny-sdxl-"))
+            atexit.register(shutil.rmtree, _TINY_SDXL_DIR, True)
+            make_tiny_sdxl_pipeline(_TINY_SDXL_DIR)
+        return load_model(str(_TINY_SDXL_DIR), device=device, dtype=dtype)
+    if kind == "sdxl":
+        from oneword.tiny_models import build_sdxl_architecture
+
+        return build_sdxl_architecture(device, dtype)
     if kind == "tiny":
         if _TINY_DIR is None:
             from oneword.tiny_models import make_tiny_pipeline
@@ -307,11 +330,95 @@ class ReferenceLoop:
         return loss.detach().item()  # the script logs it every step
 
 
+class ReferenceLoopXL:
+    """diffusers examples/textual_inversion/textual_inversion_sdxl.py, step for step (single process, constant lr,
+    mixed_precision bf16 on CUDA as its README / no on CPU): only the first encoder's embedding matrix is trained."""
+
+    def __init__(self, model, photos, resolution: int, init_word: str, grad_checkpointing: bool = False,
+                 seed: int = 0):
+        from diffusers import DDPMScheduler
+
+        from oneword.data import to_tensor
+        from oneword.templates import OBJECT_TEMPLATES
+
+        self.device = model.device
+        self.cuda = self.device.type == "cuda"
+        self.weight_dtype = torch.bfloat16 if self.cuda else torch.float32
+        self.tokenizers, self.encoders, self.ids = [], [], []
+        texts = [t.format(TOKEN) for t in OBJECT_TEMPLATES]
+        for i, (tok, te) in enumerate(((model.tokenizer, model.text_encoder),
+                                       (model.tokenizer_2, model.text_encoder_2))):
+            tok = copy.deepcopy(tok)
+            tok.add_tokens([TOKEN])
+            init_id, new_id = tok.encode(init_word, add_special_tokens=False)[0], tok.convert_tokens_to_ids(TOKEN)
+            te = te.float() if i == 0 else te.to(self.weight_dtype)  # the trained encoder in fp32
+            te.resize_token_embeddings(len(tok))
+            with torch.no_grad():
+                te.get_input_embeddings().weight[new_id] = te.get_input_embeddings().weight[init_id].clone()
+            te.requires_grad_(False)
+            self.tokenizers.append(tok)
+            self.encoders.append(te)
+            self.ids.append(tok(texts, padding="max_length", truncation=True, max_length=tok.model_max_length,
+                                return_tensors="pt").input_ids)
+        self.placeholder_id = self.tokenizers[0].convert_tokens_to_ids(TOKEN)
+        te1 = self.encoders[0]
+        te1.get_input_embeddings().requires_grad_(True)
+        self.vae, self.unet = model.vae.to(self.weight_dtype), model.unet.to(self.weight_dtype)
+        if grad_checkpointing:
+            self.unet.train()
+            te1.gradient_checkpointing_enable()
+            self.unet.enable_gradient_checkpointing()
+        te1.train()
+        self.optimizer = torch.optim.AdamW(te1.get_input_embeddings().parameters(), lr=5e-4 * 4,  # --scale_lr
+                                           betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.orig_embeds = te1.get_input_embeddings().weight.data.clone()
+        self.noise_scheduler = DDPMScheduler.from_config(model.scheduler.config)
+        self.scaling = float(self.vae.config.scaling_factor)
+        self.pixels = to_tensor(photos, resolution)
+        self.sizes = [(p.height, p.width) for p in photos]
+        self.resolution = resolution
+        self.g = torch.Generator().manual_seed(seed)
+
+    def step(self, b: int) -> float:
+        rows = torch.randint(0, len(self.pixels), (b,), generator=self.g)
+        flip = torch.rand(b, generator=self.g) < 0.5
+        px = torch.where(flip[:, None, None, None], self.pixels[rows].flip(-1), self.pixels[rows]).to(self.device)
+        pick = torch.randint(0, len(self.ids[0]), (b,), generator=self.g)
+        ids1, ids2 = (ids[pick].to(self.device) for ids in self.ids)
+        latents = self.vae.encode(px.to(dtype=self.weight_dtype)).latent_dist.sample().detach() * self.scaling
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), device=latents.device).long()
+        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            hidden_1 = self.encoders[0](ids1, output_hidden_states=True).hidden_states[-2].to(self.weight_dtype)
+        out_2 = self.encoders[1](ids2.reshape(b, -1), output_hidden_states=True)
+        hidden_2 = out_2.hidden_states[-2].to(self.weight_dtype)
+        time_ids = torch.cat([torch.tensor(self.sizes[int(r)] + (0, 0) + (self.resolution, self.resolution))[None]
+                              for r in rows]).to(self.device, dtype=self.weight_dtype)
+        model_pred = self.unet(noisy_latents, timesteps, torch.cat([hidden_1, hidden_2], dim=-1),
+                               added_cond_kwargs={"text_embeds": out_2[0], "time_ids": time_ids}).sample
+        if self.noise_scheduler.config.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        index_no_updates = torch.ones((len(self.tokenizers[0]),), dtype=torch.bool)
+        index_no_updates[self.placeholder_id: self.placeholder_id + 1] = False
+        with torch.no_grad():
+            weight = self.encoders[0].get_input_embeddings().weight
+            weight[index_no_updates] = self.orig_embeds[index_no_updates]
+        return loss.detach().item()  # the script logs it every step
+
+
 def run_reference(model, photos, batch: int, warmup: int, steps: int, args) -> dict:
     import oneword.invert as inv
 
     init_word = inv.LearnConfig.with_defaults(model).init or inv.DEFAULT_INIT["object"]
-    ref = ReferenceLoop(model, photos, args.resolution or model.resolution, init_word, args.grad_checkpointing)
+    loop = ReferenceLoopXL if model.family.name == "sdxl" else ReferenceLoop
+    ref = loop(model, photos, args.resolution or model.resolution, init_word, args.grad_checkpointing)
     with sdpa_context(args):
         for i in range(warmup + steps):
             if i == warmup:
@@ -451,7 +558,7 @@ def fmt_mem(b) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", nargs="+", default=None, choices=["tiny", "world", "sd15"],
+    p.add_argument("--model", nargs="+", default=None, choices=["tiny", "world", "sd15", "sdxl", "tiny-sdxl"],
                    help="default: tiny and world on CPU, sd15 on CUDA")
     p.add_argument("--batch", nargs="+", type=int, default=None, help="default: 1 4 16 (CPU), 4 16 32 (CUDA)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
@@ -497,7 +604,7 @@ def main(argv=None) -> int:
                              ("channels-last", args.channels_last), (f"sdpa={args.sdpa}", args.sdpa != "auto")) if on]
     print(f"# {machine(device)}; {time.strftime('%Y-%m-%d %H:%M')}; steps {args.steps}; "
           f"flags: {', '.join(flags) or 'none'}", flush=True)
-    print(f"{'model':6s} {'batch':>5s} {'system':13s} {'dtype':8s} {'img-steps/s':>11s} {'s/step':>8s} "
+    print(f"{'model':9s} {'batch':>5s} {'system':13s} {'dtype':8s} {'img-steps/s':>11s} {'s/step':>8s} "
           f"{'peak':>10s} {'peak(run)':>10s} {'reserved':>10s} {'threads':>7s} engine", flush=True)
     results = []
     for kind in models:
@@ -520,13 +627,13 @@ def main(argv=None) -> int:
                 if "tflops" in r:
                     engine += f" {r['tflops']:.0f} TFLOP/s"
                 engine += f" [{r['measure_s']:.0f} s in all]"
-                print(f"{kind:6s} {b:5d} {system:13s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
+                print(f"{kind:9s} {b:5d} {system:13s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
                       f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
                       f"{fmt_mem(r.get('reserved')):>10s} {r['threads']:7d} {engine}", flush=True)
             for other in ("oneword-eager", "reference"):
                 if "oneword" in best and other in best:
                     ratio = best["oneword"]["image_steps_per_s"] / best[other]["image_steps_per_s"]
-                    print(f"{kind:6s} {b:5d} {'ratio/' + other:13s} {'':8s} {ratio:10.2f}x", flush=True)
+                    print(f"{kind:9s} {b:5d} {'ratio/' + other:13s} {'':8s} {ratio:10.2f}x", flush=True)
     return 0
 
 

@@ -45,12 +45,45 @@ def read_photos(source, min_count: int = 1, min_size: int = 32) -> list[Image.Im
     return [im.convert("RGB") for im in images]
 
 
+def crop_sizes(images: list[Image.Image], resolution: int) -> torch.Tensor:
+    """SDXL's micro-conditioning of each photo as `square_crop` prepares it, [N, 6]: original height and width,
+    the crop's top-left corner once the shorter side is scaled to `resolution`, and the target size."""
+    rows = []
+    for im in images:
+        w, h = im.size
+        s = resolution / min(w, h)
+        top, left = max(0, round((h * s - resolution) / 2)), max(0, round((w * s - resolution) / 2))
+        rows.append([h, w, top, left, resolution, resolution])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def photos_fingerprint(source) -> dict:
+    """What a run learned from, to tell later whether the photos changed: {"count", "sha256"} over every photo's
+    name and bytes in order (a folder: the photos `read_photos` reads from it; PIL images: their pixels)."""
+    import hashlib
+
+    from .images import list_photos
+
+    paths = list_photos(source) if isinstance(source, (str, Path)) else list(source)
+    h = hashlib.sha256()
+    for p in paths:
+        if isinstance(p, Image.Image):
+            h.update(f"{p.mode} {p.size}".encode())
+            h.update(p.tobytes())
+        else:
+            h.update(Path(p).name.encode() + b"\0")
+            h.update(hashlib.sha256(Path(p).read_bytes()).digest())
+    return {"count": len(paths), "sha256": h.hexdigest()}
+
+
 @dataclass
 class LatentCache:
-    """Posterior mean and std of every photo and of its mirror: rows [0, N) photos, [N, 2N) mirrors."""
+    """Posterior mean and std of every photo and of its mirror: rows [0, N) photos, [N, 2N) mirrors; `sizes`,
+    each row's original size, crop offset and target size (`crop_sizes`; a mirror's centre crop is the same)."""
     mean: torch.Tensor
     std: torch.Tensor
     scaling_factor: float
+    sizes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.mean.shape[0]
@@ -65,12 +98,21 @@ def encode_photos(model, images: list[Image.Image], resolution: int, batch: int 
     pixels = to_tensor(images, resolution)
     pixels = torch.cat([pixels, pixels.flip(-1)])  # mirrors: the paper's random horizontal flip, p = 0.5
     means, stds = [], []
-    for chunk in pixels.split(batch):
-        dist = model.vae.encode(chunk.to(model.device, model.vae.dtype)).latent_dist
-        means.append(dist.mean.float())
-        stds.append(dist.std.float())
+    vae, dtype = model.vae, model.vae.dtype
+    encode_dtype = model.family.vae_encode_dtype(vae)  # never float16 for a VAE that overflows there (SDXL's)
+    if encode_dtype != dtype:
+        vae.to(encode_dtype)
+    try:
+        for chunk in pixels.split(batch):
+            dist = vae.encode(chunk.to(model.device, encode_dtype)).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
+    finally:
+        if encode_dtype != dtype:
+            vae.to(dtype)
     if model.device.type == "cuda":
         # the encoder's full-resolution activations (GiBs for 8 photos at 512 px) would otherwise stay reserved by
         # the caching allocator for the whole run, beside the learning step's own
         torch.cuda.empty_cache()
-    return LatentCache(torch.cat(means), torch.cat(stds), float(model.vae.config.scaling_factor))
+    sizes = crop_sizes(images, resolution).repeat(2, 1).to(model.device)
+    return LatentCache(torch.cat(means), torch.cat(stds), float(model.vae.config.scaling_factor), sizes)

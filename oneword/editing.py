@@ -25,6 +25,7 @@ the photo's own, bit for bit, whenever `restore` is on.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -258,16 +259,32 @@ def _scheduler(model):
 @torch.no_grad()
 def _encode(model, image: Image.Image) -> torch.Tensor:
     pipe = model.pipe
-    x = pipe.image_processor.preprocess(image).to(model.device, model.vae.dtype)
-    z = model.vae.encode(x).latent_dist.mean
+    with _vae(model) as (vae, dtype):
+        x = pipe.image_processor.preprocess(image).to(model.device, dtype)
+        z = vae.encode(x).latent_dist.mean
     shift = getattr(model.vae.config, "shift_factor", None) or 0.0
     return ((z - shift) * model.vae.config.scaling_factor).to(model.dtype)
+
+
+@contextmanager
+def _vae(model):
+    """The VAE in the precision the model family encodes and decodes in (never float16 for SDXL's)."""
+    vae, dtype = model.vae, model.vae.dtype
+    safe = model.family.vae_encode_dtype(vae)
+    if safe != dtype:
+        vae.to(safe)
+    try:
+        yield vae, safe
+    finally:
+        if safe != dtype:
+            vae.to(dtype)
 
 
 @torch.no_grad()
 def _decode(model, z: torch.Tensor) -> list[Image.Image]:
     shift = getattr(model.vae.config, "shift_factor", None) or 0.0
-    x = model.vae.decode(z.to(model.vae.dtype) / model.vae.config.scaling_factor + shift).sample
+    with _vae(model) as (vae, dtype):
+        x = vae.decode(z.to(dtype) / model.vae.config.scaling_factor + shift).sample
     return model.pipe.image_processor.postprocess(x.float(), output_type="pil")
 
 
@@ -282,14 +299,14 @@ def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str
 
     from .sampling import generators
 
-    pipe, k = model.pipe, len(seeds)
+    k = len(seeds)
     hole = F.adaptive_max_pool2d(region[None, None].float(), (photo.height, photo.width))[0, 0]
     original = _encode(model, photo) if first > 0 or not fill else None
     src = _encode(model, fill_region(photo, hole)) if fill else original
     m = latent_mask(region, tuple(src.shape[-2:])).to(model.device, src.dtype)
     cfg = guidance > 1.0
-    cond, uncond = pipe.encode_prompt(prompt, model.device, k, cfg, negative_prompt=negative)
-    embeds = torch.cat([uncond, cond]) if cfg else cond
+    # the prompt as the model family conditions its UNet (SDXL: both encoders, pooled text, sizes)
+    conditioning = model.family.sampling_conditioning(model, prompt, negative, k, cfg, (photo.height, photo.width))
 
     sched = _scheduler(model)
     sched.set_timesteps(steps, device=model.device)
@@ -306,7 +323,7 @@ def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str
     for i, t in enumerate(timesteps):
         inp = torch.cat([latents] * 2) if cfg else latents
         inp = sched.scale_model_input(inp, t)
-        pred = model.unet(inp, t, encoder_hidden_states=embeds).sample
+        pred = model.unet(inp, t, **conditioning).sample
         if cfg:
             pred_u, pred_c = pred.chunk(2)
             pred = pred_u + guidance * (pred_c - pred_u)

@@ -172,10 +172,9 @@ def temporary_words(model, concepts):
 
     concepts = list(concepts)
     if not concepts:
-        yield model.tokenizer
+        yield model.family.tokenizer_for([e.tokenizer for e in model.family.encoders(model.pipe)])
         return
-    words = [(c.token, torch.as_tensor(c.vectors).float().reshape(-1, c.vectors.shape[-1]).to(model.device))
-             for c in concepts]
+    words = [(c.token, model.family.word_vectors(model.pipe, c).float().to(model.device)) for c in concepts]
     with learned_words(model, words) as tokenizer:
         yield tokenizer
 
@@ -205,18 +204,17 @@ def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidan
     from contextlib import nullcontext
 
     from .install import expand_prompt
-    from .sampling import encode_text, generators, per_seed
+    from .sampling import encode_prompts, generators, per_seed
 
     words = nullcontext(tokenizer) if tokenizer is not None else temporary_words(model, concepts)
     with words as tok, sampling_scheduler(model, scheduler):
         text = expand_prompt(prompt, list(concepts))
         _check_length(tok, text, prompt)
-        cond = encode_text(model, tok, [text]).to(model.dtype)
-        uncond = encode_text(model, tok, [""]).to(model.dtype)
+        embeds = {k: v.to(model.dtype) for k, v in encode_prompts(model, tok, [text]).items()}
 
         def draw(seeds):
             k = len(seeds)
-            return model.pipe(prompt_embeds=cond.expand(k, -1, -1), negative_prompt_embeds=uncond.expand(k, -1, -1),
+            return model.pipe(**{name: e.expand(k, *e.shape[1:]) for name, e in embeds.items()},
                               num_inference_steps=steps, guidance_scale=guidance, generator=generators(seeds),
                               height=model.resolution, width=model.resolution).images
         return per_seed(n, seed, batch, draw)

@@ -113,10 +113,21 @@ def _already_installed(pipe, c: Concept) -> bool:
     ids = [added.get(t) for t in c.tokens]
     if None in ids or vector_token_names(c.token, c.n_vectors + 1)[-1] in added:
         return False
-    table = pipe.text_encoder.get_input_embeddings().weight
-    if c.parts is not None:
-        return False
-    return bool(torch.equal(table[ids].detach().float().cpu(), c.vectors.to(table.dtype).float()))
+    if c.parts is None:
+        pairs = [(pipe.tokenizer, pipe.text_encoder, c.vectors)]
+    else:  # SDXL: both encoders must hold their part
+        pairs = [(pipe.tokenizer, pipe.text_encoder, c.parts["clip_l"]),
+                 (getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None), c.parts["clip_g"])]
+    for tok, te, vectors in pairs:
+        if tok is None or te is None:
+            return False
+        got = [(getattr(tok, "added_tokens_encoder", {}) or {}).get(t) for t in c.tokens]
+        table = te.get_input_embeddings().weight
+        if None in got or table.shape[1] != vectors.shape[1]:
+            return False
+        if not torch.equal(table[got].detach().float().cpu(), vectors.to(table.dtype).float()):
+            return False
+    return True
 
 
 def _multi_vector_groups(tokenizer) -> dict[str, int]:

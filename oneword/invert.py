@@ -104,6 +104,8 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
     """Learn `cfg.token` from photos (a folder, paths or PIL images). Writes into out_dir:
     learned_embeds.safetensors, checkpoint.safetensors, run.json (run.py), previews/."""
     cfg.validate()
+    if cfg.resolution:
+        model.check_size(cfg.resolution)
     with run_lock(out_dir):
         remove_stale_temporaries(out_dir)
         cache = encode_photos(model, read_photos(photos), cfg.resolution or model.resolution)  # VAE posteriors, once
@@ -129,7 +131,8 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
 
                 def sample_loss(rows, posterior_noise, noise, timesteps, prompt_ids):  # the paper's loss on samples
                     latents = cache.sample(rows, posterior_noise)
-                    return diffusion_loss(model, noise_schedule, latents, noise, timesteps, prompt_ids)
+                    return diffusion_loss(model, noise_schedule, latents, noise, timesteps, prompt_ids,
+                                          cache.sizes[rows])
 
                 def batch_loss(rows, templates, posterior_noise, noise, timesteps):  # a training batch's loss
                     loss = sample_loss(rows, posterior_noise, noise, timesteps, ids[templates])
@@ -206,13 +209,19 @@ def init_vectors(model, word: str, n: int) -> torch.Tensor:
     """Start vectors from the init text; a word the tokenizer splits into two pieces counts as their mean.
     One vector: the mean of the words (the paper's init word). n vectors from k > 1 words: vector i starts from
     word i*k//n (A1111's rule, by words rather than by pieces), so "green star" gives a 2-vector word whose
-    first vector sits in the colour-word slot; from a single word, every vector starts from it."""
-    table = model.text_encoder.get_input_embeddings().weight
+    first vector sits in the colour-word slot; from a single word, every vector starts from it.
+    A model with several text encoders (SDXL) gets each encoder's part from the word in its own table."""
+    return torch.cat([_init_part(e.tokenizer, e.text_encoder, word, n) for e in model.family.encoders(model.pipe)],
+                     dim=-1)
+
+
+def _init_part(tokenizer, text_encoder, word: str, n: int) -> torch.Tensor:
+    table = text_encoder.get_input_embeddings().weight
     rows = []
     for part in word.split():
-        pieces = model.tokenizer(part, add_special_tokens=False).input_ids
+        pieces = tokenizer(part, add_special_tokens=False).input_ids
         if not pieces or len(pieces) > 2:
-            shown = model.tokenizer.convert_ids_to_tokens(pieces)
+            shown = tokenizer.convert_ids_to_tokens(pieces)
             raise OnewordError(f"init word {part!r} is not a word this model knows (it splits into {shown}); "
                                "choose a common word for the concept, e.g. --init cat")
         rows.append(table[pieces].float().mean(0))
@@ -235,60 +244,73 @@ def learned_word(model, token: str, vectors: torch.Tensor):
 @contextmanager
 def learned_words(model, words):
     """learned_word for several words at once: `words` is a list of (token, vectors) pairs; their rows are
-    appended after the vocabulary in order (tokens `tok, tok_1, ...` as diffusers names them)."""
+    appended after the vocabulary in order (tokens `tok, tok_1, ...` as diffusers names them). Every text
+    encoder of the model's family gets the word (its columns of the vectors, oneword.families); the yielded
+    tokenizer is the family's (one tokenizer, or one per encoder used as one)."""
     import copy
 
-    tokenizer = copy.deepcopy(model.tokenizer)
-    first_id = len(tokenizer)
+    encoders = model.family.encoders(model.pipe)
+    width = sum(e.width for e in encoders)
+    tokenizers = [copy.deepcopy(e.tokenizer) for e in encoders]
+    first_ids = [len(t) for t in tokenizers]
     tables = []
     for token, vectors in words:
-        if vectors.shape[-1] != model.hidden_size:
+        if vectors.shape[-1] != width:
             raise OnewordError(f"{token}: vectors are {vectors.shape[-1]} wide but this model's text encoder is "
-                               f"{model.hidden_size} wide (the word was learned for another model)")
+                               f"{width} wide (the word was learned for another model)")
         names = vector_token_names(token, len(vectors))
-        check_token_free(tokenizer, token, len(vectors))
-        if tokenizer.add_tokens(names) != len(names):
-            raise OnewordError(f"token {token!r} is already a word of this model's vocabulary (or given twice)")
+        for tokenizer in tokenizers:
+            check_token_free(tokenizer, token, len(vectors))
+            if tokenizer.add_tokens(names) != len(names):
+                raise OnewordError(f"token {token!r} is already a word of this model's vocabulary (or given twice)")
         tables.append(vectors)
-    embeddings = model.text_encoder.get_input_embeddings()
+    originals = [e.text_encoder.get_input_embeddings() for e in encoders]
     # one word: its own tensor (the training loop's Parameter, so gradients and updates reach it)
-    table = tables[0] if len(tables) == 1 else torch.cat(tables).to(embeddings.weight.device)
-    model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(embeddings, first_id, table))
+    table = tables[0] if len(tables) == 1 else torch.cat(tables).to(originals[0].weight.device)
+    for e, base, first_id in zip(encoders, originals, first_ids):
+        columns = None if len(encoders) == 1 else e.columns
+        e.text_encoder.set_input_embeddings(LearnedTokenEmbedding(base, first_id, table, columns))
     try:
-        yield tokenizer
+        yield model.family.tokenizer_for(tokenizers)
     finally:
-        model.text_encoder.set_input_embeddings(embeddings)
+        for e, base in zip(encoders, originals):
+            e.text_encoder.set_input_embeddings(base)
 
 
 class LearnedTokenEmbedding(nn.Module):
     """The text encoder's frozen token embedding, except that ids >= first_id read a small trainable table.
-    The 49k-row vocabulary is never copied, optimised or restored."""
+    The 49k-row vocabulary is never copied, optimised or restored. `columns`: this encoder's part of a word
+    learned in several encoders at once (SDXL's clip_l and clip_g side by side)."""
 
-    def __init__(self, base: nn.Embedding, first_id: int, vectors: torch.Tensor):
+    def __init__(self, base: nn.Embedding, first_id: int, vectors: torch.Tensor, columns: slice | None = None):
         super().__init__()
-        self.base, self.first_id, self.vectors = base, first_id, vectors
+        self.base, self.first_id, self.vectors, self.columns = base, first_id, vectors, columns
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         is_new = ids >= self.first_id
         out = self.base(ids.masked_fill(is_new, 0))
-        learned = self.vectors.to(out.dtype)[(ids - self.first_id).clamp(0, len(self.vectors) - 1)]
+        vectors = self.vectors if self.columns is None else self.vectors[:, self.columns]
+        learned = vectors.to(out.dtype)[(ids - self.first_id).clamp(0, len(vectors) - 1)]
         return torch.where(is_new.unsqueeze(-1), learned, out)
 
 
 def encode_templates(tokenizer, prop: str, token: str, n: int) -> torch.Tensor:
-    """Token ids [T, L] of every template with the placeholder filled in (computed once)."""
+    """Token ids [T, L] of every template with the placeholder filled in (computed once); [T, E, L] for a
+    family with E text encoders (its tokenizer gives one row per encoder)."""
     texts = expand_prompt([t.format(token) for t in templates_for(prop)], {token: n})
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     first = tokenizer.convert_tokens_to_ids(token)
-    if not bool((ids == first).any(1).all()):
+    if not bool((ids == first).flatten(1).any(1).all()):
         raise OnewordError(f"the prompt templates do not fit this tokenizer's {tokenizer.model_max_length} tokens with the placeholder")
     return ids
 
 
-def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids, groups: int = 1) -> torch.Tensor:
+def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids, sizes=None, groups: int = 1) -> torch.Tensor:
     """The latent-diffusion objective on the model's own schedule and prediction type. `groups` > 1: the batch is
-    that many equal groups (words learned side by side, oneword.many) and the result is each group's mean loss."""
+    that many equal groups (words learned side by side, oneword.many) and the result is each group's mean loss.
+    The prompt's conditioning is the model family's (SD: the text encoder's last hidden state; SDXL: both encoders and the
+    photos' `sizes`, see oneword.families)."""
     noisy = noise_schedule.add_noise(latents, noise, timesteps)
     if noise_schedule.config.prediction_type == "v_prediction":
         target = noise_schedule.get_velocity(latents, noise, timesteps)
@@ -296,8 +318,8 @@ def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids, groups
         target = noise
     else:
         raise OnewordError(f"unsupported prediction_type {noise_schedule.config.prediction_type!r}")
-    cond = model.text_encoder(ids)[0]
-    pred = model.unet(noisy.to(model.dtype), timesteps, cond.to(model.dtype)).sample
+    cond = model.family.unet_conditioning(model, ids, sizes)
+    pred = model.unet(noisy.to(model.dtype), timesteps, **cond).sample
     if groups > 1:  # one mean loss per group, each the loss of that group alone
         return torch.stack([F.mse_loss(p, t) for p, t in zip(pred.float().chunk(groups), target.float().chunk(groups))])
     return F.mse_loss(pred.float(), target.float())

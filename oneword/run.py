@@ -66,9 +66,9 @@ class Run:
         cfg, identity = self.cfg, self.model.identity
         meta = {"token": cfg.token, "init": cfg.init_word(), "vectors": str(cfg.vectors),
                 "property": cfg.property, "base_model": str(identity.get("source")),
-                "model_fingerprint": str(identity.get("fingerprint")), "steps": str(self.step),
-                "text_width": str(self.model.hidden_size), "tool": "oneword"}
-        return Concept(token=cfg.token, vectors=self.vectors.detach().float().cpu().clone(), meta=meta)
+                "model_fingerprint": str(identity.get("fingerprint")), "steps": str(self.step), "tool": "oneword"}
+        # the model family makes the word: one [n, width] tensor, or SDXL's clip_l and clip_g parts
+        return self.model.family.concept(self.model.pipe, cfg.token, self.vectors.detach().float().cpu().clone(), meta)
 
     def write_json(self, status: str, rate: float | None = None, elapsed: float | None = None,
                    engine: dict | None = None) -> None:

@@ -64,13 +64,13 @@ def variations(model, concept, n: int = 16, template: str | None = None, **kw) -
 
 
 @torch.no_grad()
-def generate_from_embeds(model, prompt_embeds, negative_embeds, n_per_prompt: int = 1, steps=None, guidance=None,
+def generate_from_embeds(model, embeds: dict, n_per_prompt: int = 1, steps=None, guidance=None,
                          seed: int = 0) -> list[Image.Image]:
-    """Sampling from already-encoded prompts (used for previews while a word is being learned); image i of
-    the result (prompt-major) uses seed + i."""
+    """Sampling from already-encoded prompts (`encode_prompts`; used for previews while a word is being
+    learned); image i of the result (prompt-major) uses seed + i."""
     d = sampling_defaults(model)
-    k = prompt_embeds.shape[0] * n_per_prompt
-    return model.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
+    k = embeds["prompt_embeds"].shape[0] * n_per_prompt
+    return model.pipe(**embeds,
                       num_images_per_prompt=n_per_prompt, num_inference_steps=steps or d["steps"],
                       guidance_scale=d["guidance"] if guidance is None else guidance,
                       generator=generators(range(seed, seed + k)),
@@ -78,9 +78,16 @@ def generate_from_embeds(model, prompt_embeds, negative_embeds, n_per_prompt: in
 
 
 def encode_text(model, tokenizer, prompts: list[str]) -> torch.Tensor:
+    """The first text encoder's last hidden state of `prompts` (SD1.x/2.x's conditioning)."""
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids.to(model.device)
     return model.text_encoder(ids)[0]
+
+
+def encode_prompts(model, tokenizer, prompts: list[str], negatives: list[str] | None = None) -> dict:
+    """The pipeline's prompt-embedding arguments (prompt_embeds, negative_prompt_embeds and, for SDXL, the
+    pooled ones) for prompts read by `tokenizer` (one that knows the learned words); negatives default to ""."""
+    return model.family.pipe_embeds(model, tokenizer, list(prompts), list(negatives or [""] * len(prompts)))
 
 
 @torch.no_grad()
@@ -93,9 +100,7 @@ def preview_grid(model, tokenizer, path: Path, token: str, n_vectors: int, prop:
 
     prompts = list(prompts) or [default_template(prop).format(token)]
     texts = expand_prompt(prompts, {token: n_vectors})
-    cond = encode_text(model, tokenizer, texts)
-    uncond = encode_text(model, tokenizer, [""] * len(texts))
-    images = generate_from_embeds(model, cond, uncond, per_prompt, steps=steps, seed=seed)
+    images = generate_from_embeds(model, encode_prompts(model, tokenizer, texts), per_prompt, steps=steps, seed=seed)
     return save_grid(images, path, cols=per_prompt)
 
 

@@ -275,3 +275,46 @@ def write_random_checkpoint(dest: str | Path, family: str, size: str = "small", 
 
         save_file(tensors, str(dest), metadata={"format": "pt", **(metadata or {})})
     return shapes
+
+
+def build_sdxl_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
+    """A FrozenModel with SDXL base's exact architecture (UNet ~2.57B parameters, VAE ~84M, CLIP ViT-L ~123M and
+    OpenCLIP ViT-bigG ~695M text towers, both real tokenizers) and random weights initialised directly on `device`,
+    from the configs oneword ships. Speed and memory do not depend on weight values: it stands in for
+    stabilityai/stable-diffusion-xl-base-1.0 in throughput and memory measurements (benchmarks/speed.py)."""
+    import json
+    import tempfile
+
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from .families import family_of
+    from .models import FrozenModel
+    from .single_file import shipped_config
+
+    configs = checkpoint_configs("sdxl", "full")
+    scheduler = json.loads((shipped_config("sdxl") / "scheduler" / "scheduler_config.json").read_text())
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
+        tok2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer_2"), pad_token="!")
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(configs["unet"])
+        vae = AutoencoderKL.from_config(configs["vae"])
+        text = CLIPTextModel(CLIPTextConfig.from_dict(configs["text_encoder"]))
+        text2 = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder_2"]))
+    for m in (unet, vae, text, text2):
+        m.to(dtype=dtype)
+        m.requires_grad_(False)
+        m.eval()
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tok, tokenizer_2=tok2,
+                                     unet=unet, scheduler=EulerDiscreteScheduler.from_config(scheduler))
+    pipe.set_progress_bar_config(disable=True)
+    family_of(pipe).prepare(pipe)
+    identity = {"source": "sdxl-architecture-random", "kind": "benchmark", "pipeline": type(pipe).__name__,
+                "family": "sdxl", "text_width": 768, "prediction_type": "epsilon", "resolution": 1024,
+                "fingerprint": f"sdxl-random-seed{seed}"}
+    return FrozenModel(pipe=pipe, identity=identity)

@@ -36,6 +36,7 @@ from ..concept import (
     MAX_VECTORS,
     Concept,
     check_concept,
+    check_sdxl_parts,
     check_token_name,
     width_name,
 )
@@ -111,6 +112,7 @@ def load_concepts(path: str | Path, token: str | None = None) -> list[Concept]:
         concepts = _load_bytes(data, path)
     if not concepts:
         raise OnewordError(f"{path} holds no embedding")
+    concepts = _join_diffusers_sdxl(path, concepts)
     if token is not None:
         if len(concepts) == 1:
             c = concepts[0]
@@ -131,6 +133,28 @@ def load_concepts(path: str | Path, token: str | None = None) -> list[Concept]:
             raise OnewordError(f"{path} holds two embeddings called {c.token!r}")
         seen.add(c.token.lower())
     return concepts
+
+
+def diffusers_second_file(path: Path) -> Path:
+    """Where diffusers' SDXL textual inversion writes a word's second-encoder part: learned_embeds_2.safetensors
+    beside learned_embeds.safetensors."""
+    return path.with_name(f"{path.stem}_2{path.suffix}")
+
+
+def _join_diffusers_sdxl(path: Path, concepts: list[Concept]) -> list[Concept]:
+    """diffusers' SDXL output is two files, {token: [n, 768]} and {token: [n, 1280]} in <name>_2: read as one
+    SDXL word (clip_l + clip_g) when the second file is there and names the same token."""
+    second = diffusers_second_file(path)
+    if len(concepts) != 1 or concepts[0].parts is not None or concepts[0].dim != 768 or not second.is_file():
+        return concepts
+    data = read_regular_file(second, MAX_FILE_BYTES, "an embedding file", "an embedding is at most a few MB")
+    others = _load_bytes(data, second)
+    c = concepts[0]
+    if len(others) != 1 or others[0].token != c.token or others[0].parts is not None or others[0].dim != 1280:
+        return concepts
+    parts = {"clip_l": c.vectors, "clip_g": others[0].vectors}
+    check_sdxl_parts(parts, f"{path} + {second.name}")
+    return [Concept(c.token, c.vectors, {**others[0].meta, **c.meta}, parts)]
 
 
 def _load_bytes(data: bytes, path: Path) -> list[Concept]:
@@ -198,7 +222,8 @@ def save_concept(concept: Concept, path: str | Path, format: str | None = None) 
                .safetensors {"emb_params": [n,dim]} + header; .png/.webp image with the embedding inside
     kohya      .safetensors {"emb_params": [n,dim]} + header
     onetrainer .safetensors {"emp_params": [n,dim]} + header (OneTrainer's key for SD1.x/2.x)
-    SDXL concepts (``parts``) are written as .safetensors {"clip_l", "clip_g"} whatever the format.
+    SDXL concepts (``parts``) are written as .safetensors {"clip_l", "clip_g"}; with ``format="diffusers"``
+    asked for explicitly, as diffusers' two files {token: clip_l} and <name>_2 {token: clip_g}.
     Torch zips hold only the records AUTOMATIC1111's safe loader allows.
     """
     path = Path(path)
@@ -206,6 +231,8 @@ def save_concept(concept: Concept, path: str | Path, format: str | None = None) 
     fmt, ext = _infer_format(path, format)
     meta = dict(c.meta)
     meta["token"] = c.token
+    if c.parts and format is not None and fmt == "diffusers" and ext == ".safetensors":
+        return _save_diffusers_sdxl(c, path, meta)
     if c.parts and ext != ".safetensors":
         raise OnewordError(f"SDXL embeddings (clip_l + clip_g) can only be written as .safetensors, not {ext}")
     if ext == ".safetensors":
@@ -217,6 +244,18 @@ def save_concept(concept: Concept, path: str | Path, format: str | None = None) 
     else:
         data = torch_bytes(a1111_record(c, c.vectors))
     return atomic_write_bytes(path, data)
+
+
+def _save_diffusers_sdxl(c: Concept, path: Path, meta: dict) -> Path:
+    """An SDXL word in diffusers' own two-file layout (what its textual_inversion_sdxl.py writes and
+    ``load_textual_inversion`` reads, once per encoder): {token: clip_l} at ``path``, {token: clip_g} beside it
+    as <name>_2 (:func:`diffusers_second_file`). Returns ``path``."""
+    import safetensors.torch
+
+    second = diffusers_second_file(path)
+    for dest, part in ((second, "clip_g"), (path, "clip_l")):
+        atomic_write_bytes(dest, safetensors.torch.save({c.token: c.parts[part].contiguous()}, metadata=meta))
+    return path
 
 
 def _infer_format(path: Path, fmt: str | None) -> tuple[str, str]:

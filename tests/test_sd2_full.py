@@ -1,0 +1,34 @@
+"""SD2.x at its real architecture (random weights): the 768-v (v-prediction) and 512 base configurations, loaded
+from one full-size single-file checkpoint offline, each learn a step and sample a step. Small images (64 px:
+8x8 latents) keep it quick; every layer of the full UNet (865M parameters), OpenCLIP ViT-H text tower and VAE
+runs, forward and backward."""
+import pytest
+import torch
+
+from oneword.invert import LearnConfig, init_vectors, learn
+from oneword.models import load_model
+from oneword.sampling import generate
+from oneword.tiny_models import count_params, write_random_checkpoint
+
+
+@pytest.fixture(scope="module")
+def sd2_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sd2-full") / "sd2-768-v.safetensors"
+    write_random_checkpoint(path, "sd2", size="full")
+    yield path
+    path.unlink()
+
+
+@pytest.mark.parametrize("prediction,resolution", [(None, 768), ("epsilon", 512)])
+def test_sd2_full_architecture_learns_and_samples(sd2_file, photos, tmp_path, prediction, resolution):
+    model = load_model(sd2_file, device="cpu", prediction_type=prediction)
+    assert model.prediction_type == (prediction or "v_prediction")  # 768-v: from the file's weights
+    assert model.resolution == resolution and model.hidden_size == 1024 and model.family.name == "sd"
+    assert 865_000_000 < count_params(model.unet) < 866_000_000
+    start = init_vectors(model, "ring", 1)
+    cfg = LearnConfig(token="<r>", init="ring", steps=1, batch_size=1, resolution=64, early_stop=False, lr=0.01)
+    concept = learn(model, photos, cfg, tmp_path / "run", progress=False)
+    assert concept.vectors.shape == (1, 1024) and torch.isfinite(concept.vectors).all()
+    assert not torch.equal(concept.vectors, start)  # the step moved the word
+    image = generate(model, "a photo of <r>", [concept], n=1, steps=1, height=64, width=64)[0]
+    assert image.size == (64, 64)

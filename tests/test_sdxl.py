@@ -1,0 +1,367 @@
+"""SDXL end to end on a tiny random SDXL pipeline (SDXL's real text widths 768 + 1280 and both tokenizers):
+the engine's step against a plain diffusers SDXL step, learn -> file -> diffusers, resume after SIGKILL,
+generate / variations / edit / evaluate / inspect / convert, and the refusals."""
+import copy
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+import oneword.invert as inv
+from oneword.concept import Concept
+from oneword.data import encode_photos, read_photos, to_tensor
+from oneword.invert import LearnConfig, _training_schedule, draw_batch, learn
+from oneword.templates import OBJECT_TEMPLATES
+
+TOKEN = "<teal-ring>"
+
+
+@pytest.fixture(scope="module")
+def xl_dir(tmp_path_factory):
+    from oneword.tiny_models import make_tiny_sdxl_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-sdxl")
+    make_tiny_sdxl_pipeline(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def xl(xl_dir):
+    from oneword.models import load_model
+
+    return load_model(str(xl_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def xl_photos(tmp_path_factory):
+    from conftest import write_photos
+
+    return write_photos(tmp_path_factory.mktemp("xl-photos") / "photos", n=3)
+
+
+@pytest.fixture(scope="module")
+def xl_run(xl, xl_photos, tmp_path_factory):
+    """A short SDXL learning run (2 vectors), its folder."""
+    out = tmp_path_factory.mktemp("xl-run") / "run"
+    learn(xl, xl_photos, LearnConfig(token=TOKEN, init="ring", vectors=2, steps=4, batch_size=2, save_every=2,
+                                     val_every=2, lr=0.05), out, progress=False)
+    return out
+
+
+def rel_err(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+# ------------------------------------------------------------------------------------- the engine's step
+class ReferenceXL:
+    """A plain SDXL textual-inversion step as diffusers' textual_inversion_sdxl.py writes it: the token added
+    to both tokenizers, both embedding matrices resized and trainable, the VAE run on the pixels, penultimate
+    hidden states of both encoders, the second's pooled output, add_time_ids from original size, crop, target."""
+
+    def __init__(self, model, vectors, n):
+        names = [TOKEN] + [f"{TOKEN}_{i}" for i in range(1, n)]
+        self.model, self.names, self.weights, self.encoders = model, names, [], []
+        w1 = model.text_encoder.config.hidden_size
+        for tok, te, part in ((model.tokenizer, model.text_encoder, vectors[:, :w1]),
+                              (model.tokenizer_2, model.text_encoder_2, vectors[:, w1:])):
+            tok = copy.deepcopy(tok)
+            assert tok.add_tokens(names) == n
+            te = copy.deepcopy(te).float()
+            te.resize_token_embeddings(len(tok))
+            weight = te.get_input_embeddings().weight
+            ids = tok.convert_tokens_to_ids(names)
+            with torch.no_grad():
+                weight[ids] = part
+            weight.requires_grad_(True)
+            self.encoders.append((tok, te, ids))
+            self.weights.append(weight)
+
+    def loss(self, images, b):
+        model = self.model
+        px = to_tensor(images, model.resolution)
+        px = torch.cat([px, px.flip(-1)])
+        dist = model.vae.float().encode(px[b.rows]).latent_dist
+        latents = (dist.mean + dist.std * b.posterior_noise) * model.vae.config.scaling_factor
+        texts = [OBJECT_TEMPLATES[int(t)].format(" ".join(self.names)) for t in b.templates]
+        hidden, pooled = [], None
+        for tok, te, _ in self.encoders:
+            ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                      return_tensors="pt").input_ids
+            out = te(ids, output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled = out[0]
+        sizes = [im.size for im in images] * 2
+        time_ids = torch.tensor([[sizes[r][1], sizes[r][0], 0, 0, model.resolution, model.resolution]
+                                 for r in b.rows.tolist()], dtype=torch.float32)
+        schedule = _training_schedule(model)
+        noisy = schedule.add_noise(latents, b.noise, b.timesteps)
+        pred = model.unet.float()(noisy, b.timesteps, torch.cat(hidden, -1),
+                                  added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        return F.mse_loss(pred, b.noise)
+
+    def grad(self):
+        return torch.cat([w.grad[ids] for w, (_, _, ids) in zip(self.weights, self.encoders)], dim=-1)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_engine_step_equals_a_plain_diffusers_sdxl_step(xl, xl_photos, n):
+    images = read_photos(xl_photos)
+    g = torch.Generator().manual_seed(n)
+    vectors = torch.randn(n, xl.word_width, generator=g) * 0.02
+    lat = xl.resolution // xl.pipe.vae_scale_factor
+    b = draw_batch(torch.Generator().manual_seed(3), 2 * len(images), len(OBJECT_TEMPLATES), (4, lat, lat), 1000, 4)
+
+    cache = encode_photos(xl, images, xl.resolution)
+    v = torch.nn.Parameter(vectors.clone())
+    with inv.learned_word(xl, TOKEN, v) as tok:
+        ids = inv.encode_templates(tok, "object", TOKEN, n)
+        assert ids.shape[1:] == (2, 77)  # one row per encoder
+        loss = inv.diffusion_loss(xl, _training_schedule(xl), cache.sample(b.rows, b.posterior_noise), b.noise,
+                                  b.timesteps, ids[b.templates], cache.sizes[b.rows])
+        loss.backward()
+    ref = ReferenceXL(xl, vectors, n)
+    ref_loss = ref.loss(images, b)
+    ref_loss.backward()
+    grad = ref.grad()
+    w1 = xl.text_encoder.config.hidden_size
+    assert float(grad[:, :w1].norm()) > 0 and float(grad[:, w1:].norm()) > 0  # both encoders get a gradient
+    assert rel_err(loss, ref_loss) < 1e-5
+    assert rel_err(v.grad[:, :w1], grad[:, :w1]) < 1e-4
+    assert rel_err(v.grad[:, w1:], grad[:, w1:]) < 1e-4
+
+
+def test_pooled_output_reads_the_end_token_even_when_the_config_says_eos_2(xl_dir, tmp_path):
+    """Hub SDXL's text_encoder_2/config.json says eos_token_id 2: transformers would then pool at the highest
+    token id, the new word; load_model makes both encoders pool at the end token."""
+    from oneword.models import load_model
+
+    folder = tmp_path / "xl"
+    shutil.copytree(xl_dir, folder)
+    cfg = json.loads((folder / "text_encoder_2" / "config.json").read_text())
+    (folder / "text_encoder_2" / "config.json").write_text(json.dumps({**cfg, "eos_token_id": 2}))
+    model = load_model(str(folder), device="cpu")
+    assert model.text_encoder_2.config.eos_token_id == 49407
+    v = torch.zeros(1, model.word_width)
+    with inv.learned_word(model, TOKEN, v) as tok:
+        ids = inv.encode_templates(tok, "object", TOKEN, 1)[:1, 1]
+        out = model.text_encoder_2(ids, output_hidden_states=True)
+        end = int((ids[0] == 49407).nonzero()[0])
+        expected = model.text_encoder_2.text_projection(out.last_hidden_state[0, end])
+    assert torch.allclose(out.text_embeds[0], expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- learn -> file -> tools
+def test_learned_file_loads_into_both_encoders_with_diffusers_exactly(xl_run, xl_dir):
+    from diffusers import StableDiffusionXLPipeline
+
+    ckpt = load_file(xl_run / "checkpoint.safetensors")["vectors"]
+    emb = load_file(xl_run / "learned_embeds.safetensors")
+    assert set(emb) == {"clip_l", "clip_g"} and emb["clip_l"].shape == (2, 768) and emb["clip_g"].shape == (2, 1280)
+    run = json.loads((xl_run / "run.json").read_text())
+    assert run["status"] in ("done", "early_stopped") and run["model"]["family"] == "sdxl"
+    pipe = StableDiffusionXLPipeline.from_pretrained(xl_dir, local_files_only=True)
+    pipe.load_textual_inversion(emb["clip_l"], token=TOKEN, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(emb["clip_g"], token=TOKEN, text_encoder=pipe.text_encoder_2,
+                                tokenizer=pipe.tokenizer_2)
+    names = [TOKEN, f"{TOKEN}_1"]
+    rows_l = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(names)]
+    rows_g = pipe.text_encoder_2.get_input_embeddings().weight[pipe.tokenizer_2.convert_tokens_to_ids(names)]
+    assert torch.equal(torch.cat([rows_l, rows_g], -1).detach(), ckpt)
+    start = torch.cat([pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer("ring").input_ids[1]],
+                       pipe.text_encoder_2.get_input_embeddings().weight[pipe.tokenizer_2("ring").input_ids[1]]])
+    assert not torch.equal(ckpt[0], start)  # it learned (both parts started from "ring" in their own encoder)
+
+
+def test_sdxl_init_starts_each_part_from_its_own_encoder(xl):
+    v = inv.init_vectors(xl, "ring", 2)
+    row = xl.tokenizer("ring", add_special_tokens=False).input_ids
+    assert torch.equal(v[0, :768], xl.text_encoder.get_input_embeddings().weight[row].mean(0))
+    assert torch.equal(v[1, 768:], xl.text_encoder_2.get_input_embeddings().weight[row].mean(0))
+
+
+class Judge:
+    """A stand-in CLIP judge: grey 4x4 thumbnails as image features."""
+    name = "pixels"
+
+    def image_features(self, images):
+        x = torch.stack([torch.tensor(list(im.convert("L").resize((4, 4)).getdata()), dtype=torch.float32)
+                         for im in images])
+        return F.normalize(x - x.mean(-1, keepdim=True) + 1e-3, dim=-1)
+
+    def text_features(self, texts):
+        return F.normalize(torch.ones(len(texts), 16), dim=-1)
+
+
+def test_generate_variations_edit_evaluate_inspect_run_on_sdxl(xl_dir, xl_run, xl_photos, tmp_path, capsys):
+    from PIL import Image
+
+    from oneword.commands import main
+    from oneword.editing import edit
+    from oneword.evaluation import EvalConfig, evaluate
+    from oneword.formats import load_concepts
+    from oneword.models import load_model
+    from oneword.sampling import generate, variations
+
+    xl = load_model(str(xl_dir), device="cpu")  # a model of its own: generate installs the word into it
+    concept = load_concepts(xl_run)[0]
+    assert concept.parts is not None
+    report = evaluate(xl, read_photos(xl_photos), [concept], Judge(), config=EvalConfig(n=1, steps=2, bootstrap=20),
+                      prompts="paper")
+    assert report["results"][0]["prompts"]
+    imgs = generate(xl, f"a photo of {TOKEN}", [concept], n=2, steps=2)
+    assert len(imgs) == 2 and imgs[0].size == (xl.resolution, xl.resolution)
+    assert generate(xl, f"a photo of {TOKEN}", [concept], n=1, steps=2)[0].tobytes() == imgs[0].tobytes()
+    assert len(variations(xl, concept, n=1, steps=2)) == 1
+    photo = Image.open(sorted(xl_photos.glob("*.png"))[0])
+    out = edit(xl, photo, (8, 8, 40, 40), f"a photo of {TOKEN}", [concept], steps=2)
+    assert out[0].size == photo.size
+
+
+    capsys.readouterr()
+    assert main(["inspect", str(xl_run / "learned_embeds.safetensors"), "--model", str(xl.identity["source"])]) == 0
+    text = capsys.readouterr().out
+    assert "clip_l vector 0 nearest" in text and "clip_g vector 1 nearest" in text
+
+
+def test_convert_writes_and_reads_diffusers_two_file_layout(xl_run, xl_dir, tmp_path, capsys):
+    from diffusers import StableDiffusionXLPipeline
+
+    from oneword.commands import main
+    from oneword.formats import load_concepts
+
+    out = tmp_path / "learned_embeds.safetensors"
+    assert main(["convert", str(xl_run), str(out), "--format", "diffusers"]) == 0
+    one, two = load_file(out), load_file(tmp_path / "learned_embeds_2.safetensors")
+    emb = load_file(xl_run / "learned_embeds.safetensors")
+    assert torch.equal(one[TOKEN], emb["clip_l"]) and torch.equal(two[TOKEN], emb["clip_g"])
+    # diffusers loads them by path, one per encoder
+    pipe = StableDiffusionXLPipeline.from_pretrained(xl_dir, local_files_only=True)
+    pipe.load_textual_inversion(str(out), text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(str(tmp_path / "learned_embeds_2.safetensors"), text_encoder=pipe.text_encoder_2,
+                                tokenizer=pipe.tokenizer_2)
+    # and convert reads the pair back as one word
+    back = tmp_path / "one.safetensors"
+    assert main(["convert", str(out), str(back)]) == 0
+    assert {k: v.shape for k, v in load_file(back).items()} == {"clip_l": (2, 768), "clip_g": (2, 1280)}
+    (c,) = load_concepts(tmp_path)  # a diffusers output folder
+    assert torch.equal(c.parts["clip_g"], emb["clip_g"])
+
+
+# ------------------------------------------------------------------------------------- interruption
+def _env():
+    import os
+
+    e = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    e["PYTHONPATH"] = os.pathsep.join([os.getcwd(), e.get("PYTHONPATH", "")])
+    return e
+
+
+def _step(run_dir):
+    try:
+        return json.loads((run_dir / "run.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def test_sigkill_then_resume_is_bit_identical_on_sdxl(xl_dir, xl_photos, tmp_path):
+    steps = 10
+
+    def cmd(out):
+        return [sys.executable, "-m", "oneword", "learn", str(xl_photos), "--token", "<k>", "--init", "ring",
+                "--vectors", "2", "--model", str(xl_dir), "--device", "cpu", "--out", str(out), "--steps", str(steps),
+                "--batch-size", "1", "--save-every", "1", "--quiet"]
+
+    whole = tmp_path / "whole"
+    subprocess.run(cmd(whole), env=_env(), check=True, timeout=300)
+    expected = load_file(whole / "learned_embeds.safetensors")
+    part, rng, kills, command = tmp_path / "part", random.Random(1), 0, cmd(tmp_path / "part")
+    for _ in range(2):
+        proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target, start = _step(part) + rng.randint(2, 5), time.time()
+        while proc.poll() is None and _step(part) < target and time.time() - start < 120:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        command = [sys.executable, "-m", "oneword", "learn", "--resume", str(part), "--device", "cpu", "--quiet"]
+    assert kills >= 1
+    subprocess.run(command, env=_env(), check=True, timeout=300)
+    assert _step(part) == steps
+    got = load_file(part / "learned_embeds.safetensors")
+    assert set(got) == {"clip_l", "clip_g"}
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+
+
+# ------------------------------------------------------------------------------------- refusals
+def _refused(capsys, argv, *files_not_written):
+    from oneword.commands import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    for f in files_not_written:
+        assert not f.exists()
+    return err
+
+
+def test_wrong_family_words_are_refused_naming_both(xl_dir, tiny_dir, xl_run, tmp_path, capsys):
+    from oneword.formats import save_concept
+
+    sd1 = tmp_path / "sd1.safetensors"
+    save_concept(Concept("<w>", torch.randn(1, 32)), sd1)
+    out = tmp_path / "o.png"
+    err = _refused(capsys, ["generate", "a <w>", "--embeds", sd1, "--model", xl_dir, "--device", "cpu", "--steps", "1",
+                            "--out", out], out)
+    assert "SD1.x/2.x" in err and "SDXL" in err
+    err = _refused(capsys, ["generate", f"a {TOKEN}", "--embeds", xl_run, "--model", tiny_dir, "--device", "cpu",
+                            "--steps", "1", "--out", out], out)
+    assert "SDXL" in err and "SD1.x/2.x" in err
+    bad = tmp_path / "mixed.safetensors"
+    save_file({"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(3, 1280)}, bad)
+    err = _refused(capsys, ["generate", "a <mixed>", "--embeds", bad, "--model", xl_dir, "--device", "cpu",
+                            "--out", out], out)
+    assert "clip_l" in err and "clip_g" in err
+
+
+def test_sdxl_word_as_pt_and_bad_resolution_are_refused(xl_dir, xl_run, xl_photos, tmp_path, capsys):
+    pt = tmp_path / "w.pt"
+    err = _refused(capsys, ["convert", xl_run, pt], pt)
+    assert ".safetensors" in err
+    out = tmp_path / "run"
+    err = _refused(capsys, ["learn", xl_photos, "--token", "<r>", "--model", xl_dir, "--device", "cpu",
+                            "--resolution", "18", "--out", out, "--quiet"], out / "checkpoint.safetensors")
+    assert "multiple of 4" in err
+    img = tmp_path / "g.png"
+    err = _refused(capsys, ["generate", "a cat", "--model", xl_dir, "--device", "cpu", "--height", "18",
+                            "--out", img], img)
+    assert "multiple of 4" in err
+
+
+def test_missing_second_encoder_and_unsupported_families_are_refused(xl_dir, tmp_path, capsys):
+    broken = tmp_path / "no-te2"
+    shutil.copytree(xl_dir, broken)
+    shutil.rmtree(broken / "text_encoder_2")
+    out = tmp_path / "o.png"
+    err = _refused(capsys, ["generate", "a cat", "--model", broken, "--device", "cpu", "--out", out], out)
+    assert "second text encoder" in err
+    sd3 = tmp_path / "sd3"
+    sd3.mkdir()
+    (sd3 / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    err = _refused(capsys, ["generate", "a cat", "--model", sd3, "--device", "cpu", "--out", out], out)
+    assert "not supported yet" in err
+    flux = tmp_path / "flux.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(4, 4),
+               "double_blocks.0.img_attn.proj.weight": torch.zeros(4, 4)}, flux)
+    err = _refused(capsys, ["generate", "a cat", "--model", flux, "--device", "cpu", "--out", out], out)
+    assert "not supported" in err
