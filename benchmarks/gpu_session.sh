@@ -8,6 +8,7 @@
 #   PARTS="kernels compile" COMPILE_LIMIT=330    timeout_s 590: took 214 s (kernels 68 s; compile 132 s)
 #   PARTS=compile_wide                           timeout_s 340: took 284 s (two compiles, ~125 s each)
 # 780 s of device time in all. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
+# Pending (never run on a GPU yet): PARTS=sdxl, timeout_s ~600 (SDXL at 1024 px, below).
 # Pending (never run on a GPU yet): PARTS="graph bound", timeout_s ~420 -- graph re-measures the graphed step with
 # cuDNN autotuning on in learn() and the eager first-step sync fixed; bound is the batch-64 profile's bound.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
@@ -74,6 +75,16 @@ if want world; then
   step 330 python3 -m oneword world pretrain --out /tmp/world_gpu --seed 3 --minutes 3.5 --init-from "$INIT" \
     --keep-vae --unet-batch 512
   [ -d /tmp/world_gpu/model ] && tar -C /tmp/world_gpu -cf "$OUT/world_gpu.tar" model judge
+fi
+# SDXL at 1024 px (SDXL base's architecture, random weights; pending: never run on a GPU yet): oneword against
+# diffusers' textual_inversion_sdxl.py loop side by side at batch 1 and 4, oneword alone at larger batches (the best
+# batch), then batch 1 with --grad-checkpointing (does a word fit a 12 GB card: its peak and reserved memory)
+if want sdxl; then
+  step 330 python3 -m benchmarks.speed --model sdxl --device cuda --batch 1 4 --steps 10 --json "$J/sdxl.json"
+  step 200 python3 -m benchmarks.speed --model sdxl --device cuda --batch 8 16 --steps 10 --systems oneword \
+    --json "$J/sdxl_best.json"
+  step 120 python3 -m benchmarks.speed --model sdxl --device cuda --batch 1 --steps 10 --systems oneword \
+    --grad-checkpointing --json "$J/sdxl_ckpt.json"
 fi
 # torch.compile (inductor's fused kernels, default mode: no cudagraphs of its own) inside oneword's own CUDA graph at
 # batch 32, for the compute-bound side (compiling the UNet's forward and backward takes minutes: it runs last and gets
