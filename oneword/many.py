@@ -515,6 +515,16 @@ def _row(job: Job, run: Run, seconds: float) -> dict:
             "file": str(run.out / "learned_embeds.safetensors")}
 
 
+def _row_from_folder(job: Job) -> dict:
+    saved = _read_json(Path(job.out) / "run.json") or {}
+    history = (saved.get("early_stopping") or {}).get("val_losses") or []
+    status = saved.get("status", "failed")
+    return {"token": job.token, "out": job.out, "status": status, "error": saved.get("error"),
+            "steps": saved.get("step", 0), "stopped_early": status == "early_stopped",
+            "val_loss": history[-1] if history else None, "time_s": saved.get("elapsed_s", 0.0),
+            "file": str(Path(job.out) / "learned_embeds.safetensors") if status in FINISHED else None}
+
+
 def _to(t: torch.Tensor, device) -> torch.Tensor:
     if torch.device(device).type != "cuda":
         return t.to(device)
@@ -575,6 +585,7 @@ class LocalQueue:
     def __init__(self, jobs: list[Job], out, resume: bool):
         self.jobs, self.out = jobs, Path(out) if out is not None else None
         self.pending = list(range(len(jobs)))
+        self.ended: set[int] = set()  # ended in this process or before the resume
         self.resume_at: dict[int, object] = {}
         self.first_slots: dict[int, int] = {}
         if resume:
@@ -588,6 +599,7 @@ class LocalQueue:
             saved = _read_json(Path(job.out) / "run.json") or {}
             if i in ended and saved.get("status") in FINISHED:
                 self.pending.remove(i)
+                self.ended.add(i)
             elif i in running:
                 self.resume_at[i] = running[i]["step"]
                 self.first_slots[i] = running[i]["slot"]
@@ -606,9 +618,11 @@ class LocalQueue:
             return i, self.resume_at.get(i), self.first_slots.pop(i, None)
         return None
 
-    def finished(self, index: int, row: dict) -> None: ...
+    def finished(self, index: int, row: dict) -> None:
+        self.ended.add(index)
 
     def snapshot(self, state: dict) -> None:
+        state["ended"] = sorted(set(state["ended"]) | self.ended)
         if self.out is not None:
             atomic_write_json(self.out / STATE, state)
 
@@ -636,8 +650,8 @@ def learn_many(model, jobs, out=None, *, slots: int | None = None, resume: bool 
     k = slots or default_slots(model, len(jobs), LearnConfig.with_defaults(model, **settings).batch_size)
     engine = Engine(model, jobs, settings, k, out, fixed_shapes=fixed_shapes, callback=callback,
                     progress=progress, resume=resume)
-    rows = engine.run(queue)
-    rows = sorted(rows, key=lambda r: [j.token for j in jobs].index(r["token"]))
+    ran = {r["token"]: r for r in engine.run(queue)}
+    rows = [ran.get(j.token) or _row_from_folder(j) for j in jobs]  # with those that ended before a --resume
     if out is not None:
         write_summary(out, rows)
     return rows
