@@ -47,12 +47,14 @@ def read_photos(source, min_count: int = 1, min_size: int = 32) -> list[Image.Im
 
 def crop_sizes(images: list[Image.Image], resolution: int) -> torch.Tensor:
     """SDXL's micro-conditioning of each photo as `square_crop` prepares it, [N, 6]: original height and width,
-    the crop's top-left corner once the shorter side is scaled to `resolution`, and the target size."""
+    the centre crop's top-left corner once the shorter side is scaled to `resolution` (as diffusers' SDXL training
+    scripts compute it: the longer side becomes int(resolution * long / short)), and the target size."""
     rows = []
     for im in images:
         w, h = im.size
-        s = resolution / min(w, h)
-        top, left = max(0, round((h * s - resolution) / 2)), max(0, round((w * s - resolution) / 2))
+        short = min(w, h)
+        sh, sw = (int(resolution * side / short) if side != short else resolution for side in (h, w))
+        top, left = max(0, int(round((sh - resolution) / 2.0))), max(0, int(round((sw - resolution) / 2.0)))
         rows.append([h, w, top, left, resolution, resolution])
     return torch.tensor(rows, dtype=torch.float32)
 

@@ -99,9 +99,12 @@ class ReferenceXL:
             out = te(ids, output_hidden_states=True)
             hidden.append(out.hidden_states[-2])
             pooled = out[0]
-        sizes = [im.size for im in images] * 2
-        time_ids = torch.tensor([[sizes[r][1], sizes[r][0], 0, 0, model.resolution, model.resolution]
-                                 for r in b.rows.tolist()], dtype=torch.float32)
+        res, rows = model.resolution, []
+        for im in images:  # diffusers' train_text_to_image_sdxl.py: Resize(res), then CenterCrop(res)
+            w, h = im.size
+            h2, w2 = (res, int(res * w / h)) if h <= w else (int(res * h / w), res)
+            rows.append([h, w, int(round((h2 - res) / 2.0)), int(round((w2 - res) / 2.0)), res, res])
+        time_ids = torch.tensor([(rows * 2)[r] for r in b.rows.tolist()], dtype=torch.float32)
         schedule = _training_schedule(model)
         noisy = schedule.add_noise(latents, b.noise, b.timesteps)
         pred = model.unet.float()(noisy, b.timesteps, torch.cat(hidden, -1),
@@ -114,7 +117,8 @@ class ReferenceXL:
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_engine_step_equals_a_plain_diffusers_sdxl_step(xl, xl_photos, n):
-    images = read_photos(xl_photos)
+    # photos of other shapes than square: their size and crop offset condition the UNet (SDXL's time_ids)
+    images = [im.crop((0, 0, 64, 40)) if i % 2 else im.crop((0, 0, 50, 64)) for i, im in enumerate(read_photos(xl_photos))]
     g = torch.Generator().manual_seed(n)
     vectors = torch.randn(n, xl.word_width, generator=g) * 0.02
     lat = xl.resolution // xl.pipe.vae_scale_factor
@@ -365,3 +369,19 @@ def test_missing_second_encoder_and_unsupported_families_are_refused(xl_dir, tmp
                "double_blocks.0.img_attn.proj.weight": torch.zeros(4, 4)}, flux)
     err = _refused(capsys, ["generate", "a cat", "--model", flux, "--device", "cpu", "--out", out], out)
     assert "not supported" in err
+
+
+def test_speed_benchmark_runs_sdxl_against_diffusers_sdxl_loop(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import speed
+
+    out = tmp_path / "speed.json"
+    assert speed.main(["--model", "tiny-sdxl", "--batch", "1", "--steps", "1", "--warmup", "1", "--device", "cpu",
+                       "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert {r["system"] for r in results} == {"oneword", "reference"}
+    assert all(r["image_steps_per_s"] > 0 and r["model"] == "tiny-sdxl" for r in results)
+    assert "ratio/reference" in capsys.readouterr().out
