@@ -8,6 +8,7 @@ Learning jobs run as `oneword learn` processes beside the web server (oneword.ui
 queued; generation, edits, word files and evaluation use the library in the server process (oneword.ui.service).
 Security decisions: oneword.ui.security. docs/ui.md shows the pages.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,10 +34,19 @@ class Server:
             self.jobs.close()
 
 
-def serve(root: str | os.PathLike = "runs", host: str = "127.0.0.1", port: int = 7860, model: str | None = None,
-          model_config: str | None = None, device: str | None = None, auth: str | None = None,
-          auth_file: str | os.PathLike | None = None, photos_root: str | os.PathLike | None = None,
-          block: bool = True, quiet: bool = False) -> Server:
+def serve(
+    root: str | os.PathLike = "runs",
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    model: str | None = None,
+    model_config: str | None = None,
+    device: str | None = None,
+    auth: str | None = None,
+    auth_file: str | os.PathLike | None = None,
+    photos_root: str | os.PathLike | None = None,
+    block: bool = True,
+    quiet: bool = False,
+) -> Server:
     """Start the web app on http://host:port for the run folder `root`; with block=False, return at once."""
     from . import security
 
@@ -66,15 +76,30 @@ def serve(root: str | os.PathLike = "runs", host: str = "127.0.0.1", port: int =
     jobs = JobManager(root, model_args)
     app = build_app(ws, jobs)
     app.queue(default_concurrency_limit=1)
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])  # no web fonts: the page works offline
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )  # no web fonts: the page works offline
     from .app import CSS
 
     try:
-        app.launch(server_name=host, server_port=int(port), share=False, auth=credentials,
-                   auth_message="oneword" if credentials else None, max_file_size=security.MAX_UPLOAD_BYTES,
-                   prevent_thread_lock=True, quiet=quiet, show_error=False, ssr_mode=False, mcp_server=False,
-                   enable_monitoring=False, pwa=False, theme=theme, css=CSS, footer_links=[])
+        app.launch(
+            server_name=host,
+            server_port=int(port),
+            share=False,
+            auth=credentials,
+            auth_message="oneword" if credentials else None,
+            max_file_size=security.MAX_UPLOAD_BYTES,
+            prevent_thread_lock=True,
+            quiet=quiet,
+            show_error=False,
+            ssr_mode=False,
+            mcp_server=False,
+            enable_monitoring=False,
+            pwa=False,
+            theme=theme,
+            css=CSS,
+            footer_links=[],
+        )
     except BaseException:
         jobs.close()
         raise

@@ -5,6 +5,7 @@ one-line message in the tab's message box; a refusal (OnewordError) is that mess
 The Learn tab redraws the selected job once a second from the server's state, so every tab and every reload
 shows the same job.
 """
+
 from __future__ import annotations
 
 import html
@@ -19,7 +20,7 @@ import gradio as gr
 from ..errors import OnewordError
 from . import security
 from .jobs import FINISHED, JobManager
-from .service import TOOLS, Workspace, report_table, scatter_plot, upscaled
+from .service import TOOL_USE, Workspace, report_table, scatter_plot, upscaled
 
 TICK_S = 1.0
 CSS = """
@@ -54,43 +55,70 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
     sample_steps = int(sampling_defaults(ws.model())["steps"])
 
     with gr.Blocks(title="oneword", analytics_enabled=False) as app:
-        gr.Markdown(f"## oneword — learn a word for your photos\nModel: {html.escape(ws.model_summary())}. "
-                    f"Run folder: `{html.escape(str(ws.root))}`.", elem_id="ow-header")
+        gr.Markdown(
+            f"## oneword — learn a word for your photos\nModel: {html.escape(ws.model_summary())}. "
+            f"Run folder: `{html.escape(str(ws.root))}`.",
+            elem_id="ow-header",
+        )
         with gr.Tabs(elem_id="ow-tabs"):
             # ================================================================================== Learn
             with gr.Tab("Learn", id="learn", elem_id="tab-learn"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        photos = gr.File(label="Photos of the concept (3-5)", file_count="multiple",
-                                         file_types=["image"], elem_id="learn-photos")
-                        folder = gr.Textbox(label=f"…or a folder of photos under {ws.photos_root}",
-                                            elem_id="learn-folder")
+                        photos = gr.File(
+                            label="Photos of the concept (3-5)",
+                            file_count="multiple",
+                            file_types=["image"],
+                            elem_id="learn-photos",
+                        )
+                        folder = gr.Textbox(
+                            label=f"…or a folder of photos under {ws.photos_root}", elem_id="learn-folder"
+                        )
                         token = gr.Textbox(label="New word", placeholder="<my-cat>", elem_id="learn-token")
                         with gr.Row():
-                            init = gr.Textbox(label="Init word (a word for what the photos show)",
-                                              placeholder="cat", elem_id="learn-init", scale=3)
+                            init = gr.Textbox(
+                                label="Init word (a word for what the photos show)",
+                                placeholder="cat",
+                                elem_id="learn-init",
+                                scale=3,
+                            )
                             suggest = gr.Button("Suggest", elem_id="learn-suggest", scale=1)
                         suggestions = gr.Markdown(elem_id="learn-suggestions")
-                        prop = gr.Radio(["object", "style"], value="object", label="The photos share an",
-                                        elem_id="learn-property")
+                        prop = gr.Radio(
+                            ["object", "style"], value="object", label="The photos share an", elem_id="learn-property"
+                        )
                         with gr.Accordion("Advanced settings", open=False, elem_id="learn-advanced"):
-                            steps = gr.Number(value=d.steps, label="Steps at most (early stopping may end sooner)",
-                                              precision=0, elem_id="learn-steps")
-                            early = gr.Checkbox(value=True, label="Stop early when the validation loss stops falling",
-                                                elem_id="learn-early")
-                            preview_every = gr.Number(value=50 if world else 200, precision=0,
-                                                      label="Preview every N steps (0: never)",
-                                                      elem_id="learn-preview-every")
-                            preview_prompt = gr.Textbox(label="Preview prompt (empty: a photo of the word)",
-                                                        elem_id="learn-preview-prompt")
-                            save_every = gr.Number(value=25, precision=0, label="Checkpoint every N steps",
-                                                   elem_id="learn-save-every")
+                            steps = gr.Number(
+                                value=d.steps,
+                                label="Steps at most (early stopping may end sooner)",
+                                precision=0,
+                                elem_id="learn-steps",
+                            )
+                            early = gr.Checkbox(
+                                value=True,
+                                label="Stop early when the validation loss stops falling",
+                                elem_id="learn-early",
+                            )
+                            preview_every = gr.Number(
+                                value=50 if world else 200,
+                                precision=0,
+                                label="Preview every N steps (0: never)",
+                                elem_id="learn-preview-every",
+                            )
+                            preview_prompt = gr.Textbox(
+                                label="Preview prompt (empty: a photo of the word)", elem_id="learn-preview-prompt"
+                            )
+                            save_every = gr.Number(
+                                value=25, precision=0, label="Checkpoint every N steps", elem_id="learn-save-every"
+                            )
                             with gr.Row():
                                 lr = gr.Number(value=d.lr, label="Learning rate", elem_id="learn-lr")
-                                batch = gr.Number(value=d.batch_size, label="Batch size", precision=0,
-                                                  elem_id="learn-batch")
-                                vectors = gr.Number(value=d.vectors, label="Vectors", precision=0,
-                                                    elem_id="learn-vectors")
+                                batch = gr.Number(
+                                    value=d.batch_size, label="Batch size", precision=0, elem_id="learn-batch"
+                                )
+                                vectors = gr.Number(
+                                    value=d.vectors, label="Vectors", precision=0, elem_id="learn-vectors"
+                                )
                                 seed = gr.Number(value=d.seed, label="Seed", precision=0, elem_id="learn-seed")
                         start = gr.Button("Start learning", variant="primary", elem_id="learn-start")
                         learn_msg = gr.Markdown(elem_id="learn-msg", elem_classes="ow-msg")
@@ -99,16 +127,23 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                         status = gr.HTML(elem_id="learn-status")
                         with gr.Row():
                             stop = gr.Button("Stop (checkpoint)", elem_id="learn-stop")
-                            resume_steps = gr.Number(label="Resume up to step (empty: as before)", precision=0,
-                                                     elem_id="learn-resume-steps")
+                            resume_steps = gr.Number(
+                                label="Resume up to step (empty: as before)", precision=0, elem_id="learn-resume-steps"
+                            )
                             resume = gr.Button("Resume", elem_id="learn-resume")
-                            download = gr.DownloadButton("Download the word", visible=False,
-                                                         elem_id="learn-download")
+                            download = gr.DownloadButton("Download the word", visible=False, elem_id="learn-download")
                         job_msg = gr.Markdown(elem_id="learn-job-msg", elem_classes="ow-msg")
-                        plot = gr.LinePlot(x="step", y="loss", color="curve", label="Loss", elem_id="learn-plot",
-                                           height=300)
-                        preview = gr.Image(label="Latest preview", type="pil", interactive=False,
-                                           elem_id="learn-preview", height=280)
+                        plot = gr.LinePlot(
+                            x="step", y="loss", color="curve", label="Loss", elem_id="learn-plot", height=300
+                        )
+                        preview = gr.Image(
+                            label="Latest preview",
+                            type="pil",
+                            interactive=False,
+                            format="png",
+                            elem_id="learn-preview",
+                            height=280,
+                        )
                         queue = gr.Markdown(elem_id="learn-queue")
                 seen = gr.State({})
 
@@ -117,75 +152,110 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 with gr.Row():
                     gen_words = gr.Dropdown(label="Words", multiselect=True, choices=[], elem_id="gen-words", scale=2)
                     gen_refresh = gr.Button("Refresh words", elem_id="gen-refresh", scale=0)
-                gen_prompt = gr.Textbox(label="Prompt (use the words' tokens)", placeholder="a photo of <my-cat>",
-                                        elem_id="gen-prompt")
+                gen_prompt = gr.Textbox(
+                    label="Prompt (use the words' tokens)", placeholder="a photo of <my-cat>", elem_id="gen-prompt"
+                )
                 with gr.Row():
                     gen_n = gr.Slider(1, 16, value=4, step=1, label="Images", elem_id="gen-n")
                     gen_seed = gr.Number(value=0, precision=0, label="First seed", elem_id="gen-seed")
-                    gen_steps = gr.Number(value=sample_steps, label="Sampling steps", precision=0,
-                                          elem_id="gen-steps")
-                    gen_caption = gr.Textbox(label="Caption baseline (empty: the init words)",
-                                             elem_id="gen-caption")
+                    gen_steps = gr.Number(value=sample_steps, label="Sampling steps", precision=0, elem_id="gen-steps")
+                    gen_caption = gr.Textbox(label="Caption baseline (empty: the init words)", elem_id="gen-caption")
                 with gr.Row():
                     gen_go = gr.Button("Generate", variant="primary", elem_id="gen-go")
                     gen_var = gr.Button("Variations of the first word", elem_id="gen-variations")
                 gen_msg = gr.Markdown(elem_id="gen-msg", elem_classes="ow-msg")
                 with gr.Row():
-                    gen_images = gr.Gallery(label="With the words", columns=4, elem_id="gen-images", height=420)
-                    gen_base = gr.Gallery(label="Caption baseline (same seeds)", columns=4, elem_id="gen-baseline",
-                                          height=420)
+                    gen_images = gr.Gallery(
+                        label="With the words", columns=4, format="png", elem_id="gen-images", height=420
+                    )
+                    gen_base = gr.Gallery(
+                        label="Caption baseline (same seeds)",
+                        columns=4,
+                        format="png",
+                        elem_id="gen-baseline",
+                        height=420,
+                    )
 
             # ================================================================================== Edit
             with gr.Tab("Edit", id="edit", elem_id="tab-edit") as edit_tab:
                 with gr.Row():
                     with gr.Column():
                         edit_file = gr.File(label="Photo to edit", file_types=["image"], elem_id="edit-photo")
-                        editor = gr.ImageEditor(label="Paint the region to change (white brush)", sources=(),
-                                                type="numpy", format="png", layers=False, transforms=(),
-                                                brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff",
-                                                               default_size=24, color_mode="fixed"),
-                                                canvas_size=(384, 384), elem_id="edit-canvas", height=460)
+                        editor = gr.ImageEditor(
+                            label="Paint the region to change (white brush)",
+                            sources=(),
+                            type="numpy",
+                            format="png",
+                            layers=False,
+                            transforms=(),
+                            brush=gr.Brush(
+                                colors=["#ffffff"], default_color="#ffffff", default_size=24, color_mode="fixed"
+                            ),
+                            canvas_size=(384, 384),
+                            elem_id="edit-canvas",
+                            height=460,
+                        )
                         edit_box = gr.Textbox(label="…or a box x0,y0,x1,y1 in photo pixels", elem_id="edit-box")
                     with gr.Column():
                         edit_words = gr.Dropdown(label="Words", multiselect=True, choices=[], elem_id="edit-words")
-                        edit_prompt = gr.Textbox(label="What the region should show", placeholder="a photo of <my-cat>",
-                                                 elem_id="edit-prompt")
+                        edit_prompt = gr.Textbox(
+                            label="What the region should show",
+                            placeholder="a photo of <my-cat>",
+                            elem_id="edit-prompt",
+                        )
                         with gr.Row():
                             edit_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="edit-seed")
-                            edit_strength = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Strength",
-                                                      elem_id="edit-strength")
+                            edit_strength = gr.Slider(
+                                0.1, 1.0, value=1.0, step=0.05, label="Strength", elem_id="edit-strength"
+                            )
                         edit_go = gr.Button("Edit", variant="primary", elem_id="edit-go")
                         edit_msg = gr.Markdown(elem_id="edit-msg", elem_classes="ow-msg")
                         with gr.Row():
-                            edit_mask = gr.Image(label="Mask", interactive=False, elem_id="edit-mask", height=220)
-                            edit_out = gr.Image(label="Edited (background restored)", interactive=False,
-                                                elem_id="edit-result", height=220)
+                            edit_mask = gr.Image(
+                                label="Mask", interactive=False, format="png", elem_id="edit-mask", height=220
+                            )
+                            edit_out = gr.Image(
+                                label="Edited (background restored)",
+                                interactive=False,
+                                format="png",
+                                elem_id="edit-result",
+                                height=220,
+                            )
                 edit_photo = gr.State(None)
 
             # ================================================================================== Words
             with gr.Tab("Words", id="words", elem_id="tab-words") as words_tab:
-                words_table = gr.Dataframe(headers=["word", "vectors", "source", "file", "state"], interactive=False,
-                                           elem_id="words-table", wrap=True)
+                words_table = gr.Dataframe(
+                    headers=["word", "vectors", "source", "file", "state"],
+                    interactive=False,
+                    elem_id="words-table",
+                    wrap=True,
+                )
                 with gr.Row():
                     with gr.Column():
                         word_pick = gr.Dropdown(label="Word", choices=[], elem_id="words-word")
                         with gr.Row():
                             inspect_go = gr.Button("Inspect", elem_id="words-inspect")
                             words_refresh = gr.Button("Refresh", elem_id="words-refresh")
-                        tool = gr.Radio(list(TOOLS), value="diffusers", label="Convert for", elem_id="words-tool")
+                        tool = gr.Radio(list(TOOL_USE), value="oneword", label="Convert for", elem_id="words-tool")
                         convert_go = gr.Button("Convert", elem_id="words-convert")
                         word_file = gr.DownloadButton("Download", visible=False, elem_id="words-download")
                         with gr.Row():
-                            sure = gr.Checkbox(label="Yes, delete it (a learned word: its whole run folder)",
-                                               elem_id="words-sure")
+                            sure = gr.Checkbox(
+                                label="Yes, delete it (a learned word: its whole run folder)", elem_id="words-sure"
+                            )
                             delete_go = gr.Button("Delete", variant="stop", elem_id="words-delete")
                     with gr.Column():
-                        upload = gr.File(label="Drop a word file (diffusers, AUTOMATIC1111, kohya, ComfyUI, InvokeAI: "
-                                               ".safetensors .bin .pt .png .webp)", elem_id="words-upload",
-                                         file_types=[".safetensors", ".bin", ".pt", ".png", ".webp"])
+                        upload = gr.File(
+                            label="Drop a word file (diffusers, AUTOMATIC1111, kohya, ComfyUI, InvokeAI: "
+                            ".safetensors .bin .pt .png .webp)",
+                            elem_id="words-upload",
+                            file_types=[".safetensors", ".bin", ".pt", ".png", ".webp"],
+                        )
                         words_msg = gr.Markdown(elem_id="words-msg", elem_classes="ow-msg")
-                        inspect_out = gr.Textbox(label="Inside the word", lines=12, interactive=False,
-                                                 elem_id="words-inspect-out")
+                        inspect_out = gr.Textbox(
+                            label="Inside the word", lines=12, interactive=False, elem_id="words-inspect-out"
+                        )
 
             # ================================================================================== Evaluate
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as eval_tab:
@@ -193,16 +263,27 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                     eval_word = gr.Dropdown(label="Learned word", choices=[], elem_id="eval-word")
                     eval_caption = gr.Textbox(label="Caption baseline (empty: a + init word)", elem_id="eval-caption")
                     eval_n = gr.Slider(2, 64, value=8, step=1, label="Samples per prompt", elem_id="eval-n")
-                    eval_steps = gr.Number(value=sample_steps, label="Sampling steps", precision=0,
-                                           elem_id="eval-steps")
+                    eval_steps = gr.Number(
+                        value=sample_steps, label="Sampling steps", precision=0, elem_id="eval-steps"
+                    )
                 eval_go = gr.Button("Evaluate", variant="primary", elem_id="eval-go")
                 eval_msg = gr.Markdown(elem_id="eval-msg", elem_classes="ow-msg")
                 eval_table = gr.Markdown(elem_id="eval-table")
                 with gr.Row():
-                    eval_plot = gr.Image(label="Reconstruction vs editability", interactive=False,
-                                         elem_id="eval-plot", height=360)
-                    eval_grid = gr.Image(label="Samples: the word (top rows), the caption (bottom rows)",
-                                         interactive=False, elem_id="eval-samples", height=360)
+                    eval_plot = gr.Image(
+                        label="Reconstruction vs editability",
+                        interactive=False,
+                        format="png",
+                        elem_id="eval-plot",
+                        height=360,
+                    )
+                    eval_grid = gr.Image(
+                        label="Samples: the word (top rows), the caption (bottom rows)",
+                        interactive=False,
+                        format="png",
+                        elem_id="eval-samples",
+                        height=360,
+                    )
 
         timer = gr.Timer(TICK_S)
 
@@ -220,18 +301,43 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
             rows = [[w.token, w.vectors, w.source, w.id.split("/", 1)[1], w.detail] for w in ws.words()]
             learned = [(w.label, w.id) for w in ws.words() if w.id.startswith("run/")]
             ev = eval_keep if eval_keep in [c[1] for c in learned] else (learned[-1][1] if learned else None)
-            return (words_update(gen_keep, True), words_update(edit_keep, True), words_update(pick_keep),
-                    gr.update(choices=learned, value=ev), rows)
+            return (
+                words_update(gen_keep, True),
+                words_update(edit_keep, True),
+                words_update(pick_keep),
+                gr.update(choices=learned, value=ev),
+                rows,
+            )
 
         word_outputs = [gen_words, edit_words, word_pick, eval_word, words_table]
         word_inputs = [gen_words, edit_words, word_pick, eval_word]
-        for trigger in (gen_tab.select, edit_tab.select, words_tab.select, eval_tab.select, gen_refresh.click,
-                        words_refresh.click):
+        for trigger in (
+            gen_tab.select,
+            edit_tab.select,
+            words_tab.select,
+            eval_tab.select,
+            gen_refresh.click,
+            words_refresh.click,
+        ):
             trigger(refresh_words, word_inputs, word_outputs, show_progress="hidden")
 
         # ---------------------------------------------------------------------------- learn
-        def start_learning(files, folder_text, token_text, init_text, prop_v, steps_v, early_v, preview_v,
-                           prompt_v, save_v, lr_v, batch_v, vectors_v, seed_v):
+        def start_learning(
+            files,
+            folder_text,
+            token_text,
+            init_text,
+            prop_v,
+            steps_v,
+            early_v,
+            preview_v,
+            prompt_v,
+            save_v,
+            lr_v,
+            batch_v,
+            vectors_v,
+            seed_v,
+        ):
             try:
                 from ..concept import check_token_name
 
@@ -248,10 +354,15 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 if (init_text or "").strip():
                     argv += ["--init", init_text.strip()]
                 # an empty number field reads 0: "the default" where 0 cannot run (steps, lr, batch, vectors)
-                for flag, v, kind, zero_ok in (("--steps", steps_v, int, False), ("--preview-every", preview_v, int, True),
-                                               ("--save-every", save_v, int, False), ("--lr", lr_v, float, False),
-                                               ("--batch-size", batch_v, int, False), ("--vectors", vectors_v, int, False),
-                                               ("--seed", seed_v, int, True)):
+                for flag, v, kind, zero_ok in (
+                    ("--steps", steps_v, int, False),
+                    ("--preview-every", preview_v, int, True),
+                    ("--save-every", save_v, int, False),
+                    ("--lr", lr_v, float, False),
+                    ("--batch-size", batch_v, int, False),
+                    ("--vectors", vectors_v, int, False),
+                    ("--seed", seed_v, int, True),
+                ):
                     v = _num(v)
                     if v is not None and (v or zero_ok):
                         argv += [flag, str(kind(v))]
@@ -262,7 +373,7 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 argv += jobs.model_args
                 j = jobs.submit(name, run, tok, argv)
                 pos = jobs.queue_position(j)
-                msg = f"{tok}: {'learning' if pos <= 1 and j.state != 'queued' else 'queued'} in `{name}`"
+                msg = f"{html.escape(tok)}: {'learning' if pos <= 1 and j.state != 'queued' else 'queued'} in `{name}`"
                 return msg, gr.update(choices=jobs.names(), value=name)
             except Exception as e:
                 return _say(e), gr.skip()
@@ -284,8 +395,26 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 return path
             raise OnewordError("drop 3-5 photos of the concept (or name a folder)")
 
-        start.click(start_learning, [photos, folder, token, init, prop, steps, early, preview_every, preview_prompt,
-                                     save_every, lr, batch, vectors, seed], [learn_msg, job])
+        start.click(
+            start_learning,
+            [
+                photos,
+                folder,
+                token,
+                init,
+                prop,
+                steps,
+                early,
+                preview_every,
+                preview_prompt,
+                save_every,
+                lr,
+                batch,
+                vectors,
+                seed,
+            ],
+            [learn_msg, job],
+        )
 
         def suggest_init(files, folder_text, prop_v):
             try:
@@ -297,9 +426,11 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                     images = read_photos(security.inside(ws.photos_root, folder_text))
                 else:
                     raise OnewordError("drop the photos first")
-                words = ws.suggest_init(images, prop_v)
-                text = "Closest words (CLIP judge): " + ", ".join(f"**{w}** ({s:.2f})" for w, s in words)
-                return text, words[0][0]
+                from ..init_words import describe_choice
+
+                choice = ws.suggest_init(images, prop_v)
+                ranked = ", ".join(f"{w} ({s:+.3f})" for w, s in choice["top"])
+                return html.escape(f"{describe_choice(choice)}. Next: {ranked}"), choice["words"][0]
             except Exception as e:
                 return _say(e), gr.skip()
 
@@ -307,14 +438,14 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
 
         def stop_job(name):
             try:
-                return jobs.stop(name) if name else "choose a job"
+                return html.escape(jobs.stop(name)) if name else "choose a job"
             except Exception as e:
                 return _say(e)
 
         def resume_job(name, steps_v):
             try:
                 v = _num(steps_v)
-                return jobs.resume(name, int(v) if v else None) if name else "choose a job"
+                return html.escape(jobs.resume(name, int(v) if v else None)) if name else "choose a job"
             except Exception as e:
                 return _say(e)
 
@@ -335,8 +466,15 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
             out_queue = q if q != last.get("queue") else gr.skip()
             last["queue"] = q
             if j is None:
-                return (out_job, "<p>No job yet: drop photos, name the word, Start.</p>", gr.skip(), gr.skip(),
-                        gr.update(visible=False), out_queue, last)
+                return (
+                    out_job,
+                    "<p>No job yet: drop photos, name the word, Start.</p>",
+                    gr.skip(),
+                    gr.skip(),
+                    gr.update(visible=False),
+                    out_queue,
+                    last,
+                )
             p = jobs.progress(j)
             html_status = _status_html(j, p, jobs)
             curve_key = (name, len(p.losses), len(p.val_losses))
@@ -345,7 +483,9 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
 
                 rows = [(s, v, "loss (check points)") for s, v in p.losses]
                 rows += [(s, v, "validation loss") for s, v in p.val_losses]
-                out_plot = pd.DataFrame(rows, columns=["step", "loss", "curve"])
+                out_plot = pd.DataFrame(rows, columns=["step", "loss", "curve"]).astype(
+                    {"step": "int64", "loss": "float64", "curve": "str"}
+                )  # typed even when empty
                 last["curve"] = curve_key
             else:
                 out_plot = gr.skip()
@@ -356,8 +496,11 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
             word = j.word if j.state in FINISHED + ("interrupted",) else None
             wkey = (name, str(word), word.stat().st_mtime if word else None)
             if wkey != last.get("word"):
-                out_dl = (gr.update(value=str(_export_copy(ws, j.name, word)), visible=True) if word
-                          else gr.update(visible=False))
+                out_dl = (
+                    gr.update(value=str(_export_copy(ws, j.name, word)), visible=True)
+                    if word
+                    else gr.update(visible=False)
+                )
                 last["word"] = wkey
             else:
                 out_dl = gr.skip()
@@ -381,8 +524,10 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 r = ws.generate(ids, prompt, int(n), int(_num(seed_v, 0)), _num(steps_v), caption=caption)
                 ims = [(upscaled(im), f"seed {s}") for im, s in zip(r["images"], r["seeds"])]
                 base = [(upscaled(im), f"seed {s}") for im, s in zip(r["baseline"], r["seeds"])]
-                msg = (f"{len(ims)} images of “{html.escape(r['prompt'])}” (seeds {r['seeds'][0]}-{r['seeds'][-1]}); "
-                       f"baseline: “{html.escape(r['baseline_prompt'])}”")
+                msg = (
+                    f"{len(ims)} images of “{html.escape(r['prompt'])}” (seeds {r['seeds'][0]}-{r['seeds'][-1]}); "
+                    f"baseline: “{html.escape(r['baseline_prompt'])}”"
+                )
                 return ims, base, msg
             except Exception as e:
                 return gr.skip(), gr.skip(), _say(e)
@@ -394,13 +539,20 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 r = ws.variations(ids[0], int(n), int(_num(seed_v, 0)))
                 ims = [(upscaled(im), f"seed {s}") for im, s in zip(r["images"], r["seeds"])]
                 base = [(upscaled(im), f"seed {s}") for im, s in zip(r["baseline"], r["seeds"])]
-                return ims, base, (f"variations: “{html.escape(r['prompt'])}”; "
-                                   f"baseline: “{html.escape(r['baseline_prompt'])}”"), r["prompt"]
+                return (
+                    ims,
+                    base,
+                    (f"variations: “{html.escape(r['prompt'])}”; baseline: “{html.escape(r['baseline_prompt'])}”"),
+                    r["prompt"],
+                )
             except Exception as e:
                 return gr.skip(), gr.skip(), _say(e), gr.skip()
 
-        gen_go.click(do_generate, [gen_words, gen_prompt, gen_n, gen_seed, gen_steps, gen_caption],
-                     [gen_images, gen_base, gen_msg])
+        gen_go.click(
+            do_generate,
+            [gen_words, gen_prompt, gen_n, gen_seed, gen_steps, gen_caption],
+            [gen_images, gen_base, gen_msg],
+        )
         gen_var.click(do_variations, [gen_words, gen_n, gen_seed], [gen_images, gen_base, gen_msg, gen_prompt])
 
         # ---------------------------------------------------------------------------- edit
@@ -410,8 +562,11 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                     return None, None, ""
                 im = security.read_photos([file])[0]
                 big = upscaled(im, 384)
-                return im, {"background": big, "layers": [], "composite": big}, (
-                    f"{security.upload_name(file)}: {im.width}x{im.height}; paint the region to change")
+                return (
+                    im,
+                    {"background": big, "layers": [], "composite": big},
+                    (f"{security.upload_name(file)}: {im.width}x{im.height}; paint the region to change"),
+                )
             except Exception as e:
                 return None, None, _say(e)
 
@@ -431,13 +586,19 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 from PIL import Image
 
                 mask_im = Image.fromarray((r["mask"] * 255).astype("uint8"))
-                return (upscaled(mask_im), upscaled(r["image"]),
-                        f"edited {100 * r['fraction']:.0f}% of the photo; the rest is the photo's own pixels")
+                return (
+                    upscaled(mask_im),
+                    upscaled(r["image"]),
+                    f"edited {100 * r['fraction']:.0f}% of the photo; the rest is the photo's own pixels",
+                )
             except Exception as e:
                 return gr.skip(), gr.skip(), _say(e)
 
-        edit_go.click(do_edit, [edit_photo, editor, edit_box, edit_words, edit_prompt, edit_seed, edit_strength],
-                      [edit_mask, edit_out, edit_msg])
+        edit_go.click(
+            do_edit,
+            [edit_photo, editor, edit_box, edit_words, edit_prompt, edit_seed, edit_strength],
+            [edit_mask, edit_out, edit_msg],
+        )
 
         # ---------------------------------------------------------------------------- words
         def do_upload(file, gen_keep, edit_keep, pick_keep, eval_keep):
@@ -445,7 +606,7 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 if file is None:
                     return (gr.skip(),) * 5 + ("",)
                 msg = ws.add_word_file(file)
-                return (*refresh_words(gen_keep, edit_keep, pick_keep, eval_keep), msg)
+                return (*refresh_words(gen_keep, edit_keep, pick_keep, eval_keep), html.escape(msg))
             except Exception as e:
                 return (gr.skip(),) * 5 + (_say(e),)
 
@@ -462,7 +623,7 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
         def do_convert(word_id, tool_v):
             try:
                 path, msg = ws.export(word_id, tool_v)
-                return gr.update(value=str(path), visible=True, label=f"Download {path.name}"), msg
+                return gr.update(value=str(path), visible=True, label=f"Download {path.name}"), html.escape(msg)
             except Exception as e:
                 return gr.update(visible=False), _say(e)
 
@@ -473,7 +634,7 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 if not sure_v:
                     raise OnewordError("tick 'Yes, delete it' first")
                 msg = ws.delete(word_id, jobs)
-                return (*refresh_words(gen_keep, edit_keep, None, eval_keep), msg, False)
+                return (*refresh_words(gen_keep, edit_keep, None, eval_keep), html.escape(msg), False)
             except Exception as e:
                 return (gr.skip(),) * 5 + (_say(e), gr.skip())
 
@@ -489,13 +650,18 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
 
                 grids = [sample_grid(r, cols=min(8, int(n))) for r in report["results"]]
                 grid = make_grid(grids, cols=1, pad=6)
-                return (report_table(report), scatter_plot(report), upscaled(grid, 384),
-                        f"evaluated in {time.perf_counter() - started:.0f} s")
+                return (
+                    report_table(report),
+                    scatter_plot(report),
+                    upscaled(grid, 384),
+                    f"evaluated in {time.perf_counter() - started:.0f} s",
+                )
             except Exception as e:
                 return gr.skip(), gr.skip(), gr.skip(), _say(e)
 
-        eval_go.click(do_evaluate, [eval_word, eval_caption, eval_n, eval_steps],
-                      [eval_table, eval_plot, eval_grid, eval_msg])
+        eval_go.click(
+            do_evaluate, [eval_word, eval_caption, eval_n, eval_steps], [eval_table, eval_plot, eval_grid, eval_msg]
+        )
     return app
 
 
@@ -547,11 +713,12 @@ def _export_copy(ws: Workspace, name: str, word: Path) -> Path:
 
 def _status_html(j, p, jobs: JobManager) -> str:
     total = p.total or 1
-    pct = min(100.0, 100.0 * p.step / total)
     run = j.run_json
     batch = int((run.get("config") or {}).get("batch_size") or 0)
-    bits = [f"<span class='ow-badge ow-{j.state}' id='learn-state'>{html.escape(j.state.replace('_', ' '))}</span> "
-            f"<b>{html.escape(j.token)}</b> in <code>{html.escape(j.name)}</code>"]
+    bits = [
+        f"<span class='ow-badge ow-{j.state}' id='learn-state'>{html.escape(j.state.replace('_', ' '))}</span> "
+        f"<b>{html.escape(j.token)}</b> in <code>{html.escape(j.name)}</code>"
+    ]
     bits.append(f"<progress id='learn-progress' value='{p.step}' max='{total}'></progress>")
     line = f"step <span id='learn-step'>{p.step}</span> / {total}"
     if j.state == "running" and p.rate:
@@ -566,12 +733,16 @@ def _status_html(j, p, jobs: JobManager) -> str:
     bits.append(f"<div>{line}</div>")
     es = run.get("early_stopping") or {}
     if j.state == "early_stopped":
-        bits.append(f"<div id='learn-early-stop'><b>Early stopping fired at step {run.get('step')}</b>: the validation "
-                    f"loss stopped falling (the slope of its last {es.get('val_window')} values is no longer "
-                    f"{es.get('val_z')} standard errors below zero).</div>")
+        bits.append(
+            f"<div id='learn-early-stop'><b>Early stopping fired at step {run.get('step')}</b>: the validation "
+            f"loss stopped falling (the slope of its last {es.get('val_window')} values is no longer "
+            f"{es.get('val_z')} standard errors below zero).</div>"
+        )
     elif es.get("enabled") and j.state == "running":
-        bits.append(f"<div>Early stopping watches the validation loss every {es.get('val_every')} steps "
-                    f"(not before step {es.get('min_steps')}).</div>")
+        bits.append(
+            f"<div>Early stopping watches the validation loss every {es.get('val_every')} steps "
+            f"(not before step {es.get('min_steps')}).</div>"
+        )
     if j.state == "queued":
         bits.append(f"<div>Queued: number {jobs.queue_position(j)} (one learning job at a time on this device).</div>")
     if j.message:
@@ -593,4 +764,7 @@ def _queue_table(jobs: JobManager) -> str:
         rows.append(f"| `{n}` | {html.escape(j.token)} | {j.state.replace('_', ' ')} | {j.progress.step or ''} |")
     if not rows:
         return ""
-    return "**Jobs** (one learns at a time; the rest wait in order)\n\n| run | word | state | step |\n|---|---|---|---|\n" + "\n".join(rows)
+    return (
+        "**Jobs** (one learns at a time; the rest wait in order)\n\n| run | word | state | step |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+    )

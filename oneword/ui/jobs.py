@@ -6,6 +6,7 @@ tab sees the same job, and a restarted server finds its runs again.
 A run folder of the UI: ROOT/<name>/ holding photos/ (the uploaded photos, re-encoded after the safe loader read
 them), ui-job.json (the command that starts it), ui-progress.jsonl, ui-log.txt, and what `oneword learn` writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,23 +37,24 @@ def slug(token: str) -> str:
 @dataclass
 class Progress:
     """What the page draws: read incrementally from the worker's log and run.json."""
+
     step: int = 0
     total: int = 0
-    rate: float | None = None            # steps/s, over the last few seconds
-    losses: list = field(default_factory=list)       # (step, loss) at each check point
-    val_losses: list = field(default_factory=list)   # (step, validation loss)
-    offset: int = 0                      # bytes of the log already read
-    window: list = field(default_factory=list)       # recent (t, step) for the rate
+    rate: float | None = None  # steps/s, over the last few seconds
+    losses: list = field(default_factory=list)  # (step, loss) at each check point
+    val_losses: list = field(default_factory=list)  # (step, validation loss)
+    offset: int = 0  # bytes of the log already read
+    window: list = field(default_factory=list)  # recent (t, step) for the rate
 
 
 @dataclass
 class Job:
     name: str
     folder: Path
-    argv: list                            # `learn ...` for a new run (the worker's arguments after the log path)
+    argv: list  # `learn ...` for a new run (the worker's arguments after the log path)
     token: str
     created: float
-    state: str = "queued"                 # queued | running | stopping | interrupted | done | early_stopped | failed
+    state: str = "queued"  # queued | running | stopping | interrupted | done | early_stopped | failed
     message: str = ""
     proc: subprocess.Popen | None = None
     resume: bool = False
@@ -83,8 +85,14 @@ class Job:
 class JobManager:
     """Start, queue, stop, resume and watch learning jobs. Thread-safe; a daemon thread starts queued jobs."""
 
-    def __init__(self, root: Path, model_args: list[str] | None = None, python: str | None = None,
-                 env: dict | None = None, poll_s: float = 0.5):
+    def __init__(
+        self,
+        root: Path,
+        model_args: list[str] | None = None,
+        python: str | None = None,
+        env: dict | None = None,
+        poll_s: float = 0.5,
+    ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.model_args = list(model_args or [])
@@ -297,9 +305,14 @@ class JobManager:
         env = dict(self.env if self.env is not None else os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
-            job.proc = subprocess.Popen([self.python, "-m", "oneword.ui.worker", str(job.folder / PROGRESS_FILE), *argv],
-                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                        start_new_session=True)  # a Ctrl-C in the server's terminal is the server's
+            job.proc = subprocess.Popen(
+                [self.python, "-m", "oneword.ui.worker", str(job.folder / PROGRESS_FILE), *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )  # a Ctrl-C in the server's terminal is the server's
         except OSError as e:
             job.state, job.message = "failed", f"could not start: {e}"
             return
@@ -313,12 +326,18 @@ class JobManager:
         status = run.get("status")
         if code == 0 and status in FINISHED:
             job.state = status
-            job.message = (f"early stopping at step {run.get('step')}: the validation loss stopped falling"
-                           if status == "early_stopped" else f"done: {run.get('step')} steps")
+            job.message = (
+                f"early stopping at step {run.get('step')}: the validation loss stopped falling"
+                if status == "early_stopped"
+                else f"done: {run.get('step')} steps"
+            )
         elif job.state == "stopping" or status == "interrupted":
             job.state = "interrupted"
-            job.message = (f"stopped at step {run.get('step')}; checkpoint saved: Resume continues exactly"
-                           if (job.folder / "checkpoint.safetensors").is_file() else "stopped before the first step")
+            job.message = (
+                f"stopped at step {run.get('step')}; checkpoint saved: Resume continues exactly"
+                if (job.folder / "checkpoint.safetensors").is_file()
+                else "stopped before the first step"
+            )
         else:
             job.state, job.message = "failed", last_error(job.folder / LOG_FILE) or f"exited with code {code}"
         job.resume = False
@@ -331,8 +350,13 @@ class JobManager:
                 spec = json.loads(spec_path.read_text())
             except (OSError, ValueError):
                 continue
-            job = Job(name=folder.name, folder=folder, argv=list(spec.get("argv") or []),
-                      token=str(spec.get("token", folder.name)), created=float(spec.get("created") or 0))
+            job = Job(
+                name=folder.name,
+                folder=folder,
+                argv=list(spec.get("argv") or []),
+                token=str(spec.get("token", folder.name)),
+                created=float(spec.get("created") or 0),
+            )
             status = job.run_json.get("status")
             if status in FINISHED:
                 job.state, job.message = status, f"{status.replace('_', ' ')} at step {job.run_json.get('step')}"

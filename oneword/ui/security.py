@@ -9,6 +9,7 @@
 * A folder typed into the page is read only inside the server's photos root; files are served only from the
   server's run folder.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ..errors import OnewordError
 
-MAX_UPLOAD_BYTES = 64 << 20      # per file, enforced by the web server before a handler sees it
+MAX_UPLOAD_BYTES = 64 << 20  # per file, enforced by the web server before a handler sees it
 MAX_PHOTOS = 64
 LOOPBACK_NAMES = ("localhost",)
 
@@ -61,10 +62,14 @@ def check_listen(host: str, credentials) -> str | None:
     if is_loopback(host):
         return None
     if not credentials:
-        raise OnewordError(f"--host {host} would let other machines use this server: that needs "
-                           "--auth user:password (or --auth-file FILE)")
-    return (f"warning: listening on {host}: anyone who can reach this machine and knows a password can learn, "
-            "generate and read the words in the run folder (plain HTTP: use it on a network you trust)")
+        raise OnewordError(
+            f"--host {host} would let other machines use this server: that needs "
+            "--auth user:password (or --auth-file FILE)"
+        )
+    return (
+        f"warning: listening on {host}: anyone who can reach this machine and knows a password can learn, "
+        "generate and read the words in the run folder (plain HTTP: use it on a network you trust)"
+    )
 
 
 def inside(root: Path, path: str | os.PathLike) -> Path:
@@ -88,7 +93,7 @@ def upload_path(file) -> Path:
         return Path(file)
     if isinstance(file, dict):
         return Path(file.get("path") or file.get("name"))
-    return Path(getattr(file, "path", None) or getattr(file, "name"))
+    return Path(getattr(file, "path", None) or file.name)
 
 
 def upload_name(file) -> str:

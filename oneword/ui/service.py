@@ -5,6 +5,7 @@ One model is loaded once in the server process and used by one request at a time
 under a name made from its vectors (the prompt is rewritten to match): a word learned again, or two files with
 the same token, never clash in the model.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,27 +18,30 @@ from pathlib import Path
 from ..errors import OnewordError
 from .jobs import slug
 
-WORDS_DIR = "words"       # dropped-in word files, re-written by oneword as .safetensors
+WORDS_DIR = "words"  # dropped-in word files, re-written by oneword as .safetensors
 EXPORTS_DIR = ".exports"  # converted files offered for download
 WORD_ID = re.compile(r"^(run|file)/([A-Za-z0-9_][A-Za-z0-9_.-]{0,120})$")
 
-# tool -> (oneword format, extension, where the file goes)
-TOOLS = {
-    "diffusers": ("diffusers", ".safetensors", "pipe.load_textual_inversion(FILE); the prompt uses the token"),
-    "AUTOMATIC1111": ("a1111", ".pt", "stable-diffusion-webui/embeddings/; the prompt uses the file name"),
-    "ComfyUI": ("a1111", ".safetensors", "ComfyUI/models/embeddings/; the prompt uses embedding:NAME"),
-    "kohya": ("kohya", ".safetensors", "sd-scripts' --textual_inversion_embedding / kohya_ss"),
-    "InvokeAI": ("diffusers", ".safetensors", "InvokeAI's model manager (Embedding); the prompt uses <NAME>"),
+# the tools `oneword convert --for` writes for (oneword.formats.TOOLS), and how each finds the word
+TOOL_USE = {
+    "automatic1111": "stable-diffusion-webui/embeddings/; the prompt word is the file name: {stem}",
+    "forge": "Forge's embeddings/ folder; the prompt word is the file name: {stem}",
+    "comfyui": "ComfyUI/models/embeddings/; write embedding:{stem} in the prompt",
+    "invokeai": "InvokeAI's Model Manager; it is named after the file: {stem}",
+    "kohya": "sd-scripts' --textual_inversion_embeddings; the prompt word is the file name: {stem}",
+    "diffusers": "pipe.load_textual_inversion(FILE) adds the word {token}",
+    "onetrainer": "OneTrainer: the embedding's base file",
+    "oneword": "oneword and diffusers with this model (any text width): --embeds FILE",
 }
 
 
 @dataclass
 class Word:
-    id: str            # "run/<folder>" or "file/<name>.safetensors"
+    id: str  # "run/<folder>" or "file/<name>.safetensors"
     token: str
     path: Path
     vectors: int
-    source: str        # "learned" | "dropped in"
+    source: str  # "learned" | "dropped in"
     detail: str
 
     @property
@@ -54,7 +58,7 @@ class Workspace:
         self._model = None
         self._judge = None
         self._load_lock = threading.Lock()
-        self.busy = threading.Lock()   # one request on the model at a time
+        self.busy = threading.Lock()  # one request on the model at a time
 
     # ----------------------------------------------------------------------------------------- model
     def model(self):
@@ -69,29 +73,34 @@ class Workspace:
         """The CLIP judge for this model (the world's own for the world model), or a clear refusal."""
         with self._load_lock:
             if self._judge is None:
-                from ..evaluation import load_judge
+                from ..judges import load_judge
 
                 model = self._model
                 try:
                     self._judge = load_judge(None, model)
                 except Exception as e:  # a hub CLIP that is not in the local cache, say
-                    raise OnewordError(f"no CLIP judge available for this model ({str(e).splitlines()[0][:160]})") from None
+                    raise OnewordError(
+                        f"no CLIP judge available for this model ({str(e).splitlines()[0][:160]})"
+                    ) from None
             return self._judge
 
     def model_summary(self) -> str:
         m = self.model()
         ident = m.identity
-        return (f"{'the embedded world model' if ident.get('kind') == 'world' else ident.get('source')} "
-                f"({ident.get('pipeline')}, {ident.get('resolution')} px, text width {ident.get('text_width')}, "
-                f"{m.device})")
+        return (
+            f"{'the embedded world model' if ident.get('kind') == 'world' else ident.get('source')} "
+            f"({ident.get('pipeline')}, {ident.get('resolution')} px, text width {ident.get('text_width')}, "
+            f"{m.device})"
+        )
 
     # ----------------------------------------------------------------------------------------- words
     def words(self) -> list[Word]:
         from .. import load_concepts
 
         out = []
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                             and p.name != WORDS_DIR):
+        for folder in sorted(
+            p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != WORDS_DIR
+        ):
             f = folder / "learned_embeds.safetensors"
             if not f.is_file() or not WORD_ID.match(f"run/{folder.name}"):
                 continue
@@ -103,8 +112,16 @@ class Workspace:
                 c = load_concepts(f)[0]
             except OnewordError:
                 continue
-            out.append(Word(f"run/{folder.name}", c.token, f, c.n_vectors, "learned",
-                            f"{run.get('status', '?').replace('_', ' ')} at step {run.get('step', '?')}"))
+            out.append(
+                Word(
+                    f"run/{folder.name}",
+                    c.token,
+                    f,
+                    c.n_vectors,
+                    "learned",
+                    f"{run.get('status', '?').replace('_', ' ')} at step {run.get('step', '?')}",
+                )
+            )
         words_dir = self.root / WORDS_DIR
         if words_dir.is_dir():
             for f in sorted(words_dir.glob("*.safetensors")):
@@ -162,18 +179,19 @@ class Workspace:
         return f"added {', '.join(kept)} from {upload_name(upload)}"
 
     def export(self, word_id: str, tool: str) -> tuple[Path, str]:
-        """The word converted for `tool`, as a file to download, and where it goes there."""
-        from .. import save_concept
+        """The word as the file `tool` loads as it is (oneword.formats.save_for_tool), to download, and how that
+        tool finds it; "oneword": the diffusers layout at any width (what `learn` writes)."""
+        from ..formats import TOOLS, save_concept, save_for_tool
 
-        if tool not in TOOLS:
-            raise OnewordError(f"choose one of {', '.join(TOOLS)}")
-        fmt, ext, where = TOOLS[tool]
-        w = self.word(word_id)
+        if tool not in TOOL_USE:
+            raise OnewordError(f"choose one of {', '.join(TOOL_USE)}")
         c = self.concept(word_id)
-        name = slug(c.token)
-        dest = self.root / EXPORTS_DIR / slug(tool.lower()) / f"{name}{ext}"
-        save_concept(c, dest, format=fmt)
-        return dest, f"{c.token} for {tool}: {dest.name} -> {where}" + (f" ({name})" if "NAME" in where else "")
+        dest = self.root / EXPORTS_DIR / tool / slug(c.token)
+        if tool == "oneword":
+            out, label = save_concept(c, dest.with_suffix(".safetensors"), format="diffusers"), "oneword"
+        else:
+            out, label = save_for_tool(c, dest, tool), TOOLS[tool][0]
+        return out, f"{c.token} for {label}: {out.name} -> " + TOOL_USE[tool].format(stem=out.stem, token=c.token)
 
     def delete(self, word_id: str, jobs=None) -> str:
         import shutil
@@ -221,8 +239,9 @@ class Workspace:
             out.append(dataclasses.replace(c, token=alias))
         return out, prompt
 
-    def generate(self, word_ids, prompt: str, n: int = 4, seed: int = 0, steps=None, guidance=None,
-                 caption: str | None = None) -> dict:
+    def generate(
+        self, word_ids, prompt: str, n: int = 4, seed: int = 0, steps=None, guidance=None, caption: str | None = None
+    ) -> dict:
         """Images of `prompt` and, with the same seeds, of the caption baseline (each word replaced by its init
         words, or by `caption`)."""
         from .. import generate
@@ -242,8 +261,13 @@ class Workspace:
             words, text = self._aliased(concepts, prompt)
             images = generate(model, text, words, n=n, steps=steps, guidance=guidance, seed=seed)
             baseline = generate(model, base_prompt, (), n=n, steps=steps, guidance=guidance, seed=seed)
-        return {"images": images, "seeds": list(range(seed, seed + n)), "baseline": baseline,
-                "baseline_prompt": base_prompt, "prompt": prompt}
+        return {
+            "images": images,
+            "seeds": list(range(seed, seed + n)),
+            "baseline": baseline,
+            "baseline_prompt": base_prompt,
+            "prompt": prompt,
+        }
 
     def variations(self, word_id: str, n: int = 8, seed: int = 0) -> dict:
         c = self.concept(word_id)
@@ -263,8 +287,16 @@ class Workspace:
         concepts = self.concepts(word_ids)
         with self.busy:
             words, text = self._aliased(concepts, prompt)
-            out = edit(self.model(), photo, m, text, words, strength=float(strength),
-                       steps=_int(steps, "steps", 1, 500) if steps else None, seed=_int(seed, "seed", 0, 2**31 - 1))
+            out = edit(
+                self.model(),
+                photo,
+                m,
+                text,
+                words,
+                strength=float(strength),
+                steps=_int(steps, "steps", 1, 500) if steps else None,
+                seed=_int(seed, "seed", 0, 2**31 - 1),
+            )
         return {"image": out[0], "mask": m, "fraction": float(m.mean())}
 
     # ----------------------------------------------------------------------------------------- evaluation
@@ -281,8 +313,9 @@ class Workspace:
             raise OnewordError(f"{w.id} has no readable run.json") from None
         return read_photos(run.get("photos") or w.path.parent / "photos")
 
-    def evaluate(self, word_id: str, photos=None, caption: str | None = None, n: int = 8, steps=None,
-                 bootstrap: int = 500) -> dict:
+    def evaluate(
+        self, word_id: str, photos=None, caption: str | None = None, n: int = 8, steps=None, bootstrap: int = 500
+    ) -> dict:
         from ..evaluation import EvalConfig, evaluate
 
         c = self.concept(word_id)
@@ -297,25 +330,14 @@ class Workspace:
             report = evaluate(model, photos, [c, caption], judge=judge, kind=kind, config=cfg, keep_images=True)
         return report
 
-    def suggest_init(self, images, kind: str = "object", k: int = 5) -> list[tuple[str, float]]:
-        """Words of the model's vocabulary whose CLIP text is closest to the photos (a judge is needed)."""
+    def suggest_init(self, images, kind: str = "object") -> dict:
+        """`learn --init auto`'s ranking of the model's vocabulary against the photos (a CLIP judge is needed)."""
+        from ..init_words import auto_words
+
         if not images:
             raise OnewordError("drop the photos first")
         with self.busy:
-            model = self.model()
-            judge = self.judge()
-            words = _candidate_words(model.tokenizer)
-            template = "a {} painting" if kind == "style" else "a photo of a {}"
-            img = judge.image_features(images)
-            sims = []
-            for i in range(0, len(words), 256):
-                txt = judge.text_features([template.format(w) for w in words[i:i + 256]])
-                sims.append((txt @ img.T).mean(1))
-            import torch
-
-            scores = torch.cat(sims)
-            top = torch.topk(scores, min(k, len(words)))
-        return [(words[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+            return auto_words(self.model(), images, kind, 1, judge=self.judge())
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -337,24 +359,13 @@ def _article(word: str) -> str:
 
 
 def _family(dim: int, model_dim: int) -> str:
-    names = {768: "SD1.x (CLIP ViT-L, 768 wide)", 1024: "SD2.x (OpenCLIP ViT-H, 1024 wide)",
-             1280: "SDXL second encoder (1280 wide)"}
+    names = {
+        768: "SD1.x (CLIP ViT-L, 768 wide)",
+        1024: "SD2.x (OpenCLIP ViT-H, 1024 wide)",
+        1280: "SDXL second encoder (1280 wide)",
+    }
     fits = "fits this model" if dim == model_dim else f"does not fit this model ({model_dim} wide)"
     return f"model family: {names.get(dim, f'{dim} wide')}; {fits}"
-
-
-def _candidate_words(tokenizer, limit: int = 8000) -> list[str]:
-    """Whole, alphabetic words of the vocabulary (CLIP BPE: "cat</w>"), most frequent first."""
-    vocab = tokenizer.get_vocab()
-    words = []
-    for piece, i in sorted(vocab.items(), key=lambda kv: kv[1]):
-        if piece.endswith("</w>"):
-            w = piece[:-4]
-            if len(w) >= 3 and w.isascii() and w.isalpha():
-                words.append(w)
-        if len(words) >= limit:
-            break
-    return words
 
 
 def _int(value, what: str, lo: int, hi: int) -> int:
@@ -388,9 +399,16 @@ def scatter_plot(report: dict):
         rec, ed = r["reconstruction"], r.get("editability")
         if not ed:
             continue
-        ax.errorbar(ed["mean"], rec["mean"], xerr=[[ed["mean"] - ed["ci"][0]], [ed["ci"][1] - ed["mean"]]],
-                    yerr=[[rec["mean"] - rec["ci"][0]], [rec["ci"][1] - rec["mean"]]], fmt="o", color=colour,
-                    capsize=4, label=r["subject"])
+        ax.errorbar(
+            ed["mean"],
+            rec["mean"],
+            xerr=[[ed["mean"] - ed["ci"][0]], [ed["ci"][1] - ed["mean"]]],
+            yerr=[[rec["mean"] - rec["ci"][0]], [rec["ci"][1] - rec["mean"]]],
+            fmt="o",
+            color=colour,
+            capsize=4,
+            label=r["subject"],
+        )
     ax.axhline(report["reconstruction_ceiling"], color="grey", lw=0.8, ls="--", label="photos' own similarity")
     ax.set_xlabel("editability (text-image similarity)")
     ax.set_ylabel("reconstruction (image-image similarity)")
@@ -425,7 +443,9 @@ def report_table(report: dict) -> str:
         lines.append(row)
     c = report["config"]
     lines.append("")
-    lines.append(f"{c['n']} samples per prompt, {c['steps']} steps, guidance {c['guidance']:g}, judge {_md(report['judge'])}; "
-                 f"the photos' own mutual similarity is {report['reconstruction_ceiling']:.3f}. "
-                 "Brackets: 95% bootstrap intervals.")
+    lines.append(
+        f"{c['n']} samples per prompt, {c['steps']} steps, guidance {c['guidance']:g}, judge {_md(report['judge'])}; "
+        f"the photos' own mutual similarity is {report['reconstruction_ceiling']:.3f}. "
+        "Brackets: 95% bootstrap intervals."
+    )
     return "\n".join(lines)

@@ -4,13 +4,17 @@
     python -m oneword.ui.worker PROGRESS_JSONL learn --resume RUN_DIR
 
 The job is exactly the command (its checkpoints, its exact resume, its run.json, its previews); SIGINT makes it
-checkpoint and stop, as Ctrl-C does in a terminal. What the command shows only in its progress bar (the step,
-the loss at each check point) is appended to PROGRESS_JSONL as JSON lines, at most every half second plus
-once at each check point, by a subclass of the bar itself: nothing is added to the learning step.
+checkpoint and stop, as Ctrl-C does in a terminal, except that here the interrupt is held until the step in
+flight has finished and is not a check point (validation, preview, checkpoint): the checkpoint then holds a
+whole step's state, and Resume continues bit for bit as if the run had never stopped. What the command shows
+only in its progress bar (the step, the loss at each check point) is appended to PROGRESS_JSONL as JSON lines,
+at most every half second plus once at each check point, by a subclass of the bar itself: nothing is added to
+the learning step.
 
 Each line: {"t": unix time, "step": int, "total": int, "loss": float (at check points only)}; the first line of
 each process has "start": true.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +24,40 @@ import sys
 import time
 
 EVERY_S = 0.5
+MAX_HELD_STEPS = 100  # a stop held this long (every step a check point?) is delivered anyway
+
+
+class StopRequest:
+    """SIGINT while learning: remembered, and raised as KeyboardInterrupt by the bar at the next whole step."""
+
+    learning = False
+    requested = False
+    held = 0
+    run_dir: str | None = None
+
+    @classmethod
+    def on_sigint(cls, signum, frame):
+        if not cls.learning:
+            raise KeyboardInterrupt  # loading, or saving at the end: stop at once, as the command would
+        cls.requested = True
+
+    @classmethod
+    def due(cls, step: int) -> bool:
+        if not cls.requested:
+            return False
+        cls.held += 1
+        return cls.held > MAX_HELD_STEPS or not _check_point(cls.run_dir, step)
+
+
+def _check_point(run_dir: str | None, step: int) -> bool:
+    """Whether `learn` reads the device and may validate, preview or save after `step` (its run.json's config)."""
+    try:
+        with open(os.path.join(run_dir or "", "run.json"), encoding="utf-8") as f:
+            cfg = json.load(f)["config"]
+        every = [int(cfg["val_every"]), int(cfg["save_every"]), int(cfg.get("preview_every") or 0)]
+        return step >= int(cfg["steps"]) or any(e and step % e == 0 for e in every)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unknown: stop now
 
 
 def install_progress_log(path: str) -> None:
@@ -35,11 +73,17 @@ def install_progress_log(path: str) -> None:
             self._last = 0.0
             if self._log:
                 self._write(start=True)
+                StopRequest.learning = True
 
         def update(self, n=1):
             out = super().update(n)
-            if self._log and time.monotonic() - self._last >= EVERY_S:
-                self._write()
+            if self._log:
+                if time.monotonic() - self._last >= EVERY_S:
+                    self._write()
+                if StopRequest.requested and StopRequest.due(int(self.n)):
+                    self._write()
+                    StopRequest.learning = False
+                    raise KeyboardInterrupt
             return out
 
         def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
@@ -55,6 +99,7 @@ def install_progress_log(path: str) -> None:
             if getattr(self, "_log", False):
                 self._write()
                 self._log = False
+                StopRequest.learning = False
             super().close()
 
         def _write(self, **extra) -> None:
@@ -75,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m oneword.ui.worker PROGRESS_JSONL learn ...", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Stop is SIGINT (the command checkpoints on it); a server started in the background of a shell ignores
-    # SIGINT, and its children would inherit that
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Stop is SIGINT, held until a whole step (StopRequest); installed explicitly, since a server started in the
+    # background of a shell ignores SIGINT and its children would inherit that
+    for flag in ("--out", "--resume"):
+        if flag in argv[:-1]:
+            StopRequest.run_dir = argv[argv.index(flag) + 1]
+    signal.signal(signal.SIGINT, StopRequest.on_sigint)
     install_progress_log(argv[0])
     try:
         from oneword.commands import main as command
