@@ -18,6 +18,8 @@ image-steps, with editability no worse (paired bootstrap over samples and concep
     .venv/bin/python -m benchmarks.time_to_quality --merge runs/time_to_quality runs/ttq_b
     # learning seeds: one --work per --seed, then one table over them (prints, writes nothing)
     .venv/bin/python -m benchmarks.time_to_quality --compare-seeds runs/time_to_quality runs/ttq_seed1
+    # learn-many: 8 concepts learned together against 8 sequential learn runs (wall time, reconstruction)
+    .venv/bin/python -m benchmarks.time_to_quality --many 8 --repeat 2 --json runs/many.json
 
 --held-out reports on the HELD_OUT concepts instead; nothing may be chosen from it (each report on them so far,
 written down before it ran and dated: experiments/world_defaults/README.md).
@@ -41,8 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import (Bench, fmt_diff, fmt_summary, log, pooled_diff, save_figure, scores, summarise,
-                               write_json)
+from benchmarks.common import Bench, fmt_diff, fmt_summary, log, pooled_diff, save_figure, scores, summarise, write_json
 from oneword import evaluation as E
 
 PAPER_STEPS = 5000
@@ -96,9 +97,18 @@ def main(argv=None) -> int:
                          "parallel on disjoint --names, same --seed and --stops)")
     ap.add_argument("--compare-seeds", nargs="+", metavar="WORK",
                     help="learn nothing: compare the --work folders of runs with different --seed (printed only)")
+    ap.add_argument("--many", type=int, metavar="N",
+                    help="instead: the first N tuning concepts with the defaults, learned one after another (learn) and "
+                         "together (learn_many), alternating --repeat rounds in this process: wall-time ratio and each "
+                         "word's reconstruction against the sequential word's bootstrap interval (printed, --json)")
+    ap.add_argument("--repeat", type=int, default=1, help="--many: rounds (the two sides alternate)")
+    ap.add_argument("--slots", type=int, help="--many: concepts per batch (default: learn_many's)")
+    ap.add_argument("--json", help="--many: also write the results here")
     args = ap.parse_args(argv)
     if args.compare_seeds:
         return compare_seeds(args.compare_seeds)
+    if args.many:
+        return many_vs_sequential(args)
     if args.quick:
         args.names, args.n, args.eval_steps, args.stops = "teal_ring", 4, 5, "5,10,20"
     torch.set_num_threads(args.threads)
@@ -130,6 +140,66 @@ def main(argv=None) -> int:
           f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}")
     per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
     return report(per, names, model, default, paper, stops, variants, args, argv, (time.time() - started) / 60)
+
+
+def many_vs_sequential(args) -> int:
+    """N tuning concepts, same seeds and defaults: N sequential `learn` runs against one `learn_many`, the two
+    alternating (round r: sequential first when r is even), then each word's world-CLIP reconstruction."""
+    import shutil
+
+    from oneword import LearnConfig, learn, load_model
+    from oneword.formats import load_concepts
+    from oneword.many import Job, learn_many
+    from oneword.world.concepts import concept
+
+    torch.set_num_threads(args.threads)
+    names = list(NAMES)[:args.many]
+    model = load_model(args.model, device="cpu")
+    work = Path(args.work) / "many"
+    shutil.rmtree(work, ignore_errors=True)
+    jobs = []
+    for i, name in enumerate(names):
+        c, folder = concept(name), work / "photos" / name
+        folder.mkdir(parents=True)
+        for j, im in enumerate(c.photos(5, seed=0)):
+            im.save(folder / f"{j}.png")
+        jobs.append(Job(token=f"<{name}>", photos=str(folder), init=c.init_word, property=c.kind, seed=args.seed))
+    times = {"sequential": [], "many": []}
+    for r in range(args.repeat):
+        for side in (("sequential", "many") if r % 2 == 0 else ("many", "sequential")):
+            out = work / f"{side}{r}"
+            started = time.perf_counter()
+            if side == "many":
+                learn_many(model, [Job(**{**j.__dict__, "out": None}) for j in jobs], out, slots=args.slots,
+                           progress=False)
+            else:
+                for j in jobs:
+                    learn(model, j.photos, LearnConfig.with_defaults(model, **j.overrides()), out / j.token.strip("<>"),
+                          progress=False)
+            times[side].append(time.perf_counter() - started)
+            log(f"round {r} {side}: {times[side][-1]:.1f} s")
+    ratio = float(np.median(times["sequential"]) / np.median(times["many"]))
+    judge = E.load_judge(args.judge or "world")
+    ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
+    rows = []
+    for j, name in zip(jobs, names):
+        c = concept(name)
+        photos = sorted((work / "photos" / name).glob("*.png"))
+        words = [load_concepts(work / f"{side}0" / name / "learned_embeds.safetensors")[0]
+                 for side in ("sequential", "many")]
+        steps = [json.loads((work / f"{side}0" / name / "run.json").read_text())["step"] for side in ("sequential", "many")]
+        res = E.evaluate(model, [str(p) for p in photos], words, judge, kind=c.kind, config=ecfg)["results"]
+        seq, mny = res[0]["reconstruction"], res[1]["reconstruction"]
+        inside = seq["ci"][0] <= mny["mean"] <= seq["ci"][1]
+        rows.append({"concept": name, "steps": steps, "sequential": seq, "many": mny, "within_interval": inside})
+        log(f"{name}: steps {steps[0]} / {steps[1]}; reconstruction sequential {E.fmt(seq)}, many {E.fmt(mny)}"
+            f"{'' if inside else '  OUTSIDE'}")
+    log(f"wall time: sequential {np.median(times['sequential']):.1f} s, learn-many {np.median(times['many']):.1f} s "
+        f"(medians of {args.repeat}): {ratio:.2f}x; reconstruction within the sequential interval: "
+        f"{sum(r['within_interval'] for r in rows)}/{len(rows)}")
+    if args.json:
+        write_json(Path(args.json), {"times": times, "ratio": ratio, "concepts": rows, "threads": args.threads})
+    return 0
 
 
 def report(per, names, model, default, paper, stops, variants, args, argv, minutes: float) -> int:

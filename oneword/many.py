@@ -582,8 +582,8 @@ def _load_at(run: Run, step) -> None:
 class LocalQueue:
     """The jobs in order, for one process; remembers the snapshot in OUT/learn-many-state.json."""
 
-    def __init__(self, jobs: list[Job], out, resume: bool):
-        self.jobs, self.out = jobs, Path(out) if out is not None else None
+    def __init__(self, jobs: list[Job], out, resume: bool, designated: bool = False):
+        self.jobs, self.out, self.designated = jobs, Path(out) if out is not None else None, designated
         self.pending = list(range(len(jobs)))
         self.ended: set[int] = set()  # ended in this process or before the resume
         self.resume_at: dict[int, object] = {}
@@ -611,7 +611,7 @@ class LocalQueue:
 
     def take(self, free: list[int], slots: int):
         for i in list(self.pending):
-            want = self.first_slots.get(i)
+            want = self.first_slots.get(i, i % slots if self.designated else None)
             if want is not None and want not in free:
                 continue
             self.pending.remove(i)
@@ -631,7 +631,8 @@ def learn_many(model, jobs, out=None, *, slots: int | None = None, resume: bool 
                progress: bool = True, fixed_shapes: bool | None = None, **settings) -> list[dict]:
     """Learn every job's word (Job objects or dicts with photos, token, init, property, vectors, steps, seed, lr),
     `slots` of them at a time in one batch; `settings` are LearnConfig fields shared by all (batch_size,
-    save_every, early_stop, ...). Each job's out folder ends as `learn` leaves it. `callback(row)` hears each
+    save_every, early_stop, ...). `fixed_shapes`: every slot computed every step and job i in slot i % slots, as
+    on Ray workers, so each word is exactly what a Ray run gives (default: on a GPU with CUDA graphs). Each job's out folder ends as `learn` leaves it. `callback(row)` hears each
     concept's end (the summary row: token, out, status, steps, stopped_early, val_loss, time_s, file, error).
     Returns the summary rows in job order; writes OUT/summary.json when `out` is given."""
     unknown = set(settings) - {f.name for f in fields(LearnConfig)}
@@ -646,10 +647,10 @@ def learn_many(model, jobs, out=None, *, slots: int | None = None, resume: bool 
                                                      "slots": slots})
     elif not resume:
         _refuse_existing(jobs)
-    queue = LocalQueue(jobs, out, resume)
+    queue = LocalQueue(jobs, out, resume, designated=bool(fixed_shapes))
     k = slots or default_slots(model, len(jobs), LearnConfig.with_defaults(model, **settings).batch_size)
-    engine = Engine(model, jobs, settings, k, out, fixed_shapes=fixed_shapes, callback=callback,
-                    progress=progress, resume=resume)
+    engine = Engine(model, jobs, settings, k, out, fixed_shapes=fixed_shapes, designated=bool(fixed_shapes),
+                    callback=callback, progress=progress, resume=resume)
     ran = {r["token"]: r for r in engine.run(queue)}
     rows = [ran.get(j.token) or _row_from_folder(j) for j in jobs]  # with those that ended before a --resume
     if out is not None:
