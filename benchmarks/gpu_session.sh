@@ -9,6 +9,7 @@
 #   PARTS=compile_wide                           timeout_s 340: took 284 s (two compiles, ~125 s each)
 # 780 s of device time in all. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
 # Pending (never run on a GPU yet): PARTS=sdxl, timeout_s ~600 (SDXL at 1024 px, below).
+# Pending (never run on a GPU yet): PARTS=many, timeout_s ~600 (learn-many, 32 concepts, below).
 # Pending (never run on a GPU yet): PARTS="graph bound", timeout_s ~420 -- graph re-measures the graphed step with
 # cuDNN autotuning on in learn() and the eager first-step sync fixed; bound is the batch-64 profile's bound.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
@@ -94,5 +95,13 @@ want compile && step "${COMPILE_LIMIT:-300}" python3 -m benchmarks.speed $SD --b
 # the same at the two batches the targets name (each compiles anew: ~2 min each)
 want compile_wide && step 320 python3 -m benchmarks.speed $SD --batch 64 4 --steps 10 --systems oneword --compile \
   --json "$J/compile_wide.json"
+# learn-many (oneword.many): 32 SD1.5-architecture concepts at batch 4 each, slots from free memory, one CUDA graph
+# throughout; concepts per GPU-hour against sequential learn and the diffusers example (its README: 3,000 steps of 4
+# images per concept). Then its tests on this machine. Expected ~5 min on an H200 (never run on a GPU yet).
+if want many; then
+  step 420 python3 -m benchmarks.speed $SD --batch 4 --many 32 --many-steps 200 --many-sequential 2 --steps 10 \
+    --json "$J/many.json"
+  step 150 python3 -m pytest -q -p no:cacheprovider tests/test_many.py -rs
+fi
 tar -C "$OUT" -cf "$OUT/json.tar" json && rm -r "$J"
 echo "### $(date +%T) done" | tee -a "$LOG"

@@ -583,6 +583,13 @@ def main(argv=None) -> int:
     p.add_argument("--flops", action="store_true",
                    help="instead: where an SD1.5 learning step's FLOPs are (meta device, seconds, any machine)")
     p.add_argument("--world-dir", help="a `oneword world pretrain --out DIR` folder instead of the shipped world")
+    p.add_argument("--many", type=int, metavar="N",
+                   help="instead: concepts per hour learning N concepts with learn_many (--many-steps each, batch "
+                        "--batch[0] per concept) against sequential learn (--many-sequential of them, extrapolated) "
+                        "and the diffusers example run once per concept (3,000 steps of 4 images, its README)")
+    p.add_argument("--many-steps", type=int, default=200, help="--many: steps per concept (no early stopping)")
+    p.add_argument("--many-sequential", type=int, default=2, help="--many: sequential learn runs timed")
+    p.add_argument("--slots", type=int, help="--many: concepts per batch (default: learn_many's, from free memory)")
     args = p.parse_args(argv)
     global WORLD_DIR
     WORLD_DIR = Path(args.world_dir) if args.world_dir else None
@@ -600,6 +607,8 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
     models = args.model or (["sd15"] if device.type == "cuda" else ["tiny", "world"])
     batches = args.batch or ([4, 16, 32] if device.type == "cuda" else [1, 4, 16])
+    if args.many:
+        return many_per_hour(models[0], batches[0], args, device)
     flags = [f for f, on in (("grad-ckpt", args.grad_checkpointing), ("compile", args.compile),
                              ("channels-last", args.channels_last), (f"sdpa={args.sdpa}", args.sdpa != "auto")) if on]
     print(f"# {machine(device)}; {time.strftime('%Y-%m-%d %H:%M')}; steps {args.steps}; "
@@ -634,6 +643,61 @@ def main(argv=None) -> int:
                 if "oneword" in best and other in best:
                     ratio = best["oneword"]["image_steps_per_s"] / best[other]["image_steps_per_s"]
                     print(f"{kind:9s} {b:5d} {'ratio/' + other:13s} {'':8s} {ratio:10.2f}x", flush=True)
+    return 0
+
+
+def many_per_hour(kind: str, batch: int, args, device) -> int:
+    """Concepts per device-hour: learn_many on N concepts, sequential learn, and the diffusers example's loop
+    (its step rate measured here as "reference", times its README's 3,000 steps of 4 images, plus a model load)."""
+    import tempfile as tf
+
+    from oneword import LearnConfig, learn
+    from oneword.many import Job, learn_many
+
+    dtype = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    started = time.perf_counter()
+    model = load(kind, device, dtype or (torch.float16 if device.type == "cuda" else torch.float32))
+    load_s = time.perf_counter() - started
+    work = Path(tf.mkdtemp(prefix="oneword-many-"))
+    atexit.register(shutil.rmtree, work, True)
+    size = args.resolution or model.resolution
+    jobs = []
+    for i in range(args.many):
+        folder = work / "photos" / f"c{i}"
+        folder.mkdir(parents=True)
+        for j, im in enumerate(synthetic_photos(args.photos, max(size, 64), seed=i)):
+            im.save(folder / f"{j}.png")
+        jobs.append(Job(token=f"<c{i}>", photos=str(folder), init="object", seed=i))
+    common = dict(steps=args.many_steps, batch_size=batch, early_stop=False, save_every=10**9)
+    t = time.perf_counter()
+    for job in jobs[:args.many_sequential]:
+        learn(model, job.photos, LearnConfig.with_defaults(model, **{**common, **job.overrides(), "steps": args.many_steps}),
+              work / "seq" / job.token.strip("<>"), progress=False)
+    sync(device)
+    seq_s = (time.perf_counter() - t) / args.many_sequential
+    t = time.perf_counter()
+    rows = learn_many(model, [Job(**{**j.__dict__, "out": None}) for j in jobs], work / "many", slots=args.slots,
+                      progress=False, **common)
+    sync(device)
+    many_s = (time.perf_counter() - t) / args.many
+    slots = json.loads((Path(rows[0]["out"]) / "run.json").read_text())["engine"]["slots"]
+    ref = measure(kind, "reference", 4, args, device)
+    example_s = 3000 * 4 / ref["image_steps_per_s"] + load_s
+    print(f"# {machine(device)}; {kind}; {args.many} concepts x {args.many_steps} steps at batch {batch} each; "
+          f"{slots} slots (batch {slots * batch})")
+    for name, per in (("learn-many", many_s), ("sequential learn", seq_s + load_s),
+                      ("diffusers example", example_s)):
+        print(f"{name:18s} {per:8.2f} s/concept {3600 / per:9.1f} concepts/hour")
+    print(f"learn-many / sequential learn: {(seq_s + load_s) / many_s:.2f}x; / diffusers example: {example_s / many_s:.1f}x "
+          f"(sequential learn and the example each load the model once per concept: {load_s:.1f} s here; "
+          f"the example runs 3,000 steps, learn-many {args.many_steps})")
+    if args.json:
+        from oneword.safeio import atomic_write_json
+
+        atomic_write_json(args.json, {"kind": kind, "n": args.many, "steps": args.many_steps, "batch": batch,
+                                      "slots": slots, "many_s_per_concept": many_s, "sequential_s_per_concept": seq_s,
+                                      "load_s": load_s, "reference_image_steps_per_s": ref["image_steps_per_s"],
+                                      "example_s_per_concept": example_s, "machine": machine(device)})
     return 0
 
 
