@@ -26,7 +26,7 @@ from .errors import OnewordError
 from .guard import Guard
 from .init_words import start
 from .install import check_token_free, expand_prompt
-from .run import Run
+from .run import CtrlC, Run
 from .safeio import remove_stale_temporaries, run_lock
 from .sampling import preview_grid
 from .templates import templates_for
@@ -121,7 +121,8 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
         dev, n_train = model.device, noise_schedule.config.num_train_timesteps
         guard, bar = Guard(dev), _progress(cfg.steps, run.step, progress)
-        try:  # from here on, Ctrl-C saves a checkpoint and says how to resume
+        ctrl_c = CtrlC()  # from here on, Ctrl-C stops at a whole step, saves a checkpoint and says how to resume
+        try:
             if cfg.grad_checkpointing:
                 model.unet.enable_gradient_checkpointing()
             run.write_json("running")
@@ -165,6 +166,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                     skipped, bad_in_row, last_loss = guard.read()  # the one host read: non-finite steps, the loss
                     run.skipped += skipped
                     if bad_in_row >= cfg.max_bad_steps:  # diverging: back to the last checkpoint at half the lr
+                    ctrl_c.between_steps()  # Ctrl-C during the last step (or its check point) stops here
                         run.roll_back()
                         guard.forget_runs()
                         continue
@@ -181,8 +183,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         except KeyboardInterrupt:
             run.skipped += guard.read()[0]
             run.save("interrupted")  # Ctrl-C loses nothing
-            raise OnewordError(f"interrupted at step {run.step}; checkpoint saved. Resume with: "
-                               f"oneword learn --resume {run.out}") from None
+            raise OnewordError(f"interrupted at step {run.step}; checkpoint saved. {resume}") from None
         finally:
             bar.close()
             if cfg.grad_checkpointing:
@@ -195,11 +196,20 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
 
 # ---------------------------------------------------------------------------- the pieces of `learn`, in order
 
+            ctrl_c.stopped = True  # (also when the KeyboardInterrupt came from elsewhere)
+            resume = f"Resume with: oneword learn --resume {run.out}"
+            if not ctrl_c.whole:  # a second Ctrl-C inside a step: its state is half updated, not saved
+                if run.saved_step is None:
+                    raise OnewordError(f"interrupted during step {run.step + 1}, before the first checkpoint; "
+                                       "nothing to resume") from None
+                raise OnewordError(f"interrupted during step {run.step + 1}; the checkpoint of step "
+                                   f"{run.saved_step} is kept. {resume}") from None
 def _training_schedule(model):
     """The model's own noise schedule (betas, prediction type) as a DDPM scheduler for add_noise/get_velocity."""
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler.from_config(model.scheduler.config)
+            ctrl_c.restore()
     # on the model's device now: add_noise moves it there on its first call, a blocking copy inside the first step
     schedule.alphas_cumprod = schedule.alphas_cumprod.to(model.device)
     return schedule

@@ -12,6 +12,8 @@ consistent set; the previews/ folder beside them is `learn`'s.
 from __future__ import annotations
 
 import json
+import signal
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,8 +45,14 @@ class Run:
 
     # ------------------------------------------------------------------------------------------ writing
     def save(self, status: str, rate: float | None = None, elapsed: float | None = None,
+        self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none yet)
              engine: dict | None = None) -> Concept:
-        """Checkpoint first, then the embedding, then run.json: each atomic, so any kill leaves a consistent set."""
+        """Checkpoint first, then the embedding, then run.json: each atomic, so any kill leaves a consistent set.
+        Ctrl-C waits until all three are written."""
+        with _ctrl_c_waits():
+            return self._save(status, rate, elapsed, engine)
+
+    def _save(self, status, rate, elapsed, engine) -> Concept:
         from safetensors.torch import save
 
         adam = self.opt.state.get(self.vectors, {})
@@ -60,6 +68,7 @@ class Run:
         save_concept(concept, self.out / "learned_embeds.safetensors")
         self.write_json(status, rate, elapsed, engine)
         return concept
+        self.saved_step = self.step
 
     def concept(self) -> Concept:
         """The word as learned so far, with what it was learned on and how."""
@@ -153,6 +162,7 @@ class Run:
             self.early_stopping.reset()
         self.rollbacks, self.skipped, self.lr_scale = keep
 
+        self.saved_step = self.step
 
 def checkpoint_fingerprint(ckpt) -> str | None:
     """The fingerprint of the model a checkpoint was learned on (None for checkpoints that predate it)."""
@@ -160,3 +170,60 @@ def checkpoint_fingerprint(ckpt) -> str | None:
 
     with safe_open(str(ckpt), "pt") as f:
         return (f.metadata() or {}).get("model_fingerprint")
+class CtrlC:
+    """Ctrl-C while learning stops the run at a whole step, so that the checkpoint it saves continues bit for bit.
+
+    Ctrl-C inside a step only asks (`requested`); the loop calls `between_steps` before each step, which stops
+    there (KeyboardInterrupt) once asked. Where the state is whole already (before the first step: loading,
+    capturing) Ctrl-C stops at once. A second Ctrl-C stops at once wherever the step is: `whole` then says that
+    the state is half updated and must not be saved (the last checkpoint stands). Once stopping, further
+    Ctrl-Cs are ignored while the checkpoint is written. Installed in the main thread only, and only where SIGINT
+    runs a Python handler (a process that ignores SIGINT keeps ignoring it); `restore` puts the previous one back.
+    """
+
+    def __init__(self):
+        self.requested, self.whole, self.stopped, self.previous = False, True, False, None
+        try:
+            if callable(signal.getsignal(signal.SIGINT)):
+                self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread (signals reach the main thread only)
+            pass
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.stopped:
+            return
+        if self.whole or self.requested:
+            self.stop()
+        self.requested = True
+
+    def between_steps(self) -> None:
+        """Before each step (after the last one's check point work): stop here if Ctrl-C came during it."""
+        self.whole = True
+        if self.requested:
+            self.stop()
+        self.whole = False
+
+    def stop(self) -> None:
+        """KeyboardInterrupt, once: Ctrl-Cs from now on are ignored (the run is stopping; its checkpoint is saved)."""
+        self.stopped = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
+@contextmanager
+def _ctrl_c_waits():
+    """SIGINT held back (delivered on leaving) in this thread, where the system allows it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+

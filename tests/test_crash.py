@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 STEPS = 60
@@ -56,11 +57,22 @@ def wait_for_step(run_dir, step, proc, timeout=120):
         time.sleep(0.05)
 
 
-def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_dir, photos, tmp_path):
-    whole = tmp_path / "whole"
-    subprocess.run(learn_cmd(photos, tiny_dir, whole), env=env(), check=True, timeout=300)
-    expected = load_file(whole / "learned_embeds.safetensors")["<k>"]
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dir, tmp_path_factory):
+    """The run the interrupted ones must end at: its photos, vector and run.json. (How often a run checkpoints
+    does not change what it learns; early stopping is on but never stops before --steps: min_steps is 200.)"""
+    from conftest import write_photos
 
+    base = tmp_path_factory.mktemp("uninterrupted")
+    photos = write_photos(base / "photos")
+    subprocess.run(learn_cmd(photos, tiny_dir, base / "run", "--save-every", "5"), env=env(), check=True, timeout=600)
+    run = json.loads((base / "run" / "run.json").read_text())
+    assert run["step"] == STEPS and len(run["early_stopping"]["val_losses"]) == 2
+    return photos, load_file(base / "run" / "learned_embeds.safetensors")["<k>"], run
+
+
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_dir, uninterrupted, tmp_path):
+    photos, expected, _ = uninterrupted
     part = tmp_path / "part"
     rng = random.Random(1)
     kills = 0
@@ -86,18 +98,93 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_dir, photos, tmp_
     out = tmp_path / "run"
     # a run far too long to finish before the signal (the last --steps wins), so the test always tests
     cmd = learn_cmd(photos, tiny_dir, out, "--save-every", "1000", "--steps", "1000000", "--no-early-stop")
-    # SIG_DFL in the child: a shell without job control starts background commands with SIGINT ignored, and
-    # Python then installs no KeyboardInterrupt handler (that is what a backgrounded CI run looks like)
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_sigint)
     wait_for_step(out, 0, proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
-    assert "oneword learn --resume" in err and err.strip().count("\n") == 0
+    assert "Traceback" not in err and last_line(err).startswith("error: interrupted at step")
+    assert "oneword learn --resume" in last_line(err)
     state = json.loads((out / "run.json").read_text())
     assert state["status"] == "interrupted" and (out / "checkpoint.safetensors").is_file()
+
+
+def last_line(err: str) -> str:
+    """The command's error line (the lines before it say what it learns from)."""
+    return err.strip().splitlines()[-1] if err.strip() else ""
+
+
+def default_sigint():
+    """For the child: default SIGINT handling (a shell without job control starts background commands with SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: that is what a backgrounded CI run looks like)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_at_random_moments_then_resume_equals_uninterrupted(tiny_dir, uninterrupted, tmp_path):
+    """Ctrl-C lands anywhere: inside a step (between the update and the step count), during a validation, while
+    saving. Each time the run stops at a whole step with a checkpoint, and resuming ends bit for bit at the
+    uninterrupted run's vector and validation history."""
+    photos, expected, whole_run = uninterrupted
+    part = tmp_path / "part"
+    rng = random.Random(3)
+    # most steps are not check points (a checkpoint every 5 steps, validations after 25 and 50)
+    cmd, stops = learn_cmd(photos, tiny_dir, part, "--save-every", "5"), []
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint)
+        wait_for_step(part, current_step(part) + rng.randint(1, 10), proc)  # after a checkpoint of this process
+        time.sleep(rng.uniform(0.0, 0.3))  # then anywhere in the steps that follow
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            break
+        err = last_line(err)
+        assert proc.returncode == 2 and err.startswith("error: interrupted at step "), err
+        state = json.loads((part / "run.json").read_text())
+        assert state["status"] == "interrupted" and f"at step {state['step']};" in err
+        stops.append(state["step"])
+        cmd = [sys.executable, "-m", "oneword", "learn", "--resume", str(part), "--quiet"]
+    assert len(stops) >= 2 and stops == sorted(stops) and len(set(stops)) == len(stops)
+    assert any(s % 5 for s in stops)  # stopped between check points, not only at them
+    subprocess.run(cmd, env=env(), check=True, timeout=300)
+    assert_consistent(part, finished=True)
+    run = json.loads((part / "run.json").read_text())
+    assert run["step"] == STEPS and run["status"] == "done"
+    assert run["early_stopping"]["val_losses"] == whole_run["early_stopping"]["val_losses"]
+    assert torch.equal(load_file(part / "learned_embeds.safetensors")["<k>"], expected)
+
+
+def test_repeated_ctrl_c_stops_at_once_keeps_the_last_checkpoint_and_prints_one_line(tiny_dir, uninterrupted,
+                                                                                     tmp_path):
+    """A second Ctrl-C does not wait for the step to finish: the run stops at once, keeps its last checkpoint
+    (the step in flight is not saved half done) and says so in one line; Ctrl-C pressed again and again while the
+    command shuts down prints no traceback. Resuming still ends at the uninterrupted run's vector."""
+    photos, expected, _ = uninterrupted
+    part = tmp_path / "part"
+    cmd = learn_cmd(photos, tiny_dir, part, "--save-every", "5")
+    for gap in (0.005, 0.03):
+        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint)
+        wait_for_step(part, current_step(part) + 3, proc)
+        while proc.poll() is None:  # Ctrl-C, again and again until the command has ended
+            proc.send_signal(signal.SIGINT)
+            time.sleep(gap)
+        err = proc.stderr.read()
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        err = last_line(err)
+        assert proc.returncode == 2 and err.startswith("error: interrupted"), err
+        with safe_open(part / "checkpoint.safetensors", "pt") as f:
+            saved_at = json.loads(f.metadata()["state"])["step"]
+        assert json.loads((part / "run.json").read_text())["step"] == saved_at
+        if "during step" in err:  # stopped inside a step: the last periodic checkpoint stands
+            assert saved_at % 5 == 0 and f"the checkpoint of step {saved_at} is kept" in err
+        cmd = [sys.executable, "-m", "oneword", "learn", "--resume", str(part), "--quiet"]
+    subprocess.run(cmd, env=env(), check=True, timeout=300)
+    assert json.loads((part / "run.json").read_text())["step"] == STEPS
+    assert torch.equal(load_file(part / "learned_embeds.safetensors")["<k>"], expected)
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_model, photos, tmp_path, monkeypatch):
