@@ -145,8 +145,9 @@ class RayLearnMany:
             _refuse_existing(self.jobs)
         from .safeio import atomic_write_json
 
+        model = {"source": str(self.model_spec), "kind": "world" if self.model_spec is None else "diffusers"}
         atomic_write_json(self.out / MANIFEST, {"jobs": [asdict(j) for j in self.jobs], "settings": self.settings,
-                                               "slots": self.slots})
+                                               "slots": self.slots, "model": model})
         resources = ray.cluster_resources()
         self.gpu = bool(resources.get("GPU")) and self.device != "cpu"
         self.n_workers = self.n_workers or max(1, int(resources.get("GPU" if self.gpu else "CPU", 1)))

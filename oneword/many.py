@@ -644,7 +644,7 @@ def learn_many(model, jobs, out=None, *, slots: int | None = None, resume: bool 
         if not resume:
             _refuse_existing(jobs)
             atomic_write_json(Path(out) / MANIFEST, {"jobs": [asdict(j) for j in jobs], "settings": settings,
-                                                     "slots": slots})
+                                                     "slots": slots, "model": model.identity})
     elif not resume:
         _refuse_existing(jobs)
     queue = LocalQueue(jobs, out, resume, designated=bool(fixed_shapes))
@@ -660,10 +660,16 @@ def learn_many(model, jobs, out=None, *, slots: int | None = None, resume: bool 
 
 def resume_settings(out) -> tuple[list[Job], dict, int | None]:
     """The jobs, shared settings and slot count a learn-many run in `out` was started with."""
+    manifest = resume_manifest(out)
+    return [Job(**j) for j in manifest["jobs"]], manifest["settings"], manifest.get("slots")
+
+
+def resume_manifest(out) -> dict:
+    """OUT/learn-many.json: jobs, settings, slots and the model (its identity) a learn-many run started with."""
     manifest = _read_json(Path(out) / MANIFEST)
     if manifest is None:
         raise OnewordError(f"{out} holds no learn-many run (no {MANIFEST})")
-    return [Job(**j) for j in manifest["jobs"]], manifest["settings"], manifest.get("slots")
+    return manifest
 
 
 def _refuse_existing(jobs: list[Job]) -> None:

@@ -156,3 +156,30 @@ def test_refused_before_anything_starts(tmp_path):
     manifest.write_text('{"photos": "p", "token": "<a>", "steps": 5}\n')
     [job] = read_jobs(manifest, tmp_path / "out")
     assert job.photos == str(tmp_path / "p") and job.steps == 5 and job.out == str(tmp_path / "out" / "a")
+
+
+def test_ctrl_c_checkpoints_every_concept_and_the_cli_resumes_them(tiny_model, tiny_dir, tmp_path, monkeypatch, capsys):
+    jobs = jobs_in(tmp_path, SPECS)
+    learn_many(tiny_model, [Job(**{**j.__dict__, "out": None}) for j in jobs], tmp_path / "whole", slots=2,
+               progress=False, **SHARED)
+    original = many.Engine._iteration
+
+    def interrupted_at_5(self):
+        if self.iteration == 5:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(many.Engine, "_iteration", interrupted_at_5)
+    with pytest.raises(OnewordError, match="interrupted; every running concept saved its checkpoint. Resume with: "
+                                           "oneword learn-many --resume"):
+        learn_many(tiny_model, jobs, tmp_path / "part", slots=2, progress=False, **SHARED)
+    monkeypatch.setattr(many.Engine, "_iteration", original)
+    status = {s["token"]: json.loads((tmp_path / "part" / s["token"].strip("<>") / "run.json").read_text())["status"]
+              for s in SPECS[:3]}
+    assert status == {"<ring>": "interrupted", "<blob>": "done", "<dot>": "interrupted"}
+    # the command finds the model in learn-many.json, as `learn --resume` finds it in run.json
+    assert main(["learn-many", "--resume", str(tmp_path / "part"), "--device", "cpu", "--quiet"]) == 0
+    assert "<sq>" in capsys.readouterr().out
+    for s in SPECS:
+        name = s["token"].strip("<>")
+        assert torch.equal(vectors(tmp_path / "part" / name), vectors(tmp_path / "whole" / name)), name

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> None:
-    from ..many import learn_many, read_jobs, resume_settings, summary_table
+    from ..many import learn_many, read_jobs, resume_manifest, resume_settings, summary_table
 
     settings = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "save_every": args.save_every}
     if args.no_early_stop:
@@ -48,6 +48,9 @@ def run(args) -> None:
         jobs, saved, saved_slots = resume_settings(out)
         settings = {**saved, **{k: v for k, v in settings.items() if k in ("steps", "cuda_graph")}}
         slots = slots or saved_slots
+        model = resume_manifest(out).get("model") or {}
+        if args.model is None and model.get("kind", "world") != "world":
+            args.model = model["source"]  # the model it was learned on, as `learn --resume` does
     else:
         if not args.jobs:
             raise OnewordError("learn-many needs JOBS (a folder of photo folders or a .jsonl manifest), or --resume OUT")
