@@ -150,6 +150,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                 validation = ValidationBatch(cache, ids, cfg, n_train, sample_loss, graph=graph)
                 started, first_step = time.perf_counter(), run.step
                 while run.step < cfg.steps and not stopper.stopped:
+                    ctrl_c.between_steps()  # Ctrl-C during the last step (or its check point) stops here
                     batch = draw(run.rng)  # all of this step's randomness, from the run's one generator
                     _set_lr(opt, cfg, run)  # warm-up, then constant; halved by each roll-back
                     # forward and backward: this batch's loss, its gradient (scaled for fp16) into vectors.grad
@@ -166,7 +167,6 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                     skipped, bad_in_row, last_loss = guard.read()  # the one host read: non-finite steps, the loss
                     run.skipped += skipped
                     if bad_in_row >= cfg.max_bad_steps:  # diverging: back to the last checkpoint at half the lr
-                    ctrl_c.between_steps()  # Ctrl-C during the last step (or its check point) stops here
                         run.roll_back()
                         guard.forget_runs()
                         continue
@@ -181,10 +181,19 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                         run.save("running")  # checkpoint: a kill from here on resumes from this step
                 elapsed = time.perf_counter() - started
         except KeyboardInterrupt:
+            ctrl_c.stopped = True  # (also when the KeyboardInterrupt came from elsewhere)
+            resume = f"Resume with: oneword learn --resume {run.out}"
+            if not ctrl_c.whole:  # a second Ctrl-C inside a step: its state is half updated, not saved
+                if run.saved_step is None:
+                    raise OnewordError(f"interrupted during step {run.step + 1}, before the first checkpoint; "
+                                       "nothing to resume") from None
+                raise OnewordError(f"interrupted during step {run.step + 1}; the checkpoint of step "
+                                   f"{run.saved_step} is kept. {resume}") from None
             run.skipped += guard.read()[0]
             run.save("interrupted")  # Ctrl-C loses nothing
             raise OnewordError(f"interrupted at step {run.step}; checkpoint saved. {resume}") from None
         finally:
+            ctrl_c.restore()
             bar.close()
             if cfg.grad_checkpointing:
                 model.unet.disable_gradient_checkpointing()
@@ -196,20 +205,11 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
 
 # ---------------------------------------------------------------------------- the pieces of `learn`, in order
 
-            ctrl_c.stopped = True  # (also when the KeyboardInterrupt came from elsewhere)
-            resume = f"Resume with: oneword learn --resume {run.out}"
-            if not ctrl_c.whole:  # a second Ctrl-C inside a step: its state is half updated, not saved
-                if run.saved_step is None:
-                    raise OnewordError(f"interrupted during step {run.step + 1}, before the first checkpoint; "
-                                       "nothing to resume") from None
-                raise OnewordError(f"interrupted during step {run.step + 1}; the checkpoint of step "
-                                   f"{run.saved_step} is kept. {resume}") from None
 def _training_schedule(model):
     """The model's own noise schedule (betas, prediction type) as a DDPM scheduler for add_noise/get_velocity."""
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler.from_config(model.scheduler.config)
-            ctrl_c.restore()
     # on the model's device now: add_noise moves it there on its first call, a blocking copy inside the first step
     schedule.alphas_cumprod = schedule.alphas_cumprod.to(model.device)
     return schedule

@@ -42,10 +42,10 @@ class Run:
         self.start = vectors.detach().clone()  # where a roll-back with no checkpoint to go back to starts again
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.step, self.lr_scale, self.skipped, self.rollbacks = 0, 1.0, 0, 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none yet)
 
     # ------------------------------------------------------------------------------------------ writing
     def save(self, status: str, rate: float | None = None, elapsed: float | None = None,
-        self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none yet)
              engine: dict | None = None) -> Concept:
         """Checkpoint first, then the embedding, then run.json: each atomic, so any kill leaves a consistent set.
         Ctrl-C waits until all three are written."""
@@ -64,11 +64,11 @@ class Run:
                 "adam_step": str(int(adam["step"])) if "step" in adam else "0",
                 "model_fingerprint": str(self.model.identity.get("fingerprint"))}
         atomic_write_bytes(self.checkpoint, save(tensors, metadata=meta))
+        self.saved_step = self.step
         concept = self.concept()
         save_concept(concept, self.out / "learned_embeds.safetensors")
         self.write_json(status, rate, elapsed, engine)
         return concept
-        self.saved_step = self.step
 
     def concept(self) -> Concept:
         """The word as learned so far, with what it was learned on and how."""
@@ -142,6 +142,7 @@ class Run:
         self.step, self.lr_scale = state.get("step", 0), state.get("lr_scale", 1.0)
         self.skipped, self.rollbacks = state.get("skipped", 0), state.get("rollbacks", 0)
         self.early_stopping.load_state_dict(state)
+        self.saved_step = self.step
 
     def roll_back(self) -> None:
         """Repeated non-finite steps: back to the last checkpoint (or the start) with half the learning rate;
@@ -162,14 +163,7 @@ class Run:
             self.early_stopping.reset()
         self.rollbacks, self.skipped, self.lr_scale = keep
 
-        self.saved_step = self.step
 
-def checkpoint_fingerprint(ckpt) -> str | None:
-    """The fingerprint of the model a checkpoint was learned on (None for checkpoints that predate it)."""
-    from safetensors import safe_open
-
-    with safe_open(str(ckpt), "pt") as f:
-        return (f.metadata() or {}).get("model_fingerprint")
 class CtrlC:
     """Ctrl-C while learning stops the run at a whole step, so that the checkpoint it saves continues bit for bit.
 
@@ -227,3 +221,9 @@ def _ctrl_c_waits():
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
+def checkpoint_fingerprint(ckpt) -> str | None:
+    """The fingerprint of the model a checkpoint was learned on (None for checkpoints that predate it)."""
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        return (f.metadata() or {}).get("model_fingerprint")
