@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from oneword.errors import OnewordError
 from oneword.invert import LearnConfig, diffusion_loss, encode_templates, learn, learned_word
@@ -65,6 +66,23 @@ def test_resume_equals_uninterrupted(tiny_model, photos, tmp_path):
     whole_run = json.loads((tmp_path / "whole" / "run.json").read_text())
     assert run["early_stopping"]["val_losses"] == whole_run["early_stopping"]["val_losses"]
     assert len(run["early_stopping"]["val_losses"]) == 4
+
+
+def test_resume_where_early_stopping_decides_stops_at_the_same_step_with_the_same_history(tiny_model, photos,
+                                                                                         tmp_path):
+    """Early stopping decides from the validation losses of the whole run, so a resumed run must carry the
+    losses seen before the break: it stops at the uninterrupted run's step, with its history and vector."""
+    # a rule that stops once it has 4 losses from step 10 on: after step 10 (validations at 2, 4, ..., 10)
+    cfg = dict(steps=40, early_stop=True, val_every=2, val_window=4, val_z=1e6, min_steps=10)
+    whole = learn(tiny_model, photos, quick(**cfg), tmp_path / "whole", progress=False)
+    learn(tiny_model, photos, quick(**{**cfg, "steps": 6}), tmp_path / "part", progress=False)  # 3 losses, then break
+    resumed = learn(tiny_model, photos, quick(**cfg), tmp_path / "part", resume=True, progress=False)
+    whole_run, run = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("whole", "part"))
+    assert (whole_run["status"], whole_run["step"]) == ("early_stopped", 10)
+    assert (run["status"], run["step"]) == ("early_stopped", 10)
+    assert run["early_stopping"]["val_losses"] == whole_run["early_stopping"]["val_losses"]
+    assert len(run["early_stopping"]["val_losses"]) == 5
+    assert torch.equal(resumed.vectors, whole.vectors)
 
 
 def test_resumed_state_owns_its_memory(tiny_model, photos, tmp_path):
@@ -183,12 +201,95 @@ def test_nonfinite_steps_never_reach_the_vector(tiny_model, photos, tmp_path, mo
     assert torch.isfinite(concept.vectors).all()
 
 
-def test_repeated_nonfinite_steps_roll_back_then_stop(tiny_model, photos, tmp_path, monkeypatch):
-    import oneword.invert as inv
+class Steps:
+    """learn's loss, watched (and spoiled at chosen steps) from inside: for each training step, in order, the vector
+    it starts from, its timesteps (the batch drawn) and the learning rate it runs at."""
 
-    monkeypatch.setattr(inv, "diffusion_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(OnewordError, match="diverged"):
-        learn(tiny_model, photos, quick(steps=6, max_bad_steps=2), tmp_path / "run", progress=False)
+    def __init__(self, model, monkeypatch, spoil=None, at=()):
+        import oneword.invert as inv
+
+        self.vectors, self.timesteps, self.lrs = [], [], []
+        real_loss, real_set_lr = inv.diffusion_loss, inv._set_lr
+
+        def loss(*a, **k):
+            self.vectors.append(model.text_encoder.get_input_embeddings().vectors.detach().clone())
+            self.timesteps.append(a[4].clone())
+            value = real_loss(*a, **k)
+            return spoil(value) if len(self.vectors) in at else value
+
+        def set_lr(opt, cfg, run):
+            real_set_lr(opt, cfg, run)
+            self.lrs.append(opt.param_groups[0]["lr"])
+
+        monkeypatch.setattr(inv, "diffusion_loss", loss)
+        monkeypatch.setattr(inv, "_set_lr", set_lr)
+
+
+class InfiniteGradient(torch.autograd.Function):
+    """The loss unchanged (finite), its gradient infinite: what an fp16 overflow in the backward pass gives."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_a_finite_loss_with_an_infinite_gradient_is_skipped_by_the_loop(tiny_model, photos, tmp_path, monkeypatch):
+    """The loop hands the gradient to the guard, not only the loss: a step whose loss is finite but whose gradient
+    is not (fp16 overflow) leaves the vector as it was and is counted; the other steps move it."""
+    steps = Steps(tiny_model, monkeypatch, spoil=InfiniteGradient.apply, at={2, 3, 5})
+    concept = learn(tiny_model, photos, quick(steps=6), tmp_path / "run", progress=False)
+    after = [*steps.vectors[1:], concept.vectors]  # the vector after each step
+    assert len(steps.vectors) == 6
+    for i, (before, now) in enumerate(zip(steps.vectors, after), start=1):
+        assert torch.equal(before, now) == (i in {2, 3, 5}), i
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["skipped_nonfinite_steps"] == 3 and run["step"] == 6 and run["rollbacks"] == 0
+
+
+def test_a_run_of_bad_steps_rolls_back_to_the_checkpoint_at_half_the_lr_which_a_resume_keeps(tiny_model, photos,
+                                                                                               tmp_path, monkeypatch):
+    """Two bad steps in a row (max_bad_steps=2) after the checkpoint of step 3: back to that checkpoint (its vector,
+    its batch generator: the steps after it are drawn again) at half the learning rate, and on to the end. The
+    halved rate is part of the run: a resumed run keeps it."""
+    nan = lambda loss: loss * float("nan")  # noqa: E731
+    steps = Steps(tiny_model, monkeypatch, spoil=nan, at={5, 6})
+    cfg = quick(steps=9, save_every=3, max_bad_steps=2)
+    learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
+    # steps 1-6 (5 and 6 bad: the check point after step 6 rolls back to step 3), then steps 4-9 again
+    assert len(steps.vectors) == 12
+    assert torch.equal(steps.vectors[6], steps.vectors[3])  # the checkpoint's vector (after step 3), not step 4's
+    assert not torch.equal(steps.vectors[6], steps.vectors[4])
+    assert all(torch.equal(a, b) for a, b in zip(steps.timesteps[6:9], steps.timesteps[3:6]))  # the same batches
+    assert steps.lrs == [cfg.lr] * 6 + [cfg.lr / 2] * 6
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (run["step"], run["rollbacks"], run["skipped_nonfinite_steps"]) == (9, 1, 2)
+    with safe_open(tmp_path / "run" / "checkpoint.safetensors", "pt") as f:
+        state = json.loads(f.metadata()["state"])
+    assert (state["lr_scale"], state["rollbacks"], state["skipped"]) == (0.5, 1, 2)
+
+    del steps.lrs[:]
+    cfg.steps = 11
+    learn(tiny_model, photos, cfg, tmp_path / "run", resume=True, progress=False)
+    assert steps.lrs == [cfg.lr / 2] * 2
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["rollbacks"] == 1
+
+
+def test_bad_steps_that_go_on_roll_back_three_times_halving_the_lr_then_stop(tiny_model, photos, tmp_path,
+                                                                              monkeypatch):
+    """Bad steps from the start: after every 2 (max_bad_steps) a roll-back at half the learning rate; the fourth
+    time, the run gives up and says how many steps and roll-backs it took and at which rate."""
+    steps = Steps(tiny_model, monkeypatch, spoil=lambda loss: loss * float("nan"), at=range(1, 1000))
+    cfg = quick(steps=6, max_bad_steps=2, save_every=2)
+    with pytest.raises(OnewordError, match=r"diverged: 8 non-finite steps and 3 roll-backs; try a lower --lr "
+                                           r"\(now 0.00625\)"):  # 0.05 halved three times
+        learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
+    # every bad step is undone, and with no checkpoint yet each roll-back starts again from step 0 at half the lr
+    assert all(torch.equal(v, steps.vectors[0]) for v in steps.vectors)
+    assert steps.lrs == [0.05] * 2 + [0.025] * 2 + [0.0125] * 2 + [0.00625] * 2
 
 
 def test_init_text_spreads_over_vectors(tiny_model):
