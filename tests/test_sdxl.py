@@ -243,7 +243,9 @@ def test_convert_writes_and_reads_diffusers_two_file_layout(xl_run, xl_dir, tmp_
     from oneword.formats import load_concepts
 
     out = tmp_path / "learned_embeds.safetensors"
+    capsys.readouterr()
     assert main(["convert", str(xl_run), str(out), "--format", "diffusers"]) == 0
+    assert "learned_embeds_2.safetensors" in capsys.readouterr().out  # both files named
     one, two = load_file(out), load_file(tmp_path / "learned_embeds_2.safetensors")
     emb = load_file(xl_run / "learned_embeds.safetensors")
     assert torch.equal(one[TOKEN], emb["clip_l"]) and torch.equal(two[TOKEN], emb["clip_g"])

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> None:
-    from ..formats import TOOLS, load_concepts, save_concept, save_for_tool
+    from ..formats import TOOLS, diffusers_second_file, load_concepts, save_concept, save_for_tool
 
     src, dst = Path(args.input), Path(args.output)
     concepts = load_concepts(src, token=args.token)
@@ -51,8 +51,14 @@ def run(args) -> None:
         out = save_for_tool(c, dst, args.tool)
         use = _USE[args.tool].format(stem=out.stem, path=out, token=c.token)
         if args.tool == "diffusers" and c.parts:
-            use = "diffusers loads an SDXL word once per text encoder (load_textual_inversion with text_encoder= and tokenizer=)"
+            second = diffusers_second_file(out)
+            use = (f"diffusers loads an SDXL word once per text encoder: load_textual_inversion({str(out)!r}, "
+                   f"text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer), then {second.name} with "
+                   "text_encoder_2 and tokenizer_2")
+            out = f"{out} and {second.name}"
         print(f"wrote {out}: {c.token} ({shape}) for {TOOLS[args.tool][0]}; {use}")
         return
     out = save_concept(c, dst, format=args.format)
+    if c.parts and args.format == "diffusers":  # diffusers' two files, one per text encoder
+        out = f"{out} and {diffusers_second_file(out).name}"
     print(f"wrote {out}: {c.token} ({shape}){' as ' + args.format if args.format else ''}")
