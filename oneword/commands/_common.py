@@ -42,8 +42,10 @@ def add_command(subparsers, name: str, help: str, description: str | None = None
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="diffusers folder, hub id (local cache) or .safetensors/.ckpt file "
                                    "(default: the embedded world model)")
-    p.add_argument("--model-config", help="for a single-file checkpoint offline: a diffusers folder of the same "
-                                          "architecture")
+    p.add_argument("--model-config", help="for a single-file checkpoint: a diffusers folder (or cached hub id) "
+                                          "whose configs replace the ones oneword ships")
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
+                   help="for a single-file SD2.x checkpoint: what its UNet predicts (default: from the file)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
 
 
@@ -71,7 +73,8 @@ def load_model_from(args):
     """The model named by --model / --model-config / --device."""
     from ..models import load_model
 
-    return load_model(args.model, device=args.device, config=args.model_config)
+    return load_model(args.model, device=args.device, config=args.model_config,
+                      prediction_type=getattr(args, "prediction_type", None))
 
 
 def load_concepts_from(paths: list[str]) -> list:
