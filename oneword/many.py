@@ -266,7 +266,7 @@ class Engine:
         model = self.model
         base = model.text_encoder.get_input_embeddings()
         model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(base, self.first_id, self.table))
-        bar = _Bar(len(self.jobs), self.progress)
+        bar, self.source = _Bar(len(self.jobs), self.progress), source
         try:
             with _tuned_kernels(self.dev):
                 self._fill(source)
@@ -323,7 +323,12 @@ class Engine:
         for s in active:
             s.run.step += 1
             if _check_point(s.cfg, s.run.step):
-                self._check(s)
+                try:
+                    self._check(s)
+                except OnewordError as e:  # diverged past its roll-backs: this concept fails, the others go on
+                    s.lock.close()
+                    self.slots[s.index] = None
+                    self._fail(self.source, s.job, str(e))
 
     def _check(self, s: _Slot) -> None:
         """learn's check point for one slot: non-finite steps, roll-back, validation, preview."""
@@ -684,7 +689,11 @@ def default_slots(model, n_jobs: int, batch_size: int) -> int:
     if model.device.type != "cuda":
         return max(1, min(n_jobs, 8))
     free, _ = torch.cuda.mem_get_info(model.device)
-    per_slot = _step_memory(model, batch_size)
+    try:
+        per_slot = _step_memory(model, batch_size)
+    except (RuntimeError, TypeError):  # could not measure (out of memory, an unusual text encoder): a safe guess
+        torch.cuda.empty_cache()
+        return max(1, min(n_jobs, 4))
     return max(1, min(n_jobs, 64 // batch_size, int(0.8 * free / max(per_slot, 1))))
 
 
