@@ -46,3 +46,16 @@ def test_sd2_full_architecture_learns_and_samples(sd2_file, photos, tmp_path, pr
     assert not torch.equal(concept.vectors, start)  # the step moved the word
     image = generate(model, "a photo of <r>", [concept], n=1, steps=1, height=64, width=64)[0]
     assert image.size == (64, 64)
+
+
+def test_prediction_type_flag_reaches_the_single_file_loader(tmp_path):
+    """`--prediction-type` overrides what an SD2.x single file says of itself (a small file of the same layout)."""
+    from oneword.commands import build_parser
+    from oneword.commands._common import load_model_from
+    from oneword.tiny_models import write_random_checkpoint
+
+    path = tmp_path / "sd2-small.safetensors"
+    write_random_checkpoint(path, "sd2", size="small")
+    for flag, expected in (([], "v_prediction"), (["--prediction-type", "epsilon"], "epsilon")):
+        args = build_parser().parse_args(["generate", "a cat", "--model", str(path), "--device", "cpu", *flag])
+        assert load_model_from(args).prediction_type == expected
