@@ -55,6 +55,22 @@ class Guard:
         self.worst.copy_(self.in_row)  # a run still going on counts on at the next read
         return int(skipped), int(worst), loss
 
+    def take_skipped(self) -> int:
+        """The non-finite steps since the last read, handed over (one host sync); the runs of bad steps go on."""
+        skipped = int(self.skipped)
+        self.skipped.zero_()
+        return skipped
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: the run of bad steps going on and the longest since the last read, so that a
+        resumed run rolls back where the uninterrupted one would."""
+        in_row, worst = torch.stack([self.in_row, self.worst]).tolist()
+        return {"bad_in_row": int(in_row), "bad_worst": int(worst)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.in_row.fill_(int(state.get("bad_in_row", 0)))
+        self.worst.fill_(int(state.get("bad_worst", 0)))
+
     def forget_runs(self) -> None:
         """After a roll-back: the run of bad steps that caused it is dealt with."""
         self.in_row.zero_()

@@ -116,11 +116,12 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
         opt = torch.optim.AdamW([vectors], lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=vectors.is_cuda)
         stopper = EarlyStopping(cfg)
         run = Run(out_dir, cfg, model, photos, vectors, opt, stopper)  # the folder, step counter, batch generator
+        guard = run.guard = Guard(model.device)  # its runs of bad steps are part of the checkpoint
         if resume:
             run.resume()
         scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
         dev, n_train = model.device, noise_schedule.config.num_train_timesteps
-        guard, bar = Guard(dev), _progress(cfg.steps, run.step, progress)
+        bar = _progress(cfg.steps, run.step, progress)
         ctrl_c = CtrlC()  # from here on, Ctrl-C stops at a whole step, saves a checkpoint and says how to resume
         try:
             if cfg.grad_checkpointing:
@@ -189,7 +190,7 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                                        "nothing to resume") from None
                 raise OnewordError(f"interrupted during step {run.step + 1}; the checkpoint of step "
                                    f"{run.saved_step} is kept. {resume}") from None
-            run.skipped += guard.read()[0]
+            run.skipped += guard.take_skipped()
             run.save("interrupted")  # Ctrl-C loses nothing
             raise OnewordError(f"interrupted at step {run.step}; checkpoint saved. {resume}") from None
         finally:

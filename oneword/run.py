@@ -43,6 +43,7 @@ class Run:
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.step, self.lr_scale, self.skipped, self.rollbacks = 0, 1.0, 0, 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none yet)
+        self.guard = None  # the non-finite-step guard (guard.py), whose runs of bad steps a checkpoint keeps
 
     # ------------------------------------------------------------------------------------------ writing
     def save(self, status: str, rate: float | None = None, elapsed: float | None = None,
@@ -100,7 +101,7 @@ class Run:
 
     def _state(self) -> dict:
         return {"step": self.step, "lr_scale": self.lr_scale, "skipped": self.skipped, "rollbacks": self.rollbacks,
-                **self.early_stopping.state_dict()}
+                **self.early_stopping.state_dict(), **(self.guard.state_dict() if self.guard is not None else {})}
 
     # ------------------------------------------------------------------------------------------ reading
     def resume(self) -> None:
@@ -142,6 +143,8 @@ class Run:
         self.step, self.lr_scale = state.get("step", 0), state.get("lr_scale", 1.0)
         self.skipped, self.rollbacks = state.get("skipped", 0), state.get("rollbacks", 0)
         self.early_stopping.load_state_dict(state)
+        if self.guard is not None:
+            self.guard.load_state_dict(state)
         self.saved_step = self.step
 
     def roll_back(self) -> None:

@@ -278,6 +278,26 @@ def test_a_run_of_bad_steps_rolls_back_to_the_checkpoint_at_half_the_lr_which_a_
     assert json.loads((tmp_path / "run" / "run.json").read_text())["rollbacks"] == 1
 
 
+def test_a_run_of_bad_steps_that_spans_a_resume_rolls_back_as_without_the_break(tiny_model, photos, tmp_path,
+                                                                                 monkeypatch):
+    """Bad steps 3 and 4 (max_bad_steps=2) roll back at the check point after step 6, also when the run stopped
+    after step 3 and was resumed: the run of bad steps going on is part of the checkpoint."""
+    nan = lambda loss: loss * float("nan")  # noqa: E731
+    cfg = quick(steps=9, save_every=3, max_bad_steps=2)
+    Steps(tiny_model, monkeypatch, spoil=nan, at={3, 4})
+    whole = learn(tiny_model, photos, cfg, tmp_path / "whole", progress=False)
+    monkeypatch.undo()
+    Steps(tiny_model, monkeypatch, spoil=nan, at={3})
+    learn(tiny_model, photos, quick(steps=3, save_every=3, max_bad_steps=2), tmp_path / "part", progress=False)
+    monkeypatch.undo()
+    Steps(tiny_model, monkeypatch, spoil=nan, at={1})  # the resumed run's first step is step 4
+    resumed = learn(tiny_model, photos, cfg, tmp_path / "part", resume=True, progress=False)
+    whole_run, run = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("whole", "part"))
+    assert (whole_run["rollbacks"], whole_run["skipped_nonfinite_steps"]) == (1, 2)
+    assert (run["rollbacks"], run["skipped_nonfinite_steps"]) == (1, 2)
+    assert torch.equal(resumed.vectors, whole.vectors)
+
+
 def test_bad_steps_that_go_on_roll_back_three_times_halving_the_lr_then_stop(tiny_model, photos, tmp_path,
                                                                               monkeypatch):
     """Bad steps from the start: after every 2 (max_bad_steps) a roll-back at half the learning rate; the fourth
