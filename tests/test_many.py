@@ -183,3 +183,30 @@ def test_ctrl_c_checkpoints_every_concept_and_the_cli_resumes_them(tiny_model, t
     for s in SPECS:
         name = s["token"].strip("<>")
         assert torch.equal(vectors(tmp_path / "part" / name), vectors(tmp_path / "whole" / name)), name
+
+
+def test_fixed_shapes_a_word_does_not_depend_on_its_batch_mates(tiny_model, tmp_path):
+    """Fixed shapes (a GPU's CUDA graph, Ray workers): every slot computed every step, idle ones on a dummy group, job
+    i in slot i % K. A word is then bit for bit the same whatever the other slots learn, which is what lets a Ray
+    worker resume another's concept exactly."""
+    jobs = jobs_in(tmp_path, SPECS)
+    first = learn_many(tiny_model, [Job(**{**j.__dict__, "out": None}) for j in jobs], tmp_path / "a", slots=2,
+                       fixed_shapes=True, progress=False, **SHARED)
+    assert [r["status"] for r in first] == ["done"] * 4
+    # other batch mates for <ring> (slot 0) and <blob> (slot 1): other photos, seeds, step counts, vector counts
+    others = jobs_in(tmp_path / "b", [SPECS[0], SPECS[1], dict(token="<zig>", init="dot", vectors=3, steps=3, seed=9)])
+    others = [Job(**{**j.__dict__, "photos": jobs[i].photos if i < 2 else j.photos, "out": None})
+              for i, j in enumerate(others)]
+    second = learn_many(tiny_model, others, tmp_path / "b" / "out", slots=2, fixed_shapes=True, progress=False,
+                        **SHARED)
+    assert [r["status"] for r in second] == ["done"] * 3
+    for name in ("ring", "blob"):
+        assert torch.equal(vectors(tmp_path / "a" / name), vectors(tmp_path / "b" / "out" / name)), name
+        assert val_losses(tmp_path / "a" / name) == val_losses(tmp_path / "b" / "out" / name)
+    # and close to the compact (CPU) batches' words
+    compact = learn_many(tiny_model, [Job(**{**j.__dict__, "out": None}) for j in jobs], tmp_path / "c", slots=2,
+                         progress=False, **SHARED)
+    assert [r["steps"] for r in compact] == [r["steps"] for r in first]
+    for s in SPECS:
+        name = s["token"].strip("<>")
+        assert torch.allclose(vectors(tmp_path / "a" / name), vectors(tmp_path / "c" / name), rtol=1e-4, atol=1e-5)
