@@ -349,7 +349,7 @@ def test_early_stopping_ends_a_converged_run_and_says_so(tiny_model, photos, tmp
     assert len(set(run["early_stopping"]["val_losses"])) == 1
 
 
-def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_model, photos):
+def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_model, photos, tmp_path):
     from oneword.data import encode_photos, read_photos
     from oneword.early_stopping import ValidationBatch
     from oneword.invert import _training_schedule
@@ -376,4 +376,4 @@ def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_
     assert sorted(one.timesteps.tolist()) == sorted(old_spread.tolist())
     for bad in (0.95, -0.1, float("nan")):
         with pytest.raises(OnewordError, match="--val-t-min"):
-            quick(val_t_min=bad).validate()
+            learn(tiny_model, photos, quick(val_t_min=bad), tmp_path / "run", progress=False)
