@@ -80,9 +80,11 @@ def unnamed_hits(labels: dict, c) -> list[float]:
 
 
 def init_text(c, overrides: dict) -> tuple[str, dict]:
-    """The init text of a variant and its other overrides: the concept's init word, or (init=CAPTION_INIT) its
-    caption's words, one per vector."""
+    """The init text of a variant and its other overrides: the concept's init word, (init=CAPTION_INIT) its
+    caption's words, one per vector, or "auto" / "encoder" (the start chosen from the photos)."""
     rest = {k: v for k, v in overrides.items() if k != "init"}
+    if overrides.get("init") in ("auto", "encoder"):  # chosen from the photos (oneword.init_words)
+        return overrides["init"], rest
     return (c.caption_words if overrides.get("init") == CAPTION_INIT else c.init_word), rest
 
 

@@ -21,6 +21,14 @@ image-steps, with editability no worse (paired bootstrap over samples and concep
     # learn-many: 8 concepts learned together against 8 sequential learn runs (wall time, reconstruction)
     .venv/bin/python -m benchmarks.time_to_quality --many 8 --repeat 2 --json runs/many.json
 
+--starts also learns each concept from the other starts (oneword.init_words), all at the shipped defaults with early
+stopping: `--init auto`, `--init-mode cross` (the concept's init word), `--init encoder`, and the encoder's word with
+no optimisation (zero-step: one step at lr 0); their image-steps and quality against the paper setting's final word,
+the caption and the default's start. With --held-out: the final report on the held-out concepts (choose nothing there).
+
+    .venv/bin/python -m benchmarks.time_to_quality --starts --work runs/ttq_starts --docs /tmp/starts
+    .venv/bin/python -m benchmarks.time_to_quality --starts --held-out --work runs/ttq_starts_ho --docs /tmp/starts_ho
+
 --held-out reports on the HELD_OUT concepts instead; nothing may be chosen from it (each report on them so far,
 written down before it ran and dated: experiments/world_defaults/README.md).
 
@@ -73,6 +81,9 @@ def paper_setting(model, steps: int = PAPER_STEPS, seed: int = 0):
     return LearnConfig.with_defaults(model, steps=steps, batch_size=4, lr=5e-3, warmup=0, early_stop=False,
                                      save_every=10**9, preview_every=0, seed=seed)
 STOPS = (50, 100, 150, 300, 600, 1250, 2500, PAPER_STEPS)
+# --starts: where the word starts (oneword.init_words), each at the shipped defaults with early stopping
+STARTS = {"start auto": {"init": "auto"}, "start cross": {"init_mode": "cross"}, "start encoder": {"init": "encoder"}}
+ZERO_STEP = {"encoder zero-step": {"init": "encoder", "steps": 1, "lr": 0.0, "early_stop": False}}
 MARK = ("<!-- time-to-quality: written by benchmarks/time_to_quality.py -->", "<!-- /time-to-quality -->")
 
 
@@ -92,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 concept, n=4, 5 DDIM steps, stops 5,10,20")
     ap.add_argument("--held-out", action="store_true",
                     help="a final report on the HELD_OUT concepts instead (nothing may be chosen from it)")
+    ap.add_argument("--starts", action="store_true",
+                    help="also the other starts: --init auto, --init-mode cross, --init encoder, and the encoder's "
+                         "word with no optimisation")
     ap.add_argument("--merge", nargs="+", metavar="WORK",
                     help="learn nothing: one report over the concepts of earlier runs' --work folders (lanes run in "
                          "parallel on disjoint --names, same --seed and --stops)")
@@ -125,6 +139,10 @@ def main(argv=None) -> int:
     variants = {"ti": {}, **{f"steps {s}": {"steps": s} for s in stops if s != paper.steps},
                 "oneword default": {"early_stop": True, "steps": default.steps, "batch_size": default.batch_size,
                                     "lr": default.lr, "warmup": default.warmup}}
+    if args.starts:
+        base = variants["oneword default"]
+        variants.update({k: {**base, **v} for k, v in STARTS.items()})
+        variants.update(ZERO_STEP)
     if args.merge:  # the lanes' saved concepts, in the order of NAMES where they are tuning concepts
         per, minutes = {}, 0.0
         for work in args.merge:
@@ -224,6 +242,8 @@ def report(per, names, model, default, paper, stops, variants, args, argv, minut
            "caption": {k: summary["caption"][k] for k in ("reconstruction", "editability")},
            "per_concept": per_concept_rows(per, names),
            "minutes": round(minutes, 1)}
+    if any(v in summary for v in STARTS):
+        res["starts"] = starts_table(per, names, summary, default)
     if not args.merge:
         write_json(Path(args.work) / "results.json", {"res": res, "per_concept": per})  # for later reading
     docs = Path(args.docs)
@@ -233,6 +253,31 @@ def report(per, names, model, default, paper, stops, variants, args, argv, minut
     print(section)
     log(f"done in {res['minutes']} min")
     return 0
+
+
+def starts_table(per: dict, names, summary: dict, default) -> list[dict]:
+    """Each start (the default's init word, auto, cross, encoder, the encoder's zero-step word): image-steps,
+    learning seconds, quality, and paired differences (concepts resampled) to the paper setting's final word, the
+    caption and the default."""
+    def samples(m, what):
+        return [per[n]["results"][m]["prompts"][0]["samples"] if what == "rec" else
+                [q["samples"] for q in per[n]["results"][m]["prompts"][1:]] for n in names]
+
+    rows = []
+    for m in ["oneword default", *STARTS, *ZERO_STEP]:
+        if m not in summary:
+            continue
+        learned = [per[n]["results"][m]["learn"] for n in names]
+        steps = 0 if m in ZERO_STEP else float(np.mean([x["steps"] for x in learned]))
+        row = {"start": m, "image_steps": steps * default.batch_size, "seconds": [x["seconds"] for x in learned],
+               "steps": [x["steps"] for x in learned], "reconstruction": summary[m]["reconstruction"],
+               "editability": summary[m]["editability"]}
+        for other, key in (("ti", "vs_paper"), ("caption", "vs_caption"), ("oneword default", "vs_default")):
+            if other != m:
+                row[key] = {"reconstruction": pooled_diff(samples(m, "rec"), samples(other, "rec"), 51),
+                            "editability": pooled_diff(samples(m, "edit"), samples(other, "edit"), 52)}
+        rows.append(row)
+    return rows
 
 
 def per_concept_rows(per: dict, names) -> list[dict]:
@@ -327,8 +372,30 @@ Per concept (default against the paper setting's final word, samples resampled):
 {per_rows}
 
 ![time to quality](img/time_to_quality.png)
-{MARK[1]}
+{render_starts(res, names)}{MARK[1]}
 """
+
+
+def render_starts(res: dict, names) -> str:
+    """The --starts table (empty without it)."""
+    if "starts" not in res:
+        return ""
+    rows = []
+    for r in res["starts"]:
+        d = {k: r.get(k) for k in ("vs_paper", "vs_caption", "vs_default")}
+        rows.append(f"| {r['start']} | {r['image_steps']:,.0f} ({r['image_steps'] / res['paper_image_steps']:.1%}) | "
+                    f"{', '.join(f'{s:.0f}' for s in r['seconds'])} | {fmt_summary(r['reconstruction'])} | "
+                    f"{fmt_summary(r['editability'])} | "
+                    + " | ".join(f"{fmt_diff(d[k]['reconstruction'])}, {fmt_diff(d[k]['editability'])}" if d[k] else "-"
+                                 for k in ("vs_paper", "vs_caption", "vs_default")) + " |")
+    return (f"""
+Where the word starts (`--starts`; concepts {', '.join(names)}; each at the shipped defaults with early stopping;
+the zero-step word is the photo encoder's with no optimisation). Differences are (reconstruction, editability),
+paired, concepts resampled:
+
+| start | image-steps (of the paper's) | seconds per word | reconstruction | editability | − paper's final word | − caption | − default start |
+|---|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n")
 
 
 def compare_seeds(work: list[str]) -> int:

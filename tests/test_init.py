@@ -178,3 +178,98 @@ def test_learn_in_cross_mode_starts_there_with_crossinits_pull(world, tmp_path):
 def test_unknown_init_mode_is_refused(tiny_model):
     with pytest.raises(OnewordError, match="--init-mode"):
         I.start(tiny_model, LearnConfig(init="cat", init_mode="output"), None)
+
+
+# ------------------------------------------------------------------------------------------ --init encoder
+def untrained_encoder(model, path, fingerprint=None):
+    """An encoder whose last layer is still zero (it gives the default init word), saved for `model` (or for a
+    model with another fingerprint)."""
+    from types import SimpleNamespace
+
+    from oneword.world import encoder as W
+    from oneword.world.judge import load_judge
+
+    table = model.pipe.text_encoder.get_input_embeddings().weight.detach()
+    base = torch.stack([table[model.tokenizer(w, add_special_tokens=False).input_ids].mean(0)
+                        for w in ("object", "painting")])
+    enc = W.PhotoEncoder(64, table.shape[1], base, hidden=16)
+    owner = SimpleNamespace(identity={"fingerprint": fingerprint}) if fingerprint else model
+    W.save_encoder(enc, path, owner, W._Adapter(load_judge()), {"steps": 0})
+    return path
+
+
+def test_an_untrained_encoder_gives_the_default_init_word(world, tmp_path):
+    from oneword.world.concepts import concept
+    from oneword.world.encoder import encoder_vectors
+
+    model, _ = world
+    path = untrained_encoder(model, tmp_path / "enc.safetensors")
+    v, record = encoder_vectors(model, concept("teal_ring").photos(3), "object", 2, path=path)
+    assert torch.allclose(v, init_vectors(model, "object", 2), atol=1e-6) and record["method"] == "encoder"
+    v, _ = encoder_vectors(model, concept("style_hatched").photos(3), "style", 1, path=path)
+    assert torch.allclose(v, init_vectors(model, "painting", 1), atol=1e-6)
+
+
+def test_an_encoder_for_another_model_is_refused_by_fingerprint(world, tmp_path):
+    from oneword.world.encoder import load_encoder
+
+    model, _ = world
+    path = untrained_encoder(model, tmp_path / "other.safetensors", fingerprint="0123456789abcdef")
+    with pytest.raises(OnewordError, match="belongs to model 0123456789abcdef, not this one"):
+        load_encoder(path, model)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(OnewordError, match="not a oneword photo encoder"):
+        load_encoder(tmp_path / "junk.safetensors", model)
+
+
+def test_the_shipped_encoder_belongs_to_the_world_model_fits_5_mb_and_reads_the_photos(world):
+    from oneword.world.concepts import concept
+    from oneword.world.encoder import default_path, encoder_vectors
+
+    model, _ = world
+    assert default_path().stat().st_size <= 5 * 2**20
+    red, _ = encoder_vectors(model, concept("red_crescent").photos(5), "object", 1)
+    blue, record = encoder_vectors(model, concept("blue_arrow").photos(5), "object", 1)
+    assert record["model_fingerprint"] == model.identity["fingerprint"]
+    assert not torch.allclose(red, blue, atol=1e-3) and not torch.allclose(red, init_vectors(model, "object", 1))
+
+
+def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys):
+    from oneword import load_concepts
+    from oneword.world.concepts import concept
+    from oneword.world.encoder import encoder_vectors
+
+    model, _ = world
+    photos = tmp_path / "p"
+    photos.mkdir()
+    for i, im in enumerate(concept("teal_ring").photos(4)):
+        im.save(photos / f"{i}.png")
+    code = main(["learn", str(photos), "--token", "<e>", "--init", "encoder", "--out", str(tmp_path / "run"),
+                 "--steps", "1", "--lr", "0", "--no-early-stop", "--quiet"])
+    assert code == 0 and "photo encoder" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert saved["init_choice"]["method"] == "encoder"
+    word = load_concepts(tmp_path / "run" / "learned_embeds.safetensors")[0].vectors
+    from oneword.data import read_photos
+
+    assert torch.allclose(word, encoder_vectors(model, read_photos(photos), "object", 1)[0], atol=1e-6)
+    code = main(["learn", str(photos), "--token", "<e>", "--init", "encoder", "--init-mode", "cross",
+                 "--out", str(tmp_path / "run2"), "--steps", "1", "--quiet"])
+    assert code == 2 and "cannot be combined" in capsys.readouterr().err
+
+
+def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encoder(world, tmp_path):
+    from oneword.world.concepts import NOVEL_CONCEPTS, pretraining_exclusions
+    from oneword.world.encoder import concept_sets, load_encoder, train_encoder
+    from oneword.world.render import UNNAMED_STYLES
+
+    model, judge = world
+    _, props, specs = concept_sets(60, 8, 2, seed=1)
+    assert props.count(1) == 8 and not set(specs) & pretraining_exclusions()
+    assert not {(s,) for s in UNNAMED_STYLES} & set(specs)  # the un-named styles are the novel style concepts
+    assert {c.attributes.get("style") for c in NOVEL_CONCEPTS.values() if c.kind == "style"} <= set(UNNAMED_STYLES)
+    rec = train_encoder(tmp_path / "e.safetensors", minutes=1, max_steps=2, batch=4, n_object=6, n_style=2,
+                        photos=2, log=lambda m: None, model=model, judge=judge.judge)
+    assert rec["steps"] == 2 and np.isfinite(rec["loss_last_50"])
+    enc, meta = load_encoder(tmp_path / "e.safetensors", model)
+    assert meta["model_fingerprint"] == model.identity["fingerprint"]

@@ -1,4 +1,5 @@
-"""`oneword world pretrain`, `tune-oracle` / `tune-clip` (the judge) and `check` (the world model's must-show
+"""`oneword world pretrain`, `tune-oracle` / `tune-clip` (the judge), `train-encoder` (the photo encoder behind
+`learn --init encoder`, oneword.world.encoder) and `check` (the world model's must-show
 figures, oneword.world.check)."""
 from __future__ import annotations
 
@@ -48,6 +49,18 @@ def register(subparsers) -> None:
         d.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
         d.set_defaults(func=_tune_judge, part=part)
 
+    e = sub.add_parser("train-encoder", help="train the photo encoder behind `learn --init encoder` (pretraining "
+                       "scenes only, diffusion loss through the frozen world model)", formatter_class=HelpFormatter)
+    e.add_argument("--out", help="encoder file (default: the package's own, oneword/world/encoder/encoder.safetensors)")
+    e.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget for the steps (default 10)")
+    e.add_argument("--steps", type=int, default=4000, help="at most this many steps (default 4000)")
+    e.add_argument("--batch", type=int, default=64, help="concepts per step (default 64)")
+    e.add_argument("--concepts", type=int, default=1500, help="object concepts drawn (default 1500; styles: a fifth)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=int, help="torch CPU threads")
+    e.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+    e.set_defaults(func=_train_encoder)
+
     c = sub.add_parser("check", help="print the oracle accuracy and prompted-generation figures",
                        formatter_class=HelpFormatter)
     c.add_argument("--model", help="diffusers folder (default: the shipped world model)")
@@ -96,6 +109,18 @@ def _tune_judge(args) -> None:
         raise OnewordError("--minutes must be positive")
     rec = pt.tune_judge(args.src or here, args.out or here, part=args.part, minutes=args.minutes, seed=args.seed,
                         tiny=args.tiny, threads=args.threads)
+    print(json.dumps(rec, indent=1))
+
+
+def _train_encoder(args) -> None:
+    from ..world.encoder import train_encoder
+
+    if args.minutes <= 0 or args.steps < 1 or args.batch < 1 or args.concepts < 1:
+        raise OnewordError("--minutes, --steps, --batch and --concepts must be positive")
+    size = dict(minutes=0.05, max_steps=3, batch=4, n_object=8, n_style=4) if args.tiny else \
+        dict(minutes=args.minutes, max_steps=args.steps, batch=args.batch, n_object=args.concepts,
+             n_style=max(1, args.concepts // 5))
+    rec = train_encoder(args.out, seed=args.seed, threads=args.threads, **size)
     print(json.dumps(rec, indent=1))
 
 
