@@ -127,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
             StopRequest.run_dir = argv[argv.index(flag) + 1]
     signal.signal(signal.SIGINT, StopRequest.on_sigint)
     install_progress_log(argv[0])
+    # the job is `python -m oneword learn ...` itself, run in this process after the hooks above
+    import runpy
+
+    sys.argv = ["oneword", *argv[1:]]
     try:
-        from oneword.commands import main as command
-    except ImportError:  # an older layout of the command
-        from oneword.cli import main as command
-    return command(argv[1:])
+        runpy.run_module("oneword", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":
