@@ -377,3 +377,18 @@ def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_
     for bad in (0.95, -0.1, float("nan")):
         with pytest.raises(OnewordError, match="--val-t-min"):
             learn(tiny_model, photos, quick(val_t_min=bad), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("setting, other", [("token", "<other>"), ("vectors", 2), ("property", "style"),
+                                            ("batch_size", 1), ("seed", 1)])
+def test_resume_with_settings_the_checkpoint_depends_on_changed_is_refused(tiny_model, photos, tmp_path, setting,
+                                                                           other):
+    """The checkpoint's vectors, AdamW moments and generator only continue the run that made them: resuming with
+    another token, vector count, property, batch size or seed is a one-line error naming the setting, and the run's
+    files stay as they were."""
+    learn(tiny_model, photos, quick(steps=3), tmp_path / "run", progress=False)
+    before = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
+    with pytest.raises(OnewordError, match=f"cannot resume: this run used {setting}="):
+        learn(tiny_model, photos, quick(steps=6, **{setting: other}), tmp_path / "run", resume=True, progress=False)
+    after = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
+    assert after == before

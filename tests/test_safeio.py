@@ -1,10 +1,12 @@
 """Crash-safe writes: a full disk keeps the previous file whole; a run folder has one writer at a time."""
 import errno
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from oneword import safeio
 from oneword.errors import OnewordError
@@ -135,3 +137,53 @@ def test_learn_removes_a_stale_temporary_from_its_run_folder(tiny_model, photos,
     cfg = LearnConfig(token="<k>", init="ring", steps=1, batch_size=1, save_every=1, early_stop=False)
     learn(tiny_model, photos, cfg, out, progress=False)
     assert _leftovers(out) == [] and (out / "checkpoint.safetensors").is_file()
+
+
+def test_a_checkpoint_write_that_fails_halfway_keeps_the_previous_checkpoint_and_resume_is_exact(
+        tiny_model, photos, tmp_path, monkeypatch):
+    """The checkpoint is replaced whole or not at all: a save that fails after writing half its bytes (the kernel's
+    file-size limit, as a disk filling up mid-write) leaves the previous checkpoint and word bit for bit, and resuming
+    from them ends at the uninterrupted run's vector."""
+    import resource
+    import signal
+
+    import safetensors.torch
+    from safetensors import safe_open
+
+    from oneword.invert import LearnConfig, learn
+
+    def cfg(steps):
+        return LearnConfig(token="<k>", init="ring", steps=steps, batch_size=2, lr=5e-2, save_every=3,
+                           early_stop=False, seed=0)
+
+    whole = learn(tiny_model, photos, cfg(9), tmp_path / "whole", progress=False)
+    out = tmp_path / "part"
+    learn(tiny_model, photos, cfg(3), out, progress=False)
+    names = ("checkpoint.safetensors", "learned_embeds.safetensors")
+    before = {n: (out / n).read_bytes() for n in names}
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    real_save, limited = safetensors.torch.save, []
+
+    def save_then_limit(*a, **k):  # the checkpoint's bytes are ready: from here on a file stops at half their size
+        data = real_save(*a, **k)
+        if not limited:
+            limited.append(len(data) // 2)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (len(data) // 2, hard))
+        return data
+
+    monkeypatch.setattr(safetensors.torch, "save", save_then_limit)
+    xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+    try:
+        with pytest.raises((OSError, OnewordError)):
+            learn(tiny_model, photos, cfg(9), out, resume=True, progress=False)  # its first save, at step 6, fails
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, xfsz)
+        monkeypatch.undo()
+    assert limited and limited[0] > 0  # the failing write did get that far
+    assert {n: (out / n).read_bytes() for n in names} == before
+    with safe_open(str(out / "checkpoint.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["state"])["step"] == 3
+    resumed = learn(tiny_model, photos, cfg(9), out, resume=True, progress=False)
+    assert torch.equal(resumed.vectors, whole.vectors)
