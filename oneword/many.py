@@ -420,6 +420,7 @@ class Engine:
             opt = torch.optim.AdamW([param], lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=param.is_cuda)
             stopper = EarlyStopping(cfg)
             run = Run(out, cfg, model, job.photos, param, opt, stopper)
+            guard = run.guard = Guard(self.dev)  # its run of bad steps is part of the checkpoint (run.py)
             if resume_step is not None:
                 _load_at(run, resume_step)
             validation = ValidationBatch(cache, ids, cfg, self.n_train, self._sample_loss, graph=self.graph)
@@ -429,7 +430,7 @@ class Engine:
         except BaseException:
             lock.close()
             raise
-        return _Slot(k, index, cfg, run, opt, stopper, Guard(self.dev), param, cache, ids, validation, lock,
+        return _Slot(k, index, cfg, run, opt, stopper, guard, param, cache, ids, validation, lock,
                      time.perf_counter(), run.step, n=cfg.vectors)
 
     def _ids(self, cfg: LearnConfig, k: int) -> torch.Tensor:
