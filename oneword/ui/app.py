@@ -373,7 +373,11 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 argv += jobs.model_args
                 j = jobs.submit(name, run, tok, argv)
                 pos = jobs.queue_position(j)
-                msg = f"{html.escape(tok)}: {'learning' if pos <= 1 and j.state != 'queued' else 'queued'} in `{name}`"
+                cap = f", at most {argv[argv.index('--steps') + 1]} steps" if "--steps" in argv else ""
+                msg = (
+                    f"{html.escape(tok)}: {'learning' if pos <= 1 and j.state != 'queued' else 'queued'} "
+                    f"in `{name}`{cap}"
+                )
                 return msg, gr.update(choices=jobs.names(), value=name)
             except Exception as e:
                 return _say(e), gr.skip()
@@ -602,15 +606,16 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
 
         # ---------------------------------------------------------------------------- words
         def do_upload(file, gen_keep, edit_keep, pick_keep, eval_keep):
+            """Read a dropped word file; the drop area is emptied again for the next one."""
             try:
                 if file is None:
-                    return (gr.skip(),) * 5 + ("",)
+                    return (gr.skip(),) * 6 + ("",)
                 msg = ws.add_word_file(file)
-                return (*refresh_words(gen_keep, edit_keep, pick_keep, eval_keep), html.escape(msg))
+                return (*refresh_words(gen_keep, edit_keep, pick_keep, eval_keep), None, html.escape(msg))
             except Exception as e:
-                return (gr.skip(),) * 5 + (_say(e),)
+                return (gr.skip(),) * 5 + (None, _say(e))
 
-        upload.upload(do_upload, [upload, *word_inputs], [*word_outputs, words_msg])
+        upload.upload(do_upload, [upload, *word_inputs], [*word_outputs, upload, words_msg])
 
         def do_inspect(word_id):
             try:
