@@ -45,5 +45,6 @@ def run(args) -> None:
         auth=args.auth,
         auth_file=args.auth_file,
         photos_root=args.photos_root,
+        prediction_type=getattr(args, "prediction_type", None),
         block=True,
     )

@@ -46,6 +46,7 @@ def serve(
     photos_root: str | os.PathLike | None = None,
     block: bool = True,
     quiet: bool = False,
+    prediction_type: str | None = None,
 ) -> Server:
     """Start the web app on http://host:port for the run folder `root`; with block=False, return at once."""
     from . import security
@@ -68,10 +69,15 @@ def serve(
     from .service import Workspace
 
     model_args = []
-    for flag, v in (("--model", model), ("--model-config", model_config), ("--device", device)):
+    for flag, v in (
+        ("--model", model),
+        ("--model-config", model_config),
+        ("--prediction-type", prediction_type),
+        ("--device", device),
+    ):
         if v is not None:
             model_args += [flag, str(v)]
-    ws = Workspace(root, model, model_config, device, photos_root)
+    ws = Workspace(root, model, model_config, device, photos_root, prediction_type)
     ws.model()  # fail now, in the terminal, if the model cannot load
     jobs = JobManager(root, model_args)
     app = build_app(ws, jobs)

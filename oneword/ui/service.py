@@ -50,11 +50,14 @@ class Word:
 
 
 class Workspace:
-    def __init__(self, root: Path, model_spec=None, model_config=None, device=None, photos_root=None):
+    def __init__(
+        self, root: Path, model_spec=None, model_config=None, device=None, photos_root=None, prediction_type=None
+    ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.photos_root = Path(photos_root or Path.cwd()).resolve()
         self.model_spec, self.model_config, self.device = model_spec, model_config, device
+        self.prediction_type = prediction_type
         self._model = None
         self._judge = None
         self._load_lock = threading.Lock()
@@ -66,7 +69,9 @@ class Workspace:
             if self._model is None:
                 from .. import load_model
 
-                self._model = load_model(self.model_spec, device=self.device, config=self.model_config)
+                self._model = load_model(
+                    self.model_spec, device=self.device, config=self.model_config, prediction_type=self.prediction_type
+                )
             return self._model
 
     def judge(self):
