@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import validate
 from .errors import OnewordError
-from .safeio import atomic_save_image
+from .safeio import atomic_write_bytes
 
 DEMO_CONCEPT = "teal_ring"
 
@@ -27,9 +28,9 @@ def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
         raise OnewordError(f"unknown world concept {name!r}; choose one of: {', '.join(NOVEL_CONCEPTS)}")
     concept = NOVEL_CONCEPTS[name]
     started = time.perf_counter()
+    out = validate.output_folder(out)
     photos = concept.photos(5, seed=seed)
-    for i, im in enumerate(photos):
-        atomic_save_image(out / "photos" / f"{i:02d}.png", im)
+    _write_photos(out, photos, name, seed)
     print(f"demo: 5 photos of the world concept '{name}' ({concept.kind}; no word names it) in {out / 'photos'}")
     print(f"      the closest words a person could use: '{concept.caption}'")
 
@@ -38,8 +39,9 @@ def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     cfg = LearnConfig.with_defaults(model, token=token, init=concept.init_word, property=concept.kind, seed=seed)
     run = out / "run"
     ckpt = run / CHECKPOINT  # resume an interrupted demo, but never onto another model
-    same_model = ckpt.exists() and checkpoint_fingerprint(ckpt) == model.identity.get("fingerprint")
-    learned = learn(model, out / "photos", cfg, run, resume=same_model)
+    if ckpt.exists() and checkpoint_fingerprint(ckpt) != model.identity.get("fingerprint"):
+        raise OnewordError(f"{run} was learned on another world model; choose another --out (it is kept)")
+    learned = learn(model, out / "photos", cfg, run, resume=ckpt.exists())
 
     plain = default_template(concept.kind)
     edit = "a star in the style of {}" if concept.kind == "style" else "a sketch of {} on a sky background"
@@ -55,6 +57,31 @@ def run_demo(name: str | None, out: Path, seed: int = 0) -> dict:
     save_grid(_upscale(photos), out / "photos.png", cols=5)
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return results
+
+
+def _write_photos(out: Path, photos, name: str, seed: int) -> None:
+    """The demo's photos in out/photos, written once: a folder that holds this same demo (an interrupted one) is
+    continued, and anything else is refused before a file changes (another concept or --seed, or a folder that is
+    not a demo's)."""
+    import io
+
+    def png(im) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
+
+    folder = out / "photos"
+    wanted = {f"{i:02d}.png": png(im) for i, im in enumerate(photos)}
+    if folder.is_dir():
+        have = {p.name: p for p in folder.iterdir()}
+        if set(have) != set(wanted) or any(have[k].read_bytes() != v for k, v in wanted.items()):
+            raise OnewordError(f"{out} holds another demo (other photos: another concept or --seed); choose another "
+                               f"--out for '{name}' with --seed {seed} (nothing was changed)")
+        return
+    if out.is_dir() and any(out.iterdir()):
+        raise OnewordError(f"{out} is not empty and holds no demo; choose another --out (nothing was changed)")
+    for file, data in wanted.items():
+        atomic_write_bytes(folder / file, data, replace=False)
 
 
 def _upscale(images, factor: int = 4):

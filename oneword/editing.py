@@ -98,8 +98,12 @@ def load_mask(mask, size: tuple[int, int]) -> np.ndarray:
 
 
 def _open_mask(path: Path) -> Image.Image:
-    if not path.is_file():
+    if path.is_dir():
+        raise OnewordError(f"mask {path} is a folder; give one mask image (a PNG, white = edit)")
+    if not path.exists():
         raise OnewordError(f"mask {path} not found")
+    if not path.is_file():
+        raise OnewordError(f"mask {path} is not a regular file")
     try:
         with Image.open(path) as im:
             im.load()
@@ -188,31 +192,34 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
     Output i uses seed + i. restore=False returns the decoded image without copying back the photo's pixels.
     fill=False encodes the background latents from the photo as it is (the paper's way); by default they come
     from the photo with the region filled from its surroundings, so the replaced object cannot leak back."""
-    from .install import install_concepts
-    from .sampling import per_seed, sampling_defaults
+    from . import validate as check
+    from .install import expand_prompt, install_concepts
+    from .sampling import finite_images, per_seed, sampling_defaults
 
     photo = _open_photo(photo)
-    if n < 1:
-        raise OnewordError("-n must be at least 1")
-    if dilate < 0 or feather < 0:
-        raise OnewordError("--dilate and --feather are pixel counts and cannot be negative")
     d = sampling_defaults(model)
-    steps = int(steps or d["steps"])
-    if steps < 1:
-        raise OnewordError("--steps must be at least 1")
-    guidance = float(d["guidance"] if guidance is None else guidance)
+    steps = d["steps"] if steps is None else steps
+    guidance = d["guidance"] if guidance is None else guidance
+    check.sampling(n, steps, guidance, seed, batch)
+    steps, guidance = check.model_steps(model, steps), float(guidance)
+    dilate = check.whole("--dilate", dilate, 0, check.MAX_PIXELS_ARG)
+    feather = check.whole("--feather", feather, 0, check.MAX_PIXELS_ARG)
     first = _first_step(steps, strength, start_step)
 
     m_full = torch.from_numpy(load_mask(mask, photo.size).astype(np.float32))
     region = dilate_mask(m_full, int(dilate))
     alpha = feather_mask(region, int(feather))
-    install_concepts(model, list(concepts))  # a word already installed with these vectors is kept: one model, many edits
-
     work = working_size(model, photo.size)
+    check.sampling_fits(model, work[1], work[0], min(n, batch), guidance > 1, what="editing")
+    install_concepts(model, list(concepts))  # a word already installed with these vectors is kept: one model, many edits
+    check.prompt(model.tokenizer, expand_prompt(prompt, model.tokenizer))
+    if negative:
+        check.prompt(model.tokenizer, expand_prompt(negative, model.tokenizer), "negative prompt")
     small = photo.resize(work, Image.LANCZOS) if photo.size != work else photo
 
     def draw(seeds):
         latents, _, _ = blended_latents(model, small, region, prompt, negative, steps, first, guidance, seeds, fill)
+        finite_images(latents.float().cpu().numpy(), concepts)
         out = []
         for im in _decode(model, latents):
             im = im.resize(photo.size, Image.LANCZOS) if im.size != photo.size else im
@@ -256,16 +263,6 @@ def _scheduler(model):
     return DDIMScheduler.from_config(model.scheduler.config)
 
 
-@torch.no_grad()
-def _encode(model, image: Image.Image) -> torch.Tensor:
-    pipe = model.pipe
-    with _vae(model) as (vae, dtype):
-        x = pipe.image_processor.preprocess(image).to(model.device, dtype)
-        z = vae.encode(x).latent_dist.mean
-    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
-    return ((z - shift) * model.vae.config.scaling_factor).to(model.dtype)
-
-
 @contextmanager
 def _vae(model):
     """The VAE in the precision the model family encodes and decodes in (never float16 for SDXL's)."""
@@ -278,6 +275,16 @@ def _vae(model):
     finally:
         if safe != dtype:
             vae.to(dtype)
+
+
+@torch.no_grad()
+def _encode(model, image: Image.Image) -> torch.Tensor:
+    pipe = model.pipe
+    with _vae(model) as (vae, dtype):
+        x = pipe.image_processor.preprocess(image).to(model.device, dtype)
+        z = vae.encode(x).latent_dist.mean
+    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
+    return ((z - shift) * model.vae.config.scaling_factor).to(model.dtype)
 
 
 @torch.no_grad()

@@ -168,9 +168,11 @@ def strip_placeholder(text: str, token: str, n_vectors: int | None = None) -> st
 def temporary_words(model, concepts):
     """Give the model the learned words of `concepts` for the duration (tokens `tok, tok_1, ...` as diffusers
     names them); yields a tokenizer that knows them. The model and its tokenizer are left untouched."""
+    from .install import _already_installed
     from .invert import learned_words
 
-    concepts = list(concepts)
+    # a word `generate` or `install_concepts` already put into this model with these very vectors is used as it is
+    concepts = [c for c in concepts if not _already_installed(model.pipe, c)]
     if not concepts:
         yield model.family.tokenizer_for([e.tokenizer for e in model.family.encoders(model.pipe)])
         return
@@ -301,6 +303,8 @@ class Evaluator:
         text_cache = self._texts
         with temporary_words(self.model, subject.concepts()) as tokenizer:
             for i, p in enumerate(self.prompts):
+                if getattr(self, "on_prompt", None):  # progress for a person waiting (oneword evaluate)
+                    self.on_prompt(subject, i, p)
                 rows.append(self._one(subject, i, p, tokenizer, text_cache, images_by_prompt, keep_images))
         result = {"subject": subject.label, "kind": subject.kind, "phrase": subject.phrase(),
                   "vectors": 0 if subject.concept is None else int(len(subject.concept.vectors)),

@@ -155,6 +155,16 @@ def _to_rgb(im, path):
     return im.convert("RGB")    # L, 1, P, YCbCr, LAB, HSV, RGBX, ...
 
 
+def skipped_files(folder: str | Path) -> list[Path]:
+    """Files in ``folder`` that look like photos but are in a format oneword cannot read (HEIC, RAW, ...), which
+    :func:`list_photos` leaves out."""
+    try:
+        return sorted(p for p in Path(folder).iterdir()
+                      if not p.name.startswith(".") and p.suffix.lower() in UNSUPPORTED_IMAGE_EXTS and p.is_file())
+    except OSError:
+        return []
+
+
 def list_photos(folder: str | Path, min_count: int = 1) -> list[Path]:
     """The image files directly inside ``folder``, sorted by name.
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .errors import OnewordError
+from .validate import example_word
 
 INIT_MODES = ("word", "cross")
 CROSS_REG_WEIGHT = 1e-5  # CrossInit's regularisation weight (the paper and its official code)
@@ -86,10 +87,11 @@ def _cross_part(tokenizer, text_encoder, text: str, n: int) -> torch.Tensor:
         ids = tokenizer(part, add_special_tokens=False).input_ids
         if not ids or len(ids) > 2:
             raise OnewordError(f"init word {part!r} is not a word this model knows (it splits into "
-                               f"{tokenizer.convert_ids_to_tokens(ids)}); choose a common word, e.g. --init cat")
+                               f"{tokenizer.convert_ids_to_tokens(ids)}); choose a common word, e.g. --init "
+                               f"{example_word(tokenizer)}")
         pieces.append(ids)
     if not pieces:
-        raise OnewordError("--init is empty; give a word that describes the concept, e.g. --init cat")
+        raise OnewordError(f"--init is empty; give a word that describes the concept, e.g. --init {example_word(tokenizer)}")
     ids = [tokenizer.bos_token_id] + [i for p in pieces for i in p] + [tokenizer.eos_token_id]
     device = text_encoder.get_input_embeddings().weight.device
     hidden = text_encoder(torch.tensor([ids], device=device)).last_hidden_state[0].float().cpu()

@@ -26,14 +26,16 @@ def _vocab_conflict(tokenizer, name: str, allow_vocab_words: bool) -> str | None
     vocab = tokenizer.get_vocab()
     added = {k.lower() for k in getattr(tokenizer, "added_tokens_encoder", {})}
     if name.lower() in added:
-        return f"token {name!r} is already added to this model's tokenizer (an embedding is already loaded under that name)"
+        return (f"token {name!r} is already added to this model's tokenizer (an embedding is already loaded under "
+                f"that name); rename one word: oneword convert FILE NEW_FILE --token NEW_NAME")
     if name in vocab and not allow_vocab_words:
-        return f"token {name!r} is already a word in this model's vocabulary; pick another name such as <{name}>"
+        return (f"token {name!r} is already a word in this model's vocabulary; pick another name such as <{name}> "
+                f"(oneword convert FILE NEW_FILE --token <{name}> renames a file's word)")
     if not allow_vocab_words:
         pieces = tokenizer.tokenize(name)
         if len(pieces) == 1 and pieces[0] in vocab and pieces[0] not in added:
             return (f"token {name!r} is already the vocabulary word {pieces[0]!r}; pick another name such as "
-                    f"<{name}> (or allow vocabulary words explicitly)")
+                    f"<{name}> (oneword convert FILE NEW_FILE --token <{name}> renames a file's word)")
     return None
 
 
@@ -84,7 +86,8 @@ def install_concepts(model_or_pipe, concepts, allow_vocab_words: bool = False) -
                                    f"{width_name(c.dim)} (e.g. SD1.x=768, SD2.x=1024); this model has {width}")
         for i, name in enumerate(c.tokens):
             if name.lower() in names_seen:
-                raise OnewordError(f"two embeddings would both add the token {name!r}")
+                raise OnewordError(f"two embeddings would both add the token {name!r}; rename one: oneword convert "
+                                   "FILE NEW_FILE --token NEW_NAME")
             names_seen.add(name.lower())
             why = _vocab_conflict(tok, name, allow_vocab_words or i > 0)
             if why:

@@ -88,8 +88,12 @@ def _create_temporary(path: Path) -> tuple[int, str]:
     raise OSError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, replace: bool = True) -> Path:
+    """Write ``data`` to ``path`` whole or not at all. ``replace=False``: an existing ``path`` is never replaced
+    (FileExistsError as a one-line OnewordError), even one created while this writes. Nothing is written inside
+    the installed oneword package unless :func:`package_writes` allows it."""
     path = Path(path)
+    _refuse_package(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _create_temporary(path)
@@ -100,7 +104,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists: never replaces
+            except FileExistsError:
+                raise OnewordError(f"{path} already exists; it was not replaced") from None
+            except OSError as e:  # a file system without hard links: check, then rename
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                if os.path.lexists(path):
+                    raise OnewordError(f"{path} already exists; it was not replaced") from None
+                os.replace(tmp, path)
+            _unlink_quietly(tmp)
     except OSError as e:
         _unlink_quietly(tmp)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -121,11 +138,39 @@ def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def atomic_save_image(path: str | Path, image) -> Path:
+def atomic_save_image(path: str | Path, image, replace: bool = True) -> Path:
     """Save a PIL image atomically, format from the extension."""
     buf = io.BytesIO()
     image.save(buf, format=_image_format(path))
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue(), replace=replace)
+
+
+_PACKAGE = Path(__file__).resolve().parent
+_package_writes = [False]
+
+
+@contextmanager
+def package_writes():
+    """Allow writing inside the installed oneword package for the duration (`oneword world pretrain --out` into
+    the package's own folder, when the user asks for it by name)."""
+    before = _package_writes[0]
+    _package_writes[0] = True
+    try:
+        yield
+    finally:
+        _package_writes[0] = before
+
+
+def _refuse_package(path: Path) -> None:
+    if _package_writes[0]:
+        return
+    try:
+        inside = Path(os.path.realpath(path)).is_relative_to(_PACKAGE)
+    except (OSError, ValueError):
+        inside = False
+    if inside:
+        raise OnewordError(f"{path} is inside the installed oneword package; oneword writes there only when asked "
+                           "explicitly")
 
 
 def _image_format(path) -> str:
@@ -164,19 +209,47 @@ def remove_stale_temporaries(folder: str | Path) -> int:
 
 @contextmanager
 def run_lock(folder: str | Path):
-    """Hold an exclusive lock on a run folder so two runs cannot write into it at once."""
+    """Hold an exclusive lock on a run folder so two runs cannot write into it at once. The lock file
+    (``.lock``) is removed when the run ends, and so is the folder if this created it and nothing was written.
+
+    Removing a lock file that others may have opened is safe because a holder checks, once locked, that the file
+    it locked is still the one at ``.lock`` (else it locked a removed file, and tries again)."""
     import fcntl
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    _refuse_package(folder)
+    created = not folder.exists()
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OnewordError(f"cannot create the run folder {folder}: {e.strerror or e}") from None
+    lock = folder / ".lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise OnewordError(f"cannot lock {folder}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise OnewordError(f"{folder} is in use by another oneword run (remove nothing; wait for it to finish)") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a lock file its holder has just removed: lock the one there now
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield folder
     finally:
+        _unlink_quietly(lock)  # while still locked: a waiter that opened it sees it gone and tries again
         os.close(fd)
+        if created:
+            try:
+                folder.rmdir()  # only if empty: a run that failed before writing anything leaves nothing
+            except OSError:
+                pass

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .errors import OnewordError
 from .safeio import atomic_save_image
 from .templates import default_template
 
@@ -39,28 +40,54 @@ def per_seed(n: int, seed: int, batch: int, draw) -> list:
 def generate(model, prompt: str, concepts=(), n: int = 1, steps: int | None = None, guidance: float | None = None,
              seed: int = 0, negative: str | None = None, height: int | None = None, width: int | None = None,
              batch: int = 8) -> list[Image.Image]:
-    """n images of `prompt`, which may use the tokens of any number of learned `concepts`; image i uses seed + i."""
-    from .install import install_concepts
+    """n images of `prompt`, which may use the tokens of any number of learned `concepts`; image i uses seed + i.
+    Checked before anything runs (oneword.validate): the numbers, the size against the model and the device's free
+    memory, and the prompt against what is loaded (an unknown <word>, a learned word cut off by the length limit)."""
+    from . import validate as check
+    from .install import expand_prompt, install_concepts
 
-    install_concepts(model, list(concepts))
     d = sampling_defaults(model)
+    steps = d["steps"] if steps is None else steps
+    guidance = d["guidance"] if guidance is None else guidance
+    check.sampling(n, steps, guidance, seed, batch)
+    check.model_steps(model, steps)
+    height, width = check.image_size(model, height, width)
+    check.sampling_fits(model, height, width, min(n, batch), guidance > 1)
+    install_concepts(model, list(concepts))
+    check.prompt(model.tokenizer, expand_prompt(prompt, model.tokenizer))
+    if negative:
+        check.prompt(model.tokenizer, expand_prompt(negative, model.tokenizer), "negative prompt")
 
     def draw(seeds):
-        return model.pipe(prompt, negative_prompt=negative, num_images_per_prompt=len(seeds),
-                          num_inference_steps=steps or d["steps"],
-                          guidance_scale=d["guidance"] if guidance is None else guidance,
-                          generator=generators(seeds), height=height or model.resolution,
-                          width=width or model.resolution).images
+        images = model.pipe(prompt, negative_prompt=negative, num_images_per_prompt=len(seeds),
+                            num_inference_steps=steps, guidance_scale=guidance, generator=generators(seeds),
+                            height=height, width=width, output_type="np").images
+        finite_images(images, concepts)
+        return model.pipe.numpy_to_pil(images)
     return per_seed(n, seed, batch, draw)
+
+
+def finite_images(images, concepts=()) -> None:
+    """Refuse images with NaN/inf pixels (diffusers would write them black), saying where they came from."""
+    import numpy as np
+
+    if np.isfinite(np.asarray(images)).all():
+        return
+    big = [f"{c.token} holds values up to {float(c.vectors.abs().max()):.3g}" for c in concepts
+           if c.parts is None and float(c.vectors.float().abs().max()) > 1e3]
+    why = "; ".join(big) if big else "the model overflowed in its precision"
+    raise OnewordError(f"the model produced non-finite values (NaN/inf), which would be black images: {why}")
 
 
 def variations(model, concept, n: int = 16, template: str | None = None, **kw) -> list[Image.Image]:
     """The paper's image variations: n samples of "a photo of S*" ("a painting in the style of S*" for a
     style word; ``template`` with {} for the word replaces it). Same as `oneword variations`; ``kw`` as
     :func:`generate`."""
+    from .validate import template as check_template
+
     if template is None:
         template = default_template(concept.meta.get("property"))
-    return generate(model, template.format(concept.token), [concept], n=n, **kw)
+    return generate(model, check_template(template).format(concept.token), [concept], n=n, **kw)
 
 
 @torch.no_grad()
@@ -114,13 +141,13 @@ def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) 
     return grid
 
 
-def save_grid(images: list[Image.Image], path, cols: int | None = None) -> Path:
-    return atomic_save_image(path, make_grid(images, cols))
+def save_grid(images: list[Image.Image], path, cols: int | None = None, replace: bool = True) -> Path:
+    return atomic_save_image(path, make_grid(images, cols), replace=replace)
 
 
-def save_images(images: list[Image.Image], path) -> list[Path]:
-    """The grid at `path` and each image beside it as <stem>_<i><suffix>."""
+def save_images(images: list[Image.Image], path, replace: bool = True) -> list[Path]:
+    """The grid at `path` and each image beside it as <stem>_<i><suffix>; ``replace=False`` never replaces a file."""
     path = Path(path)
-    save_grid(images, path)
-    return [atomic_save_image(path.with_name(f"{path.stem}_{i:02d}{path.suffix or '.png'}"), im)
+    save_grid(images, path, replace=replace)
+    return [atomic_save_image(path.with_name(f"{path.stem}_{i:02d}{path.suffix or '.png'}"), im, replace=replace)
             for i, im in enumerate(images)]

@@ -156,7 +156,7 @@ def test_defaults_named_in_help_are_the_librarys():
     from oneword.commands import evaluate
     from oneword.demo import DEMO_CONCEPT
     from oneword.evaluation import DEFAULT_CLIP
-    from oneword.invert import LearnConfig
+    from oneword.invert import BASE_DEFAULTS, LearnConfig
     from oneword.sampling import SD_SAMPLING
     from oneword.world.defaults import WORLD_DEFAULTS
 
@@ -165,8 +165,9 @@ def test_defaults_named_in_help_are_the_librarys():
     for dest in ("steps", "batch_size", "lr", "warmup", "vectors", "property", "seed", "save_every", "preview_every",
                  "reg_weight"):
         text = help_of(learn, dest)
-        assert f"default: {getattr(base, dest)}" in text, (dest, text)
-        if dest in world and world[dest] != getattr(base, dest):
+        default = BASE_DEFAULTS[dest] if getattr(base, dest) is None else getattr(base, dest)
+        assert f"default: {default}" in text, (dest, text)
+        if dest in world and world[dest] != default:
             assert f"world model: {world[dest]}" in text, (dest, text)
     for command in ("generate", "variations", "edit"):
         for dest in ("steps", "guidance"):

@@ -28,17 +28,23 @@ class _Stop(Exception):
 
 @pytest.mark.parametrize("learned_on, resumes", [("this model", True), ("0123456789abcdef", False)])
 def test_a_rerun_resumes_only_a_checkpoint_of_the_same_model(tmp_path, monkeypatch, learned_on, resumes):
-    """The decision alone, without learning: the demo asks `learn` to resume a checkpoint of this model and to
-    start afresh over one learned on another."""
+    """The decision alone, without learning: the demo asks `learn` to resume a checkpoint of this model, and
+    refuses (keeping it) one learned on another."""
     import oneword.invert
     from oneword.demo import run_demo
+    from oneword.errors import OnewordError
     from oneword.models import load_model
+    from oneword.world.concepts import NOVEL_CONCEPTS
 
     fingerprint = load_model(None).identity["fingerprint"]
     ckpt = tmp_path / "demo" / "run" / "checkpoint.safetensors"
     ckpt.parent.mkdir(parents=True)
+    (tmp_path / "demo" / "photos").mkdir()
+    for i, im in enumerate(NOVEL_CONCEPTS["red_crescent"].photos(5, seed=0)):  # the demo was interrupted after these
+        im.save(tmp_path / "demo" / "photos" / f"{i:02d}.png")
     save_file({"vectors": torch.zeros(1, 4)}, str(ckpt),
               metadata={"model_fingerprint": fingerprint if learned_on == "this model" else learned_on})
+    before = ckpt.read_bytes()
     asked = []
 
     def learn(model, photos, cfg, out_dir, resume=False, progress=True):
@@ -46,6 +52,7 @@ def test_a_rerun_resumes_only_a_checkpoint_of_the_same_model(tmp_path, monkeypat
         raise _Stop
 
     monkeypatch.setattr(oneword.invert, "learn", learn)
-    with pytest.raises(_Stop):
+    with pytest.raises(_Stop if resumes else OnewordError):
         run_demo("red_crescent", tmp_path / "demo")
-    assert asked == [(ckpt.parent, resumes)]
+    assert asked == ([(ckpt.parent, True)] if resumes else [])
+    assert ckpt.read_bytes() == before

@@ -271,8 +271,9 @@ def test_cli_edit(tiny_dir, tmp_path, capsys):
     assert main(base + ["--box", "0,0,2,2", "--strength", "2"]) == 2
     err = capsys.readouterr().err
     assert "--box must be four numbers" in err and "--strength must be in (0, 1]" in err
-    with pytest.raises(SystemExit):
-        main(base + ["--box", "0,0,2,2", "--mask", str(tmp_path / "m.png")])
+    assert main(base + ["--box", "0,0,2,2", "--mask", str(tmp_path / "m.png")]) == 2  # argparse's: one line too
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --mask: not allowed with argument --box") and err.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------------------ world model

@@ -5,8 +5,18 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import time
 
-from ..errors import OnewordError
+from .. import validate as check
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake raised as an OnewordError: one line (`error: ...`, exit 2) like every other."""
+
+    def error(self, message):
+        from ..errors import OnewordError
+
+        raise OnewordError(f"{message} (see {self.prog} --help)")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -46,7 +56,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                                           "whose configs replace the ones oneword ships")
     p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                    help="for a single-file SD2.x checkpoint: what its UNet predicts (default: from the file)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
 
 
 def add_embeds_arg(p: argparse.ArgumentParser) -> None:
@@ -58,22 +68,83 @@ def add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
     """The arguments of `generate` and `variations`."""
     add_embeds_arg(p)
     add_model_args(p)
-    p.add_argument("-n", "--num", type=int, default=n_default, help="number of images (image i uses seed + i)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the model's, else 50; world model: 25)")
-    p.add_argument("--guidance", type=float,
-                   help="classifier-free guidance scale (default: the model's, else 7.5; world model: 5)")
+    p.add_argument("-n", "--num", type=check.arg(check.whole, 1, check.MAX_IMAGES), default=n_default,
+                   help="number of images (image i uses seed + i)")
+    add_steps_guidance(p, "sampling steps")
     p.add_argument("--negative", help="negative prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, help="image height in pixels (default: the model's resolution)")
-    p.add_argument("--width", type=int, help="image width in pixels (default: the model's resolution)")
-    p.add_argument("--out", default="out.png", help="grid image; single images are written beside it")
+    p.add_argument("--seed", type=check.arg(check.seed_arg), default=0)
+    p.add_argument("--height", type=check.arg(check.whole, 1, check.MAX_SIDE),
+                   help="image height in pixels: a multiple of 64 for Stable Diffusion, 8 for the world model "
+                        "(default: the model's resolution)")
+    p.add_argument("--width", type=check.arg(check.whole, 1, check.MAX_SIDE),
+                   help="image width in pixels, as --height (default: the model's resolution)")
+    p.add_argument("--out", default="out.png", help="grid image, .png/.jpg/.webp; the images go beside it as "
+                                                    "NAME_00, ...")
+    add_overwrite_arg(p)
+
+
+def add_steps_guidance(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--steps", type=check.arg(check.whole, 1, check.MAX_SAMPLING_STEPS),
+                   help=f"{what} (default: the model's, else 50; world model: 25)")
+    p.add_argument("--guidance", type=check.arg(check.number, 0.0, check.MAX_GUIDANCE),
+                   help="classifier-free guidance scale (default: the model's, else 7.5; world model: 5)")
+
+
+def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out and the images beside it if they exist (and remove older NAME_NN images "
+                        "beyond -n); without it an existing file is never replaced")
+
+
+def numbered(out, i: int):
+    return out.with_name(f"{out.stem}_{i:02d}{out.suffix}")
+
+
+def stale_numbered(out, n: int) -> list:
+    """Older OUT's NAME_NN images beyond the first n (a rerun with a smaller -n)."""
+    import re
+
+    pattern = re.compile(rf"{re.escape(out.stem)}_(\d{{2,}}){re.escape(out.suffix)}")
+    if not out.parent.is_dir():
+        return []
+    return sorted(p for p in out.parent.iterdir() if (m := pattern.fullmatch(p.name)) and int(m.group(1)) >= n)
+
+
+def check_image_out(args, n: int, inputs=(), grid: bool = True):
+    """Refuse an --out that would replace a file the user did not ask to replace (or an input); returns the Path."""
+    from pathlib import Path
+
+    out = Path(args.out)
+    beside = [numbered(out, i) for i in range(n)] if grid else []
+    return check.output_image(args.out, overwrite=args.overwrite, inputs=inputs, also=beside)
+
+
+def write_images(images, out, overwrite: bool, grid: bool = True) -> str:
+    """Write the grid at OUT and each image beside it (or the one image at OUT with grid=False); with overwrite, also
+    remove older NAME_NN images beyond these. Returns what was written, in words."""
+    from ..safeio import atomic_save_image
+    from ..sampling import save_images
+
+    if not grid:
+        atomic_save_image(out, images[0], replace=overwrite)
+        return str(out)
+    paths = save_images(images, out, replace=overwrite)
+    removed = 0
+    if overwrite:
+        for p in stale_numbered(out, len(images)):
+            p.unlink()
+            removed += 1
+    names = paths[0].name if len(paths) == 1 else f"{paths[0].name} ... {paths[-1].name}"
+    return (f"{out} (grid) and {names} beside it"
+            + (f" (removed {removed} older image(s) beyond -n {len(images)})" if removed else ""))
 
 
 def load_model_from(args):
-    """The model named by --model / --model-config / --device."""
+    """The model named by --model / --model-config / --device (the device checked before anything loads)."""
     from ..models import load_model
 
-    return load_model(args.model, device=args.device, config=args.model_config,
+    device = check.device(args.device)
+    return load_model(args.model, device=device, config=args.model_config,
                       prediction_type=getattr(args, "prediction_type", None))
 
 
@@ -84,18 +155,23 @@ def load_concepts_from(paths: list[str]) -> list:
     return [c for path in paths for c in load_concepts(path)]
 
 
-def sample_and_save(args, prompt: str) -> None:
+def sample_and_save(args, prompt: str, concepts=None) -> None:
     """`generate` and `variations`: sample args.num images of `prompt`, write the grid and each image."""
-    from ..sampling import generate, save_images
+    from ..sampling import generate
 
-    if args.num < 1:
-        raise OnewordError("-n must be at least 1")
-    concepts = load_concepts_from(args.embeds)
+    check.sampling(args.num, args.steps, args.guidance, args.seed)
+    out = check_image_out(args, args.num)
+    concepts = load_concepts_from(args.embeds) if concepts is None else concepts
     model = load_model_from(args)
+    started = time.perf_counter()
     images = generate(model, prompt, concepts, n=args.num, steps=args.steps, guidance=args.guidance,
                       seed=args.seed, negative=args.negative, height=args.height, width=args.width)
-    paths = save_images(images, args.out)
-    print(f"wrote {args.out} and {len(paths)} images beside it")
+    seconds = time.perf_counter() - started
+    print(f"wrote {write_images(images, out, args.overwrite)}: {_count(len(images), 'image')} in {seconds:.1f} s")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
 
 
 def quiet_libraries() -> None:

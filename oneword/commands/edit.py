@@ -2,8 +2,20 @@
 diffusion, oneword.editing)."""
 from __future__ import annotations
 
-from ..errors import OnewordError
-from ._common import add_command, add_embeds_arg, add_model_args, load_concepts_from, load_model_from
+import time
+
+from .. import validate as check
+from ._common import (
+    add_command,
+    add_embeds_arg,
+    add_model_args,
+    add_overwrite_arg,
+    add_steps_guidance,
+    check_image_out,
+    load_concepts_from,
+    load_model_from,
+    write_images,
+)
 
 
 def register(subparsers) -> None:
@@ -21,45 +33,46 @@ def register(subparsers) -> None:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--strength", type=float, default=1.0,
                      help="1 regenerates the region from noise (default); less keeps more of the photo's layout")
-    how.add_argument("--start-step", type=int, help="skip this many of the --steps (same as --strength, in steps)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: the model's, else 50; world model: 25)")
-    p.add_argument("--guidance", type=float,
-                   help="classifier-free guidance scale (default: the model's, else 7.5; world model: 5)")
+    how.add_argument("--start-step", type=check.arg(check.whole, 0, check.MAX_SAMPLING_STEPS),
+                     help="skip this many of the --steps (same as --strength, in steps)")
+    add_steps_guidance(p, "DDIM steps")
     p.add_argument("--negative", help="negative prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-n", "--num", type=int, default=1, help="number of edits (seeds seed..seed+n-1)")
-    p.add_argument("--dilate", type=int, default=0, metavar="PX", help="grow the mask by PX pixels")
-    p.add_argument("--feather", type=int, default=0, metavar="PX",
+    p.add_argument("--seed", type=check.arg(check.seed_arg), default=0)
+    p.add_argument("-n", "--num", type=check.arg(check.whole, 1, check.MAX_IMAGES), default=1,
+                   help="number of edits (seeds seed..seed+n-1)")
+    p.add_argument("--dilate", type=check.arg(check.whole, 0, check.MAX_PIXELS_ARG), default=0, metavar="PX",
+                   help="grow the mask by PX pixels")
+    p.add_argument("--feather", type=check.arg(check.whole, 0, check.MAX_PIXELS_ARG), default=0, metavar="PX",
                    help="blend the last PX pixels inside the mask into the photo (softer seam)")
     p.add_argument("--no-fill", action="store_true",
                    help="encode the background from the photo as it is (default: with the region filled from its "
                         "surroundings, so what is under the mask cannot leak into the edit)")
     p.add_argument("--no-restore", action="store_true",
                    help="keep the decoded pixels outside the mask instead of the photo's own")
-    p.add_argument("--out", default="edited.png", help="output image (with -n > 1: a grid, images beside it)")
+    p.add_argument("--out", default="edited.png",
+                   help="output image, .png/.jpg/.webp (with -n > 1: a grid, images beside it as NAME_00, ...); "
+                        "never the photo or the mask")
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from ..editing import edit, load_mask, parse_box
     from ..images import load_image
-    from ..safeio import atomic_save_image
-    from ..sampling import save_images
 
-    if args.num < 1:
-        raise OnewordError("-n must be at least 1")
+    check.sampling(args.num, args.steps, args.guidance, args.seed)
+    grid = args.num > 1
+    out = check_image_out(args, args.num if grid else 0, inputs=[p for p in (args.photo, args.mask) if p], grid=grid)
     photo = load_image(args.photo, min_size=8)  # as editing.edit opens a photo path
     mask = parse_box(args.box) if args.box else args.mask
     load_mask(mask, photo.size)  # refuse a bad mask before loading the model
     concepts = load_concepts_from(args.embeds)
     model = load_model_from(args)
+    started = time.perf_counter()
     images = edit(model, photo, mask, args.prompt, concepts, strength=args.strength, steps=args.steps,
                   guidance=args.guidance, seed=args.seed, n=args.num, dilate=args.dilate, feather=args.feather,
                   restore=not args.no_restore, negative=args.negative, start_step=args.start_step,
                   fill=not args.no_fill)
-    if len(images) == 1:
-        atomic_save_image(args.out, images[0])
-        print(f"wrote {args.out}")
-    else:
-        paths = save_images(images, args.out)
-        print(f"wrote {args.out} and {len(paths)} images beside it")
+    seconds = time.perf_counter() - started
+    what = f"{len(images)} edits" if grid else "1 edit"
+    print(f"wrote {write_images(images, out, args.overwrite, grid=grid)}: {what} in {seconds:.1f} s")

@@ -2,8 +2,10 @@
 baseline, a human caption), with bootstrap intervals (oneword.evaluation)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from .. import validate as check
 from ..errors import OnewordError
 from ._common import add_command, add_model_args, load_model_from
 
@@ -29,12 +31,14 @@ def register(subparsers) -> None:
                    help="prompt set (auto: the world's for the world model, else the paper's)")
     p.add_argument("--prompt", action="append", default=[],
                    help='custom edit prompt with S*, e.g. "S* in a basket" (repeatable)')
-    p.add_argument("-n", "--num", type=int, default=64, help="samples per prompt (default 64, as the paper)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    p.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5)")
+    p.add_argument("-n", "--num", type=check.arg(check.whole, 1, check.MAX_IMAGES), default=64,
+                   help="samples per prompt (default 64, as the paper)")
+    p.add_argument("--steps", type=check.arg(check.whole, 1, 1000), default=50, help="DDIM steps (default 50)")
+    p.add_argument("--guidance", type=check.arg(check.number, 0.0, check.MAX_GUIDANCE), default=5.0,
+                   help="guidance scale (default 5)")
     p.add_argument("--scheduler", choices=["ddim", "model"], default="ddim", help="ddim (official) or the model's own")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=check.arg(check.seed_arg), default=0)
+    p.add_argument("--bootstrap", type=check.arg(check.whole, 10, 1_000_000), default=2000, help="bootstrap resamples")
     p.add_argument("--out", help="output folder (default: eval/ beside the embedding file, else ./eval)")
     p.set_defaults(func=run)
 
@@ -69,8 +73,10 @@ def run(args) -> None:
 
     if not args.embeds and not args.caption:
         raise OnewordError("evaluate needs --embeds (a learned word) and/or --caption (a human caption baseline)")
-    if args.num < 1 or args.steps < 1 or args.bootstrap < 10:
-        raise OnewordError("-n and --steps must be at least 1, --bootstrap at least 10")
+    check.sampling(args.num, args.steps, args.guidance, args.seed)
+    check.whole("--bootstrap", args.bootstrap, 10, 1_000_000)
+    out = Path(args.out) if args.out else (Path(args.embeds).parent / "eval" if args.embeds else Path("eval"))
+    check.output_folder(out)
     subjects, kind = [], args.property
     if args.embeds:
         from ..formats import load_concepts
@@ -92,9 +98,16 @@ def run(args) -> None:
     cfg = EvalConfig(n=args.num, steps=args.steps, guidance=args.guidance, seed=args.seed,
                      scheduler=args.scheduler, bootstrap=args.bootstrap)
     ev = Evaluator(model, images, judge, kind, prompts, cfg)
+    started = time.perf_counter()
+    print(f"evaluating {', '.join(s.label for s in subjects)} on {len(images)} photos: {len(ev.prompts)} prompts x "
+          f"{args.num} samples x {args.steps} steps each", flush=True)
+
+    def on_prompt(subject, i, p):
+        print(f"  {subject.label}: prompt {i + 1}/{len(ev.prompts)} ({p.name}), {time.perf_counter() - started:.0f} s "
+              "so far", flush=True)
+    ev.on_prompt = on_prompt
     report = {**ev.header(), "results": [ev.evaluate(s, keep_images=True) for s in subjects]}
-    out = Path(args.out) if args.out else (Path(args.embeds).parent / "eval" if args.embeds else Path("eval"))
     paths = write_report(report, out)
     print(table(report))
     print(f"wrote {paths['json']}, {paths['table']} and "
-          f"{', '.join(str(v) for k, v in paths.items() if k.startswith('grid'))}")
+          f"{', '.join(str(v) for k, v in paths.items() if k.startswith('grid'))} in {time.perf_counter() - started:.0f} s")

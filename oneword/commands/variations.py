@@ -1,6 +1,7 @@
 """`oneword variations`: the paper's image variations, a grid of "a photo of S*"."""
 from __future__ import annotations
 
+from .. import validate as check
 from ..errors import OnewordError
 from ._common import add_command, add_sampling_args, load_concepts_from, sample_and_save
 
@@ -15,6 +16,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> None:
+    if args.template is not None:
+        check.template(args.template)
     concepts = load_concepts_from(args.embeds)
     if len(concepts) != 1:
         raise OnewordError("variations takes exactly one --embeds file with one learned word")
@@ -22,4 +25,4 @@ def run(args) -> None:
 
     c = concepts[0]
     template = args.template or default_template(c.meta.get("property"))
-    sample_and_save(args, template.format(c.token))
+    sample_and_save(args, template.format(c.token), concepts)

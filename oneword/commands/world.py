@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import validate as check
 from ..errors import OnewordError
 from ._common import HelpFormatter, add_command
 
@@ -17,7 +18,10 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("pretrain", help="train the world model (VAE, text encoder, UNet) and its judge",
                        formatter_class=HelpFormatter)
-    q.add_argument("--out", help="folder that receives model/ and judge/ (default: the package's own)")
+    q.add_argument("--out", help="folder that receives model/ and judge/ (required; the package's own only with "
+                                 "--into-package)")
+    q.add_argument("--into-package", action="store_true",
+                   help="allow --out to be the installed package's world folder, replacing the shipped model")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--minutes", type=float, default=38.0, help="wall-clock budget for all training (default 38)")
     q.add_argument("--tiny", action="store_true", help="a seconds-long smoke run with tiny models")
@@ -41,7 +45,10 @@ def register(subparsers) -> None:
                                 "language (every value named)")):
         d = sub.add_parser(f"tune-{part}", help=f"{what}; the model is not touched", formatter_class=HelpFormatter)
         d.add_argument("--from", dest="src", help="folder holding model/ and judge/ (default: the package's own)")
-        d.add_argument("--out", help="folder that receives judge/ (default: the package's own)")
+        d.add_argument("--out", help="folder that receives judge/ (required; the package's own only with "
+                                     "--into-package)")
+        d.add_argument("--into-package", action="store_true",
+                       help="allow --out to be the installed package's world folder, replacing the shipped judge")
         d.add_argument("--minutes", type=float, default={"oracle": 6.0, "clip": 10.0}[part],
                        help="wall-clock budget (default %(default)s)")
         d.add_argument("--seed", type=int, default=0)
@@ -51,7 +58,10 @@ def register(subparsers) -> None:
 
     e = sub.add_parser("train-encoder", help="train the photo encoder behind `learn --init encoder` (pretraining "
                        "scenes only, diffusion loss through the frozen world model)", formatter_class=HelpFormatter)
-    e.add_argument("--out", help="encoder file (default: the package's own, oneword/world/encoder/encoder.safetensors)")
+    e.add_argument("--out", help="encoder file to write (required, unless --into-package replaces the package's own, "
+                                 "oneword/world/encoder/encoder.safetensors)")
+    e.add_argument("--into-package", action="store_true",
+                   help="write the package's own encoder (without --out) or allow --out inside the package")
     e.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget for the steps (default 10)")
     e.add_argument("--steps", type=int, default=4000, help="at most this many steps (default 4000)")
     e.add_argument("--batch", type=int, default=64, help="concepts per step (default 64)")
@@ -65,13 +75,14 @@ def register(subparsers) -> None:
                        formatter_class=HelpFormatter)
     c.add_argument("--model", help="diffusers folder (default: the shipped world model)")
     c.add_argument("--judge", help="judge folder (default: the shipped judge)")
-    c.add_argument("--n", type=int, default=200, help="prompts for the held-out-combination table (default 200)")
-    c.add_argument("--n-two", type=int, default=100, help="two-object prompts (default 100)")
-    c.add_argument("--n-bias", type=int, default=100, help="biased-word samples (default 100)")
-    c.add_argument("--n-oracle", type=int, default=1000, help="fresh renders for the oracle (default 1000)")
-    c.add_argument("--steps", type=int, default=25)
-    c.add_argument("--guidance", type=float, default=7.5)
-    c.add_argument("--seed", type=int, default=1234)
+    count = check.arg(check.whole, 1, 1_000_000)
+    c.add_argument("--n", type=count, default=200, help="prompts for the held-out-combination table (default 200)")
+    c.add_argument("--n-two", type=count, default=100, help="two-object prompts (default 100)")
+    c.add_argument("--n-bias", type=count, default=100, help="biased-word samples (default 100)")
+    c.add_argument("--n-oracle", type=count, default=1000, help="fresh renders for the oracle (default 1000)")
+    c.add_argument("--steps", type=check.arg(check.whole, 1, 1000), default=25)
+    c.add_argument("--guidance", type=check.arg(check.number, 0.0, check.MAX_GUIDANCE), default=7.5)
+    c.add_argument("--seed", type=check.arg(check.seed_arg), default=1234)
     c.add_argument("--json", help="also write the figures to this JSON file")
     c.set_defaults(func=_check)
 
@@ -86,7 +97,7 @@ def _package_folder() -> Path:
 def _pretrain(args) -> None:
     from ..world import pretrain as pt
 
-    out = Path(args.out) if args.out else _package_folder()
+    out = _out_folder(args, "model/ and judge/")
     if args.minutes <= 0:
         raise OnewordError("--minutes must be positive")
     if args.unet_batch is not None and args.unet_batch < 1:
@@ -95,20 +106,22 @@ def _pretrain(args) -> None:
         raise OnewordError("--scenes must be at least 100")
     if not 0.0 <= args.caption_hedge <= 1.0:
         raise OnewordError("--caption-hedge must be in [0, 1]")
-    rec = pt.pretrain(out, seed=args.seed, minutes=args.minutes, tiny=args.tiny, threads=args.threads,
-                      cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae, unet_batch=args.unet_batch,
-                      scenes=args.scenes, hedge=args.caption_hedge)
+    with _package_writes(args):
+        rec = pt.pretrain(out, seed=args.seed, minutes=args.minutes, tiny=args.tiny, threads=args.threads,
+                          cache=args.cache, init_from=args.init_from, keep_vae=args.keep_vae,
+                          unet_batch=args.unet_batch, scenes=args.scenes, hedge=args.caption_hedge)
     print(json.dumps(rec["stages"], indent=1))
 
 
 def _tune_judge(args) -> None:
     from ..world import pretrain as pt
 
-    here = _package_folder()
+    out = _out_folder(args, "judge/")
     if args.minutes <= 0:
         raise OnewordError("--minutes must be positive")
-    rec = pt.tune_judge(args.src or here, args.out or here, part=args.part, minutes=args.minutes, seed=args.seed,
-                        tiny=args.tiny, threads=args.threads)
+    with _package_writes(args):
+        rec = pt.tune_judge(args.src or _package_folder(), out, part=args.part, minutes=args.minutes,
+                            seed=args.seed, tiny=args.tiny, threads=args.threads)
     print(json.dumps(rec, indent=1))
 
 
@@ -120,8 +133,31 @@ def _train_encoder(args) -> None:
     size = dict(minutes=0.05, max_steps=3, batch=4, n_object=8, n_style=4) if args.tiny else \
         dict(minutes=args.minutes, max_steps=args.steps, batch=args.batch, n_object=args.concepts,
              n_style=max(1, args.concepts // 5))
-    rec = train_encoder(args.out, seed=args.seed, threads=args.threads, **size)
+    if not args.out and not args.into_package:
+        raise OnewordError("give --out FILE for the encoder; the shipped one inside the package is replaced only with "
+                           "--into-package")
+    if args.out:
+        check.output_folder(Path(args.out).parent, "--out", into_package=args.into_package)
+    with _package_writes(args):
+        rec = train_encoder(args.out, seed=args.seed, threads=args.threads, **size)
     print(json.dumps(rec, indent=1))
+
+
+def _out_folder(args, what: str) -> Path:
+    """--out, which must be given: the shipped model and judge inside the package are replaced only when asked
+    for by name (--out PACKAGE_WORLD_FOLDER --into-package)."""
+    if not args.out:
+        raise OnewordError(f"give --out DIR (it receives DIR/{what}); the shipped world inside the package is "
+                           f"replaced only with --out {_package_folder()} --into-package")
+    return check.output_folder(args.out, into_package=args.into_package)
+
+
+def _package_writes(args):
+    from contextlib import nullcontext
+
+    from ..safeio import package_writes
+
+    return package_writes() if args.into_package else nullcontext()
 
 
 def _check(args) -> None:
