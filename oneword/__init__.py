@@ -1,9 +1,11 @@
 """oneword: textual inversion (Gal et al. 2022) as a library and a command.
 
     from oneword import LearnConfig, generate, learn, load_model
-    model = load_model("runwayml/stable-diffusion-v1-5")        # or None: the embedded world model
+    model = load_model("runwayml/stable-diffusion-v1-5")        # None: the embedded world model (its shapes only)
     word = learn(model, "photos/", LearnConfig(token="<my-cat>", init="cat"), "runs/my-cat")
     images = generate(model, "an oil painting of <my-cat> on the moon", [word], n=4)
+
+Settings left out of `LearnConfig` take the model's recommended ones, as `oneword learn` does.
 
 `import oneword` is cheap: each name below is imported (with torch) the first time it is used.
 """

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import validate
 from .concept import Concept, vector_token_names
 from .cuda_graph import loss_runner
 from .data import encode_photos, read_photos
@@ -32,6 +33,8 @@ from .sampling import preview_grid
 from .templates import templates_for
 
 DEFAULT_INIT = {"object": "object", "style": "painting"}
+# LearnConfig's settings that a model may ship its own default for (None in a LearnConfig: the model's, else these)
+BASE_DEFAULTS = {"steps": 2000, "batch_size": 4, "lr": 5e-3, "val_every": 25, "val_window": 16, "min_steps": 200}
 
 
 @dataclass
@@ -44,9 +47,11 @@ class LearnConfig:
     init_choice: dict | None = None   # how --init auto / encoder / cross chose the start (set by learn; run.json)
     vectors: int = 1
     property: str = "object"
-    steps: int = 2000                 # an upper bound: early stopping usually ends sooner
-    batch_size: int = 4
-    lr: float = 5e-3                  # AdamW, constant after warm-up (the paper's schedule)
+    # None (steps, batch_size, lr, val_every, val_window, min_steps): the model's shipped default (the world
+    # model's, or a folder's oneword.json), else BASE_DEFAULTS; `learn` fills them in (`for_model`)
+    steps: int | None = None          # an upper bound: early stopping usually ends sooner (2000)
+    batch_size: int | None = None     # (4)
+    lr: float | None = None           # AdamW, constant after warm-up (the paper's schedule) (5e-3)
     warmup: int = 0
     weight_decay: float = 0.01        # torch AdamW's default, as the official code and diffusers use
     reg_weight: float = 0.0           # official code's embedding_reg_weight: L2 pull toward the init vector
@@ -57,12 +62,12 @@ class LearnConfig:
     preview_prompts: tuple[str, ...] = ()
     preview_steps: int = 25
     early_stop: bool = True
-    val_every: int = 25
-    val_window: int = 16              # stop when the last val_window validation losses have stopped falling:
+    val_every: int | None = None      # (25)
+    val_window: int | None = None     # (16) stop when the last val_window validation losses have stopped falling:
     val_z: float = 2.0                # their least-squares slope is no longer val_z standard errors below zero
     val_samples: int = 16             # size of the fixed validation batch (photos in turn)
     val_t_min: float = 0.05           # its timesteps are spread over [val_t_min, 0.95] of the schedule
-    min_steps: int = 200
+    min_steps: int | None = None      # (200)
     grad_checkpointing: bool = False  # trade compute for memory (fits SD1.5 learning in ~4 GB)
     cuda_graph: bool = True           # on CUDA: replay each step from a CUDA graph (cuda_graph.py; not with checkpointing)
     max_bad_steps: int = 10           # consecutive non-finite steps before rolling back
@@ -73,9 +78,16 @@ class LearnConfig:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in model.defaults.get("learn", {}).items() if k in names}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        cfg = cls(**values)
+        cfg = cls(**values).for_model(model)
         cfg.preview_prompts = tuple(cfg.preview_prompts)
         return cfg
+
+    def for_model(self, model) -> LearnConfig:
+        """A copy with every setting left as None filled in: the model's shipped default, else BASE_DEFAULTS.
+        So `LearnConfig(token=..., init=...)` learns on the world model with the world's settings, as the CLI does."""
+        shipped = model.defaults.get("learn", {})
+        unset = {k: shipped.get(k, v) for k, v in BASE_DEFAULTS.items() if getattr(self, k) is None}
+        return replace(self, **unset) if unset else self
 
     def init_word(self) -> str:
         return self.init or DEFAULT_INIT[self.property]
@@ -102,13 +114,17 @@ class LearnConfig:
 
 def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progress: bool = True) -> Concept:
     """Learn `cfg.token` from photos (a folder, paths or PIL images). Writes into out_dir:
-    learned_embeds.safetensors, checkpoint.safetensors, run.json (run.py), previews/."""
+    learned_embeds.safetensors, checkpoint.safetensors, run.json (run.py), previews/.
+    Settings left as None take the model's shipped defaults (`LearnConfig.for_model`)."""
+    cfg = cfg.for_model(model)
     cfg.validate()
     if cfg.resolution:
         model.check_size(cfg.resolution)
+    images = read_photos(photos)
+    validate.learning(model, cfg, len(images))  # the word fits the prompts, the run fits in memory: before any file
     with run_lock(out_dir):
         remove_stale_temporaries(out_dir)
-        cache = encode_photos(model, read_photos(photos), cfg.resolution or model.resolution)  # VAE posteriors, once
+        cache = encode_photos(model, images, cfg.resolution or model.resolution)  # VAE posteriors, once
         noise_schedule = _training_schedule(model)
         cfg, init = start(model, cfg, photos)  # the init words' vectors; --init auto / encoder, --init-mode cross
         vectors = nn.Parameter(init.clone().to(model.device))  # the only trainable parameters: the new word's rows
@@ -234,10 +250,11 @@ def _init_part(tokenizer, text_encoder, word: str, n: int) -> torch.Tensor:
         if not pieces or len(pieces) > 2:
             shown = tokenizer.convert_ids_to_tokens(pieces)
             raise OnewordError(f"init word {part!r} is not a word this model knows (it splits into {shown}); "
-                               "choose a common word for the concept, e.g. --init cat")
+                               f"choose a common word for the concept, e.g. --init {validate.example_word(tokenizer)}")
         rows.append(table[pieces].float().mean(0))
     if not rows:
-        raise OnewordError("--init is empty; give a word that describes the concept, e.g. --init cat")
+        raise OnewordError("--init is empty; give a word that describes the concept, e.g. --init "
+                           f"{validate.example_word(tokenizer)}")
     words = torch.stack(rows).detach().cpu()
     if n > 1 and len(words) > 1:
         return words[[i * len(words) // n for i in range(n)]]

@@ -12,6 +12,7 @@ consistent set; the previews/ folder beside them is `learn`'s.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .concept import Concept
+from .data import photos_fingerprint
 from .errors import OnewordError
 from .formats import save_concept
 from .safeio import atomic_write_bytes, atomic_write_json
@@ -38,6 +40,7 @@ class Run:
         self.out = Path(out)
         self.checkpoint = self.out / CHECKPOINT
         self.cfg, self.model, self.photos = cfg, model, photos
+        self.photos_fingerprint = photos_fingerprint(photos)  # a resumed run must see the same photos
         self.vectors, self.opt, self.early_stopping = vectors, opt, early_stopping
         self.start = vectors.detach().clone()  # where a roll-back with no checkpoint to go back to starts again
         self.rng = torch.Generator().manual_seed(cfg.seed)
@@ -63,7 +66,8 @@ class Run:
                 tensors[k] = adam[k].detach().float().cpu().contiguous()
         meta = {"state": json.dumps(self._state()), "config": json.dumps(asdict(self.cfg)),
                 "adam_step": str(int(adam["step"])) if "step" in adam else "0",
-                "model_fingerprint": str(self.model.identity.get("fingerprint"))}
+                "model_fingerprint": str(self.model.identity.get("fingerprint")),
+                "photos_fingerprint": json.dumps(self.photos_fingerprint)}
         atomic_write_bytes(self.checkpoint, save(tensors, metadata=meta))
         self.saved_step = self.step
         concept = self.concept()
@@ -86,7 +90,7 @@ class Run:
         also the speed and which engine ran ("cuda-graph" or "eager", step and validation, seconds capturing)."""
         cfg, stopper = self.cfg, self.early_stopping
         run = {"status": status, "step": self.step, "config": asdict(cfg), "model": self.model.identity,
-               "photos": str(self.photos) if isinstance(self.photos, (str, Path)) else None,
+               **self._photos_json(),
                "skipped_nonfinite_steps": self.skipped, "rollbacks": self.rollbacks,
                "early_stopping": {"enabled": cfg.early_stop, "stopped_early": stopper.stopped,
                                   "val_every": cfg.val_every, "min_steps": cfg.min_steps,
@@ -98,6 +102,15 @@ class Run:
         if engine is not None:
             run["engine"] = engine
         atomic_write_json(self.out / "run.json", run)
+
+    def _photos_json(self) -> dict:
+        """Where the photos are, for `oneword learn --resume` from any folder: the absolute path, the path from the
+        run folder (a moved pair of folders), and their fingerprint."""
+        if not isinstance(self.photos, (str, Path)):
+            return {"photos": None, "photos_fingerprint": self.photos_fingerprint}
+        where = Path(self.photos).expanduser().resolve()
+        return {"photos": str(where), "photos_from_run": os.path.relpath(where, self.out.resolve()),
+                "photos_fingerprint": self.photos_fingerprint}
 
     def _state(self) -> dict:
         return {"step": self.step, "lr_scale": self.lr_scale, "skipped": self.skipped, "rollbacks": self.rollbacks,
@@ -124,6 +137,13 @@ class Run:
             raise OnewordError(f"cannot resume: this run was learned on model {learned_on}, not this one "
                                f"({fingerprint}; weights in another precision count as another model); "
                                f"start a new run with another --out")
+        learned_from = json.loads(meta.get("photos_fingerprint", "null"))
+        if learned_from not in (None, self.photos_fingerprint):  # the same photos, or the run is another one
+            now = self.photos_fingerprint
+            raise OnewordError(f"cannot resume: the photos changed since this run started ({learned_from['count']} "
+                               f"photo(s) then, {now['count']} now{', other content' if learned_from['count'] == now['count'] else ''}); "
+                               "a run continues on the photos it started with: restore them, or start a new run "
+                               "with another --out")
         saved = json.loads(meta["config"])
         for k in RESUME_MUST_MATCH:
             if saved.get(k) != getattr(self.cfg, k):
