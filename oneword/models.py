@@ -92,7 +92,9 @@ def load_model(spec: str | os.PathLike | None = None, device=None, dtype=None, c
     .safetensors/.ckpt single-file checkpoint (family detected from its tensors, built from configs oneword
     ships). `config`: a diffusers folder or cached hub id that overrides a single file's shipped configs.
     `prediction_type` ("epsilon" or "v_prediction"): overrides what a single file says of itself."""
-    device = torch.device(device) if device is not None else default_device()
+    from .validate import device as check_device
+
+    device = check_device(device)  # one line for "tpu", "meta", or cuda where there is none
     dtype = dtype or default_dtype(device)
     kind, pipe = _load_pipeline(spec, dtype, config, prediction_type)
     pipe.to(device)
