@@ -7,6 +7,7 @@ each picture, so the doc's "Oracle:" lines can be checked against a fresh run.
     .venv/bin/python -m benchmarks.applications            # runs/apps/ and docs/img/apps_*.png (~3 min, 2 cores)
     .venv/bin/python -m benchmarks.applications --skip-words --figures-only   # the edit table of docs/applications.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,23 +26,51 @@ EMB = {c: f"{W}/{c}/run/learned_embeds.safetensors" for c in ("lime_star", "red_
 WORDS = [f"demo --concept {c} --out {W}/{c}" for c in EMB]
 # picture -> (rows of (label, command or photo folder)); a command's images are read from beside its --out
 PICTURES = {
-    "apps_variations.png": [("photos", f"{W}/lime_star/photos"),
-                            ("samples", f"variations --embeds {EMB['lime_star']} -n 8 --out {W}/variations.png")],
-    "apps_scenes.png": [("sketch", f'generate "a sketch of <lime-star> on a sand background" --embeds {EMB["lime_star"]} '
-                                   f"-n 4 --out {W}/scene_sketch.png"),
-                        ("pixel", f'generate "pixel art of a small <lime-star> on a black background" '
-                                  f"--embeds {EMB['lime_star']} -n 4 --out {W}/scene_pixel.png")],
-    "apps_style.png": [("photos", f"{W}/style_hatched/photos"),
-                       ("samples", f'generate "a photo of a heart in the style of <style-hatched>" '
-                                   f"--embeds {EMB['style_hatched']} -n 8 --out {W}/style.png")],
-    "apps_composition.png": [("photos", [f"{W}/red_crescent/photos", f"{W}/lime_star/photos"]),
-                             ("samples", f'generate "a photo of <red-crescent> and <lime-star> on a grass background" '
-                                         f"--embeds {EMB['lime_star']} --embeds {EMB['red_crescent']} -n 8 "
-                                         f"--out {W}/composition.png")],
-    "apps_edit.png": [("word", f'edit {W}/red_crescent/photos/04.png "a photo of <lime-star> on a sky background" '
-                               f"--box 10,8,28,26 --embeds {EMB['lime_star']} -n 8 --feather 3 --out {W}/edit_word.png"),
-                      ("named", f'edit {W}/red_crescent/photos/04.png "a photo of a blue ring on a sky background" '
-                                f"--box 10,8,28,26 -n 8 --feather 3 --out {W}/edit_ring.png")],
+    "apps_variations.png": [
+        ("photos", f"{W}/lime_star/photos"),
+        ("samples", f"variations --embeds {EMB['lime_star']} -n 8 --out {W}/variations.png"),
+    ],
+    "apps_scenes.png": [
+        (
+            "sketch",
+            f'generate "a sketch of <lime-star> on a sand background" --embeds {EMB["lime_star"]} '
+            f"-n 4 --out {W}/scene_sketch.png",
+        ),
+        (
+            "pixel",
+            f'generate "pixel art of a small <lime-star> on a black background" '
+            f"--embeds {EMB['lime_star']} -n 4 --out {W}/scene_pixel.png",
+        ),
+    ],
+    "apps_style.png": [
+        ("photos", f"{W}/style_hatched/photos"),
+        (
+            "samples",
+            f'generate "a photo of a heart in the style of <style-hatched>" '
+            f"--embeds {EMB['style_hatched']} -n 8 --out {W}/style.png",
+        ),
+    ],
+    "apps_composition.png": [
+        ("photos", [f"{W}/red_crescent/photos", f"{W}/lime_star/photos"]),
+        (
+            "samples",
+            f'generate "a photo of <red-crescent> and <lime-star> on a grass background" '
+            f"--embeds {EMB['lime_star']} --embeds {EMB['red_crescent']} -n 8 "
+            f"--out {W}/composition.png",
+        ),
+    ],
+    "apps_edit.png": [
+        (
+            "word",
+            f'edit {W}/red_crescent/photos/04.png "a photo of <lime-star> on a sky background" '
+            f"--box 10,8,28,26 --embeds {EMB['lime_star']} -n 8 --feather 3 --out {W}/edit_word.png",
+        ),
+        (
+            "named",
+            f'edit {W}/red_crescent/photos/04.png "a photo of a blue ring on a sky background" '
+            f"--box 10,8,28,26 -n 8 --feather 3 --out {W}/edit_ring.png",
+        ),
+    ],
 }
 READ = ("shape", "colour", "style", "background", "count")
 
@@ -68,8 +97,9 @@ def images_of(source) -> list[Image.Image]:
     return [Image.open(p).convert("RGB") for p in sorted(out.parent.glob(f"{out.stem}_*.png"))]
 
 
-def compose(rows: list[list[Image.Image]], extra: list[list[Image.Image]] | None = None, scale: int = 4,
-            gap: int = 8) -> Image.Image:
+def compose(
+    rows: list[list[Image.Image]], extra: list[list[Image.Image]] | None = None, scale: int = 4, gap: int = 8
+) -> Image.Image:
     """Rows of tiles, enlarged `scale`x (nearest), `gap` px apart, on white."""
     rows = [(e or []) + r for e, r in zip(extra or [[]] * len(rows), rows)]
     t = rows[0][0].width * scale
@@ -124,27 +154,41 @@ def edit_figures(judge, n: int = 20) -> None:
     def rates(images):
         lab = judge.oracle(images)
         hit = lambda a, v: [x == v for x in lab[a]]  # noqa: E731
-        return (f"lime {sum(hit('colour', 'lime'))}/{n}, star {sum(hit('shape', 'star'))}/{n}, all attributes "
-                f"{sum(all(lab[a][i] == v for a, v in truth.items()) for i in range(n))}/{n}")
+        return (
+            f"lime {sum(hit('colour', 'lime'))}/{n}, star {sum(hit('shape', 'star'))}/{n}, all attributes "
+            f"{sum(all(lab[a][i] == v for a, v in truth.items()) for i in range(n))}/{n}"
+        )
 
     demo = load_concepts(EMB["lime_star"])[0]
     fig = world_edit_figures(model, demo, judge, n=n)
-    print(f"PSNR outside the mask: restored min {fig['psnr_restored_min']:.1f} dB; latent blending only (mean) "
-          f"{fig['psnr_latent_only_mean']:.1f} dB")
-    print(f"demo <lime-star> edit: {rates(fig['images'])}; plain generate of '{fig['prompt']}': "
-          f"{rates(generate(model, fig['prompt'], [demo], n=n, seed=0))}")
-    cfg = LearnConfig.with_defaults(model, token="<lime-star>", init="star", steps=150, early_stop=False, save_every=10**6)
+    print(
+        f"PSNR outside the mask: restored min {fig['psnr_restored_min']:.1f} dB; latent blending only (mean) "
+        f"{fig['psnr_latent_only_mean']:.1f} dB"
+    )
+    print(
+        f"demo <lime-star> edit: {rates(fig['images'])}; plain generate of '{fig['prompt']}': "
+        f"{rates(generate(model, fig['prompt'], [demo], n=n, seed=0))}"
+    )
+    cfg = LearnConfig.with_defaults(
+        model, token="<lime-star>", init="star", steps=150, early_stop=False, save_every=10**6
+    )
 
     model = load_model(None)  # a fresh one: generate() above installed the demo's <lime-star> into the last
-    short = learn(model, NOVEL_CONCEPTS["lime_star"].photos(5), cfg, tempfile.mkdtemp(prefix="lime150-"), progress=False)
-    print(f"<lime-star> learned 150 steps (as in the test) edit: {rates(world_edit_figures(model, short, judge, n=n)['images'])}")
+    short = learn(
+        model, NOVEL_CONCEPTS["lime_star"].photos(5), cfg, tempfile.mkdtemp(prefix="lime150-"), progress=False
+    )
+    print(
+        f"<lime-star> learned 150 steps (as in the test) edit: {rates(world_edit_figures(model, short, judge, n=n)['images'])}"
+    )
     photo, box = world_edit_case()
     for shape, colour in (("ring", "blue"), ("heart", "pink")):
         prompt = f"a photo of a {colour} {shape} on a sky background"
         counts = []
-        for label, images in (("edit", edit(model, photo, box, prompt, n=n)),
-                              ("plain generate", generate(model, prompt, n=n, seed=0)),
-                              ("edit --no-fill", edit(model, photo, box, prompt, n=n, fill=False))):
+        for label, images in (
+            ("edit", edit(model, photo, box, prompt, n=n)),
+            ("plain generate", generate(model, prompt, n=n, seed=0)),
+            ("edit --no-fill", edit(model, photo, box, prompt, n=n, fill=False)),
+        ):
             lab = judge.oracle(images)
             ok = int(np.sum([lab["shape"][i] == shape and lab["colour"][i] == colour for i in range(n)]))
             counts.append(f"{label} {ok}/{n} (colour {lab['colour'].count(colour)}/{n})")
@@ -161,8 +205,12 @@ def pictures(judge, docs: str) -> None:
             tiles.append(ims)
             if label != "photos":
                 labels = judge.oracle(ims)
-                print(f"  {name} {label}: " + "; ".join(
-                    f"{k} " + ", ".join(f"{v} {c}" for v, c in Counter(labels[k]).most_common(3)) for k in READ))
+                print(
+                    f"  {name} {label}: "
+                    + "; ".join(
+                        f"{k} " + ", ".join(f"{v} {c}" for v, c in Counter(labels[k]).most_common(3)) for k in READ
+                    )
+                )
         extra = [edit_inputs(s) for _, s in rows] if name == "apps_edit.png" else None
         dest = Path(docs) / "img" / name
         compose(tiles, extra).save(dest)

@@ -4,6 +4,7 @@ Used by benchmarks/tradeoff.py, benchmarks/time_to_quality.py and the scripts un
 script from the repository root as a module (`python -m benchmarks.tradeoff`), so that `benchmarks` and `oneword`
 import without touching sys.path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -102,7 +103,9 @@ def cache_key(config: dict, fingerprint: str, n_photos: int) -> str:
     engine's fields."""
     drop = ENGINE_FIELDS + (() if config["early_stop"] else STOPPING_FIELDS)
     config = {k: v for k, v in config.items() if k not in drop and not (k in ADDED_FIELDS and ADDED_FIELDS[k] == v)}
-    return hashlib.sha256(json.dumps([config, fingerprint, n_photos], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha256(
+        json.dumps([config, fingerprint, n_photos], sort_keys=True, default=str).encode()
+    ).hexdigest()[:12]
 
 
 def variant_slug(variant: str) -> str:
@@ -115,7 +118,14 @@ class Bench:
     with one judge and one EvalConfig; keeps every sample image for sample sheets."""
 
     def __init__(self, model, judge, base, ecfg, work: Path, n_photos: int):
-        self.model, self.judge, self.base, self.ecfg, self.work, self.n_photos = model, judge, base, ecfg, work, n_photos
+        self.model, self.judge, self.base, self.ecfg, self.work, self.n_photos = (
+            model,
+            judge,
+            base,
+            ecfg,
+            work,
+            n_photos,
+        )
         self.words: dict[tuple[str, str], object] = {}
         self.images: dict[tuple[str, str], list] = {}
 
@@ -135,8 +145,11 @@ class Bench:
         t = time.time()
         concept = learn(self.model, photos, cfg, out, progress=False)
         status = json.loads(run.read_text())
-        info = {"steps": status["step"], "stopped_early": status["early_stopping"]["stopped_early"],
-                "seconds": round(time.time() - t, 1)}
+        info = {
+            "steps": status["step"],
+            "stopped_early": status["early_stopping"]["stopped_early"],
+            "seconds": round(time.time() - t, 1),
+        }
         write_json(out / "info.json", info)
         log(f"  learned {name} {variant}: {info['steps']} steps in {info['seconds']:.0f} s")
         return concept, info
@@ -155,7 +168,11 @@ class Bench:
                 out_words[T] = (load_concepts(snap)[0], json.loads(info_f.read_text()))
                 continue
             run = out / "run.json"
-            at = json.loads(run.read_text())["step"] if run.is_file() and (out / "checkpoint.safetensors").is_file() else 0
+            at = (
+                json.loads(run.read_text())["step"]
+                if run.is_file() and (out / "checkpoint.safetensors").is_file()
+                else 0
+            )
             t = time.time()
             concept = learn(self.model, photos, replace(cfg, steps=T), out, resume=0 < at <= T, progress=False)
             atomic_write_bytes(snap, (out / "learned_embeds.safetensors").read_bytes())
@@ -172,14 +189,21 @@ class Bench:
         Variants that change only `steps` are one plain TI run stopped at each count."""
         photos = c.photos(self.n_photos, seed=0)
         ev = E.Evaluator(self.model, photos, self.judge, c.kind, "world", self.ecfg, attributes=oracle_truth(c))
-        out = {"kind": c.kind, "caption": c.caption, "attributes": c.attributes, "unnamed": c.unnamed,
-               "reconstruction_ceiling": ev.ceiling, "results": {}}
+        out = {
+            "kind": c.kind,
+            "caption": c.caption,
+            "attributes": c.attributes,
+            "unnamed": c.unnamed,
+            "reconstruction_ceiling": ev.ceiling,
+            "results": {},
+        }
         t = time.time()
         r = ev.evaluate(E.captioned(c.caption), keep_images=True)
         self.images[(c.name, "caption")] = r.pop("images")
         out["results"]["caption"] = r
-        chain = {v: all_variants[v].get("steps", self.base.steps) for v in chosen
-                 if set(all_variants[v]) <= {"steps"}}  # plain TI at several step counts: one resumed run
+        chain = {
+            v: all_variants[v].get("steps", self.base.steps) for v in chosen if set(all_variants[v]) <= {"steps"}
+        }  # plain TI at several step counts: one resumed run
         words = self.learn_steps(c.name, photos, list(chain.values()), c.init_word, c.kind) if chain else {}
         for v in chosen:
             if v in chain:
@@ -195,8 +219,14 @@ class Bench:
         for r in out["results"].values():
             r["unnamed_samples"] = unnamed_hits(r["prompts"][0]["labels"], c)
             r["unnamed"] = E.summary(r["unnamed_samples"], seed=7)
-        log(f"{c.name}: " + ", ".join(f"{v} {r['reconstruction']['mean']:.3f}/{r.get('editability', {}).get('mean', 0):.3f}"
-                                      for v, r in out["results"].items()) + f" ({time.time() - t:.0f} s)")
+        log(
+            f"{c.name}: "
+            + ", ".join(
+                f"{v} {r['reconstruction']['mean']:.3f}/{r.get('editability', {}).get('mean', 0):.3f}"
+                for v, r in out["results"].items()
+            )
+            + f" ({time.time() - t:.0f} s)"
+        )
         return out
 
 
@@ -232,23 +262,37 @@ def summarise(per_concept: dict, methods: list[str]) -> dict:
             continue
         # across concepts: concepts are resampled too (their spread, and each word's learning noise, count)
         agg = dict(clusters=True)
-        s = {"reconstruction": E.summary(rec, seed=11, **agg), "editability": E.summary(edit, seed=12, **agg),
-             "present": E.summary(samples(m, "present"), seed=13, **agg),
-             "unnamed": E.summary(samples(m, "unnamed"), seed=20, **agg),
-             "edit_applied": E.summary(samples(m, "edit_ok"), seed=14, **agg)}
+        s = {
+            "reconstruction": E.summary(rec, seed=11, **agg),
+            "editability": E.summary(edit, seed=12, **agg),
+            "present": E.summary(samples(m, "present"), seed=13, **agg),
+            "unnamed": E.summary(samples(m, "unnamed"), seed=20, **agg),
+            "edit_applied": E.summary(samples(m, "edit_ok"), seed=14, **agg),
+        }
         if m != "ti" and samples("ti", "rec") is not None:
-            s["vs_ti"] = {"reconstruction": E.difference(rec, samples("ti", "rec"), seed=15, **agg),
-                          "editability": E.difference(edit, samples("ti", "edit"), seed=16, **agg)}
-            s["vs_ti_sampling"] = {"reconstruction": E.difference(rec, samples("ti", "rec"), seed=15),
-                                   "editability": E.difference(edit, samples("ti", "edit"), seed=16)}
+            s["vs_ti"] = {
+                "reconstruction": E.difference(rec, samples("ti", "rec"), seed=15, **agg),
+                "editability": E.difference(edit, samples("ti", "edit"), seed=16, **agg),
+            }
+            s["vs_ti_sampling"] = {
+                "reconstruction": E.difference(rec, samples("ti", "rec"), seed=15),
+                "editability": E.difference(edit, samples("ti", "edit"), seed=16),
+            }
         if m != "caption":
-            s["vs_caption"] = {"reconstruction": E.difference(rec, samples("caption", "rec"), seed=17, **agg),
-                               "editability": E.difference(edit, samples("caption", "edit"), seed=18, **agg)}
+            s["vs_caption"] = {
+                "reconstruction": E.difference(rec, samples("caption", "rec"), seed=17, **agg),
+                "editability": E.difference(edit, samples("caption", "edit"), seed=18, **agg),
+            }
         s["per_concept"] = {}
         for n in names:
             r = per_concept[n]["results"][m]
-            pc = {"reconstruction": r["reconstruction"], "editability": r.get("editability"),
-                  "present": r.get("present_reconstruction"), "unnamed": r.get("unnamed"), "learn": r.get("learn")}
+            pc = {
+                "reconstruction": r["reconstruction"],
+                "editability": r.get("editability"),
+                "present": r.get("present_reconstruction"),
+                "unnamed": r.get("unnamed"),
+                "learn": r.get("learn"),
+            }
             if m != "caption":
                 cap = per_concept[n]["results"]["caption"]["prompts"]
                 pc["rec_vs_caption"] = E.difference(r["prompts"][0]["samples"], cap[0]["samples"], seed=19)

@@ -14,6 +14,7 @@ counted as a hang; a file in the canary folder means code ran. Each worker has a
 Outcomes per file: ``loaded`` (exit 0: the mutation left a valid embedding, which is re-validated),
 ``refused`` (exit 2 with exactly one ``error:`` line), anything else is a crash.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,16 +51,29 @@ def seed_files() -> dict[str, list[bytes]]:
     from oneword.formats import a1111_image_bytes, torch_bytes
 
     g = torch.Generator().manual_seed(0)
-    cs = [Concept("<cat-toy>", torch.randn(1, 32, generator=g), {"init": "cat", "steps": "500"}),
-          Concept("easyneg", torch.randn(3, 16, generator=g), {}),
-          Concept("<w>", torch.randn(2, 768, generator=g).half().float(), {"base_model": "sd15"})]
+    cs = [
+        Concept("<cat-toy>", torch.randn(1, 32, generator=g), {"init": "cat", "steps": "500"}),
+        Concept("easyneg", torch.randn(3, 16, generator=g), {}),
+        Concept("<w>", torch.randn(2, 768, generator=g).half().float(), {"base_model": "sd15"}),
+    ]
     seeds: dict[str, list[bytes]] = defaultdict(list)
     for c in cs:
         seeds["safetensors"].append(safetensors.torch.save({c.token: c.vectors}, metadata={"token": c.token, **c.meta}))
-        seeds["safetensors"].append(safetensors.torch.save({"emb_params": c.vectors.half()}, metadata={"name": c.token}))
-        seeds["pt"].append(torch_bytes({"string_to_token": {"*": 265}, "string_to_param": {"*": c.vectors},
-                                         "name": c.token, "step": 100, "sd_checkpoint": None,
-                                         "sd_checkpoint_name": None}))
+        seeds["safetensors"].append(
+            safetensors.torch.save({"emb_params": c.vectors.half()}, metadata={"name": c.token})
+        )
+        seeds["pt"].append(
+            torch_bytes(
+                {
+                    "string_to_token": {"*": 265},
+                    "string_to_param": {"*": c.vectors},
+                    "name": c.token,
+                    "step": 100,
+                    "sd_checkpoint": None,
+                    "sd_checkpoint_name": None,
+                }
+            )
+        )
         seeds["bin"].append(torch_bytes({c.token: c.vectors}, extra_meta={"token": c.token}))
         seeds["bin"].append(torch_bytes({c.token: c.vectors[0]}))
         if c.dim <= 32:
@@ -83,17 +97,18 @@ def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     elif op == "overwrite":
         i = rng.randrange(n)
         k = rng.randint(1, 64)
-        b[i:i + k] = bytes(rng.choice([0, 0xFF, rng.randrange(256)]) if rng.random() < 0.5 else rng.randrange(256)
-                           for _ in range(k))
+        b[i : i + k] = bytes(
+            rng.choice([0, 0xFF, rng.randrange(256)]) if rng.random() < 0.5 else rng.randrange(256) for _ in range(k)
+        )
     elif op == "insert":
         i = rng.randrange(n + 1)
         b[i:i] = rng.randbytes(rng.randint(1, 256))
     elif op == "delete":
         i = rng.randrange(n)
-        del b[i:i + rng.randint(1, 256)]
+        del b[i : i + rng.randint(1, 256)]
     elif op == "dup":
         i = rng.randrange(n)
-        chunk = b[i:i + rng.randint(1, 512)]
+        chunk = b[i : i + rng.randint(1, 512)]
         j = rng.randrange(n)
         b[j:j] = chunk * rng.randint(1, 8)
     elif op == "zero-tail":
@@ -105,9 +120,38 @@ def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     return bytes(b), op
 
 
-WEIRD_VALUES = [None, True, False, 0, -1, 1, 2**31, 2**63, -(2**63), 2**64 + 1, 10**30, 1.5, float("nan"), "F32",
-                "", "x" * 1000, [], {}, [1, 2], [[1]], {"a": 1}, [-1, 4], [0, 2**62], [10**9], [10**9, 10**9],
-                [1, 2, 3], "\x00", "\u202e", [[]], 1e308]
+WEIRD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**31,
+    2**63,
+    -(2**63),
+    2**64 + 1,
+    10**30,
+    1.5,
+    float("nan"),
+    "F32",
+    "",
+    "x" * 1000,
+    [],
+    {},
+    [1, 2],
+    [[1]],
+    {"a": 1},
+    [-1, 4],
+    [0, 2**62],
+    [10**9],
+    [10**9, 10**9],
+    [1, 2, 3],
+    "\x00",
+    "\u202e",
+    [[]],
+    1e308,
+]
 
 
 def _weird(rng):
@@ -122,22 +166,55 @@ def _nested(depth: int, leaf="1") -> str:
 # ------------------------------------------------------------------------------------ safetensors
 def mutate_safetensors(data: bytes, rng: random.Random, seeds) -> tuple[bytes, str]:
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    op = rng.choice(["length", "length", "field", "field", "field", "huge-shape", "meta", "keys", "deep",
-                     "bytes", "bytes", "bytes", "body", "splice", "dtype"])
+    header = json.loads(data[8 : 8 + n])
+    body = data[8 + n :]
+    op = rng.choice(
+        [
+            "length",
+            "length",
+            "field",
+            "field",
+            "field",
+            "huge-shape",
+            "meta",
+            "keys",
+            "deep",
+            "bytes",
+            "bytes",
+            "bytes",
+            "body",
+            "splice",
+            "dtype",
+        ]
+    )
     if op == "length":
-        v = rng.choice([0, 1, 2, 7, n - 1, n + 1, n + 8, len(data), 2**32, 2**63, 2**64 - 1, 10**9, 10_000_001,
-                        rng.randrange(2**64)])
+        v = rng.choice(
+            [
+                0,
+                1,
+                2,
+                7,
+                n - 1,
+                n + 1,
+                n + 8,
+                len(data),
+                2**32,
+                2**63,
+                2**64 - 1,
+                10**9,
+                10_000_001,
+                rng.randrange(2**64),
+            ]
+        )
         return struct.pack("<Q", v) + data[8:], op
     if op == "bytes":
         return mutate_bytes(data, rng)[0], "st-bytes"
     if op == "body":
-        return data[:8 + n] + mutate_bytes(body or b"\0", rng)[0], op
+        return data[: 8 + n] + mutate_bytes(body or b"\0", rng)[0], op
     if op == "splice":
         other = rng.choice(seeds)
         m = struct.unpack("<Q", other[:8])[0]
-        return data[:8 + n] + other[8 + m:], op
+        return data[: 8 + n] + other[8 + m :], op
     tensors = [k for k in header if k != "__metadata__"]
     if op == "field":
         k = rng.choice(tensors)
@@ -153,15 +230,35 @@ def mutate_safetensors(data: bytes, rng: random.Random, seeds) -> tuple[bytes, s
         header[k]["dtype"] = rng.choice(["I64", "U8", "BOOL", "F8_E4M3", "F64", "BF16", "F16", "C64", "F4", "Q4"])
     elif op == "huge-shape":
         k = rng.choice(tensors)
-        header[k]["shape"] = rng.choice([[10**9], [1, 10**9], [10**6, 768], [75, 4097], [76, 768], [2**31, 2**31],
-                                         [0, 768], [1, 1, 768], [], [2**62, 4]])
+        header[k]["shape"] = rng.choice(
+            [
+                [10**9],
+                [1, 10**9],
+                [10**6, 768],
+                [75, 4097],
+                [76, 768],
+                [2**31, 2**31],
+                [0, 768],
+                [1, 1, 768],
+                [],
+                [2**62, 4],
+            ]
+        )
         if rng.random() < 0.5:
             import math
+
             header[k]["data_offsets"] = [0, 4 * math.prod(header[k]["shape"] or [1])]
     elif op == "meta":
-        header["__metadata__"] = rng.choice([{"token": _weird(rng)}, {"a": {"b": 1}}, _weird(rng),
-                                             {f"k{i}": "v" for i in range(2000)}, {"token": "bad\ntoken"},
-                                             {"x" * 300: "y"}])
+        header["__metadata__"] = rng.choice(
+            [
+                {"token": _weird(rng)},
+                {"a": {"b": 1}},
+                _weird(rng),
+                {f"k{i}": "v" for i in range(2000)},
+                {"token": "bad\ntoken"},
+                {"x" * 300: "y"},
+            ]
+        )
     elif op == "keys":
         k = rng.choice(tensors)
         new = rng.choice(["", " ", "\x00", "a\nb", "clip_l", "clip_g", "emb_params", "x" * 500, "__metadata__2"])
@@ -180,13 +277,33 @@ def mutate_safetensors(data: bytes, rng: random.Random, seeds) -> tuple[bytes, s
 
 
 # --------------------------------------------------------------------------------- torch / pickle
-EVIL_TARGETS = [("os", "system"), ("posix", "system"), ("nt", "system"), ("subprocess", "call"),
-                ("subprocess", "Popen"), ("subprocess", "check_output"), ("builtins", "eval"), ("builtins", "exec"),
-                ("builtins", "__import__"), ("builtins", "getattr"), ("builtins", "open"), ("runpy", "run_path"),
-                ("pty", "spawn"), ("webbrowser", "open"), ("torch", "load"), ("torch.serialization", "load"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy", "load"), ("pickle", "loads"),
-                ("_pickle", "loads"), ("copyreg", "_reconstructor"), ("torch._C", "_set_print_stack_traces_on_fatal_signal"),
-                ("torch.jit", "load"), ("importlib", "import_module"), ("code", "interact")]
+EVIL_TARGETS = [
+    ("os", "system"),
+    ("posix", "system"),
+    ("nt", "system"),
+    ("subprocess", "call"),
+    ("subprocess", "Popen"),
+    ("subprocess", "check_output"),
+    ("builtins", "eval"),
+    ("builtins", "exec"),
+    ("builtins", "__import__"),
+    ("builtins", "getattr"),
+    ("builtins", "open"),
+    ("runpy", "run_path"),
+    ("pty", "spawn"),
+    ("webbrowser", "open"),
+    ("torch", "load"),
+    ("torch.serialization", "load"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy", "load"),
+    ("pickle", "loads"),
+    ("_pickle", "loads"),
+    ("copyreg", "_reconstructor"),
+    ("torch._C", "_set_print_stack_traces_on_fatal_signal"),
+    ("torch.jit", "load"),
+    ("importlib", "import_module"),
+    ("code", "interact"),
+]
 
 
 def _str_op(s: str) -> bytes:
@@ -199,35 +316,62 @@ def evil_pickle(rng: random.Random, canary: Path) -> tuple[bytes, str]:
     py = f"open({str(canary)!r}, 'w').close()"
     mod, name = rng.choice(EVIL_TARGETS)
     arg = py if name in ("eval", "exec") else cmd
-    style = rng.choice(["proto0", "proto2", "inst", "stack", "getattr-chain", "reduce-obj", "nested-bytes",
-                        "build", "import-exec"])
+    style = rng.choice(
+        ["proto0", "proto2", "inst", "stack", "getattr-chain", "reduce-obj", "nested-bytes", "build", "import-exec"]
+    )
     if style == "proto0":
         return f"c{mod}\n{name}\n(S'{arg}'\ntR.".encode(), f"evil-{mod}.{name}"
     if style == "inst":
         return f"(S'{arg}'\ni{mod}\n{name}\n.".encode(), f"evil-inst-{mod}.{name}"
     if style == "stack":
-        return (b"\x80\x04" + _str_op(mod) + _str_op(name) + b"\x93" + _str_op(arg) + b"\x85R."), f"evil-stack-{mod}.{name}"
+        return (
+            b"\x80\x04" + _str_op(mod) + _str_op(name) + b"\x93" + _str_op(arg) + b"\x85R."
+        ), f"evil-stack-{mod}.{name}"
     if style == "getattr-chain":
-        return (b"\x80\x02cbuiltins\ngetattr\n" + b"cbuiltins\n__import__\n" + _str_op("os") + b"\x85R" +
-                _str_op("system") + b"\x86R" + _str_op(cmd) + b"\x85R."), "evil-getattr-chain"
+        return (
+            b"\x80\x02cbuiltins\ngetattr\n"
+            + b"cbuiltins\n__import__\n"
+            + _str_op("os")
+            + b"\x85R"
+            + _str_op("system")
+            + b"\x86R"
+            + _str_op(cmd)
+            + b"\x85R."
+        ), "evil-getattr-chain"
     if style == "import-exec":
         return (b"\x80\x02cbuiltins\nexec\n" + _str_op(f"import os; os.system({cmd!r})") + b"\x85R."), "evil-exec"
     if style == "build":
-        return (b"\x80\x02ccollections\nOrderedDict\n)R}" + _str_op("__setstate__") +
-                b"cos\nsystem\ns" + b"b" + _str_op(cmd) + b"b."), "evil-build"
-    if style == "nested-bytes":   # a pickle inside a pickle (as bytes): must stay data
+        return (
+            b"\x80\x02ccollections\nOrderedDict\n)R}"
+            + _str_op("__setstate__")
+            + b"cos\nsystem\ns"
+            + b"b"
+            + _str_op(cmd)
+            + b"b."
+        ), "evil-build"
+    if style == "nested-bytes":  # a pickle inside a pickle (as bytes): must stay data
         inner = f"cos\nsystem\n(S'{cmd}'\ntR.".encode()
         return pickle.dumps({"<x>": inner}, protocol=2), "nested-pickle-bytes"
 
     class Evil:
         def __reduce__(self):
             import os as _os
+
             return (_os.system, (cmd,))
-    return pickle.dumps({"string_to_param": {"*": Evil()}, "name": "x"}, protocol=rng.choice([2, 3, 4, 5])), "evil-reduce"
+
+    return pickle.dumps(
+        {"string_to_param": {"*": Evil()}, "name": "x"}, protocol=rng.choice([2, 3, 4, 5])
+    ), "evil-reduce"
 
 
-def _zip_with(seed_zip: bytes, replace: dict[str, bytes] | None = None, mutate_name=None, rng=None,
-              extra: dict[str, bytes] | None = None, compress=None) -> bytes:
+def _zip_with(
+    seed_zip: bytes,
+    replace: dict[str, bytes] | None = None,
+    mutate_name=None,
+    rng=None,
+    extra: dict[str, bytes] | None = None,
+    compress=None,
+) -> bytes:
     src = zipfile.ZipFile(io.BytesIO(seed_zip))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compress or zipfile.ZIP_STORED) as z:
@@ -260,12 +404,37 @@ def structured_torch(rng: random.Random) -> tuple[bytes, str]:
     import torch
 
     warnings.simplefilter("ignore")
-    kind = rng.choice(["dtype", "sparse", "quant", "shape", "container", "a1111-types", "lying-view", "many-keys",
-                       "deep", "nonfinite", "meta-record", "param"])
+    kind = rng.choice(
+        [
+            "dtype",
+            "sparse",
+            "quant",
+            "shape",
+            "container",
+            "a1111-types",
+            "lying-view",
+            "many-keys",
+            "deep",
+            "nonfinite",
+            "meta-record",
+            "param",
+        ]
+    )
     t = torch.randn(2, 8)
     if kind == "dtype":
-        dt = rng.choice([torch.int64, torch.int8, torch.bool, torch.complex64, torch.float8_e4m3fn, torch.uint8,
-                         torch.float64, torch.bfloat16, torch.float16])
+        dt = rng.choice(
+            [
+                torch.int64,
+                torch.int8,
+                torch.bool,
+                torch.complex64,
+                torch.float8_e4m3fn,
+                torch.uint8,
+                torch.float64,
+                torch.bfloat16,
+                torch.float16,
+            ]
+        )
         obj = {"<t>": t.to(dt)}
     elif kind == "sparse":
         obj = {"<t>": t.to_sparse()}
@@ -274,12 +443,35 @@ def structured_torch(rng: random.Random) -> tuple[bytes, str]:
     elif kind == "shape":
         obj = {"<t>": torch.randn(rng.choice([(0,), (1, 0), (76, 8), (1, 5000), (2, 2, 2), (), (1, 1, 8)]))}
     elif kind == "container":
-        obj = rng.choice([[t], (t,), {"a": [t]}, {1: t}, {"<t>": "text"}, {"<t>": None}, {}, t.tolist(),
-                          {"<t>": {"<u>": t}}, {"string_to_param": [t]}, {"string_to_param": {}}, b"bytes",
-                          {"<t>": torch.Size([1, 2])}, OrderedDict(a=t), {"<t>": t, 3.5: t}, set([1, 2])])
+        obj = rng.choice(
+            [
+                [t],
+                (t,),
+                {"a": [t]},
+                {1: t},
+                {"<t>": "text"},
+                {"<t>": None},
+                {},
+                t.tolist(),
+                {"<t>": {"<u>": t}},
+                {"string_to_param": [t]},
+                {"string_to_param": {}},
+                b"bytes",
+                {"<t>": torch.Size([1, 2])},
+                OrderedDict(a=t),
+                {"<t>": t, 3.5: t},
+                set([1, 2]),
+            ]
+        )
     elif kind == "a1111-types":
-        obj = {"string_to_token": {"*": 265}, "string_to_param": {"*": t}, "name": _weird(rng),
-               "step": _weird(rng), "sd_checkpoint": _weird(rng), "oneword_meta": _weird(rng)}
+        obj = {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": t},
+            "name": _weird(rng),
+            "step": _weird(rng),
+            "sd_checkpoint": _weird(rng),
+            "oneword_meta": _weird(rng),
+        }
         try:
             _torch_obj_bytes(obj)
         except Exception:
@@ -293,6 +485,7 @@ def structured_torch(rng: random.Random) -> tuple[bytes, str]:
         class Lying:
             def __reduce__(self):
                 return (torch._utils._rebuild_tensor_v2, (st, offset, size, stride, False, OrderedDict()))
+
         obj = {"<t>": Lying()}
     elif kind == "many-keys":
         obj = {f"<t{i}>": torch.randn(1, 4) for i in range(rng.choice([2, 17, 300]))}
@@ -307,8 +500,16 @@ def structured_torch(rng: random.Random) -> tuple[bytes, str]:
         obj = {"string_to_param": torch.nn.ParameterDict({"*": torch.nn.Parameter(t)}), "name": "x"}
     else:
         base = _torch_obj_bytes({"<t>": t})
-        rec = rng.choice([b"{not json", json.dumps({"token": 5}).encode(), json.dumps([1]).encode(),
-                          b"[" * 100_000, json.dumps({"k": "v" * 2_000_000}).encode(), b"\xff\xfe"])
+        rec = rng.choice(
+            [
+                b"{not json",
+                json.dumps({"token": 5}).encode(),
+                json.dumps([1]).encode(),
+                b"[" * 100_000,
+                json.dumps({"k": "v" * 2_000_000}).encode(),
+                b"\xff\xfe",
+            ]
+        )
         return _zip_with(base, extra={"oneword_meta.json": rec}), f"torch-{kind}"
     try:
         return _torch_obj_bytes(obj), f"torch-{kind}"
@@ -317,8 +518,24 @@ def structured_torch(rng: random.Random) -> tuple[bytes, str]:
 
 
 def mutate_torch(data: bytes, rng: random.Random, canary: Path) -> tuple[bytes, str]:
-    op = rng.choice(["bytes", "bytes", "record", "record", "pkl", "pkl", "evil-zip", "evil-zip", "evil-raw",
-                     "structured", "structured", "structured", "deflate", "legacy"])
+    op = rng.choice(
+        [
+            "bytes",
+            "bytes",
+            "record",
+            "record",
+            "pkl",
+            "pkl",
+            "evil-zip",
+            "evil-zip",
+            "evil-raw",
+            "structured",
+            "structured",
+            "structured",
+            "deflate",
+            "legacy",
+        ]
+    )
     if op == "bytes":
         return mutate_bytes(data, rng)[0], "zip-bytes"
     if op == "record":
@@ -338,6 +555,7 @@ def mutate_torch(data: bytes, rng: random.Random, canary: Path) -> tuple[bytes, 
         return _zip_with(data, compress=zipfile.ZIP_DEFLATED), "zip-deflated"
     if op == "legacy":
         import torch
+
         buf = io.BytesIO()
         torch.save({"<t>": torch.randn(1, 8)}, buf, _use_new_zipfile_serialization=False)
         b = buf.getvalue()
@@ -349,8 +567,8 @@ def mutate_torch(data: bytes, rng: random.Random, canary: Path) -> tuple[bytes, 
 def _chunks(png: bytes):
     pos, out = 8, []
     while pos + 8 <= len(png):
-        length, ctype = struct.unpack(">I4s", png[pos:pos + 8])
-        out.append([ctype, png[pos + 8:pos + 8 + length]])
+        length, ctype = struct.unpack(">I4s", png[pos : pos + 8])
+        out.append([ctype, png[pos + 8 : pos + 8 + length]])
         pos += 12 + length
     return out
 
@@ -364,10 +582,13 @@ def _png(chunks) -> bytes:
 
 def weird_json(rng: random.Random) -> bytes:
     v = [[rng.random() for _ in range(8)]]
-    choice = rng.choice(["types", "ragged", "deep", "bigint", "nan", "huge", "tensor-shape", "list-top", "empty",
-                         "two-params", "name"])
+    choice = rng.choice(
+        ["types", "ragged", "deep", "bigint", "nan", "huge", "tensor-shape", "list-top", "empty", "two-params", "name"]
+    )
     if choice == "deep":
-        return ('{"string_to_param": {"*": {"TORCHTENSOR": ' + _nested(rng.choice([50, 3000, 100_000])) + "}}}").encode()
+        return (
+            '{"string_to_param": {"*": {"TORCHTENSOR": ' + _nested(rng.choice([50, 3000, 100_000])) + "}}}"
+        ).encode()
     if choice == "bigint":
         return ('{"string_to_param": {"*": {"TORCHTENSOR": [[' + "9" * rng.choice([20, 400, 5000]) + "]]}}}").encode()
     if choice == "huge":
@@ -375,8 +596,9 @@ def weird_json(rng: random.Random) -> bytes:
         return json.dumps({"string_to_param": {"*": {"TORCHTENSOR": [[0.5] * n]}}}).encode()
     d = {"string_to_token": {"*": 265}, "string_to_param": {"*": {"TORCHTENSOR": v}}, "name": "w", "step": 1}
     if choice == "types":
-        d["string_to_param"]["*"]["TORCHTENSOR"] = rng.choice([[["a"] * 8], [[True] * 8], [[None]], "x", 5,
-                                                               [[{"a": 1}]], [[[1.0]]]])
+        d["string_to_param"]["*"]["TORCHTENSOR"] = rng.choice(
+            [[["a"] * 8], [[True] * 8], [[None]], "x", 5, [[{"a": 1}]], [[[1.0]]]]
+        )
     elif choice == "ragged":
         d["string_to_param"]["*"]["TORCHTENSOR"] = [[1.0, 2.0], [1.0]]
     elif choice == "nan":
@@ -406,8 +628,22 @@ def _zlib_bomb() -> bytes:
 
 
 def mutate_png(data: bytes, rng: random.Random) -> tuple[bytes, str]:
-    op = rng.choice(["bytes", "bytes", "chunk", "chunk", "text-json", "text-json", "text-b64", "ztxt", "lsb", "lsb",
-                     "ihdr", "order"])
+    op = rng.choice(
+        [
+            "bytes",
+            "bytes",
+            "chunk",
+            "chunk",
+            "text-json",
+            "text-json",
+            "text-b64",
+            "ztxt",
+            "lsb",
+            "lsb",
+            "ihdr",
+            "order",
+        ]
+    )
     chunks = _chunks(data)
     if op == "bytes":
         return mutate_bytes(data, rng)[0], "png-bytes"
@@ -446,7 +682,9 @@ def _lsb_case(rng: random.Random, fmt: str) -> bytes:
     if choice == "json":
         blob = zlib.compress(weird_json(rng))
     elif choice == "bytes":
-        good = zlib.compress(json.dumps({"string_to_param": {"*": {"TORCHTENSOR": [[0.25] * 8]}}, "name": "w"}).encode())
+        good = zlib.compress(
+            json.dumps({"string_to_param": {"*": {"TORCHTENSOR": [[0.25] * 8]}}, "name": "w"}).encode()
+        )
         blob = mutate_bytes(good, rng)[0] or b"\0"
     elif choice == "bomb":
         blob = _zlib_bomb()
@@ -471,13 +709,13 @@ def mutate_webp(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         b = bytearray(data)
         b[4:8] = struct.pack("<I", rng.choice([0, 1, 2**32 - 1, len(data) * 100]))
         if rng.random() < 0.5 and len(b) > 30:
-            b[26:30] = rng.randbytes(4)     # VP8L image-size bits
+            b[26:30] = rng.randbytes(4)  # VP8L image-size bits
         return bytes(b), "webp-riff"
     from PIL import Image
 
     im = Image.open(io.BytesIO(data)).convert("RGB")
     buf = io.BytesIO()
-    im.save(buf, "WEBP", quality=rng.choice([10, 80]))   # lossy: the pixel payload is destroyed
+    im.save(buf, "WEBP", quality=rng.choice([10, 80]))  # lossy: the pixel payload is destroyed
     return buf.getvalue(), "webp-lossy"
 
 
@@ -488,7 +726,7 @@ def make_case(fmt: str, rng: random.Random, seeds: dict, canary: Path) -> tuple[
     if rng.random() < 0.03:
         other = rng.choice(seeds[rng.choice(FORMATS)])
         cut = rng.randrange(1, len(other))
-        return seed[:rng.randrange(1, len(seed))] + other[cut:], "splice-formats"
+        return seed[: rng.randrange(1, len(seed))] + other[cut:], "splice-formats"
     if fmt == "safetensors":
         return mutate_safetensors(seed, rng, seeds["safetensors"])
     if fmt in ("pt", "bin"):
@@ -545,8 +783,14 @@ for line in sys.stdin:
 
 class Worker:
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         self.buf = b""
         self.task = None
         self.started = 0.0
@@ -664,20 +908,24 @@ def run(n: int, workers: int, timeout: float, seed: int, keep: bool, verbose: bo
     total = Counter()
     for fmt in FORMATS:
         ts = sorted(times[fmt]) or [0]
-        print(f"{fmt:<12}" + "".join(f"{table[fmt][c]:>15}" for c in cols) +
-              f"{ts[len(ts) // 2]:>11.1f}{ts[-1]:>9.0f}")
+        print(f"{fmt:<12}" + "".join(f"{table[fmt][c]:>15}" for c in cols) + f"{ts[len(ts) // 2]:>11.1f}{ts[-1]:>9.0f}")
         total.update(table[fmt])
     print(f"{'total':<12}" + "".join(f"{total[c]:>15}" for c in cols))
-    print(f"\nrun {t_run:.0f}s with {workers} workers, timeout {timeout:.0f}s/file, seed {seed}; "
-          f"peak worker RSS {rss:.0f} MB")
+    print(
+        f"\nrun {t_run:.0f}s with {workers} workers, timeout {timeout:.0f}s/file, seed {seed}; "
+        f"peak worker RSS {rss:.0f} MB"
+    )
     if verbose:
         kinds = defaultdict(Counter)
         for (fmt, kind, path), res in results.values():
             kinds[f"{fmt}:{kind}"][res["status"]] += 1
         for k in sorted(kinds):
             print(f"  {k:<40} {dict(kinds[k])}")
-        msgs = Counter(res.get("msg", "").replace(task[2], "FILE")[:100] for task, res in results.values()
-                       if res["status"] == "refused")
+        msgs = Counter(
+            res.get("msg", "").replace(task[2], "FILE")[:100]
+            for task, res in results.values()
+            if res["status"] == "refused"
+        )
         print("\nmost common refusals:")
         for m, c in msgs.most_common(25):
             print(f"  {c:>5}  {m}")

@@ -13,6 +13,7 @@ a cut table compute operations below the cut count as "other", which makes the b
 pessimistic.
     python3 -m benchmarks.profile_bound benchmarks/results/h200-2026-11-28/profile.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,16 @@ import re
 import sys
 
 CLASSES = {  # ATen operation -> kind of work (the kernels each launches count as its self device time)
-    "attention": ("aten::_cudnn_attention_forward", "aten::_cudnn_attention_backward",
-                  "aten::_flash_attention_forward", "aten::_flash_attention_backward",
-                  "aten::_efficient_attention_forward", "aten::_efficient_attention_backward",
-                  "aten::_scaled_dot_product_cudnn_attention", "aten::_scaled_dot_product_flash_attention"),
+    "attention": (
+        "aten::_cudnn_attention_forward",
+        "aten::_cudnn_attention_backward",
+        "aten::_flash_attention_forward",
+        "aten::_flash_attention_backward",
+        "aten::_efficient_attention_forward",
+        "aten::_efficient_attention_backward",
+        "aten::_scaled_dot_product_cudnn_attention",
+        "aten::_scaled_dot_product_flash_attention",
+    ),
     "convolution": ("aten::cudnn_convolution", "aten::convolution_backward", "aten::cudnn_convolution_transpose"),
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
 }
@@ -50,8 +57,14 @@ def parse(text: str) -> list[dict]:
             value = re.fullmatch(r"([\d.]+)(us|ms|s)", fields[column]) if len(fields) == len(header) else None
             if value:
                 rows[fields[0]] = rows.get(fields[0], 0.0) + float(value[1]) * UNITS[value[2]]  # truncated names repeat
-        blocks.append({"title": title.strip(), "image_steps": int(m[1]) * int(m[2]), "rows": rows,
-                       "total_ms": float(total[1]) * UNITS[total[2]]})
+        blocks.append(
+            {
+                "title": title.strip(),
+                "image_steps": int(m[1]) * int(m[2]),
+                "rows": rows,
+                "total_ms": float(total[1]) * UNITS[total[2]],
+            }
+        )
     return blocks
 
 
@@ -66,14 +79,18 @@ def split(block: dict) -> dict[str, float]:
 
 def report(block: dict) -> str:
     kinds, n, total = split(block), block["image_steps"], block["total_ms"]
-    lines = [f"{block['title']}: {total:.1f} ms of device time over {n} image-steps = {total / n:.2f} ms each "
-             f"({1e3 * n / total:.1f} img-steps/s with the device never idle)"]
+    lines = [
+        f"{block['title']}: {total:.1f} ms of device time over {n} image-steps = {total / n:.2f} ms each "
+        f"({1e3 * n / total:.1f} img-steps/s with the device never idle)"
+    ]
     for kind in ("attention", "convolution", "matmul", "other"):
         extra = f" (of which cuDNN layout transposes {kinds['layout transposes']:.1f})" if kind == "convolution" else ""
         lines.append(f"  {kind:12s} {kinds[kind]:8.1f} ms {100 * kinds[kind] / total:5.1f} %{extra}")
     compute = total - kinds["other"]
-    for label, ms in (("if 'other' took no time", compute),
-                      ("and no layout transposes either", compute - kinds["layout transposes"])):
+    for label, ms in (
+        ("if 'other' took no time", compute),
+        ("and no layout transposes either", compute - kinds["layout transposes"]),
+    ):
         lines.append(f"  bound {label:32s} {ms / n:.2f} ms per image-step -> {1e3 * n / ms:.0f} img-steps/s")
     return "\n".join(lines)
 

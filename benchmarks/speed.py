@@ -43,6 +43,7 @@ embedding matrix with every other row restored, `loss.item()` each step.
     .venv/bin/python -m benchmarks.speed --model tiny-sdxl --batch 1 4 --steps 10    # SDXL, CPU rows
     .venv/bin/python -m benchmarks.speed --model sdxl --device cuda --batch 1 4 8    # SDXL at 1024 px (gpu_session.sh)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,7 +73,7 @@ from oneword.commands import quiet_libraries
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built or loaded locally
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-GiB = 1024 ** 3
+GiB = 1024**3
 TOKEN = "<bench-concept>"
 
 
@@ -80,7 +81,9 @@ TOKEN = "<bench-concept>"
 
 _TINY_DIR: Path | None = None
 _TINY_SDXL_DIR: Path | None = None
-WORLD_DIR: Path | None = None  # --world-dir: another pretraining's output folder (its model/) instead of the shipped one
+WORLD_DIR: Path | None = (
+    None  # --world-dir: another pretraining's output folder (its model/) instead of the shipped one
+)
 
 
 def load(kind: str, device: torch.device, dtype: torch.dtype):
@@ -135,6 +138,7 @@ def synthetic_photos(n: int, size: int, seed: int = 0) -> list[Image.Image]:
 
 # ----------------------------------------------------------------------------------------------- memory
 
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -165,6 +169,7 @@ def peak_bytes(device: torch.device) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- oneword
+
 
 def apply_engine_flags(model, args) -> None:
     if args.channels_last:
@@ -204,10 +209,19 @@ def run_oneword(model, photos, batch: int, warmup: int, steps: int, args, cuda_g
                 write_profile(profiler, args, batch, "oneword" if cuda_graph else "oneword-eager", device, steps)
         return real(*a, **k)
 
-    cfg = inv.LearnConfig.with_defaults(model, token=TOKEN, steps=warmup + steps + 1, batch_size=batch,
-                                        early_stop=False, save_every=10 ** 9, preview_every=0, seed=0,
-                                        grad_checkpointing=args.grad_checkpointing, resolution=args.resolution,
-                                        cuda_graph=cuda_graph)
+    cfg = inv.LearnConfig.with_defaults(
+        model,
+        token=TOKEN,
+        steps=warmup + steps + 1,
+        batch_size=batch,
+        early_stop=False,
+        save_every=10**9,
+        preview_every=0,
+        seed=0,
+        grad_checkpointing=args.grad_checkpointing,
+        resolution=args.resolution,
+        cuda_graph=cuda_graph,
+    )
     inv._set_lr = timed
     try:
         with tempfile.TemporaryDirectory(prefix="oneword-bench-run-") as out, sdpa_context(args):
@@ -219,8 +233,14 @@ def run_oneword(model, photos, batch: int, warmup: int, steps: int, args, cuda_g
             engine = json.loads((Path(out) / "run.json").read_text())["engine"]
     finally:
         inv._set_lr = real
-    return {"seconds": marks["end"] - marks["start"], "peak": marks["peak"], "peak_run": peak_run,
-            "reserved": reserved, "engine": engine["step"], "setup_s": engine["setup_s"]}
+    return {
+        "seconds": marks["end"] - marks["start"],
+        "peak": marks["peak"],
+        "peak_run": peak_run,
+        "reserved": reserved,
+        "engine": engine["step"],
+        "setup_s": engine["setup_s"],
+    }
 
 
 def kernel_profiler(args, device):
@@ -240,18 +260,17 @@ def write_profile(profiler, args, batch: int, system: str, device, steps: int) -
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = profiler.key_averages().table(sort_by=key, row_limit=-1, max_name_column_width=80)
     with open(args.profile, "a") as f:
-        f.write(f"## {system} on {device}, batch {batch}, {steps} steps, sorted by {key}\n"
-                f"{table}\n")
+        f.write(f"## {system} on {device}, batch {batch}, {steps} steps, sorted by {key}\n{table}\n")
 
 
 # ----------------------------------------------------------------------------------------------- reference
+
 
 class ReferenceLoop:
     """diffusers examples/textual_inversion/textual_inversion.py, step for step (single process,
     gradient_accumulation_steps=1, constant lr, mixed_precision fp16 on CUDA / no on CPU)."""
 
-    def __init__(self, model, photos, resolution: int, init_word: str, grad_checkpointing: bool = False,
-                 seed: int = 0):
+    def __init__(self, model, photos, resolution: int, init_word: str, grad_checkpointing: bool = False, seed: int = 0):
         from diffusers import DDPMScheduler
 
         from oneword.data import to_tensor
@@ -264,7 +283,7 @@ class ReferenceLoop:
         self.tokenizer.add_tokens([TOKEN])
         init_id = self.tokenizer.encode(init_word, add_special_tokens=False)[0]
         self.placeholder_id = self.tokenizer.convert_tokens_to_ids(TOKEN)
-        self.text_encoder = model.text_encoder.float()           # trainable model kept in fp32
+        self.text_encoder = model.text_encoder.float()  # trainable model kept in fp32
         self.text_encoder.resize_token_embeddings(len(self.tokenizer))
         embeds = self.text_encoder.get_input_embeddings().weight
         with torch.no_grad():
@@ -281,8 +300,13 @@ class ReferenceLoop:
             self.text_encoder.gradient_checkpointing_enable()
             self.unet.enable_gradient_checkpointing()
         self.text_encoder.train()
-        self.optimizer = torch.optim.AdamW(self.text_encoder.get_input_embeddings().parameters(), lr=5e-3,
-                                           betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            self.text_encoder.get_input_embeddings().parameters(),
+            lr=5e-3,
+            betas=(0.9, 0.999),
+            weight_decay=1e-2,
+            eps=1e-8,
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         self.orig_embeds = embeds.data.clone()
         self.noise_scheduler = DDPMScheduler.from_config(model.scheduler.config)
@@ -290,8 +314,13 @@ class ReferenceLoop:
         # the script's dataset, precomputed: pixel tensors in [-1, 1] and tokenised templates
         self.pixels = to_tensor(photos, resolution)
         texts = [t.format(TOKEN) for t in OBJECT_TEMPLATES]
-        self.ids = self.tokenizer(texts, padding="max_length", truncation=True,
-                                  max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
+        self.ids = self.tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
         self.g = torch.Generator().manual_seed(seed)
 
     def batch(self, b: int):
@@ -308,7 +337,9 @@ class ReferenceLoop:
         latents = latents * self.scaling
         noise = torch.randn_like(latents)
         bsz = latents.shape[0]
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device).long()
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device
+        ).long()
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.cuda):
             encoder_hidden_states = self.text_encoder(input_ids)[0].to(dtype=self.weight_dtype)
@@ -323,7 +354,7 @@ class ReferenceLoop:
         self.scaler.update()
         self.optimizer.zero_grad()
         index_no_updates = torch.ones((len(self.tokenizer),), dtype=torch.bool)
-        index_no_updates[self.placeholder_id: self.placeholder_id + 1] = False
+        index_no_updates[self.placeholder_id : self.placeholder_id + 1] = False
         with torch.no_grad():
             weight = self.text_encoder.get_input_embeddings().weight
             weight[index_no_updates] = self.orig_embeds[index_no_updates]
@@ -334,8 +365,7 @@ class ReferenceLoopXL:
     """diffusers examples/textual_inversion/textual_inversion_sdxl.py, step for step (single process, constant lr,
     mixed_precision bf16 on CUDA as its README / no on CPU): only the first encoder's embedding matrix is trained."""
 
-    def __init__(self, model, photos, resolution: int, init_word: str, grad_checkpointing: bool = False,
-                 seed: int = 0):
+    def __init__(self, model, photos, resolution: int, init_word: str, grad_checkpointing: bool = False, seed: int = 0):
         from diffusers import DDPMScheduler
 
         from oneword.data import to_tensor
@@ -346,8 +376,9 @@ class ReferenceLoopXL:
         self.weight_dtype = torch.bfloat16 if self.cuda else torch.float32
         self.tokenizers, self.encoders, self.ids = [], [], []
         texts = [t.format(TOKEN) for t in OBJECT_TEMPLATES]
-        for i, (tok, te) in enumerate(((model.tokenizer, model.text_encoder),
-                                       (model.tokenizer_2, model.text_encoder_2))):
+        for i, (tok, te) in enumerate(
+            ((model.tokenizer, model.text_encoder), (model.tokenizer_2, model.text_encoder_2))
+        ):
             tok = copy.deepcopy(tok)
             tok.add_tokens([TOKEN])
             init_id, new_id = tok.encode(init_word, add_special_tokens=False)[0], tok.convert_tokens_to_ids(TOKEN)
@@ -358,8 +389,11 @@ class ReferenceLoopXL:
             te.requires_grad_(False)
             self.tokenizers.append(tok)
             self.encoders.append(te)
-            self.ids.append(tok(texts, padding="max_length", truncation=True, max_length=tok.model_max_length,
-                                return_tensors="pt").input_ids)
+            self.ids.append(
+                tok(
+                    texts, padding="max_length", truncation=True, max_length=tok.model_max_length, return_tensors="pt"
+                ).input_ids
+            )
         self.placeholder_id = self.tokenizers[0].convert_tokens_to_ids(TOKEN)
         te1 = self.encoders[0]
         te1.get_input_embeddings().requires_grad_(True)
@@ -369,8 +403,13 @@ class ReferenceLoopXL:
             te1.gradient_checkpointing_enable()
             self.unet.enable_gradient_checkpointing()
         te1.train()
-        self.optimizer = torch.optim.AdamW(te1.get_input_embeddings().parameters(), lr=5e-4 * 4,  # --scale_lr
-                                           betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            te1.get_input_embeddings().parameters(),
+            lr=5e-4 * 4,  # --scale_lr
+            betas=(0.9, 0.999),
+            weight_decay=1e-2,
+            eps=1e-8,
+        )
         self.orig_embeds = te1.get_input_embeddings().weight.data.clone()
         self.noise_scheduler = DDPMScheduler.from_config(model.scheduler.config)
         self.scaling = float(self.vae.config.scaling_factor)
@@ -387,16 +426,23 @@ class ReferenceLoopXL:
         ids1, ids2 = (ids[pick].to(self.device) for ids in self.ids)
         latents = self.vae.encode(px.to(dtype=self.weight_dtype)).latent_dist.sample().detach() * self.scaling
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), device=latents.device).long()
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (b,), device=latents.device
+        ).long()
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
             hidden_1 = self.encoders[0](ids1, output_hidden_states=True).hidden_states[-2].to(self.weight_dtype)
         out_2 = self.encoders[1](ids2.reshape(b, -1), output_hidden_states=True)
         hidden_2 = out_2.hidden_states[-2].to(self.weight_dtype)
-        time_ids = torch.cat([torch.tensor(self.sizes[int(r)] + (0, 0) + (self.resolution, self.resolution))[None]
-                              for r in rows]).to(self.device, dtype=self.weight_dtype)
-        model_pred = self.unet(noisy_latents, timesteps, torch.cat([hidden_1, hidden_2], dim=-1),
-                               added_cond_kwargs={"text_embeds": out_2[0], "time_ids": time_ids}).sample
+        time_ids = torch.cat(
+            [torch.tensor(self.sizes[int(r)] + (0, 0) + (self.resolution, self.resolution))[None] for r in rows]
+        ).to(self.device, dtype=self.weight_dtype)
+        model_pred = self.unet(
+            noisy_latents,
+            timesteps,
+            torch.cat([hidden_1, hidden_2], dim=-1),
+            added_cond_kwargs={"text_embeds": out_2[0], "time_ids": time_ids},
+        ).sample
         if self.noise_scheduler.config.prediction_type == "epsilon":
             target = noise
         else:
@@ -406,7 +452,7 @@ class ReferenceLoopXL:
         self.optimizer.step()
         self.optimizer.zero_grad()
         index_no_updates = torch.ones((len(self.tokenizers[0]),), dtype=torch.bool)
-        index_no_updates[self.placeholder_id: self.placeholder_id + 1] = False
+        index_no_updates[self.placeholder_id : self.placeholder_id + 1] = False
         with torch.no_grad():
             weight = self.encoders[0].get_input_embeddings().weight
             weight[index_no_updates] = self.orig_embeds[index_no_updates]
@@ -432,13 +478,18 @@ def run_reference(model, photos, batch: int, warmup: int, steps: int, args) -> d
 
 # ----------------------------------------------------------------------------------------------- driver
 
+
 def sdpa_context(args):
     if args.sdpa == "auto":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    backends = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }
     chosen = backends[args.sdpa]
     # preferred, not exclusive: where it has no kernel for a shape (say, the VAE's one 512-wide head) the usual
     # backends take over, so the variant measures the step instead of failing in the photos' encoding
@@ -457,8 +508,9 @@ def measure(kind: str, system: str, batch: int, args, device: torch.device) -> d
 
     began = time.perf_counter()  # the whole measurement: building the model, encoding, capture, warm-up, window
     if system.startswith("oneword"):
-        dtype = {"auto": default_dtype(device), "bf16": torch.bfloat16, "fp16": torch.float16,
-                 "fp32": torch.float32}[args.dtype]
+        dtype = {"auto": default_dtype(device), "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+            args.dtype
+        ]
         model = load(kind, device, dtype)
         apply_engine_flags(model, args)
     else:
@@ -473,8 +525,15 @@ def measure(kind: str, system: str, batch: int, args, device: torch.device) -> d
     r["threads"] = torch.get_num_threads()  # oneword.models runs small models on one CPU thread
     del model
     free(device)
-    r.update(model=kind, system=system, batch=batch, steps=args.steps, dtype=str(dtype).replace("torch.", ""),
-             image_steps_per_s=batch * args.steps / r["seconds"], measure_s=round(time.perf_counter() - began, 1))
+    r.update(
+        model=kind,
+        system=system,
+        batch=batch,
+        steps=args.steps,
+        dtype=str(dtype).replace("torch.", ""),
+        image_steps_per_s=batch * args.steps / r["seconds"],
+        measure_s=round(time.perf_counter() - began, 1),
+    )
     if kind == "sd15":  # achieved model FLOP rate (image_step_gflop's count of one image-step)
         r["tflops"] = r["image_steps_per_s"] * sd15_gflop(args.resolution or 512) / 1e3
     return r
@@ -486,6 +545,7 @@ def sd15_gflop(resolution: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- FLOPs
+
 
 def image_step_gflop(latent: int = 64) -> tuple[float, float, float]:
     """(text encoder forward, text encoder backward, UNet forward + backward to the conditioning) GFLOP of one
@@ -528,13 +588,17 @@ def print_flops() -> int:
     t_f, t_b, u = image_step_gflop()
     tokenizer = clip_vit_l_tokenizer()
     total = t_f + t_b + u
-    print(f"one image-step at 512 px: {total:,.0f} GFLOP = UNet forward + backward to the conditioning {u:,.0f} "
-          f"({u / total:.1%}) + text encoder forward {t_f:.1f} and backward {t_b:.1f} ({(t_f + t_b) / total:.1%})")
+    print(
+        f"one image-step at 512 px: {total:,.0f} GFLOP = UNet forward + backward to the conditioning {u:,.0f} "
+        f"({u / total:.1%}) + text encoder forward {t_f:.1f} and backward {t_b:.1f} ({(t_f + t_b) / total:.1%})"
+    )
     for name, templates in (("object", OBJECT_TEMPLATES), ("style", STYLE_TEMPLATES)):
         before = [tokenizer(t.split("{}")[0].strip()).input_ids[:-1] for t in templates]  # BOS + words, no EOS
         share = sum(len(b) for b in before) / len(before) / 77
-        print(f"{name} templates: {share:.1%} of the 77 text positions precede the placeholder; caching them "
-              f"would save {share * (t_f + t_b) / total:.2%} of a step's FLOPs")
+        print(
+            f"{name} templates: {share:.1%} of the 77 text positions precede the placeholder; caching them "
+            f"would save {share * (t_f + t_b) / total:.2%} of a step's FLOPs"
+        )
     return 0
 
 
@@ -553,18 +617,25 @@ def machine(device: torch.device) -> str:
 
 
 def fmt_mem(b) -> str:
-    return "-" if b is None else f"{b / GiB:.2f} GiB" if b >= GiB / 4 else f"{b / 2 ** 20:.0f} MiB"
+    return "-" if b is None else f"{b / GiB:.2f} GiB" if b >= GiB / 4 else f"{b / 2**20:.0f} MiB"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", nargs="+", default=None, choices=["tiny", "world", "sd15", "sdxl", "tiny-sdxl"],
-                   help="default: tiny and world on CPU, sd15 on CUDA")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=None,
+        choices=["tiny", "world", "sd15", "sdxl", "tiny-sdxl"],
+        help="default: tiny and world on CPU, sd15 on CUDA",
+    )
     p.add_argument("--batch", nargs="+", type=int, default=None, help="default: 1 4 16 (CPU), 4 16 32 (CUDA)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; 10 with --compile)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--systems", nargs="+", default=["oneword", "reference"], choices=["oneword", "oneword-eager", "reference"])
+    p.add_argument(
+        "--systems", nargs="+", default=["oneword", "reference"], choices=["oneword", "oneword-eager", "reference"]
+    )
     p.add_argument("--repeat", type=int, default=1, help="rounds (alternating systems); the median is reported")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--photos", type=int, default=5)
@@ -575,18 +646,32 @@ def main(argv=None) -> int:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: a quick check)")
     p.add_argument("--channels-last", action="store_true", help="oneword: channels-last UNet")
-    p.add_argument("--sdpa", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"],
-                   help="prefer one PyTorch SDPA backend where it supports the shape (both systems)")
+    p.add_argument(
+        "--sdpa",
+        default="auto",
+        choices=["auto", "flash", "efficient", "cudnn", "math"],
+        help="prefer one PyTorch SDPA backend where it supports the shape (both systems)",
+    )
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--profile", help="append torch.profiler's table over each oneword window to this file "
-                                     "(benchmarks/profile_bound.py reads it)")
-    p.add_argument("--flops", action="store_true",
-                   help="instead: where an SD1.5 learning step's FLOPs are (meta device, seconds, any machine)")
+    p.add_argument(
+        "--profile",
+        help="append torch.profiler's table over each oneword window to this file "
+        "(benchmarks/profile_bound.py reads it)",
+    )
+    p.add_argument(
+        "--flops",
+        action="store_true",
+        help="instead: where an SD1.5 learning step's FLOPs are (meta device, seconds, any machine)",
+    )
     p.add_argument("--world-dir", help="a `oneword world pretrain --out DIR` folder instead of the shipped world")
-    p.add_argument("--many", type=int, metavar="N",
-                   help="instead: concepts per hour learning N concepts with learn_many (--many-steps each, batch "
-                        "--batch[0] per concept) against sequential learn (--many-sequential of them, extrapolated) "
-                        "and the diffusers example run once per concept (3,000 steps of 4 images, its README)")
+    p.add_argument(
+        "--many",
+        type=int,
+        metavar="N",
+        help="instead: concepts per hour learning N concepts with learn_many (--many-steps each, batch "
+        "--batch[0] per concept) against sequential learn (--many-sequential of them, extrapolated) "
+        "and the diffusers example run once per concept (3,000 steps of 4 images, its README)",
+    )
     p.add_argument("--many-steps", type=int, default=200, help="--many: steps per concept (no early stopping)")
     p.add_argument("--many-sequential", type=int, default=2, help="--many: sequential learn runs timed")
     p.add_argument("--slots", type=int, help="--many: concepts per batch (default: learn_many's, from free memory)")
@@ -609,12 +694,26 @@ def main(argv=None) -> int:
     batches = args.batch or ([4, 16, 32] if device.type == "cuda" else [1, 4, 16])
     if args.many:
         return many_per_hour(models[0], batches[0], args, device)
-    flags = [f for f, on in (("grad-ckpt", args.grad_checkpointing), ("compile", args.compile),
-                             ("channels-last", args.channels_last), (f"sdpa={args.sdpa}", args.sdpa != "auto")) if on]
-    print(f"# {machine(device)}; {time.strftime('%Y-%m-%d %H:%M')}; steps {args.steps}; "
-          f"flags: {', '.join(flags) or 'none'}", flush=True)
-    print(f"{'model':9s} {'batch':>5s} {'system':13s} {'dtype':8s} {'img-steps/s':>11s} {'s/step':>8s} "
-          f"{'peak':>10s} {'peak(run)':>10s} {'reserved':>10s} {'threads':>7s} engine", flush=True)
+    flags = [
+        f
+        for f, on in (
+            ("grad-ckpt", args.grad_checkpointing),
+            ("compile", args.compile),
+            ("channels-last", args.channels_last),
+            (f"sdpa={args.sdpa}", args.sdpa != "auto"),
+        )
+        if on
+    ]
+    print(
+        f"# {machine(device)}; {time.strftime('%Y-%m-%d %H:%M')}; steps {args.steps}; "
+        f"flags: {', '.join(flags) or 'none'}",
+        flush=True,
+    )
+    print(
+        f"{'model':9s} {'batch':>5s} {'system':13s} {'dtype':8s} {'img-steps/s':>11s} {'s/step':>8s} "
+        f"{'peak':>10s} {'peak(run)':>10s} {'reserved':>10s} {'threads':>7s} engine",
+        flush=True,
+    )
     results = []
     for kind in models:
         for b in batches:
@@ -631,14 +730,20 @@ def main(argv=None) -> int:
                 best[system] = r
                 results.append(r)
                 write_json(args, device, flags, results)  # after every row: a stopped run keeps what it measured
-                engine = f"{r['engine']} (capture {r['setup_s']:.1f} s)" if r.get("engine") == "cuda-graph" else \
-                    r.get("engine", "")
+                engine = (
+                    f"{r['engine']} (capture {r['setup_s']:.1f} s)"
+                    if r.get("engine") == "cuda-graph"
+                    else r.get("engine", "")
+                )
                 if "tflops" in r:
                     engine += f" {r['tflops']:.0f} TFLOP/s"
                 engine += f" [{r['measure_s']:.0f} s in all]"
-                print(f"{kind:9s} {b:5d} {system:13s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
-                      f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
-                      f"{fmt_mem(r.get('reserved')):>10s} {r['threads']:7d} {engine}", flush=True)
+                print(
+                    f"{kind:9s} {b:5d} {system:13s} {r['dtype']:8s} {r['image_steps_per_s']:11.2f} "
+                    f"{b / r['image_steps_per_s']:8.3f} {fmt_mem(r['peak']):>10s} {fmt_mem(r['peak_run']):>10s} "
+                    f"{fmt_mem(r.get('reserved')):>10s} {r['threads']:7d} {engine}",
+                    flush=True,
+                )
             for other in ("oneword-eager", "reference"):
                 if "oneword" in best and other in best:
                     ratio = best["oneword"]["image_steps_per_s"] / best[other]["image_steps_per_s"]
@@ -670,41 +775,66 @@ def many_per_hour(kind: str, batch: int, args, device) -> int:
         jobs.append(Job(token=f"<c{i}>", photos=str(folder), init="object", seed=i))
     common = dict(steps=args.many_steps, batch_size=batch, early_stop=False, save_every=10**9)
     t = time.perf_counter()
-    for job in jobs[:args.many_sequential]:
-        learn(model, job.photos, LearnConfig.with_defaults(model, **{**common, **job.overrides(), "steps": args.many_steps}),
-              work / "seq" / job.token.strip("<>"), progress=False)
+    for job in jobs[: args.many_sequential]:
+        learn(
+            model,
+            job.photos,
+            LearnConfig.with_defaults(model, **{**common, **job.overrides(), "steps": args.many_steps}),
+            work / "seq" / job.token.strip("<>"),
+            progress=False,
+        )
     sync(device)
     seq_s = (time.perf_counter() - t) / args.many_sequential
     t = time.perf_counter()
-    rows = learn_many(model, [Job(**{**j.__dict__, "out": None}) for j in jobs], work / "many", slots=args.slots,
-                      progress=False, **common)
+    rows = learn_many(
+        model,
+        [Job(**{**j.__dict__, "out": None}) for j in jobs],
+        work / "many",
+        slots=args.slots,
+        progress=False,
+        **common,
+    )
     sync(device)
     many_s = (time.perf_counter() - t) / args.many
     slots = json.loads((Path(rows[0]["out"]) / "run.json").read_text())["engine"]["slots"]
     ref = measure(kind, "reference", 4, args, device)
     example_s = 3000 * 4 / ref["image_steps_per_s"] + load_s
-    print(f"# {machine(device)}; {kind}; {args.many} concepts x {args.many_steps} steps at batch {batch} each; "
-          f"{slots} slots (batch {slots * batch})")
-    for name, per in (("learn-many", many_s), ("sequential learn", seq_s + load_s),
-                      ("diffusers example", example_s)):
+    print(
+        f"# {machine(device)}; {kind}; {args.many} concepts x {args.many_steps} steps at batch {batch} each; "
+        f"{slots} slots (batch {slots * batch})"
+    )
+    for name, per in (("learn-many", many_s), ("sequential learn", seq_s + load_s), ("diffusers example", example_s)):
         print(f"{name:18s} {per:8.2f} s/concept {3600 / per:9.1f} concepts/hour")
-    print(f"learn-many / sequential learn: {(seq_s + load_s) / many_s:.2f}x; / diffusers example: {example_s / many_s:.1f}x "
-          f"(sequential learn and the example each load the model once per concept: {load_s:.1f} s here; "
-          f"the example runs 3,000 steps, learn-many {args.many_steps})")
+    print(
+        f"learn-many / sequential learn: {(seq_s + load_s) / many_s:.2f}x; / diffusers example: {example_s / many_s:.1f}x "
+        f"(sequential learn and the example each load the model once per concept: {load_s:.1f} s here; "
+        f"the example runs 3,000 steps, learn-many {args.many_steps})"
+    )
     if args.json:
         from oneword.safeio import atomic_write_json
 
-        atomic_write_json(args.json, {"kind": kind, "n": args.many, "steps": args.many_steps, "batch": batch,
-                                      "slots": slots, "many_s_per_concept": many_s, "sequential_s_per_concept": seq_s,
-                                      "load_s": load_s, "reference_image_steps_per_s": ref["image_steps_per_s"],
-                                      "example_s_per_concept": example_s, "machine": machine(device)})
+        atomic_write_json(
+            args.json,
+            {
+                "kind": kind,
+                "n": args.many,
+                "steps": args.many_steps,
+                "batch": batch,
+                "slots": slots,
+                "many_s_per_concept": many_s,
+                "sequential_s_per_concept": seq_s,
+                "load_s": load_s,
+                "reference_image_steps_per_s": ref["image_steps_per_s"],
+                "example_s_per_concept": example_s,
+                "machine": machine(device),
+            },
+        )
     return 0
 
 
 def write_json(args, device, flags, results) -> None:
     if args.json:
-        meta = {"machine": machine(device), "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv,
-                "flags": flags}
+        meta = {"machine": machine(device), "date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv, "flags": flags}
         tmp = Path(args.json).with_suffix(".tmp")
         tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
         tmp.replace(args.json)

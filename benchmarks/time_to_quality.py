@@ -38,6 +38,7 @@ over seeds): default - paper per seed (paired: the same sampling seeds) and pool
 each earlier stop (--stops) against its final one, pooled (does the paper setting itself get there by then?);
 and each setting against a rerun of itself with another seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,18 @@ from oneword import evaluation as E
 
 PAPER_STEPS = 5000
 # every tuning concept (never a HELD_OUT one): 8 objects (colour, shape, pattern un-named) and 2 styles
-NAMES = ("teal_ring", "lime_star", "magenta_heart", "red_crescent", "blue_arrow", "orange_hourglass",
-         "striped_square", "dotted_circle", "style_halftone", "style_hatched")
+NAMES = (
+    "teal_ring",
+    "lime_star",
+    "magenta_heart",
+    "red_crescent",
+    "blue_arrow",
+    "orange_hourglass",
+    "striped_square",
+    "dotted_circle",
+    "style_halftone",
+    "style_hatched",
+)
 # --names late: the late tuning concepts (two un-named attributes each; concepts.LATE_CONCEPTS); --names unseen:
 # concepts.UNSEEN_CONCEPTS (a (shape, colour) pair pretraining never drew, and an un-named pattern)
 
@@ -78,8 +89,19 @@ def paper_setting(model, steps: int = PAPER_STEPS, seed: int = 0):
     """Plain TI at the paper's setting (batch 4, lr 0.005, no warm-up, no early stopping), nothing saved on the way."""
     from oneword import LearnConfig
 
-    return LearnConfig.with_defaults(model, steps=steps, batch_size=4, lr=5e-3, warmup=0, early_stop=False,
-                                     save_every=10**9, preview_every=0, seed=seed)
+    return LearnConfig.with_defaults(
+        model,
+        steps=steps,
+        batch_size=4,
+        lr=5e-3,
+        warmup=0,
+        early_stop=False,
+        save_every=10**9,
+        preview_every=0,
+        seed=seed,
+    )
+
+
 STOPS = (50, 100, 150, 300, 600, 1250, 2500, PAPER_STEPS)
 # --starts: where the word starts (oneword.init_words), each at the shipped defaults with early stopping
 STARTS = {"start auto": {"init": "auto"}, "start cross": {"init_mode": "cross"}, "start encoder": {"init": "encoder"}}
@@ -92,7 +114,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="world model folder (default: the shipped one)")
     ap.add_argument("--judge", help="world judge folder (default: the shipped one)")
     ap.add_argument("--names", default=",".join(NAMES), help="tuning concepts (comma-separated, 'late' or 'unseen')")
-    ap.add_argument("--stops", default=",".join(map(str, STOPS)), help="step counts evaluated (the last is the paper's)")
+    ap.add_argument(
+        "--stops", default=",".join(map(str, STOPS)), help="step counts evaluated (the last is the paper's)"
+    )
     ap.add_argument("--n", type=int, default=16, help="samples per prompt")
     ap.add_argument("--eval-steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=5.0)
@@ -101,20 +125,38 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 concept, n=4, 5 DDIM steps, stops 5,10,20")
-    ap.add_argument("--held-out", action="store_true",
-                    help="a final report on the HELD_OUT concepts instead (nothing may be chosen from it)")
-    ap.add_argument("--starts", action="store_true",
-                    help="also the other starts: --init auto, --init-mode cross, --init encoder, and the encoder's "
-                         "word with no optimisation")
-    ap.add_argument("--merge", nargs="+", metavar="WORK",
-                    help="learn nothing: one report over the concepts of earlier runs' --work folders (lanes run in "
-                         "parallel on disjoint --names, same --seed and --stops)")
-    ap.add_argument("--compare-seeds", nargs="+", metavar="WORK",
-                    help="learn nothing: compare the --work folders of runs with different --seed (printed only)")
-    ap.add_argument("--many", type=int, metavar="N",
-                    help="instead: the first N tuning concepts with the defaults, learned one after another (learn) and "
-                         "together (learn_many), alternating --repeat rounds in this process: wall-time ratio and each "
-                         "word's reconstruction against the sequential word's bootstrap interval (printed, --json)")
+    ap.add_argument(
+        "--held-out",
+        action="store_true",
+        help="a final report on the HELD_OUT concepts instead (nothing may be chosen from it)",
+    )
+    ap.add_argument(
+        "--starts",
+        action="store_true",
+        help="also the other starts: --init auto, --init-mode cross, --init encoder, and the encoder's "
+        "word with no optimisation",
+    )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="WORK",
+        help="learn nothing: one report over the concepts of earlier runs' --work folders (lanes run in "
+        "parallel on disjoint --names, same --seed and --stops)",
+    )
+    ap.add_argument(
+        "--compare-seeds",
+        nargs="+",
+        metavar="WORK",
+        help="learn nothing: compare the --work folders of runs with different --seed (printed only)",
+    )
+    ap.add_argument(
+        "--many",
+        type=int,
+        metavar="N",
+        help="instead: the first N tuning concepts with the defaults, learned one after another (learn) and "
+        "together (learn_many), alternating --repeat rounds in this process: wall-time ratio and each "
+        "word's reconstruction against the sequential word's bootstrap interval (printed, --json)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="--many: rounds (the two sides alternate)")
     ap.add_argument("--slots", type=int, help="--many: concepts per batch (default: learn_many's)")
     ap.add_argument("--json", help="--many: also write the results here")
@@ -136,9 +178,17 @@ def main(argv=None) -> int:
     model = load_model(args.model, device="cpu")
     default = LearnConfig.with_defaults(model)  # `oneword learn` as shipped
     paper = paper_setting(model, stops[-1], args.seed)
-    variants = {"ti": {}, **{f"steps {s}": {"steps": s} for s in stops if s != paper.steps},
-                "oneword default": {"early_stop": True, "steps": default.steps, "batch_size": default.batch_size,
-                                    "lr": default.lr, "warmup": default.warmup}}
+    variants = {
+        "ti": {},
+        **{f"steps {s}": {"steps": s} for s in stops if s != paper.steps},
+        "oneword default": {
+            "early_stop": True,
+            "steps": default.steps,
+            "batch_size": default.batch_size,
+            "lr": default.lr,
+            "warmup": default.warmup,
+        },
+    }
     if args.starts:
         base = variants["oneword default"]
         variants.update({k: {**base, **v} for k, v in STARTS.items()})
@@ -154,8 +204,10 @@ def main(argv=None) -> int:
     judge = E.load_judge(args.judge or "world")  # only learning and evaluating need the judge
     ecfg = E.EvalConfig(n=args.n, steps=args.eval_steps, guidance=args.guidance, seed=args.seed, bootstrap=2000)
     bench = Bench(model, judge, paper, ecfg, Path(args.work), 5)
-    log(f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
-          f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}")
+    log(
+        f"model {model.identity['fingerprint']}, concepts {names}, stops {stops}, default: {default.steps} steps "
+        f"max, batch {default.batch_size}, lr {default.lr:g}, early stopping from step {default.min_steps}"
+    )
     per = {n: bench.concept(concept(n), list(variants), variants) for n in names}
     return report(per, names, model, default, paper, stops, variants, args, argv, (time.time() - started) / 60)
 
@@ -171,7 +223,7 @@ def many_vs_sequential(args) -> int:
     from oneword.world.concepts import concept
 
     torch.set_num_threads(args.threads)
-    names = list(NAMES)[:args.many]
+    names = list(NAMES)[: args.many]
     model = load_model(args.model, device="cpu")
     work = Path(args.work) / "many"
     shutil.rmtree(work, ignore_errors=True)
@@ -184,16 +236,22 @@ def many_vs_sequential(args) -> int:
         jobs.append(Job(token=f"<{name}>", photos=str(folder), init=c.init_word, property=c.kind, seed=args.seed))
     times = {"sequential": [], "many": []}
     for r in range(args.repeat):
-        for side in (("sequential", "many") if r % 2 == 0 else ("many", "sequential")):
+        for side in ("sequential", "many") if r % 2 == 0 else ("many", "sequential"):
             out = work / f"{side}{r}"
             started = time.perf_counter()
             if side == "many":
-                learn_many(model, [Job(**{**j.__dict__, "out": None}) for j in jobs], out, slots=args.slots,
-                           progress=False)
+                learn_many(
+                    model, [Job(**{**j.__dict__, "out": None}) for j in jobs], out, slots=args.slots, progress=False
+                )
             else:
                 for j in jobs:
-                    learn(model, j.photos, LearnConfig.with_defaults(model, **j.overrides()), out / j.token.strip("<>"),
-                          progress=False)
+                    learn(
+                        model,
+                        j.photos,
+                        LearnConfig.with_defaults(model, **j.overrides()),
+                        out / j.token.strip("<>"),
+                        progress=False,
+                    )
             times[side].append(time.perf_counter() - started)
             log(f"round {r} {side}: {times[side][-1]:.1f} s")
     ratio = float(np.median(times["sequential"]) / np.median(times["many"]))
@@ -203,18 +261,25 @@ def many_vs_sequential(args) -> int:
     for j, name in zip(jobs, names):
         c = concept(name)
         photos = sorted((work / "photos" / name).glob("*.png"))
-        words = [load_concepts(work / f"{side}0" / name / "learned_embeds.safetensors")[0]
-                 for side in ("sequential", "many")]
-        steps = [json.loads((work / f"{side}0" / name / "run.json").read_text())["step"] for side in ("sequential", "many")]
+        words = [
+            load_concepts(work / f"{side}0" / name / "learned_embeds.safetensors")[0] for side in ("sequential", "many")
+        ]
+        steps = [
+            json.loads((work / f"{side}0" / name / "run.json").read_text())["step"] for side in ("sequential", "many")
+        ]
         res = E.evaluate(model, [str(p) for p in photos], words, judge, kind=c.kind, config=ecfg)["results"]
         seq, mny = res[0]["reconstruction"], res[1]["reconstruction"]
         inside = seq["ci"][0] <= mny["mean"] <= seq["ci"][1]
         rows.append({"concept": name, "steps": steps, "sequential": seq, "many": mny, "within_interval": inside})
-        log(f"{name}: steps {steps[0]} / {steps[1]}; reconstruction sequential {E.fmt(seq)}, many {E.fmt(mny)}"
-            f"{'' if inside else '  OUTSIDE'}")
-    log(f"wall time: sequential {np.median(times['sequential']):.1f} s, learn-many {np.median(times['many']):.1f} s "
+        log(
+            f"{name}: steps {steps[0]} / {steps[1]}; reconstruction sequential {E.fmt(seq)}, many {E.fmt(mny)}"
+            f"{'' if inside else '  OUTSIDE'}"
+        )
+    log(
+        f"wall time: sequential {np.median(times['sequential']):.1f} s, learn-many {np.median(times['many']):.1f} s "
         f"(medians of {args.repeat}): {ratio:.2f}x; reconstruction within the sequential interval: "
-        f"{sum(r['within_interval'] for r in rows)}/{len(rows)}")
+        f"{sum(r['within_interval'] for r in rows)}/{len(rows)}"
+    )
     if args.json:
         write_json(Path(args.json), {"times": times, "ratio": ratio, "concepts": rows, "threads": args.threads})
     return 0
@@ -227,21 +292,37 @@ def report(per, names, model, default, paper, stops, variants, args, argv, minut
     curve = []
     for s in stops:
         m = "ti" if s == paper.steps else f"steps {s}"
-        curve.append({"steps": s, "image_steps": s * paper.batch_size, "reconstruction": summary[m]["reconstruction"],
-                      "editability": summary[m]["editability"]})
+        curve.append(
+            {
+                "steps": s,
+                "image_steps": s * paper.batch_size,
+                "reconstruction": summary[m]["reconstruction"],
+                "editability": summary[m]["editability"],
+            }
+        )
     d = summary["oneword default"]
     used = [per[n]["results"]["oneword default"]["learn"]["steps"] for n in names]
     seconds = [per[n]["results"]["oneword default"]["learn"]["seconds"] for n in names]
     final = curve[-1]["reconstruction"]["mean"]
     reach = next((c["image_steps"] for c in curve if c["reconstruction"]["mean"] >= final), None)
-    res = {"curve": curve, "default": {"reconstruction": d["reconstruction"], "editability": d["editability"],
-                                       "vs_paper": d["vs_ti"], "steps": used, "seconds": seconds,
-                                       "image_steps": float(np.mean(used)) * default.batch_size,
-                                       "batch": default.batch_size, "lr": default.lr},
-           "paper_image_steps": curve[-1]["image_steps"], "first_stop_reaching_final": reach,
-           "caption": {k: summary["caption"][k] for k in ("reconstruction", "editability")},
-           "per_concept": per_concept_rows(per, names),
-           "minutes": round(minutes, 1)}
+    res = {
+        "curve": curve,
+        "default": {
+            "reconstruction": d["reconstruction"],
+            "editability": d["editability"],
+            "vs_paper": d["vs_ti"],
+            "steps": used,
+            "seconds": seconds,
+            "image_steps": float(np.mean(used)) * default.batch_size,
+            "batch": default.batch_size,
+            "lr": default.lr,
+        },
+        "paper_image_steps": curve[-1]["image_steps"],
+        "first_stop_reaching_final": reach,
+        "caption": {k: summary["caption"][k] for k in ("reconstruction", "editability")},
+        "per_concept": per_concept_rows(per, names),
+        "minutes": round(minutes, 1),
+    }
     if any(v in summary for v in STARTS):
         res["starts"] = starts_table(per, names, summary, default)
     if not args.merge:
@@ -259,9 +340,14 @@ def starts_table(per: dict, names, summary: dict, default) -> list[dict]:
     """Each start (the default's init word, auto, cross, encoder, the encoder's zero-step word): image-steps,
     learning seconds, quality, and paired differences (concepts resampled) to the paper setting's final word, the
     caption and the default."""
+
     def samples(m, what):
-        return [per[n]["results"][m]["prompts"][0]["samples"] if what == "rec" else
-                [q["samples"] for q in per[n]["results"][m]["prompts"][1:]] for n in names]
+        return [
+            per[n]["results"][m]["prompts"][0]["samples"]
+            if what == "rec"
+            else [q["samples"] for q in per[n]["results"][m]["prompts"][1:]]
+            for n in names
+        ]
 
     rows = []
     for m in ["oneword default", *STARTS, *ZERO_STEP]:
@@ -269,13 +355,20 @@ def starts_table(per: dict, names, summary: dict, default) -> list[dict]:
             continue
         learned = [per[n]["results"][m]["learn"] for n in names]
         steps = 0 if m in ZERO_STEP else float(np.mean([x["steps"] for x in learned]))
-        row = {"start": m, "image_steps": steps * default.batch_size, "seconds": [x["seconds"] for x in learned],
-               "steps": [x["steps"] for x in learned], "reconstruction": summary[m]["reconstruction"],
-               "editability": summary[m]["editability"]}
+        row = {
+            "start": m,
+            "image_steps": steps * default.batch_size,
+            "seconds": [x["seconds"] for x in learned],
+            "steps": [x["steps"] for x in learned],
+            "reconstruction": summary[m]["reconstruction"],
+            "editability": summary[m]["editability"],
+        }
         for other, key in (("ti", "vs_paper"), ("caption", "vs_caption"), ("oneword default", "vs_default")):
             if other != m:
-                row[key] = {"reconstruction": pooled_diff(samples(m, "rec"), samples(other, "rec"), 51),
-                            "editability": pooled_diff(samples(m, "edit"), samples(other, "edit"), 52)}
+                row[key] = {
+                    "reconstruction": pooled_diff(samples(m, "rec"), samples(other, "rec"), 51),
+                    "editability": pooled_diff(samples(m, "edit"), samples(other, "edit"), 52),
+                }
         rows.append(row)
     return rows
 
@@ -287,12 +380,18 @@ def per_concept_rows(per: dict, names) -> list[dict]:
     for n in names:
         r = per[n]["results"]
         d, p, c = r["oneword default"]["prompts"], r["ti"]["prompts"], r["caption"]["prompts"]
-        rows.append({"concept": n, "steps": r["oneword default"]["learn"]["steps"],
-                     "paper": r["ti"]["reconstruction"]["mean"], "default": r["oneword default"]["reconstruction"]["mean"],
-                     "reconstruction": E.difference(d[0]["samples"], p[0]["samples"], seed=21),
-                     "editability": E.difference([q["samples"] for q in d[1:]], [q["samples"] for q in p[1:]], seed=22),
-                     "paper_vs_caption": E.difference(p[0]["samples"], c[0]["samples"], seed=23),
-                     "default_vs_caption": E.difference(d[0]["samples"], c[0]["samples"], seed=24)})
+        rows.append(
+            {
+                "concept": n,
+                "steps": r["oneword default"]["learn"]["steps"],
+                "paper": r["ti"]["reconstruction"]["mean"],
+                "default": r["oneword default"]["reconstruction"]["mean"],
+                "reconstruction": E.difference(d[0]["samples"], p[0]["samples"], seed=21),
+                "editability": E.difference([q["samples"] for q in d[1:]], [q["samples"] for q in p[1:]], seed=22),
+                "paper_vs_caption": E.difference(p[0]["samples"], c[0]["samples"], seed=23),
+                "default_vs_caption": E.difference(d[0]["samples"], c[0]["samples"], seed=24),
+            }
+        )
     return rows
 
 
@@ -304,18 +403,25 @@ def plot(res: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     xs = [c["image_steps"] for c in res["curve"]]
-    for ax, key, title in ((axes[0], "reconstruction", "reconstruction (CLIP image-image)"),
-                           (axes[1], "editability", "editability (CLIP text-image)")):
+    for ax, key, title in (
+        (axes[0], "reconstruction", "reconstruction (CLIP image-image)"),
+        (axes[1], "editability", "editability (CLIP text-image)"),
+    ):
         mean = [c[key]["mean"] for c in res["curve"]]
         lo, hi = [c[key]["ci"][0] for c in res["curve"]], [c[key]["ci"][1] for c in res["curve"]]
         ax.plot(xs, mean, "o-", color="#d62728", label="plain TI, paper setting (batch 4, lr 0.005)")
         ax.fill_between(xs, lo, hi, color="#d62728", alpha=0.15)
         dft = res["default"]
-        ax.errorbar([dft["image_steps"]], [dft[key]["mean"]],
-                    yerr=[[dft[key]["mean"] - dft[key]["ci"][0]], [dft[key]["ci"][1] - dft[key]["mean"]]],
-                    fmt="*", ms=14, color="#2ca02c",
-                    label=f"oneword learn default (batch {res['default']['batch']}, lr {res['default']['lr']:g}, "
-                          "early stopping)")
+        ax.errorbar(
+            [dft["image_steps"]],
+            [dft[key]["mean"]],
+            yerr=[[dft[key]["mean"] - dft[key]["ci"][0]], [dft[key]["ci"][1] - dft[key]["mean"]]],
+            fmt="*",
+            ms=14,
+            color="#2ca02c",
+            label=f"oneword learn default (batch {res['default']['batch']}, lr {res['default']['lr']:g}, "
+            "early stopping)",
+        )
         ax.axhline(res["caption"][key]["mean"], color="#444444", ls=":", label="human caption")
         ax.axvline(res["paper_image_steps"] / 4, color="#999999", ls="--", lw=1, label="1/4 of the paper's image-steps")
         ax.set_xscale("log")
@@ -328,42 +434,47 @@ def plot(res: dict, path: Path) -> None:
 
 def render(res: dict, names, model, default, args, argv) -> str:
     f = fmt_summary
-    rows = "\n".join(f"| {c['steps']} | {c['image_steps']:,} | {f(c['reconstruction'])} | {f(c['editability'])} |"
-                     for c in res["curve"])
+    rows = "\n".join(
+        f"| {c['steps']} | {c['image_steps']:,} | {f(c['reconstruction'])} | {f(c['editability'])} |"
+        for c in res["curve"]
+    )
     d = res["default"]
     vs = d["vs_paper"]
     ratio = d["image_steps"] / res["paper_image_steps"]
     reach = res["first_stop_reaching_final"]
-    per_rows = "\n".join(f"| {r['concept']} | {r['steps']} | {r['paper']:.3f} | {r['default']:.3f} | "
-                         f"{fmt_diff(r['reconstruction'])} | {fmt_diff(r['editability'])} | {fmt_diff(r['paper_vs_caption'])} | "
-                         f"{fmt_diff(r['default_vs_caption'])} |" for r in res["per_concept"])
+    per_rows = "\n".join(
+        f"| {r['concept']} | {r['steps']} | {r['paper']:.3f} | {r['default']:.3f} | "
+        f"{fmt_diff(r['reconstruction'])} | {fmt_diff(r['editability'])} | {fmt_diff(r['paper_vs_caption'])} | "
+        f"{fmt_diff(r['default_vs_caption'])} |"
+        for r in res["per_concept"]
+    )
     return f"""{MARK[0]}
 ## Time to quality: `benchmarks/time_to_quality.py`
 
 ```
-HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.time_to_quality {' '.join(argv)}
+HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.time_to_quality {" ".join(argv)}
 ```
 
-World model `{model.identity['fingerprint']}`, concepts {', '.join(names)} (tuning concepts; the held-out ones
+World model `{model.identity["fingerprint"]}`, concepts {", ".join(names)} (tuning concepts; the held-out ones
 are not used), 5 photos each; evaluation as in docs/quality.md ({args.n} samples per prompt, {args.eval_steps}
 DDIM steps, guidance {args.guidance:g}, world CLIP in the judge's language); means over concepts with 95% bootstrap intervals
-(samples and concepts resampled). {res['minutes']} min on 2 CPU cores.
+(samples and concepts resampled). {res["minutes"]} min on 2 CPU cores.
 
 Plain TI at the paper's setting (batch 4, lr 0.005, no early stopping), stopped along the way:
 
 | steps | image-steps | reconstruction | editability |
 |---|---|---|---|
 {rows}
-| human caption | - | {f(res['caption']['reconstruction'])} | {f(res['caption']['editability'])} |
+| human caption | - | {f(res["caption"]["reconstruction"])} | {f(res["caption"]["editability"])} |
 
 `oneword learn` as shipped (world defaults: at most {default.steps} steps, batch {default.batch_size}, lr
-{default.lr:g}, early stopping from step {default.min_steps} on a {default.val_window}-validation window): stopped after {', '.join(map(str, d['steps']))} steps
-= **{d['image_steps']:,.0f} image-steps, {ratio:.1%} of the paper's {res['paper_image_steps']:,}**
-({', '.join(f'{s:.0f}' for s in d['seconds'])} s of learning per concept on 2 CPU cores).
-Reconstruction {f(d['reconstruction'])}, editability {f(d['editability'])}; against the paper setting's
-final word: reconstruction {fmt_diff(vs['reconstruction'])}, editability {fmt_diff(vs['editability'])}
+{default.lr:g}, early stopping from step {default.min_steps} on a {default.val_window}-validation window): stopped after {", ".join(map(str, d["steps"]))} steps
+= **{d["image_steps"]:,.0f} image-steps, {ratio:.1%} of the paper's {res["paper_image_steps"]:,}**
+({", ".join(f"{s:.0f}" for s in d["seconds"])} s of learning per concept on 2 CPU cores).
+Reconstruction {f(d["reconstruction"])}, editability {f(d["editability"])}; against the paper setting's
+final word: reconstruction {fmt_diff(vs["reconstruction"])}, editability {fmt_diff(vs["editability"])}
 (paired, concepts resampled). The paper run's own curve first reaches its final reconstruction at
-{f'{reach:,} image-steps' if reach else 'its last stop'}.
+{f"{reach:,} image-steps" if reach else "its last stop"}.
 
 Per concept (default against the paper setting's final word, samples resampled):
 
@@ -383,19 +494,28 @@ def render_starts(res: dict, names) -> str:
     rows = []
     for r in res["starts"]:
         d = {k: r.get(k) for k in ("vs_paper", "vs_caption", "vs_default")}
-        rows.append(f"| {r['start']} | {r['image_steps']:,.0f} ({r['image_steps'] / res['paper_image_steps']:.1%}) | "
-                    f"{', '.join(f'{s:.0f}' for s in r['seconds'])} | {fmt_summary(r['reconstruction'])} | "
-                    f"{fmt_summary(r['editability'])} | "
-                    + " | ".join(f"{fmt_diff(d[k]['reconstruction'])}, {fmt_diff(d[k]['editability'])}" if d[k] else "-"
-                                 for k in ("vs_paper", "vs_caption", "vs_default")) + " |")
-    return (f"""
-Where the word starts (`--starts`; concepts {', '.join(names)}; each at the shipped defaults with early stopping;
+        rows.append(
+            f"| {r['start']} | {r['image_steps']:,.0f} ({r['image_steps'] / res['paper_image_steps']:.1%}) | "
+            f"{', '.join(f'{s:.0f}' for s in r['seconds'])} | {fmt_summary(r['reconstruction'])} | "
+            f"{fmt_summary(r['editability'])} | "
+            + " | ".join(
+                f"{fmt_diff(d[k]['reconstruction'])}, {fmt_diff(d[k]['editability'])}" if d[k] else "-"
+                for k in ("vs_paper", "vs_caption", "vs_default")
+            )
+            + " |"
+        )
+    return (
+        f"""
+Where the word starts (`--starts`; concepts {", ".join(names)}; each at the shipped defaults with early stopping;
 the zero-step word is the photo encoder's with no optimisation). Differences are (reconstruction, editability),
 paired, concepts resampled:
 
 | start | image-steps (of the paper's) | seconds per word | reconstruction | editability | − paper's final word | − caption | − default start |
 |---|---|---|---|---|---|---|---|
-""" + "\n".join(rows) + "\n")
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def compare_seeds(work: list[str]) -> int:
@@ -409,40 +529,75 @@ def compare_seeds(work: list[str]) -> int:
     def by_concept(runs: list[dict], what: str) -> list:  # [concept][seed] -> samples: concepts are the clusters
         return [list(seeds) for seeds in zip(*(r[what] for r in runs))]
 
-    rows = [(f"default - paper, {w}", pooled_diff(default[i]["rec"], paper[i]["rec"], 31),
-             pooled_diff(default[i]["edit"], paper[i]["edit"], 32)) for i, w in enumerate(work)]
-    rows.append((f"default - paper, pooled over {len(pers)} seeds",
-                 pooled_diff(by_concept(default, "rec"), by_concept(paper, "rec"), 33),
-                 pooled_diff(by_concept(default, "edit"), by_concept(paper, "edit"), 34)))
+    rows = [
+        (
+            f"default - paper, {w}",
+            pooled_diff(default[i]["rec"], paper[i]["rec"], 31),
+            pooled_diff(default[i]["edit"], paper[i]["edit"], 32),
+        )
+        for i, w in enumerate(work)
+    ]
+    rows.append(
+        (
+            f"default - paper, pooled over {len(pers)} seeds",
+            pooled_diff(by_concept(default, "rec"), by_concept(paper, "rec"), 33),
+            pooled_diff(by_concept(default, "edit"), by_concept(paper, "edit"), 34),
+        )
+    )
     # the paper run's intermediate stops that every run evaluated: does its own budget suffice?
-    stops = sorted((m for m in pers[0][names[0]]["results"] if m.startswith("steps ")
-                    and all(m in p[n]["results"] for p in pers for n in names)), key=lambda m: int(m.split()[1]))
+    stops = sorted(
+        (
+            m
+            for m in pers[0][names[0]]["results"]
+            if m.startswith("steps ") and all(m in p[n]["results"] for p in pers for n in names)
+        ),
+        key=lambda m: int(m.split()[1]),
+    )
     early = {stop: [scores(p, stop, names) for p in pers] for stop in stops}
     for stop in stops:
-        rows.append((f"paper at {stop} - paper final, pooled over {len(pers)} seeds",
-                     pooled_diff(by_concept(early[stop], "rec"), by_concept(paper, "rec"), 45),
-                     pooled_diff(by_concept(early[stop], "edit"), by_concept(paper, "edit"), 46)))
+        rows.append(
+            (
+                f"paper at {stop} - paper final, pooled over {len(pers)} seeds",
+                pooled_diff(by_concept(early[stop], "rec"), by_concept(paper, "rec"), 45),
+                pooled_diff(by_concept(early[stop], "edit"), by_concept(paper, "edit"), 46),
+            )
+        )
     for (i, a), (j, b) in itertools.combinations(enumerate(work), 2):
         for label, runs in (("paper", paper), ("default", default)):
-            rows.append((f"{label} {b} - {label} {a}", pooled_diff(runs[j]["rec"], runs[i]["rec"], 35),
-                         pooled_diff(runs[j]["edit"], runs[i]["edit"], 36)))
+            rows.append(
+                (
+                    f"{label} {b} - {label} {a}",
+                    pooled_diff(runs[j]["rec"], runs[i]["rec"], 35),
+                    pooled_diff(runs[j]["edit"], runs[i]["edit"], 36),
+                )
+            )
     print(f"concepts: {', '.join(names)}\n")
     print("| comparison | reconstruction | editability |\n|---|---|---|")
     for label, rec, edit in rows:
         print(f"| {label} | {fmt_diff(rec)} | {fmt_diff(edit)} |")
-    print(f"\nPer concept, default - paper over the {len(pers)} seeds (seeds and samples resampled: with so few seeds a\n"
-          "rough interval, but one that holds each word's learning luck, not only the sampling noise):\n")
-    print("| concept | steps the default ran | reconstruction, per seed | pooled | editability, pooled |"
-          + "".join(f" paper at {stop} - final, rec. |" for stop in stops) + "\n|---|---|---|---|---|" + "---|" * len(stops))
+    print(
+        f"\nPer concept, default - paper over the {len(pers)} seeds (seeds and samples resampled: with so few seeds a\n"
+        "rough interval, but one that holds each word's learning luck, not only the sampling noise):\n"
+    )
+    print(
+        "| concept | steps the default ran | reconstruction, per seed | pooled | editability, pooled |"
+        + "".join(f" paper at {stop} - final, rec. |" for stop in stops)
+        + "\n|---|---|---|---|---|"
+        + "---|" * len(stops)
+    )
     for i, n in enumerate(names):
         rec = [E.difference(d["rec"][i], q["rec"][i], seed=37)["mean"] for d, q in zip(default, paper)]
         steps = [p[n]["results"][default_m]["learn"]["steps"] for p in pers]
         pooled = pooled_diff([d["rec"][i] for d in default], [q["rec"][i] for q in paper], 38)
         pooled_edit = pooled_diff([d["edit"][i] for d in default], [q["edit"][i] for q in paper], 39)
-        own = "".join(f" {fmt_diff(pooled_diff([e['rec'][i] for e in early[stop]], [q['rec'][i] for q in paper], 47))} |"
-                      for stop in stops)
-        print(f"| {n} | {', '.join(map(str, steps))} | {', '.join(f'{r:+.3f}' for r in rec)} | {fmt_diff(pooled)} | "
-              f"{fmt_diff(pooled_edit)} |{own}")
+        own = "".join(
+            f" {fmt_diff(pooled_diff([e['rec'][i] for e in early[stop]], [q['rec'][i] for q in paper], 47))} |"
+            for stop in stops
+        )
+        print(
+            f"| {n} | {', '.join(map(str, steps))} | {', '.join(f'{r:+.3f}' for r in rec)} | {fmt_diff(pooled)} | "
+            f"{fmt_diff(pooled_edit)} |{own}"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ Settings left out of `LearnConfig` take the model's recommended ones, as `onewor
 
 `import oneword` is cheap: each name below is imported (with torch) the first time it is used.
 """
+
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ _EXPORTS = {
     "FrozenModel": "oneword.models",
     "learn": "oneword.invert",
     "LearnConfig": "oneword.invert",
+    "learn_many": "oneword.many",
     "generate": "oneword.sampling",
     "variations": "oneword.sampling",
     "edit": "oneword.editing",

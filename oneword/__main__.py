@@ -1,4 +1,5 @@
 """`python -m oneword ...`: the same as the `oneword` command."""
+
 import sys
 
 from oneword.commands import main

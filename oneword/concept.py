@@ -5,6 +5,7 @@ A word is a token name standing for 1..75 vectors of width 1..4096 (:func:`check
 :func:`vector_token_names` gives. Reading and writing files is :mod:`oneword.formats`; putting words
 into a model is :mod:`oneword.install`. Every problem is one line of :class:`~oneword.errors.OnewordError`.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -15,17 +16,17 @@ import torch
 from .errors import OnewordError
 
 # ----------------------------------------------------------------------------------------- limits
-MAX_VECTORS = 75                 # CLIP's 77-token context minus BOS/EOS
-MAX_DIM = 4096                   # SD1.x 768, SD2.x 1024, SDXL 768+1280; nothing real is wider
+MAX_VECTORS = 75  # CLIP's 77-token context minus BOS/EOS
+MAX_DIM = 4096  # SD1.x 768, SD2.x 1024, SDXL 768+1280; nothing real is wider
 MAX_TOKEN_CHARS = 100
 MAX_META_ITEMS = 1000
 MAX_META_KEY_CHARS = 256
 # what a file from a stranger may hold or claim (oneword.formats)
-MAX_TENSORS = 16                 # an embedding file holds one to a few tensors; a model holds hundreds
-MAX_HEADER_BYTES = 10_000_000    # safetensors JSON header
-MAX_FILE_BYTES = 64 << 20        # any embedding file (the largest real one is ~1.2 MB; images a few MB)
-MAX_JSON_BYTES = 16 << 20        # decoded A1111 image payload (75 x 4096 floats as JSON is ~8 MB)
-MAX_IMAGE_PIXELS = 25_000_000    # PNG/WebP carrying an embedding (A1111's are < 1 MP)
+MAX_TENSORS = 16  # an embedding file holds one to a few tensors; a model holds hundreds
+MAX_HEADER_BYTES = 10_000_000  # safetensors JSON header
+MAX_FILE_BYTES = 64 << 20  # any embedding file (the largest real one is ~1.2 MB; images a few MB)
+MAX_JSON_BYTES = 16 << 20  # decoded A1111 image payload (75 x 4096 floats as JSON is ~8 MB)
+MAX_IMAGE_PIXELS = 25_000_000  # PNG/WebP carrying an embedding (A1111's are < 1 MP)
 
 KNOWN_WIDTHS = {768: "SD1.x / CLIP ViT-L", 1024: "SD2.x / OpenCLIP ViT-H", 1280: "SDXL's second encoder (ViT-bigG)"}
 
@@ -38,6 +39,7 @@ class Concept:
     ``parts`` is only set for SDXL files: {"clip_l": [n,768], "clip_g": [n,1280]}; ``vectors`` is then
     the clip_l part (for inspection) and the concept can only be installed into an SDXL pipeline.
     """
+
     token: str
     vectors: torch.Tensor
     meta: dict[str, str] = field(default_factory=dict)
@@ -106,13 +108,29 @@ def check_vectors(t, where: str) -> torch.Tensor:
     """Validate one embedding tensor and return it as a fresh contiguous float32 CPU [n, dim] tensor."""
     if not isinstance(t, torch.Tensor):
         raise OnewordError(f"{where}: expected a tensor, found {type(t).__name__}")
-    kind = ("quantized" if t.is_quantized else "meta (no data)" if t.is_meta else "nested" if getattr(t, "is_nested", False)
-            else str(t.layout).replace("torch.", "") if t.layout != torch.strided
-            else f"on {t.device.type}" if t.device.type != "cpu" else None)
+    kind = (
+        "quantized"
+        if t.is_quantized
+        else "meta (no data)"
+        if t.is_meta
+        else "nested"
+        if getattr(t, "is_nested", False)
+        else str(t.layout).replace("torch.", "")
+        if t.layout != torch.strided
+        else f"on {t.device.type}"
+        if t.device.type != "cpu"
+        else None
+    )
     if kind:
         raise OnewordError(f"{where}: {kind} tensor; expected a plain dense tensor")
-    if t.is_complex() or not t.is_floating_point() or t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise OnewordError(f"{where}: tensor dtype {str(t.dtype).replace('torch.', '')}; embeddings are float16/bfloat16/float32")
+    if (
+        t.is_complex()
+        or not t.is_floating_point()
+        or t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    ):
+        raise OnewordError(
+            f"{where}: tensor dtype {str(t.dtype).replace('torch.', '')}; embeddings are float16/bfloat16/float32"
+        )
     if t.dim() == 1:
         t = t.unsqueeze(0)
     if t.dim() != 2:
@@ -132,8 +150,10 @@ def check_concept(c: Concept, where: str = "concept") -> Concept:
     """A validated copy of ``c``: CPU float32 vectors (and SDXL parts), checked token and metadata."""
     if not isinstance(c, Concept):
         raise OnewordError(f"{where}: expected a Concept, got {type(c).__name__}")
-    def cpu(t):   # in-memory concepts may live on a GPU; files never do
+
+    def cpu(t):  # in-memory concepts may live on a GPU; files never do
         return t.detach().cpu() if isinstance(t, torch.Tensor) and not t.is_meta else t
+
     token = check_token_name(c.token, f"{where} token")
     vectors = check_vectors(cpu(c.vectors), f"{where} {token}")
     parts = None
@@ -147,8 +167,9 @@ def check_sdxl_parts(parts: dict, where: str) -> None:
     if set(parts) != {"clip_l", "clip_g"}:
         raise OnewordError(f"{where}: SDXL parts must be clip_l and clip_g, found {sorted(parts)}")
     if parts["clip_l"].shape[0] != parts["clip_g"].shape[0]:
-        raise OnewordError(f"{where}: SDXL clip_l has {parts['clip_l'].shape[0]} vectors but clip_g "
-                           f"{parts['clip_g'].shape[0]}")
+        raise OnewordError(
+            f"{where}: SDXL clip_l has {parts['clip_l'].shape[0]} vectors but clip_g {parts['clip_g'].shape[0]}"
+        )
 
 
 def width_name(w: int) -> str:

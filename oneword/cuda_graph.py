@@ -10,6 +10,7 @@ Contract of a runner `run(**inputs) -> loss`: inputs are tensors of fixed shapes
 call every parameter's .grad holds this call's gradient of scale(loss) (replacing the previous one, never
 accumulating). A graphed runner owns those .grad tensors: callers must not set them to None.
 """
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ The paper samples a fresh latent from the VAE posterior for every training step 
 per step, so we encode each photo and its mirror image once, keep the posterior's mean and std, and draw
 the sample per step: the same distribution as the paper, without the VAE in the loop.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def photos_fingerprint(source) -> dict:
 class LatentCache:
     """Posterior mean and std of every photo and of its mirror: rows [0, N) photos, [N, 2N) mirrors; `sizes`,
     each row's original size, crop offset and target size (`crop_sizes`; a mirror's centre crop is the same)."""
+
     mean: torch.Tensor
     std: torch.Tensor
     scaling_factor: float

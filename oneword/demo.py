@@ -3,6 +3,7 @@
 Renders a novel concept's "user photos" (something the world model can draw but no word names),
 learns its word with the core engine, and writes previews of the word in a plain prompt and an edit.
 """
+
 from __future__ import annotations
 
 import time
@@ -75,8 +76,10 @@ def _write_photos(out: Path, photos, name: str, seed: int) -> None:
     if folder.is_dir():
         have = {p.name: p for p in folder.iterdir()}
         if set(have) != set(wanted) or any(have[k].read_bytes() != v for k, v in wanted.items()):
-            raise OnewordError(f"{out} holds another demo (other photos: another concept or --seed); choose another "
-                               f"--out for '{name}' with --seed {seed} (nothing was changed)")
+            raise OnewordError(
+                f"{out} holds another demo (other photos: another concept or --seed); choose another "
+                f"--out for '{name}' with --seed {seed} (nothing was changed)"
+            )
         return
     if out.is_dir() and any(out.iterdir()):
         raise OnewordError(f"{out} is not empty and holds no demo; choose another --out (nothing was changed)")

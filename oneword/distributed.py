@@ -9,6 +9,7 @@ from its last checkpoint, which on the CPU gives the very vector the uninterrupt
 
 `ray` is imported only here, and only when --ray is used (`pip install oneword[ray]`).
 """
+
 from __future__ import annotations
 
 import os
@@ -119,8 +120,20 @@ class Worker:
 class RayLearnMany:
     """The driver: `start()` the queue and the workers, `wait()` for every concept (replacing dead workers)."""
 
-    def __init__(self, address, model_spec, device, jobs, out, *, slots: int | None = None, workers: int | None = None,
-                 resume: bool = False, init: dict | None = None, **settings):
+    def __init__(
+        self,
+        address,
+        model_spec,
+        device,
+        jobs,
+        out,
+        *,
+        slots: int | None = None,
+        workers: int | None = None,
+        resume: bool = False,
+        init: dict | None = None,
+        **settings,
+    ):
         self.ray = _ray()
         self.address, self.model_spec, self.device = address, model_spec, device
         self.out = Path(out)
@@ -146,8 +159,10 @@ class RayLearnMany:
         from .safeio import atomic_write_json
 
         model = {"source": str(self.model_spec), "kind": "world" if self.model_spec is None else "diffusers"}
-        atomic_write_json(self.out / MANIFEST, {"jobs": [asdict(j) for j in self.jobs], "settings": self.settings,
-                                               "slots": self.slots, "model": model})
+        atomic_write_json(
+            self.out / MANIFEST,
+            {"jobs": [asdict(j) for j in self.jobs], "settings": self.settings, "slots": self.slots, "model": model},
+        )
         resources = ray.cluster_resources()
         self.gpu = bool(resources.get("GPU")) and self.device != "cpu"
         self.n_workers = self.n_workers or max(1, int(resources.get("GPU" if self.gpu else "CPU", 1)))
@@ -160,11 +175,11 @@ class RayLearnMany:
         ray = self.ray
         need = {"num_gpus": 1} if self.gpu else {"num_cpus": 1}
         worker_id, self.next_id = self.next_id, self.next_id + 1
-        actor = ray.remote(max_restarts=0, **need)(Worker).remote(self.model_spec, self.device,
-                                                                   None if self.gpu else 1)
+        actor = ray.remote(max_restarts=0, **need)(Worker).remote(self.model_spec, self.device, None if self.gpu else 1)
         self.workers[worker_id] = actor
-        future = actor.run.remote(self.queue, worker_id, [asdict(j) for j in self.jobs], self.settings, self.slots,
-                                  str(self.out))
+        future = actor.run.remote(
+            self.queue, worker_id, [asdict(j) for j in self.jobs], self.settings, self.slots, str(self.out)
+        )
         self.running[future] = worker_id
 
     def worker_pids(self) -> dict[int, int]:
@@ -197,10 +212,12 @@ class RayLearnMany:
         return rows
 
 
-def learn_many_ray(address, model_spec, device, jobs, out, *, slots=None, resume: bool = False, workers=None,
-                   **settings) -> list[dict]:
+def learn_many_ray(
+    address, model_spec, device, jobs, out, *, slots=None, resume: bool = False, workers=None, **settings
+) -> list[dict]:
     """learn_many on a Ray cluster (`address`: "auto", an address, or "local" to start one on this machine)."""
-    driver = RayLearnMany(address, model_spec, device, jobs, out, slots=slots, workers=workers, resume=resume,
-                          **settings)
+    driver = RayLearnMany(
+        address, model_spec, device, jobs, out, slots=slots, workers=workers, resume=resume, **settings
+    )
     driver.start()
     return driver.wait()

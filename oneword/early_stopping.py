@@ -8,6 +8,7 @@ recent values over the variance of all) stopped a style word whose loss was stil
 words run to the step cap (CHANGELOG.md, 2026-11-27). Its history is part of a run's checkpoint
 (oneword.run), so a resumed run stops where the uninterrupted one would.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,16 @@ class ValidationBatch:
     """The fixed batch and its mean loss. `sample_loss(rows, posterior_noise, noise, timesteps, prompt_ids)` is the
     training loss on given samples (invert.learn's, with the word being learned installed)."""
 
-    def __init__(self, cache, ids: torch.Tensor, cfg, n_train_steps: int, sample_loss, graph: bool = False,
-                 chunk: int | None = None):
+    def __init__(
+        self,
+        cache,
+        ids: torch.Tensor,
+        cfg,
+        n_train_steps: int,
+        sample_loss,
+        graph: bool = False,
+        chunk: int | None = None,
+    ):
         g = torch.Generator().manual_seed(cfg.seed + 7919)
         n = cfg.val_samples
         self.rows = torch.arange(n) % len(cache)
@@ -41,8 +50,13 @@ class ValidationBatch:
         """Mean loss over the fixed batch, in chunks (one host read per chunk)."""
         total = 0.0
         for part in torch.arange(len(self.rows)).split(self.chunk):
-            chunk = {"rows": self.rows[part], "posterior_noise": self.posterior_noise[part], "noise": self.noise[part],
-                     "timesteps": self.timesteps[part], "prompt_ids": self.ids[part]}
+            chunk = {
+                "rows": self.rows[part],
+                "posterior_noise": self.posterior_noise[part],
+                "noise": self.noise[part],
+                "timesteps": self.timesteps[part],
+                "prompt_ids": self.ids[part],
+            }
             chunk = {k: v.to(self.device) for k, v in chunk.items()}
             total += float(self._runner(chunk)(**chunk)) * len(part)
         return total / len(self.rows)
@@ -51,8 +65,9 @@ class ValidationBatch:
         """One runner per chunk size; only full chunks (the training step's shape) are worth a CUDA graph."""
         size = len(example["rows"])
         if size not in self.runners:
-            self.runners[size] = loss_runner(self.sample_loss, [], example, backward=False,
-                                             graph=self.graph and size == self.batch_size)
+            self.runners[size] = loss_runner(
+                self.sample_loss, [], example, backward=False, graph=self.graph and size == self.batch_size
+            )
         return self.runners[size]
 
 

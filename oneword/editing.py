@@ -23,6 +23,7 @@ pixels, a PIL image or a 2-D array. `dilate` grows the edit region by that many 
 blends the outermost pixels *inside* the region into the photo, so pixels outside the (dilated) mask are
 the photo's own, bit for bit, whenever `restore` is on.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from .errors import OnewordError
 
 # ------------------------------------------------------------------------------------------ masks
 def parse_box(text: str) -> tuple[int, int, int, int]:
-    """"x0,y0,x1,y1" (photo pixels, x1/y1 exclusive) -> a tuple of ints."""
+    """ "x0,y0,x1,y1" (photo pixels, x1/y1 exclusive) -> a tuple of ints."""
     parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
     try:
         box = tuple(int(round(float(p))) for p in parts)
@@ -56,7 +57,7 @@ def box_mask(box, size: tuple[int, int]) -> np.ndarray:
     if x1 <= x0 or y1 <= y0:
         raise OnewordError(f"box {x0},{y0},{x1},{y1} is empty: it needs x0 < x1 and y0 < y1")
     m = np.zeros((h, w), bool)
-    m[max(0, y0):max(0, min(h, y1)), max(0, x0):max(0, min(w, x1))] = True
+    m[max(0, y0) : max(0, min(h, y1)), max(0, x0) : max(0, min(w, x1))] = True
     if not m.any():
         raise OnewordError(f"box {x0},{y0},{x1},{y1} lies outside the {w}x{h} photo")
     return m
@@ -92,7 +93,10 @@ def load_mask(mask, size: tuple[int, int]) -> np.ndarray:
             raise OnewordError(f"a mask array must be 2-D (height, width), got shape {tuple(arr.shape)}")
         arr = arr.astype(np.float32) / (255.0 if arr.dtype != bool and arr.max(initial=0) > 1 else 1.0)
         if arr.shape != (size[1], size[0]):
-            arr = np.asarray(Image.fromarray(np.uint8(np.clip(arr, 0, 1) * 255)).resize(tuple(size), Image.BILINEAR)) / 255.0
+            arr = (
+                np.asarray(Image.fromarray(np.uint8(np.clip(arr, 0, 1) * 255)).resize(tuple(size), Image.BILINEAR))
+                / 255.0
+            )
         arr = arr >= 0.5
     return _checked(arr, name)
 
@@ -116,8 +120,10 @@ def _checked(m: np.ndarray, name: str) -> np.ndarray:
     if not m.any():
         raise OnewordError(f"{name} is empty (no white pixels): paint the region to edit in white")
     if m.all():
-        raise OnewordError(f"{name} covers the whole photo, so nothing of it would be kept; leave the part to keep "
-                           f"black (or use `oneword generate` for a new image)")
+        raise OnewordError(
+            f"{name} covers the whole photo, so nothing of it would be kept; leave the part to keep "
+            f"black (or use `oneword generate` for a new image)"
+        )
     return m
 
 
@@ -179,10 +185,25 @@ def working_size(model, size: tuple[int, int]) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------ edit
-def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, steps: int | None = None,
-         guidance: float | None = None, seed: int = 0, n: int = 1, dilate: int = 0, feather: int = 0,
-         restore: bool = True, negative: str | None = None, start_step: int | None = None,
-         fill: bool = True, batch: int = 8) -> list[Image.Image]:
+def edit(
+    model,
+    photo,
+    mask,
+    prompt: str,
+    concepts=(),
+    strength: float = 1.0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    n: int = 1,
+    dilate: int = 0,
+    feather: int = 0,
+    restore: bool = True,
+    negative: str | None = None,
+    start_step: int | None = None,
+    fill: bool = True,
+    batch: int = 8,
+) -> list[Image.Image]:
     """Edit the masked region of `photo` to show `prompt`; returns n images of the photo's size.
 
     photo: a PIL image or a path. mask: see `load_mask` (white = edit) or a box (x0, y0, x1, y1).
@@ -211,7 +232,8 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
     alpha = feather_mask(region, int(feather))
     work = working_size(model, photo.size)
     check.sampling_fits(model, work[1], work[0], min(n, batch), guidance > 1, what="editing")
-    install_concepts(model, list(concepts))  # a word already installed with these vectors is kept: one model, many edits
+    # a word already installed with these vectors is kept: one model, many edits
+    install_concepts(model, list(concepts))
     check.prompt(model.tokenizer, expand_prompt(prompt, model.tokenizer))
     if negative:
         check.prompt(model.tokenizer, expand_prompt(negative, model.tokenizer), "negative prompt")
@@ -225,6 +247,7 @@ def edit(model, photo, mask, prompt: str, concepts=(), strength: float = 1.0, st
             im = im.resize(photo.size, Image.LANCZOS) if im.size != photo.size else im
             out.append(composite(photo, im, alpha) if restore else im)
         return out
+
     return per_seed(n, seed, batch, draw)
 
 
@@ -296,8 +319,18 @@ def _decode(model, z: torch.Tensor) -> list[Image.Image]:
 
 
 @torch.no_grad()
-def blended_latents(model, photo: Image.Image, region: torch.Tensor, prompt: str, negative: str | None,
-                    steps: int, first: int, guidance: float, seeds: list[int], fill: bool = True):
+def blended_latents(
+    model,
+    photo: Image.Image,
+    region: torch.Tensor,
+    prompt: str,
+    negative: str | None,
+    steps: int,
+    first: int,
+    guidance: float,
+    seeds: list[int],
+    fill: bool = True,
+):
     """The Blended Latent Diffusion loop. photo is at the working size, region a {0,1} mask of any size.
     fill: take the background latents from the photo with the region filled from its surroundings
     (`fill_region`), so that what is being replaced does not leak into the edit.

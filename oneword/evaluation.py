@@ -22,6 +22,7 @@ adds crisp accuracies: is the concept in the image, and was the edit applied. Th
 bootstrap intervals are `oneword.metrics`; this module holds the prompts, the sampling, `evaluate` and its
 reports (and re-exports the judges' and metrics' names, so `oneword.evaluation` is the one import).
 """
+
 from __future__ import annotations
 
 import re
@@ -50,11 +51,42 @@ from .metrics import (
 from .templates import default_template
 
 __all__ = [  # the judges' and metrics' names too: `from oneword.evaluation import ...` is the one import
-    "DEFAULT_CLIP", "PLACEHOLDER", "ClipJudge", "EvalConfig", "EvalPrompt", "Evaluator", "Subject", "WorldJudgeAdapter",
-    "aggregate", "bootstrap_ci", "captioned", "concept_present", "custom_prompts", "difference", "edit_applied",
-    "entropy_bits", "evaluate", "fmt", "is_world_model", "learned", "load_judge", "paper_prompts", "psnr",
-    "reconstruction_scores", "sample", "sample_grid", "sampling_scheduler", "self_similarity", "strip_placeholder",
-    "summary", "table", "target_attributes", "temporary_words", "text_scores", "world_prompts", "write_report",
+    "DEFAULT_CLIP",
+    "PLACEHOLDER",
+    "ClipJudge",
+    "EvalConfig",
+    "EvalPrompt",
+    "Evaluator",
+    "Subject",
+    "WorldJudgeAdapter",
+    "aggregate",
+    "bootstrap_ci",
+    "captioned",
+    "concept_present",
+    "custom_prompts",
+    "difference",
+    "edit_applied",
+    "entropy_bits",
+    "evaluate",
+    "fmt",
+    "is_world_model",
+    "learned",
+    "load_judge",
+    "paper_prompts",
+    "psnr",
+    "reconstruction_scores",
+    "sample",
+    "sample_grid",
+    "sampling_scheduler",
+    "self_similarity",
+    "strip_placeholder",
+    "summary",
+    "table",
+    "target_attributes",
+    "temporary_words",
+    "text_scores",
+    "world_prompts",
+    "write_report",
 ]
 
 PLACEHOLDER = "S*"
@@ -71,6 +103,7 @@ class EvalPrompt:
     expect: for the world oracle, what the edit should produce, e.g. {"background": "sky"},
     {"style": "sketch"}, {"second": ("star", "yellow")} (a second object), {"shape": .., "colour": ..}.
     """
+
     name: str
     group: str
     template: str
@@ -86,20 +119,37 @@ class EvalPrompt:
 
 def _paper_object_prompts() -> list[EvalPrompt]:
     r = [EvalPrompt("reconstruction", "reconstruction", default_template("object"))]
-    bg = [("moon", "a photo of {} on the moon"), ("beach", "a photo of {} on the beach"),
-          ("jungle", "a photo of {} in the jungle"), ("snow", "a photo of {} in the snow")]
-    st = [("oil painting", "an oil painting of {}"), ("watercolor", "a watercolor painting of {}"),
-          ("pencil sketch", "a pencil sketch of {}"), ("banksy", "a graffiti of {} in the style of Banksy")]
+    bg = [
+        ("moon", "a photo of {} on the moon"),
+        ("beach", "a photo of {} on the beach"),
+        ("jungle", "a photo of {} in the jungle"),
+        ("snow", "a photo of {} in the snow"),
+    ]
+    st = [
+        ("oil painting", "an oil painting of {}"),
+        ("watercolor", "a watercolor painting of {}"),
+        ("pencil sketch", "a pencil sketch of {}"),
+        ("banksy", "a graffiti of {} in the style of Banksy"),
+    ]
     co = [("elmo", "Elmo holding a {}"), ("cat", "a cat playing with {}"), ("table", "{} on a table next to a cup")]
-    return r + [EvalPrompt(n, "background", t) for n, t in bg] + [EvalPrompt(n, "style", t) for n, t in st] + \
-        [EvalPrompt(n, "composition", t) for n, t in co]
+    return (
+        r
+        + [EvalPrompt(n, "background", t) for n, t in bg]
+        + [EvalPrompt(n, "style", t) for n, t in st]
+        + [EvalPrompt(n, "composition", t) for n, t in co]
+    )
 
 
 def _paper_style_prompts() -> list[EvalPrompt]:
     r = [EvalPrompt("reconstruction", "reconstruction", default_template("style"))]
-    content = [("dog", "a painting of a dog in the style of {}"), ("city", "a city street in the style of {}"),
-               ("portrait", "a portrait of a woman in the style of {}"), ("mountain", "a mountain lake in the style of {}"),
-               ("car", "a red car in the style of {}"), ("still life", "a still life of fruit in the style of {}")]
+    content = [
+        ("dog", "a painting of a dog in the style of {}"),
+        ("city", "a city street in the style of {}"),
+        ("portrait", "a portrait of a woman in the style of {}"),
+        ("mountain", "a mountain lake in the style of {}"),
+        ("car", "a red car in the style of {}"),
+        ("still life", "a still life of fruit in the style of {}"),
+    ]
     return r + [EvalPrompt(n, "content", t) for n, t in content]
 
 
@@ -119,16 +169,31 @@ def world_prompts(kind: str, attributes: dict | None = None) -> list[EvalPrompt]
         out = [EvalPrompt("reconstruction", "reconstruction", default_template("style"), "{} of an object")]
         for shape, colour in WORLD_STYLE_CONTENT:  # short: 8 vectors must fit the world's 20 tokens
             thing = f"{_article(colour)} {colour} {shape}"
-            out.append(EvalPrompt(f"{colour} {shape}", "content", f"{thing} in the style of {{}}", f"{{}} of {thing}",
-                                  {"shape": shape, "colour": colour}))
+            out.append(
+                EvalPrompt(
+                    f"{colour} {shape}",
+                    "content",
+                    f"{thing} in the style of {{}}",
+                    f"{{}} of {thing}",
+                    {"shape": shape, "colour": colour},
+                )
+            )
         return out
     out = [EvalPrompt("reconstruction", "reconstruction", default_template("object"))]
-    out += [EvalPrompt(f"on {bg}", "background", f"a photo of {{}} on {_article(bg)} {bg} background",
-                       expect={"background": bg}) for bg in WORLD_BACKGROUNDS]
+    out += [
+        EvalPrompt(
+            f"on {bg}", "background", f"a photo of {{}} on {_article(bg)} {bg} background", expect={"background": bg}
+        )
+        for bg in WORLD_BACKGROUNDS
+    ]
     out += [EvalPrompt(style, "style", t, expect={"style": style}) for style, t in WORLD_STYLES]
     seconds = [(s, c) for s, c in WORLD_SECOND_OBJECTS if s != attributes.get("shape")][:2]
-    out += [EvalPrompt(f"and {c} {s}", "composition", f"a photo of {{}} and {_article(c)} {c} {s}",
-                       expect={"second": (s, c)}) for s, c in seconds]
+    out += [
+        EvalPrompt(
+            f"and {c} {s}", "composition", f"a photo of {{}} and {_article(c)} {c} {s}", expect={"second": (s, c)}
+        )
+        for s, c in seconds
+    ]
     return out
 
 
@@ -198,8 +263,18 @@ def sampling_scheduler(model, name: str = "ddim"):
 
 
 @torch.no_grad()
-def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidance: float = 5.0, seed: int = 0,
-           batch: int = 16, scheduler: str = "ddim", tokenizer=None) -> list:
+def sample(
+    model,
+    prompt: str,
+    concepts=(),
+    n: int = 64,
+    steps: int = 50,
+    guidance: float = 5.0,
+    seed: int = 0,
+    batch: int = 16,
+    scheduler: str = "ddim",
+    tokenizer=None,
+) -> list:
     """n images of `prompt` (which may use the learned tokens of `concepts`); image i uses seed + i, as
     `oneword generate` does, so every prompt and every method sees the same noise. `tokenizer`: one yielded
     by an enclosing `temporary_words(model, concepts)` (saves installing the words for every prompt)."""
@@ -216,25 +291,33 @@ def sample(model, prompt: str, concepts=(), n: int = 64, steps: int = 50, guidan
 
         def draw(seeds):
             k = len(seeds)
-            return model.pipe(**{name: e.expand(k, *e.shape[1:]) for name, e in embeds.items()},
-                              num_inference_steps=steps, guidance_scale=guidance, generator=generators(seeds),
-                              height=model.resolution, width=model.resolution).images
+            return model.pipe(
+                **{name: e.expand(k, *e.shape[1:]) for name, e in embeds.items()},
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generators(seeds),
+                height=model.resolution,
+                width=model.resolution,
+            ).images
+
         return per_seed(n, seed, batch, draw)
 
 
 def _check_length(tokenizer, text: str, prompt: str) -> None:
     n = len(tokenizer(text).input_ids)
     if n > tokenizer.model_max_length:
-        raise OnewordError(f"prompt {prompt!r} needs {n} tokens with the learned word's vectors; this model reads "
-                           f"{tokenizer.model_max_length} (use a shorter prompt or fewer vectors)")
+        raise OnewordError(
+            f"prompt {prompt!r} needs {n} tokens with the learned word's vectors; this model reads "
+            f"{tokenizer.model_max_length} (use a shorter prompt or fewer vectors)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
 @dataclass
 class EvalConfig:
-    n: int = 64              # samples per prompt (the paper: 64)
-    steps: int = 50          # DDIM steps (the paper: 50)
-    guidance: float = 5.0    # classifier-free guidance (the paper: 5)
+    n: int = 64  # samples per prompt (the paper: 64)
+    steps: int = 50  # DDIM steps (the paper: 50)
+    guidance: float = 5.0  # classifier-free guidance (the paper: 5)
     seed: int = 0
     scheduler: str = "ddim"  # "ddim" (official) or "model" (the model's own scheduler)
     batch: int = 16
@@ -245,6 +328,7 @@ class EvalConfig:
 @dataclass
 class Subject:
     """What is put in place of S*: a learned word (concept) or a human caption."""
+
     label: str
     concept: object = None
     caption: str | None = None
@@ -266,7 +350,7 @@ def learned(concept) -> Subject:
 
 def captioned(caption: str) -> Subject:
     if not caption or not caption.strip():
-        raise OnewordError("--caption is empty; give the words you would use, e.g. --caption \"a small teal ring\"")
+        raise OnewordError('--caption is empty; give the words you would use, e.g. --caption "a small teal ring"')
     return Subject(f'"{caption.strip()}"', caption=caption.strip())
 
 
@@ -274,8 +358,16 @@ class Evaluator:
     """Holds the judge's view of the training photos; evaluates any number of subjects on the same
     prompts, seeds and judge."""
 
-    def __init__(self, model, photos, judge, kind: str = "object", prompts: list[EvalPrompt] | str = "auto",
-                 config: EvalConfig | None = None, attributes: dict | None = None):
+    def __init__(
+        self,
+        model,
+        photos,
+        judge,
+        kind: str = "object",
+        prompts: list[EvalPrompt] | str = "auto",
+        config: EvalConfig | None = None,
+        attributes: dict | None = None,
+    ):
         if kind not in ("object", "style"):
             raise OnewordError(f"unknown concept kind {kind!r}: object or style")
         self.model, self.judge, self.kind = model, judge, kind
@@ -306,9 +398,14 @@ class Evaluator:
                 if getattr(self, "on_prompt", None):  # progress for a person waiting (oneword evaluate)
                     self.on_prompt(subject, i, p)
                 rows.append(self._one(subject, i, p, tokenizer, text_cache, images_by_prompt, keep_images))
-        result = {"subject": subject.label, "kind": subject.kind, "phrase": subject.phrase(),
-                  "vectors": 0 if subject.concept is None else int(len(subject.concept.vectors)),
-                  "prompts": rows, **aggregate(rows, cfg.bootstrap, cfg.seed)}
+        result = {
+            "subject": subject.label,
+            "kind": subject.kind,
+            "phrase": subject.phrase(),
+            "vectors": 0 if subject.concept is None else int(len(subject.concept.vectors)),
+            "prompts": rows,
+            **aggregate(rows, cfg.bootstrap, cfg.seed),
+        }
         if keep_images:
             result["images"] = images_by_prompt
         return result
@@ -317,8 +414,18 @@ class Evaluator:
         """Sample one prompt for one subject and score it."""
         cfg = self.cfg
         prompt = p.fill(subject.phrase(), caption=subject.kind == "caption")
-        images = sample(self.model, prompt, subject.concepts(), n=cfg.n, steps=cfg.steps, guidance=cfg.guidance,
-                        seed=cfg.seed, batch=cfg.batch, scheduler=cfg.scheduler, tokenizer=tokenizer)
+        images = sample(
+            self.model,
+            prompt,
+            subject.concepts(),
+            n=cfg.n,
+            steps=cfg.steps,
+            guidance=cfg.guidance,
+            seed=cfg.seed,
+            batch=cfg.batch,
+            scheduler=cfg.scheduler,
+            tokenizer=tokenizer,
+        )
         feats = self.judge.image_features(images)
         row = {"name": p.name, "group": p.group, "prompt": prompt}
         if p.group == "reconstruction":
@@ -348,11 +455,16 @@ class Evaluator:
         return row
 
     def header(self) -> dict:
-        return {"config": asdict(self.cfg), "kind": self.kind, "photos": len(self.photos),
-                "reconstruction_ceiling": self.ceiling, "target_attributes": self.attributes,
-                "judge": getattr(self.judge, "name", type(self.judge).__name__),
-                "model": self.model.identity,
-                "prompts": [{"name": p.name, "group": p.group, "template": p.template} for p in self.prompts]}
+        return {
+            "config": asdict(self.cfg),
+            "kind": self.kind,
+            "photos": len(self.photos),
+            "reconstruction_ceiling": self.ceiling,
+            "target_attributes": self.attributes,
+            "judge": getattr(self.judge, "name", type(self.judge).__name__),
+            "model": self.model.identity,
+            "prompts": [{"name": p.name, "group": p.group, "template": p.template} for p in self.prompts],
+        }
 
 
 def aggregate(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -370,7 +482,11 @@ def aggregate(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
         applied = [r["edit_samples"] for r in edits if "edit_samples" in r]
         if applied:
             out["edit_applied"] = summary(applied, n_boot=n_boot, seed=seed + 103)
-            both = [(np.asarray(r["edit_samples"]) * np.asarray(r["present_samples"])).tolist() for r in edits if "edit_samples" in r]
+            both = [
+                (np.asarray(r["edit_samples"]) * np.asarray(r["present_samples"])).tolist()
+                for r in edits
+                if "edit_samples" in r
+            ]
             out["edit_and_present"] = summary(both, n_boot=n_boot, seed=seed + 104)
     return out
 
@@ -385,8 +501,17 @@ def _read_photos(photos) -> list:
     return read_photos(photos)
 
 
-def evaluate(model, photos, subjects, judge=None, kind: str = "object", config: EvalConfig | None = None,
-             prompts: list[EvalPrompt] | str = "auto", attributes: dict | None = None, keep_images: bool = False) -> dict:
+def evaluate(
+    model,
+    photos,
+    subjects,
+    judge=None,
+    kind: str = "object",
+    config: EvalConfig | None = None,
+    prompts: list[EvalPrompt] | str = "auto",
+    attributes: dict | None = None,
+    keep_images: bool = False,
+) -> dict:
     """Evaluate learned words and/or captions (`Subject`s, or Concepts, or caption strings) on one concept's
     training photos. Returns {header..., "results": [per subject]}."""
     judge = judge if judge is not None else load_judge(None, model)
@@ -414,11 +539,13 @@ def table(report: dict) -> str:
             row += [fmt(r.get("present_reconstruction"), 2), fmt(r.get("edit_applied"), 2)]
         lines.append(row)
     out = [_columns(lines)]
-    out.append(f"(reconstruction: mean CLIP image-image cosine to the {report['photos']} training photos; "
-               f"their own mutual similarity is {report['reconstruction_ceiling']:.3f}. "
-               f"95% bootstrap intervals; n={report['config']['n']} per prompt, {report['config']['steps']} "
-               f"{report['config']['scheduler'].upper()} steps, guidance {report['config']['guidance']:g}, "
-               f"judge {report['judge']})")
+    out.append(
+        f"(reconstruction: mean CLIP image-image cosine to the {report['photos']} training photos; "
+        f"their own mutual similarity is {report['reconstruction_ceiling']:.3f}. "
+        f"95% bootstrap intervals; n={report['config']['n']} per prompt, {report['config']['steps']} "
+        f"{report['config']['scheduler'].upper()} steps, guidance {report['config']['guidance']:g}, "
+        f"judge {report['judge']})"
+    )
     per = [["prompt"] + [r["subject"] for r in results]]
     for i, p in enumerate(results[0]["prompts"]):
         cells = [f"{p['group']}: {p['name']}" if p["group"] != "reconstruction" else "reconstruction"]

@@ -6,6 +6,7 @@ draws and launches the next step. So each step decides on the device: the optimi
 with `torch.where` where the loss or gradient was not finite (`Guard.kept_if_finite`), and `Guard` counts those
 steps in device tensors that the loop reads at its check points only (validations, checkpoints, the end).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -17,10 +18,10 @@ class Guard:
     """Non-finite steps counted on the device; `read` (one host sync) reports and restarts the counts."""
 
     def __init__(self, device):
-        self.skipped = torch.zeros((), dtype=torch.int64, device=device)   # since the last read
-        self.in_row = torch.zeros((), dtype=torch.int64, device=device)    # the current run of bad steps
-        self.worst = torch.zeros((), dtype=torch.int64, device=device)     # longest run since the last read
-        self.loss = torch.zeros((), dtype=torch.float32, device=device)    # the last finite loss
+        self.skipped = torch.zeros((), dtype=torch.int64, device=device)  # since the last read
+        self.in_row = torch.zeros((), dtype=torch.int64, device=device)  # the current run of bad steps
+        self.worst = torch.zeros((), dtype=torch.int64, device=device)  # longest run since the last read
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)  # the last finite loss
 
     def check(self, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """A 0-dim bool tensor on the device: this step's loss and gradient are finite (no gradient: not)."""
@@ -75,4 +76,3 @@ class Guard:
         """After a roll-back: the run of bad steps that caused it is dealt with."""
         self.in_row.zero_()
         self.worst.zero_()
-

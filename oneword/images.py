@@ -17,6 +17,7 @@ Decisions (also in docs/reliability.md):
   never silently padded (``ImageFile.LOAD_TRUNCATED_IMAGES`` is forced off while reading).
 * Images with a short side under ``min_size`` px (default 32, the world model's size) are refused.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,21 +30,33 @@ from .errors import OnewordError
 from .safeio import read_regular_file
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo")
-UNSUPPORTED_IMAGE_EXTS = (".heic", ".heif", ".avif", ".jxl", ".raw", ".dng", ".cr2", ".nef", ".arw", ".psd",
-                          ".svg", ".eps", ".ico")
-PIL_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]   # JPEG also opens MPO (phones)
+UNSUPPORTED_IMAGE_EXTS = (
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jxl",
+    ".raw",
+    ".dng",
+    ".cr2",
+    ".nef",
+    ".arw",
+    ".psd",
+    ".svg",
+    ".eps",
+    ".ico",
+)
+PIL_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]  # JPEG also opens MPO (phones)
 MAX_PIXELS = 64_000_000
 MAX_FILE_BYTES = 512 << 20
 
 
-def load_image(path: str | Path, min_size: int = 32, max_pixels: int = MAX_PIXELS,
-               allow_animated: bool = False):
+def load_image(path: str | Path, min_size: int = 32, max_pixels: int = MAX_PIXELS, allow_animated: bool = False):
     """Read a photo as an 8-bit RGB PIL image, upright, transparency over white; see the module doc."""
     from PIL import Image, ImageFile
 
     path = Path(path)
     data = read_regular_file(path, MAX_FILE_BYTES, "an image", "too big for a photo")
-    Image.init()   # register every plugin so that `formats=` can name them
+    Image.init()  # register every plugin so that `formats=` can name them
     old_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -52,21 +65,25 @@ def load_image(path: str | Path, min_size: int = 32, max_pixels: int = MAX_PIXEL
             try:
                 im = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
             except Image.UnidentifiedImageError:
-                raise OnewordError(f"{path} is not an image oneword can read "
-                                   f"({_what_is(data)}; use JPEG, PNG, WebP, GIF, BMP or TIFF)") from None
+                raise OnewordError(
+                    f"{path} is not an image oneword can read ({_what_is(data)}; use JPEG, PNG, WebP, GIF, BMP or TIFF)"
+                ) from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning):
                 raise OnewordError(f"{path} declares an enormous size (decompression bomb?); refused") from None
             w, h = im.size
             if w * h > max_pixels:
-                raise OnewordError(f"{path} is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP "
-                                   "limit (decompression-bomb guard); downscale it first")
+                raise OnewordError(
+                    f"{path} is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP "
+                    "limit (decompression-bomb guard); downscale it first"
+                )
             if w <= 0 or h <= 0:
                 raise OnewordError(f"{path} has no pixels ({w}x{h})")
             frames = getattr(im, "n_frames", 1)
             if frames > 1 and im.format != "MPO":
                 if not allow_animated:
-                    raise OnewordError(f"{path} is animated ({frames} frames); export the frame you want as "
-                                       "PNG or JPEG")
+                    raise OnewordError(
+                        f"{path} is animated ({frames} frames); export the frame you want as PNG or JPEG"
+                    )
                 warnings.warn(f"{path} is animated ({frames} frames); using the first frame", stacklevel=2)
             im.seek(0)
             im.load()
@@ -84,8 +101,9 @@ def load_image(path: str | Path, min_size: int = 32, max_pixels: int = MAX_PIXEL
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = old_truncated
     if min(rgb.size) < min_size:
-        raise OnewordError(f"{path} is {rgb.size[0]}x{rgb.size[1]} px; photos need at least {min_size} px on "
-                           "the short side")
+        raise OnewordError(
+            f"{path} is {rgb.size[0]}x{rgb.size[1]} px; photos need at least {min_size} px on the short side"
+        )
     return rgb
 
 
@@ -111,8 +129,9 @@ def _upright(im, path):
         out = ImageOps.exif_transpose(im)
         return out if out is not None else im
     except Exception as e:  # a corrupt EXIF block should not lose the photo
-        warnings.warn(f"{path}: EXIF orientation unreadable ({type(e).__name__}); using the image as stored",
-                      stacklevel=3)
+        warnings.warn(
+            f"{path}: EXIF orientation unreadable ({type(e).__name__}); using the image as stored", stacklevel=3
+        )
         return im
 
 
@@ -129,8 +148,11 @@ def _to_rgb(im, path):
     mode = im.mode
     if mode == "RGB":
         return im.copy()
-    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in im.info) \
-            or (mode in ("L", "RGB", "1") and "transparency" in im.info):
+    if (
+        mode in ("RGBA", "RGBa", "LA", "La", "PA")
+        or (mode == "P" and "transparency" in im.info)
+        or (mode in ("L", "RGB", "1") and "transparency" in im.info)
+    ):
         return _over_white(im.convert("RGBA"))
     if mode == "CMYK":
         icc = im.info.get("icc_profile")
@@ -152,15 +174,18 @@ def _to_rgb(im, path):
         a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
         return Image.fromarray(np.rint(np.clip(a * scale, 0, 255)).astype(np.uint8), "L").convert("RGB")
-    return im.convert("RGB")    # L, 1, P, YCbCr, LAB, HSV, RGBX, ...
+    return im.convert("RGB")  # L, 1, P, YCbCr, LAB, HSV, RGBX, ...
 
 
 def skipped_files(folder: str | Path) -> list[Path]:
     """Files in ``folder`` that look like photos but are in a format oneword cannot read (HEIC, RAW, ...), which
     :func:`list_photos` leaves out."""
     try:
-        return sorted(p for p in Path(folder).iterdir()
-                      if not p.name.startswith(".") and p.suffix.lower() in UNSUPPORTED_IMAGE_EXTS and p.is_file())
+        return sorted(
+            p
+            for p in Path(folder).iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in UNSUPPORTED_IMAGE_EXTS and p.is_file()
+        )
     except OSError:
         return []
 

@@ -15,6 +15,7 @@ words in `init`, how they were chosen in `init_choice`, which run.json records) 
   in a plain prompt (start token, the words, end token), rather than at their input embeddings, and is pulled
   toward that start by an L2 term of weight `CROSS_REG_WEIGHT` (the paper's 1e-5) unless --reg-weight is given.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,26 +26,27 @@ from pathlib import Path
 
 import torch
 
+from . import validate
 from .errors import OnewordError
+from .judges import judge_identity
 from .validate import example_word
 
 INIT_MODES = ("word", "cross")
 CROSS_REG_WEIGHT = 1e-5  # CrossInit's regularisation weight (the paper and its official code)
-AUTO_TEMPLATES = 4        # prompt templates per word (the property's first ones): text features averaged;
-LARGE_VOCABULARY = 5000   # a vocabulary larger than this (a real CLIP's ~32k whole words): the first template only
-WEAK_MATCH_REF = 1.0      # weak match: the best word's margin over typical images below this many of its std devs
-WEAK_MATCH_Z = 3.0        # weak match without reference images: the best word below this z over the vocabulary
+AUTO_TEMPLATES = 4  # prompt templates per word (the property's first ones): text features averaged;
+LARGE_VOCABULARY = 5000  # a vocabulary larger than this (a real CLIP's ~32k whole words): the first template only
+WEAK_MATCH_REF = 1.0  # weak match: the best word's margin over typical images below this many of its std devs
+WEAK_MATCH_Z = 3.0  # weak match without reference images: the best word below this z over the vocabulary
 # function words: never a description of what photos show
 STOPWORDS = frozenset(
     "a an the and or of on in at to up by for from with without into onto over under next beside my your his her "
     "its our their this that these those it is are was were be been being has have had do does did not no one two "
-    "some any all each very more most less few".split())
+    "some any all each very more most less few".split()
+)
 
 
 def start(model, cfg, photos):
     """(cfg, vectors): the config with its init resolved and the word's start vectors [cfg.vectors, width]."""
-    from .invert import init_vectors
-
     mode = getattr(cfg, "init_mode", "word") or "word"
     if mode not in INIT_MODES:
         raise OnewordError(f"--init-mode must be one of {', '.join(INIT_MODES)}, not {mode!r}")
@@ -55,8 +57,9 @@ def start(model, cfg, photos):
         from .data import read_photos
         from .world.encoder import encoder_vectors
 
-        vectors, record = encoder_vectors(model, read_photos(photos), cfg.property, cfg.vectors,
-                                          path=init.partition(":")[2] or None)
+        vectors, record = encoder_vectors(
+            model, read_photos(photos), cfg.property, cfg.vectors, path=init.partition(":")[2] or None
+        )
         return replace(cfg, init_choice=record), vectors
     if init == "auto":
         from .data import read_photos
@@ -71,14 +74,48 @@ def start(model, cfg, photos):
     return cfg, init_vectors(model, cfg.init_word(), cfg.vectors)
 
 
+def init_vectors(model, word: str, n: int) -> torch.Tensor:
+    """Start vectors from the init text; a word the tokenizer splits into two pieces counts as their mean.
+    One vector: the mean of the words (the paper's init word). n vectors from k > 1 words: vector i starts from
+    word i*k//n (A1111's rule, by words rather than by pieces), so "green star" gives a 2-vector word whose
+    first vector sits in the colour-word slot; from a single word, every vector starts from it.
+    A model with several text encoders (SDXL) gets each encoder's part from the word in its own table."""
+    return torch.cat(
+        [_init_part(e.tokenizer, e.text_encoder, word, n) for e in model.family.encoders(model.pipe)], dim=-1
+    )
+
+
+def _init_part(tokenizer, text_encoder, word: str, n: int) -> torch.Tensor:
+    table = text_encoder.get_input_embeddings().weight
+    rows = []
+    for part in word.split():
+        pieces = tokenizer(part, add_special_tokens=False).input_ids
+        if not pieces or len(pieces) > 2:
+            shown = tokenizer.convert_ids_to_tokens(pieces)
+            raise OnewordError(
+                f"init word {part!r} is not a word this model knows (it splits into {shown}); "
+                f"choose a common word for the concept, e.g. --init {validate.example_word(tokenizer)}"
+            )
+        rows.append(table[pieces].float().mean(0))
+    if not rows:
+        raise OnewordError(
+            f"--init is empty; give a word that describes the concept, e.g. --init {validate.example_word(tokenizer)}"
+        )
+    words = torch.stack(rows).detach().cpu()
+    if n > 1 and len(words) > 1:
+        return words[[i * len(words) // n for i in range(n)]]
+    return words.mean(0, keepdim=True).repeat(n, 1)
+
+
 # ------------------------------------------------------------------------------------------ --init-mode cross
 @torch.no_grad()
 def cross_vectors(model, text: str, n: int) -> torch.Tensor:
     """CrossInit's start: each init word's final-layer hidden state in the plain prompt "<start> words <end>"
     (a word of two pieces: the mean of its positions), combined over words as the paper's init is (one vector:
     their mean; n vectors from k > 1 words: vector i from word i*k//n). One part per text encoder (SDXL)."""
-    return torch.cat([_cross_part(e.tokenizer, e.text_encoder, text, n) for e in model.family.encoders(model.pipe)],
-                     dim=-1)
+    return torch.cat(
+        [_cross_part(e.tokenizer, e.text_encoder, text, n) for e in model.family.encoders(model.pipe)], dim=-1
+    )
 
 
 def _cross_part(tokenizer, text_encoder, text: str, n: int) -> torch.Tensor:
@@ -86,18 +123,22 @@ def _cross_part(tokenizer, text_encoder, text: str, n: int) -> torch.Tensor:
     for part in text.split():
         ids = tokenizer(part, add_special_tokens=False).input_ids
         if not ids or len(ids) > 2:
-            raise OnewordError(f"init word {part!r} is not a word this model knows (it splits into "
-                               f"{tokenizer.convert_ids_to_tokens(ids)}); choose a common word, e.g. --init "
-                               f"{example_word(tokenizer)}")
+            raise OnewordError(
+                f"init word {part!r} is not a word this model knows (it splits into "
+                f"{tokenizer.convert_ids_to_tokens(ids)}); choose a common word, e.g. --init "
+                f"{example_word(tokenizer)}"
+            )
         pieces.append(ids)
     if not pieces:
-        raise OnewordError(f"--init is empty; give a word that describes the concept, e.g. --init {example_word(tokenizer)}")
+        raise OnewordError(
+            f"--init is empty; give a word that describes the concept, e.g. --init {example_word(tokenizer)}"
+        )
     ids = [tokenizer.bos_token_id] + [i for p in pieces for i in p] + [tokenizer.eos_token_id]
     device = text_encoder.get_input_embeddings().weight.device
     hidden = text_encoder(torch.tensor([ids], device=device)).last_hidden_state[0].float().cpu()
     rows, at = [], 1
     for p in pieces:
-        rows.append(hidden[at:at + len(p)].mean(0))
+        rows.append(hidden[at : at + len(p)].mean(0))
         at += len(p)
     words = torch.stack(rows)
     if n > 1 and len(words) > 1:
@@ -115,8 +156,10 @@ def auto_judge(model, clip: str | None):
         return load_judge(clip)
     if is_world_model(model):
         return load_judge("world")
-    raise OnewordError("--init auto needs a CLIP judge that matches this model: pass --clip MODEL (a transformers "
-                       "CLIPModel folder or cached hub id, e.g. openai/clip-vit-large-patch14 for SD 1.x)")
+    raise OnewordError(
+        "--init auto needs a CLIP judge that matches this model: pass --clip MODEL (a transformers "
+        "CLIPModel folder or cached hub id, e.g. openai/clip-vit-large-patch14 for SD 1.x)"
+    )
 
 
 def auto_words(model, images, prop: str, n: int, clip: str | None = None, judge=None, top: int = 5) -> dict:
@@ -145,10 +188,17 @@ def auto_words(model, images, prop: str, n: int, clip: str | None = None, judge=
     else:
         strength = float((scores[best[0]] - scores.mean()) / scores.std().clamp_min(1e-8))
         unit, weak_below = "vocabulary", WEAK_MATCH_Z
-    return {"method": "auto", "words": [words[i] for i in best], "scores": [round(float(scores[i]), 4) for i in best],
-            "top": [[words[i], round(float(scores[i]), 4)] for i in order[:top]], "strength": round(strength, 2),
-            "strength_unit": unit, "weak": strength < weak_below, "judge": str(getattr(judge, "name", "")),
-            "candidates": len(words)}
+    return {
+        "method": "auto",
+        "words": [words[i] for i in best],
+        "scores": [round(float(scores[i]), 4) for i in best],
+        "top": [[words[i], round(float(scores[i]), 4)] for i in order[:top]],
+        "strength": round(strength, 2),
+        "strength_unit": unit,
+        "weak": strength < weak_below,
+        "judge": str(getattr(judge, "name", "")),
+        "candidates": len(words),
+    }
 
 
 def describe_choice(choice: dict) -> str:
@@ -228,8 +278,8 @@ def vocabulary_features(judge, words: list[str], prop: str, batch: int = 512) ->
     computed once per judge, property and word list (memory and disk cache)."""
     from .templates import templates_for
 
-    templates = list(dict.fromkeys(templates_for(prop)))[:1 if len(words) > LARGE_VOCABULARY else AUTO_TEMPLATES]
-    key = hashlib.sha256(json.dumps([_judge_identity(judge), templates, words]).encode()).hexdigest()[:20]
+    templates = list(dict.fromkeys(templates_for(prop)))[: 1 if len(words) > LARGE_VOCABULARY else AUTO_TEMPLATES]
+    key = hashlib.sha256(json.dumps([judge_identity(judge), templates, words]).encode()).hexdigest()[:20]
     if key in _MEMORY:
         return _MEMORY[key]
     f = cache_dir() / f"{key}.safetensors"
@@ -246,7 +296,7 @@ def vocabulary_features(judge, words: list[str], prop: str, batch: int = 512) ->
     total = None
     for t in templates:
         texts = [t.format(w) for w in words]
-        part = torch.cat([_text_features(judge, texts[i:i + batch]) for i in range(0, len(texts), batch)])
+        part = torch.cat([_text_features(judge, texts[i : i + batch]) for i in range(0, len(texts), batch)])
         total = part if total is None else total + part
     feats = torch.nn.functional.normalize(total, dim=-1).contiguous()
     _MEMORY[key] = feats
@@ -271,20 +321,8 @@ def _text_features(judge, texts: list[str]) -> torch.Tensor:
         return judge.text_features(texts).float()
     tok = judge.processor.tokenizer
     ids = tok(list(texts), padding=True, truncation=True, max_length=tok.model_max_length, return_tensors="pt")
-    f = model.get_text_features(input_ids=ids["input_ids"].to(judge.device),
-                                attention_mask=ids["attention_mask"].to(judge.device))
+    f = model.get_text_features(
+        input_ids=ids["input_ids"].to(judge.device), attention_mask=ids["attention_mask"].to(judge.device)
+    )
     f = getattr(f, "pooler_output", f)
     return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
-
-
-def _judge_identity(judge) -> str:
-    """A judge's weights, cheaply: its name, config and a few sampled text-tower values."""
-    inner = getattr(judge, "judge", None)
-    model = getattr(inner, "clip", None) if inner is not None else getattr(judge, "model", None)
-    h = hashlib.sha256(str(getattr(judge, "name", "")).encode())
-    if model is not None:
-        h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-        params = [p for n, p in model.named_parameters() if n.startswith("text")]
-        for p in params[:: max(1, len(params) // 8)]:
-            h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
-    return h.hexdigest()[:16]

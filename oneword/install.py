@@ -5,6 +5,7 @@ calls), after checking every word first so that a refusal leaves the model untou
 :func:`expand_prompt` is the one prompt expander: an n-vector word ``tok`` is spelled
 ``tok tok_1 ... tok_{n-1}`` (:func:`~oneword.concept.vector_token_names`) wherever the tokenizer would see it.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,16 +27,22 @@ def _vocab_conflict(tokenizer, name: str, allow_vocab_words: bool) -> str | None
     vocab = tokenizer.get_vocab()
     added = {k.lower() for k in getattr(tokenizer, "added_tokens_encoder", {})}
     if name.lower() in added:
-        return (f"token {name!r} is already added to this model's tokenizer (an embedding is already loaded under "
-                f"that name); rename one word: oneword convert FILE NEW_FILE --token NEW_NAME")
+        return (
+            f"token {name!r} is already added to this model's tokenizer (an embedding is already loaded under "
+            f"that name); rename one word: oneword convert FILE NEW_FILE --token NEW_NAME"
+        )
     if name in vocab and not allow_vocab_words:
-        return (f"token {name!r} is already a word in this model's vocabulary; pick another name such as <{name}> "
-                f"(oneword convert FILE NEW_FILE --token <{name}> renames a file's word)")
+        return (
+            f"token {name!r} is already a word in this model's vocabulary; pick another name such as <{name}> "
+            f"(oneword convert FILE NEW_FILE --token <{name}> renames a file's word)"
+        )
     if not allow_vocab_words:
         pieces = tokenizer.tokenize(name)
         if len(pieces) == 1 and pieces[0] in vocab and pieces[0] not in added:
-            return (f"token {name!r} is already the vocabulary word {pieces[0]!r}; pick another name such as "
-                    f"<{name}> (oneword convert FILE NEW_FILE --token <{name}> renames a file's word)")
+            return (
+                f"token {name!r} is already the vocabulary word {pieces[0]!r}; pick another name such as "
+                f"<{name}> (oneword convert FILE NEW_FILE --token <{name}> renames a file's word)"
+            )
     return None
 
 
@@ -70,33 +77,46 @@ def install_concepts(model_or_pipe, concepts, allow_vocab_words: bool = False) -
     for c in concepts:
         if c.parts is not None:
             if te2 is None:
-                raise OnewordError(f"embedding {c.token!r} is an SDXL embedding (clip_l 768 + clip_g 1280); this "
-                                   f"model is SD1.x/2.x with text width {width}")
+                raise OnewordError(
+                    f"embedding {c.token!r} is an SDXL embedding (clip_l 768 + clip_g 1280); this "
+                    f"model is SD1.x/2.x with text width {width}"
+                )
             w2 = int(te2.get_input_embeddings().weight.shape[1])
             for part, w in (("clip_l", width), ("clip_g", w2)):
                 if c.parts[part].shape[1] != w:
-                    raise OnewordError(f"embedding {c.token!r} {part} has width {c.parts[part].shape[1]}; "
-                                       f"this SDXL model's encoder has {w}")
+                    raise OnewordError(
+                        f"embedding {c.token!r} {part} has width {c.parts[part].shape[1]}; "
+                        f"this SDXL model's encoder has {w}"
+                    )
         else:
             if te2 is not None:
-                raise OnewordError(f"embedding {c.token!r} is a single-encoder (SD1.x/2.x) embedding; this model is "
-                                   "SDXL and needs clip_l + clip_g")
+                raise OnewordError(
+                    f"embedding {c.token!r} is a single-encoder (SD1.x/2.x) embedding; this model is "
+                    "SDXL and needs clip_l + clip_g"
+                )
             if c.dim != width:
-                raise OnewordError(f"embedding {c.token!r} was made for a model with text width {c.dim}"
-                                   f"{width_name(c.dim)} (e.g. SD1.x=768, SD2.x=1024); this model has {width}")
+                raise OnewordError(
+                    f"embedding {c.token!r} was made for a model with text width {c.dim}"
+                    f"{width_name(c.dim)} (e.g. SD1.x=768, SD2.x=1024); this model has {width}"
+                )
         for i, name in enumerate(c.tokens):
             if name.lower() in names_seen:
-                raise OnewordError(f"two embeddings would both add the token {name!r}; rename one: oneword convert "
-                                   "FILE NEW_FILE --token NEW_NAME")
+                raise OnewordError(
+                    f"two embeddings would both add the token {name!r}; rename one: oneword convert "
+                    "FILE NEW_FILE --token NEW_NAME"
+                )
             names_seen.add(name.lower())
             why = _vocab_conflict(tok, name, allow_vocab_words or i > 0)
             if why:
                 raise OnewordError(why)
     added: list[str] = []
-    devices = ([te.device.index if te.device.index is not None else torch.cuda.current_device()]
-               if te.device.type == "cuda" else [])
+    devices = (
+        [te.device.index if te.device.index is not None else torch.cuda.current_device()]
+        if te.device.type == "cuda"
+        else []
+    )
     for c in concepts:
-        with torch.random.fork_rng(devices=devices):   # resizing samples new rows: keep the caller's RNG
+        with torch.random.fork_rng(devices=devices):  # resizing samples new rows: keep the caller's RNG
             try:
                 if c.parts is None:
                     pipe.load_textual_inversion(c.vectors, token=c.token)
@@ -119,8 +139,10 @@ def _already_installed(pipe, c: Concept) -> bool:
     if c.parts is None:
         pairs = [(pipe.tokenizer, pipe.text_encoder, c.vectors)]
     else:  # SDXL: both encoders must hold their part
-        pairs = [(pipe.tokenizer, pipe.text_encoder, c.parts["clip_l"]),
-                 (getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None), c.parts["clip_g"])]
+        pairs = [
+            (pipe.tokenizer, pipe.text_encoder, c.parts["clip_l"]),
+            (getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None), c.parts["clip_g"]),
+        ]
     for tok, te, vectors in pairs:
         if tok is None or te is None:
             return False
@@ -161,6 +183,7 @@ def _expand(prompt: str, groups: dict[str, int]) -> str:
         head = m.group(0).split()[0]
         t, n = by_lower.get(head.lower(), (head, 1))
         return " ".join([head] + vector_token_names(t, n)[1:])
+
     return pattern.sub(repl, prompt)
 
 
@@ -195,10 +218,11 @@ def expand_prompt(prompt, concepts_or_tokenizer):
 
 def _patch_prompt_expansion(pipe) -> None:
     """Replace the pipeline's multi-vector expansion (used inside its __call__) with ours."""
+
     def _maybe_convert_prompt(prompt, tokenizer):
         return _expand(prompt, _multi_vector_groups(tokenizer))
+
     try:
         object.__setattr__(pipe, "_maybe_convert_prompt", _maybe_convert_prompt)
     except (AttributeError, TypeError):
         pass
-

@@ -8,6 +8,7 @@ and safety is bookkeeping around it: cached VAE posteriors (data.py), a step rep
 validation loss for early stopping (early_stopping.py). Between check points (validations, checkpoints) the loop
 never reads a device value on the host, so a GPU never waits for Python.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,12 +26,12 @@ from .data import encode_photos, read_photos
 from .early_stopping import EarlyStopping, ValidationBatch
 from .errors import OnewordError
 from .guard import Guard
-from .init_words import start
-from .install import check_token_free, expand_prompt
+from .init_words import init_vectors, start  # noqa: F401  (init_vectors: the engine's start, re-exported)
+from .install import check_token_free
 from .run import CtrlC, Run
 from .safeio import remove_stale_temporaries, run_lock
 from .sampling import preview_grid
-from .templates import templates_for
+from .templates import encode_templates, templates_for  # noqa: F401
 
 DEFAULT_INIT = {"object": "object", "style": "painting"}
 # LearnConfig's settings that a model may ship its own default for (None in a LearnConfig: the model's, else these)
@@ -40,37 +41,37 @@ BASE_DEFAULTS = {"steps": 2000, "batch_size": 4, "lr": 5e-3, "val_every": 25, "v
 @dataclass
 class LearnConfig:
     token: str = "<concept>"
-    init: str | None = None           # None: "object" / "painting" (or the model's shipped default); "auto": words
-                                      # chosen from the photos; "encoder": the photo encoder (oneword.init_words)
-    init_mode: str = "word"           # "word": the init words' input embeddings (the paper); "cross": CrossInit
-    init_clip: str | None = None      # --init auto's CLIP judge (None: the world judge for the world model)
-    init_choice: dict | None = None   # how --init auto / encoder / cross chose the start (set by learn; run.json)
+    init: str | None = None  # None: "object" / "painting" (or the model's shipped default); "auto": words
+    # chosen from the photos; "encoder": the photo encoder (oneword.init_words)
+    init_mode: str = "word"  # "word": the init words' input embeddings (the paper); "cross": CrossInit
+    init_clip: str | None = None  # --init auto's CLIP judge (None: the world judge for the world model)
+    init_choice: dict | None = None  # how --init auto / encoder / cross chose the start (set by learn; run.json)
     vectors: int = 1
     property: str = "object"
     # None (steps, batch_size, lr, val_every, val_window, min_steps): the model's shipped default (the world
     # model's, or a folder's oneword.json), else BASE_DEFAULTS; `learn` fills them in (`for_model`)
-    steps: int | None = None          # an upper bound: early stopping usually ends sooner (2000)
-    batch_size: int | None = None     # (4)
-    lr: float | None = None           # AdamW, constant after warm-up (the paper's schedule) (5e-3)
+    steps: int | None = None  # an upper bound: early stopping usually ends sooner (2000)
+    batch_size: int | None = None  # (4)
+    lr: float | None = None  # AdamW, constant after warm-up (the paper's schedule) (5e-3)
     warmup: int = 0
-    weight_decay: float = 0.01        # torch AdamW's default, as the official code and diffusers use
-    reg_weight: float = 0.0           # official code's embedding_reg_weight: L2 pull toward the init vector
-    resolution: int | None = None     # None: the model's native resolution
+    weight_decay: float = 0.01  # torch AdamW's default, as the official code and diffusers use
+    reg_weight: float = 0.0  # official code's embedding_reg_weight: L2 pull toward the init vector
+    resolution: int | None = None  # None: the model's native resolution
     seed: int = 0
     save_every: int = 250
     preview_every: int = 0
     preview_prompts: tuple[str, ...] = ()
     preview_steps: int = 25
     early_stop: bool = True
-    val_every: int | None = None      # (25)
-    val_window: int | None = None     # (16) stop when the last val_window validation losses have stopped falling:
-    val_z: float = 2.0                # their least-squares slope is no longer val_z standard errors below zero
-    val_samples: int = 16             # size of the fixed validation batch (photos in turn)
-    val_t_min: float = 0.05           # its timesteps are spread over [val_t_min, 0.95] of the schedule
-    min_steps: int | None = None      # (200)
+    val_every: int | None = None  # (25)
+    val_window: int | None = None  # (16) stop when the last val_window validation losses have stopped falling:
+    val_z: float = 2.0  # their least-squares slope is no longer val_z standard errors below zero
+    val_samples: int = 16  # size of the fixed validation batch (photos in turn)
+    val_t_min: float = 0.05  # its timesteps are spread over [val_t_min, 0.95] of the schedule
+    min_steps: int | None = None  # (200)
     grad_checkpointing: bool = False  # trade compute for memory (fits SD1.5 learning in ~4 GB)
-    cuda_graph: bool = True           # on CUDA: replay each step from a CUDA graph (cuda_graph.py; not with checkpointing)
-    max_bad_steps: int = 10           # consecutive non-finite steps before rolling back
+    cuda_graph: bool = True  # on CUDA: replay each step from a CUDA graph (cuda_graph.py; not with checkpointing)
+    max_bad_steps: int = 10  # consecutive non-finite steps before rolling back
 
     @classmethod
     def with_defaults(cls, model, **overrides) -> LearnConfig:
@@ -95,8 +96,16 @@ class LearnConfig:
     def validate(self) -> None:
         """Refuse settings that cannot run, in one line each, before any work (a zero --save-every would
         otherwise fail mid-run, a negative --steps silently learn nothing)."""
-        for name in ("steps", "batch_size", "vectors", "save_every", "val_every", "val_samples", "preview_steps",
-                     "max_bad_steps"):
+        for name in (
+            "steps",
+            "batch_size",
+            "vectors",
+            "save_every",
+            "val_every",
+            "val_samples",
+            "preview_steps",
+            "max_bad_steps",
+        ):
             if getattr(self, name) < 1:
                 raise OnewordError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         for name in ("warmup", "preview_every", "min_steps", "weight_decay", "reg_weight", "val_z"):
@@ -105,7 +114,9 @@ class LearnConfig:
         if not 0 <= self.lr < float("inf"):  # 0: nothing moves (a control run)
             raise OnewordError(f"--lr must be a finite number, 0 or more, not {self.lr}")
         if not 0 <= self.val_t_min < 0.95:
-            raise OnewordError(f"--val-t-min must be in [0, 0.95) (a fraction of the noise schedule), not {self.val_t_min}")
+            raise OnewordError(
+                f"--val-t-min must be in [0, 0.95) (a fraction of the noise schedule), not {self.val_t_min}"
+            )
         if self.val_window < 3:
             raise OnewordError(f"--val-window must be at least 3 (a slope and its error), not {self.val_window}")
         if self.resolution is not None and self.resolution < 8:
@@ -149,8 +160,9 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
 
                 def sample_loss(rows, posterior_noise, noise, timesteps, prompt_ids):  # the paper's loss on samples
                     latents = cache.sample(rows, posterior_noise)
-                    return diffusion_loss(model, noise_schedule, latents, noise, timesteps, prompt_ids,
-                                          cache.sizes[rows])
+                    return diffusion_loss(
+                        model, noise_schedule, latents, noise, timesteps, prompt_ids, cache.sizes[rows]
+                    )
 
                 def batch_loss(rows, templates, posterior_noise, noise, timesteps):  # a training batch's loss
                     loss = sample_loss(rows, posterior_noise, noise, timesteps, ids[templates])
@@ -192,8 +204,17 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                     bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
                     if cfg.preview_every and run.step % cfg.preview_every == 0:  # pictures of the word so far
                         preview = run.out / "previews" / f"step_{run.step:06d}.png"
-                        preview_grid(model, tokenizer, preview, cfg.token, cfg.vectors, cfg.property,
-                                     cfg.preview_prompts, cfg.preview_steps, cfg.seed)
+                        preview_grid(
+                            model,
+                            tokenizer,
+                            preview,
+                            cfg.token,
+                            cfg.vectors,
+                            cfg.property,
+                            cfg.preview_prompts,
+                            cfg.preview_steps,
+                            cfg.seed,
+                        )
                     if run.step % cfg.save_every == 0 or run.step >= cfg.steps or stopper.stopped:
                         run.save("running")  # checkpoint: a kill from here on resumes from this step
                 elapsed = time.perf_counter() - started
@@ -202,10 +223,12 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
             resume = f"Resume with: oneword learn --resume {run.out}"
             if not ctrl_c.whole:  # a second Ctrl-C inside a step: its state is half updated, not saved
                 if run.saved_step is None:
-                    raise OnewordError(f"interrupted during step {run.step + 1}, before the first checkpoint; "
-                                       "nothing to resume") from None
-                raise OnewordError(f"interrupted during step {run.step + 1}; the checkpoint of step "
-                                   f"{run.saved_step} is kept. {resume}") from None
+                    raise OnewordError(
+                        f"interrupted during step {run.step + 1}, before the first checkpoint; nothing to resume"
+                    ) from None
+                raise OnewordError(
+                    f"interrupted during step {run.step + 1}; the checkpoint of step {run.saved_step} is kept. {resume}"
+                ) from None
             run.skipped += guard.take_skipped()
             run.save("interrupted")  # Ctrl-C loses nothing
             raise OnewordError(f"interrupted at step {run.step}; checkpoint saved. {resume}") from None
@@ -216,11 +239,16 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                 model.unet.disable_gradient_checkpointing()
         rate = (run.step - first_step) * cfg.batch_size / max(elapsed, 1e-9)
         # save: the final word, and in run.json how the run ended, its speed and which engine ran
-        return run.save("early_stopped" if stopper.stopped else "done", rate=rate, elapsed=elapsed,
-                        engine=_engine(loss_and_grad, validation))
+        return run.save(
+            "early_stopped" if stopper.stopped else "done",
+            rate=rate,
+            elapsed=elapsed,
+            engine=_engine(loss_and_grad, validation),
+        )
 
 
 # ---------------------------------------------------------------------------- the pieces of `learn`, in order
+
 
 def _training_schedule(model):
     """The model's own noise schedule (betas, prediction type) as a DDPM scheduler for add_noise/get_velocity."""
@@ -230,35 +258,6 @@ def _training_schedule(model):
     # on the model's device now: add_noise moves it there on its first call, a blocking copy inside the first step
     schedule.alphas_cumprod = schedule.alphas_cumprod.to(model.device)
     return schedule
-
-
-def init_vectors(model, word: str, n: int) -> torch.Tensor:
-    """Start vectors from the init text; a word the tokenizer splits into two pieces counts as their mean.
-    One vector: the mean of the words (the paper's init word). n vectors from k > 1 words: vector i starts from
-    word i*k//n (A1111's rule, by words rather than by pieces), so "green star" gives a 2-vector word whose
-    first vector sits in the colour-word slot; from a single word, every vector starts from it.
-    A model with several text encoders (SDXL) gets each encoder's part from the word in its own table."""
-    return torch.cat([_init_part(e.tokenizer, e.text_encoder, word, n) for e in model.family.encoders(model.pipe)],
-                     dim=-1)
-
-
-def _init_part(tokenizer, text_encoder, word: str, n: int) -> torch.Tensor:
-    table = text_encoder.get_input_embeddings().weight
-    rows = []
-    for part in word.split():
-        pieces = tokenizer(part, add_special_tokens=False).input_ids
-        if not pieces or len(pieces) > 2:
-            shown = tokenizer.convert_ids_to_tokens(pieces)
-            raise OnewordError(f"init word {part!r} is not a word this model knows (it splits into {shown}); "
-                               f"choose a common word for the concept, e.g. --init {validate.example_word(tokenizer)}")
-        rows.append(table[pieces].float().mean(0))
-    if not rows:
-        raise OnewordError("--init is empty; give a word that describes the concept, e.g. --init "
-                           f"{validate.example_word(tokenizer)}")
-    words = torch.stack(rows).detach().cpu()
-    if n > 1 and len(words) > 1:
-        return words[[i * len(words) // n for i in range(n)]]
-    return words.mean(0, keepdim=True).repeat(n, 1)
 
 
 @contextmanager
@@ -284,8 +283,10 @@ def learned_words(model, words):
     tables = []
     for token, vectors in words:
         if vectors.shape[-1] != width:
-            raise OnewordError(f"{token}: vectors are {vectors.shape[-1]} wide but this model's text encoder is "
-                               f"{width} wide (the word was learned for another model)")
+            raise OnewordError(
+                f"{token}: vectors are {vectors.shape[-1]} wide but this model's text encoder is "
+                f"{width} wide (the word was learned for another model)"
+            )
         names = vector_token_names(token, len(vectors))
         for tokenizer in tokenizers:
             check_token_free(tokenizer, token, len(vectors))
@@ -322,18 +323,6 @@ class LearnedTokenEmbedding(nn.Module):
         return torch.where(is_new.unsqueeze(-1), learned, out)
 
 
-def encode_templates(tokenizer, prop: str, token: str, n: int) -> torch.Tensor:
-    """Token ids [T, L] of every template with the placeholder filled in (computed once); [T, E, L] for a
-    family with E text encoders (its tokenizer gives one row per encoder)."""
-    texts = expand_prompt([t.format(token) for t in templates_for(prop)], {token: n})
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    first = tokenizer.convert_tokens_to_ids(token)
-    if not bool((ids == first).flatten(1).any(1).all()):
-        raise OnewordError(f"the prompt templates do not fit this tokenizer's {tokenizer.model_max_length} tokens with the placeholder")
-    return ids
-
-
 def diffusion_loss(model, noise_schedule, latents, noise, timesteps, ids, sizes=None, groups: int = 1) -> torch.Tensor:
     """The latent-diffusion objective on the model's own schedule and prediction type. `groups` > 1: the batch is
     that many equal groups (words learned side by side, oneword.many) and the result is each group's mean loss.
@@ -364,11 +353,13 @@ class Batch:
 
 def draw_batch(g: torch.Generator, n_rows: int, n_templates: int, shape, n_train_steps: int, b: int) -> Batch:
     """All randomness of one step, from one CPU generator, so a checkpointed generator resumes exactly."""
-    return Batch(rows=torch.randint(0, n_rows, (b,), generator=g),
-                 templates=torch.randint(0, n_templates, (b,), generator=g),
-                 posterior_noise=torch.randn((b, *shape), generator=g),
-                 noise=torch.randn((b, *shape), generator=g),
-                 timesteps=torch.randint(0, n_train_steps, (b,), generator=g))
+    return Batch(
+        rows=torch.randint(0, n_rows, (b,), generator=g),
+        templates=torch.randint(0, n_templates, (b,), generator=g),
+        posterior_noise=torch.randn((b, *shape), generator=g),
+        noise=torch.randn((b, *shape), generator=g),
+        timesteps=torch.randint(0, n_train_steps, (b,), generator=g),
+    )
 
 
 def batch_inputs(b: Batch, device) -> dict:
@@ -401,8 +392,12 @@ def _set_lr(opt, cfg: LearnConfig, run: Run) -> None:
 
 def _check_point(cfg: LearnConfig, step: int) -> bool:
     """Steps after which the loop reads the device (non-finite counts, the loss) and may validate, preview, save."""
-    return (step % cfg.val_every == 0 or step % cfg.save_every == 0 or step >= cfg.steps
-            or bool(cfg.preview_every and step % cfg.preview_every == 0))
+    return (
+        step % cfg.val_every == 0
+        or step % cfg.save_every == 0
+        or step >= cfg.steps
+        or bool(cfg.preview_every and step % cfg.preview_every == 0)
+    )
 
 
 def _progress(total: int, start: int, enabled: bool):
@@ -426,5 +421,8 @@ class _NoBar:
 def _engine(loss_and_grad, validation: ValidationBatch) -> dict:
     """For run.json: eager or CUDA-graph runners for the step and the validation, and the seconds capturing took."""
     val = validation.runners.values()
-    return {"step": loss_and_grad.kind, "validation": "+".join(sorted({r.kind for r in val})) or "none",
-            "setup_s": round(loss_and_grad.setup_s + sum(r.setup_s for r in val), 3)}
+    return {
+        "step": loss_and_grad.kind,
+        "validation": "+".join(sorted({r.kind for r in val})) or "none",
+        "setup_s": round(loss_and_grad.setup_s + sum(r.setup_s for r in val), 3),
+    }

@@ -5,8 +5,11 @@
   (the paper used openai/clip-vit-base-patch32); the network is never used;
 * the embedded world's own CLIP plus its attribute oracle ("world").
 """
+
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -29,7 +32,7 @@ class ClipJudge:
     def image_features(self, images) -> torch.Tensor:
         out = []
         for i in range(0, len(images), self.batch):
-            px = self.processor(images=[im.convert("RGB") for im in images[i:i + self.batch]], return_tensors="pt")
+            px = self.processor(images=[im.convert("RGB") for im in images[i : i + self.batch]], return_tensors="pt")
             f = self.model.get_image_features(pixel_values=px["pixel_values"].to(self.device))
             out.append(normalise(getattr(f, "pooler_output", f)).cpu())
         return torch.cat(out)
@@ -37,10 +40,12 @@ class ClipJudge:
     @torch.no_grad()
     def text_features(self, texts: list[str]) -> torch.Tensor:
         tok = self.processor.tokenizer
-        ids = tok(list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length,
-                  return_tensors="pt")
-        f = self.model.get_text_features(input_ids=ids["input_ids"].to(self.device),
-                                         attention_mask=ids["attention_mask"].to(self.device))
+        ids = tok(
+            list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length, return_tensors="pt"
+        )
+        f = self.model.get_text_features(
+            input_ids=ids["input_ids"].to(self.device), attention_mask=ids["attention_mask"].to(self.device)
+        )
         return normalise(getattr(f, "pooler_output", f)).cpu()
 
 
@@ -77,7 +82,9 @@ def load_judge(spec: str | None = None, model=None, device=None):
 
     if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return _clip_judge(spec, spec, device, local=False)
-    raise OnewordError(f"judge {spec!r} is not a folder, a hub id or 'world' (give a CLIPModel folder with --judge DIR)")
+    raise OnewordError(
+        f"judge {spec!r} is not a folder, a hub id or 'world' (give a CLIPModel folder with --judge DIR)"
+    )
 
 
 def _world_judge(path):
@@ -97,11 +104,15 @@ def _clip_judge(source: str, name: str, device, local: bool):
     except Exception as e:
         if local:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise OnewordError(f"cannot load a CLIP judge from {source}: {first} (give a folder holding a "
-                               f"transformers CLIPModel and its processor)") from None
-        raise OnewordError(f"judge {source!r} is not in the local Hugging Face cache and the network is not used; "
-                           f"download it where you have access (huggingface-cli download {source} --local-dir DIR) "
-                           f"and pass --judge DIR") from None
+            raise OnewordError(
+                f"cannot load a CLIP judge from {source}: {first} (give a folder holding a "
+                f"transformers CLIPModel and its processor)"
+            ) from None
+        raise OnewordError(
+            f"judge {source!r} is not in the local Hugging Face cache and the network is not used; "
+            f"download it where you have access (huggingface-cli download {source} --local-dir DIR) "
+            f"and pass --judge DIR"
+        ) from None
     model.requires_grad_(False)
     return ClipJudge(model, processor, name, device)
 
@@ -115,3 +126,16 @@ def is_world_model(model) -> bool:
         return Path(model.identity.get("source", "")).resolve() == model_path().resolve()
     except Exception:
         return False
+
+
+def judge_identity(judge) -> str:
+    """A judge's weights, cheaply: its name, config and a few sampled text-tower values."""
+    inner = getattr(judge, "judge", None)
+    model = getattr(inner, "clip", None) if inner is not None else getattr(judge, "model", None)
+    h = hashlib.sha256(str(getattr(judge, "name", "")).encode())
+    if model is not None:
+        h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+        params = [p for n, p in model.named_parameters() if n.startswith("text")]
+        for p in params[:: max(1, len(params) // 8)]:
+            h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

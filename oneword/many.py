@@ -19,6 +19,7 @@ concept saves its run folder (run.py; the previous checkpoint is kept beside it)
 records which concept sat in which slot at which step. `--resume` restores exactly that, so a killed process
 continues every concept bit for bit (CPU).
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,8 +56,8 @@ from .invert import (
 from .run import CHECKPOINT, Run
 from .safeio import atomic_write_bytes, atomic_write_json, remove_stale_temporaries, run_lock
 
-MANIFEST = "learn-many.json"          # the jobs and settings, for --resume
-STATE = "learn-many-state.json"       # the last consistent snapshot: slot -> concept and step
+MANIFEST = "learn-many.json"  # the jobs and settings, for --resume
+STATE = "learn-many-state.json"  # the last consistent snapshot: slot -> concept and step
 SUMMARY = "summary.json"
 PREVIOUS = "checkpoint.previous.safetensors"  # the checkpoint before the last one (for an exact resume)
 SETTINGS_FILES = ("oneword.json", "oneword.toml")
@@ -68,6 +69,7 @@ FINISHED = ("done", "early_stopped")
 @dataclass
 class Job:
     """One concept: its photos and what may differ between the concepts of one batch."""
+
     token: str
     photos: str
     out: str | None = None
@@ -84,14 +86,18 @@ class Job:
 
 # ---------------------------------------------------------------------------------------------------- jobs
 
+
 def read_jobs(source, out=None) -> list[Job]:
     """A folder of photo folders (one concept each, token `<folder name>`, optional oneword.json / oneword.toml
     beside the photos) or a JSONL manifest (one job per line). Every job gets its out folder (`out/<token>`
     unless it names one); two jobs with the same token or out folder are refused here, before any work."""
     source = Path(source)
     if source.is_dir():
-        jobs = [_folder_job(sub) for sub in sorted(source.iterdir(), key=lambda p: p.name)
-                if sub.is_dir() and not sub.name.startswith(".")]
+        jobs = [
+            _folder_job(sub)
+            for sub in sorted(source.iterdir(), key=lambda p: p.name)
+            if sub.is_dir() and not sub.name.startswith(".")
+        ]
         if not jobs:
             raise OnewordError(f"{source} holds no photo folders (one folder of photos per concept)")
     elif source.is_file():
@@ -177,8 +183,17 @@ def _job_from_dict(data: dict, where: str) -> Job:
         raise OnewordError(f"{where}: no 'photos' folder")
     data = dict(data)
     data.setdefault("token", f"<{Path(data['photos']).name}>")
-    kinds = {"vectors": int, "steps": int, "seed": int, "lr": (int, float), "token": str, "init": str,
-             "property": str, "photos": str, "out": str}
+    kinds = {
+        "vectors": int,
+        "steps": int,
+        "seed": int,
+        "lr": (int, float),
+        "token": str,
+        "init": str,
+        "property": str,
+        "photos": str,
+        "out": str,
+    }
     for k, v in data.items():
         if v is not None and (not isinstance(v, kinds[k]) or isinstance(v, bool)):
             raise OnewordError(f"{where}: {k} must be {getattr(kinds[k], '__name__', 'a number')}, not {v!r}")
@@ -192,6 +207,7 @@ def _slug(token: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- the engine
+
 
 @dataclass
 class _Slot:
@@ -217,11 +233,25 @@ class Engine:
     step to resume at or None, slot or None) or None), hears of ended ones (`finished(index, row)`) and keeps the
     snapshots (`snapshot(state)`): LocalQueue in one process, distributed.py's queue across Ray workers."""
 
-    def __init__(self, model, jobs: list[Job], settings: dict, slots: int, out, *, fixed_shapes: bool | None = None,
-                 designated: bool = False, callback=None, progress: bool = True, resume: bool = False):
+    def __init__(
+        self,
+        model,
+        jobs: list[Job],
+        settings: dict,
+        slots: int,
+        out,
+        *,
+        fixed_shapes: bool | None = None,
+        designated: bool = False,
+        callback=None,
+        progress: bool = True,
+        resume: bool = False,
+    ):
         if len(getattr(getattr(model, "family", None), "encoders", lambda p: [0])(model.pipe)) > 1:
-            raise OnewordError("learn-many learns for models with one text encoder (SD1.x, SD2.x) for now; "
-                               "use oneword learn for this model")
+            raise OnewordError(
+                "learn-many learns for models with one text encoder (SD1.x, SD2.x) for now; "
+                "use oneword learn for this model"
+            )
         self.model, self.jobs, self.out = model, jobs, Path(out) if out is not None else None
         self.settings = {k: v for k, v in settings.items() if v is not None}
         self.cfgs: list[LearnConfig | None] = []
@@ -254,8 +284,9 @@ class Engine:
         self.init_rows = torch.zeros(self.K * self.V, width, device=self.dev)
         self.reg_rows = torch.zeros(self.K, self.V, device=self.dev)  # 1/n on a slot's used rows (reg_weight)
         self.latents: LatentCache | None = None
-        self.dummy_ids = model.tokenizer([""], padding="max_length", max_length=model.tokenizer.model_max_length,
-                                         return_tensors="pt").input_ids.repeat(self.B, 1)
+        self.dummy_ids = model.tokenizer(
+            [""], padding="max_length", max_length=model.tokenizer.model_max_length, return_tensors="pt"
+        ).input_ids.repeat(self.B, 1)
         self.scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
         self.val_runners: dict = {}
         self.runner = None
@@ -275,8 +306,10 @@ class Engine:
                         self._iteration()
                     except KeyboardInterrupt:
                         self._snapshot(source, status="interrupted")
-                        raise OnewordError("interrupted; every running concept saved its checkpoint. Resume with: "
-                                           f"oneword learn-many --resume {self.out}") from None
+                        raise OnewordError(
+                            "interrupted; every running concept saved its checkpoint. Resume with: "
+                            f"oneword learn-many --resume {self.out}"
+                        ) from None
                     ended = self._ended()
                     if ended or self.iteration % self.shared.save_every == 0:
                         self._snapshot(source, ended)
@@ -300,8 +333,9 @@ class Engine:
             s = self.slots[k]
             if s is None:  # an idle slot in a fixed-shape batch: a dummy group on the vocabulary's own rows
                 z = torch.zeros((self.B, *self.latents.mean.shape[1:]))
-                parts.append((torch.full((self.B,), k * self.R), z, z, torch.zeros(self.B, dtype=torch.long),
-                              self.dummy_ids))
+                parts.append(
+                    (torch.full((self.B,), k * self.R), z, z, torch.zeros(self.B, dtype=torch.long), self.dummy_ids)
+                )
                 continue
             b = draw_batch(s.run.rng, len(s.cache), len(s.ids), s.cache.mean.shape[1:], self.n_train, self.B)
             _set_lr(s.opt, s.cfg, s.run)
@@ -314,7 +348,7 @@ class Engine:
             s = self.slots[k]
             if s is None:
                 continue
-            s.param.grad = grad[k * self.V:k * self.V + s.n]
+            s.param.grad = grad[k * self.V : k * self.V + s.n]
             self.scaler.unscale_(s.opt)
             with s.guard.kept_if_finite(losses[pos], s.opt, s.param):
                 s.opt.step()
@@ -350,13 +384,15 @@ class Engine:
 
     def _runner(self, example: dict):
         if self.runner is None:
+
             def step_loss(rows, posterior_noise, noise, timesteps, prompt_ids):
                 groups = len(rows) // self.B
                 latents = self.latents.sample(rows, posterior_noise)
-                losses = diffusion_loss(self.model, self.noise_schedule, latents, noise, timesteps, prompt_ids,
-                                        groups=groups).reshape(groups)
+                losses = diffusion_loss(
+                    self.model, self.noise_schedule, latents, noise, timesteps, prompt_ids, groups=groups
+                ).reshape(groups)
                 if self.shared.reg_weight:  # each slot's mean squared distance from its init vectors
-                    slots = (rows[::self.B] // self.R).long()
+                    slots = (rows[:: self.B] // self.R).long()
                     dist = (self.table - self.init_rows).pow(2).sum(-1).view(self.K, self.V)
                     losses = losses + self.shared.reg_weight * (dist * self.reg_rows)[slots].sum(-1)
                 return losses
@@ -406,16 +442,19 @@ class Engine:
                 init = init_vectors(model, cfg.init_word(), cfg.vectors).to(self.dev)
             if self.latents is None:
                 shape = cache.mean.shape[1:]
-                self.latents = LatentCache(torch.zeros(self.K * self.R, *shape, device=self.dev),
-                                           torch.zeros(self.K * self.R, *shape, device=self.dev), cache.scaling_factor)
+                self.latents = LatentCache(
+                    torch.zeros(self.K * self.R, *shape, device=self.dev),
+                    torch.zeros(self.K * self.R, *shape, device=self.dev),
+                    cache.scaling_factor,
+                )
             rows = slice(k * self.V, k * self.V + cfg.vectors)
             with torch.no_grad():
-                self.latents.mean[k * self.R:k * self.R + len(cache)] = cache.mean
-                self.latents.std[k * self.R:k * self.R + len(cache)] = cache.std
+                self.latents.mean[k * self.R : k * self.R + len(cache)] = cache.mean
+                self.latents.std[k * self.R : k * self.R + len(cache)] = cache.std
                 self.table[rows] = init
                 self.init_rows[rows] = init
                 self.reg_rows[k].zero_()
-                self.reg_rows[k, :cfg.vectors] = 1.0 / cfg.vectors
+                self.reg_rows[k, : cfg.vectors] = 1.0 / cfg.vectors
             param = nn.Parameter(self.table.data[rows])  # a view: AdamW's updates land in the shared table
             opt = torch.optim.AdamW([param], lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=param.is_cuda)
             stopper = EarlyStopping(cfg)
@@ -430,8 +469,23 @@ class Engine:
         except BaseException:
             lock.close()
             raise
-        return _Slot(k, index, cfg, run, opt, stopper, guard, param, cache, ids, validation, lock,
-                     time.perf_counter(), run.step, n=cfg.vectors)
+        return _Slot(
+            k,
+            index,
+            cfg,
+            run,
+            opt,
+            stopper,
+            guard,
+            param,
+            cache,
+            ids,
+            validation,
+            lock,
+            time.perf_counter(),
+            run.step,
+            n=cfg.vectors,
+        )
 
     def _ids(self, cfg: LearnConfig, k: int) -> torch.Tensor:
         """The job's template ids with its word's ids pointing at slot k's rows of the table."""
@@ -446,8 +500,17 @@ class Engine:
         from .sampling import preview_grid
 
         with self._vocabulary_only(), learned_word(self.model, s.cfg.token, s.param.detach()) as tokenizer:
-            preview_grid(self.model, tokenizer, s.run.out / "previews" / f"step_{s.run.step:06d}.png", s.cfg.token,
-                         s.cfg.vectors, s.cfg.property, s.cfg.preview_prompts, s.cfg.preview_steps, s.cfg.seed)
+            preview_grid(
+                self.model,
+                tokenizer,
+                s.run.out / "previews" / f"step_{s.run.step:06d}.png",
+                s.cfg.token,
+                s.cfg.vectors,
+                s.cfg.property,
+                s.cfg.preview_prompts,
+                s.cfg.preview_steps,
+                s.cfg.seed,
+            )
 
     @contextmanager
     def _vocabulary_only(self):
@@ -475,16 +538,25 @@ class Engine:
             if id(s) in ended_ids:
                 elapsed = time.perf_counter() - s.started
                 rate = (s.run.step - s.first_step) * self.B / max(elapsed, 1e-9)
-                engine = {**self.kinds, "validation": "+".join(sorted({r.kind for r in self.val_runners.values()})),
-                          "slots": self.K, "shared_batch": True}
-                s.run.save("early_stopped" if s.stopper.stopped else "done", rate=rate, elapsed=elapsed,
-                           engine=engine)
+                engine = {
+                    **self.kinds,
+                    "validation": "+".join(sorted({r.kind for r in self.val_runners.values()})),
+                    "slots": self.K,
+                    "shared_batch": True,
+                }
+                s.run.save("early_stopped" if s.stopper.stopped else "done", rate=rate, elapsed=elapsed, engine=engine)
             else:
                 s.run.save(status)
-        state = {"iteration": self.iteration, "slots": self.K,
-                 "running": {str(s.job): {"slot": s.index, "step": s.run.step} for s in self.slots
-                             if s is not None and id(s) not in ended_ids},
-                 "ended": sorted([s.job for s in ended] + [i for i, r in enumerate(self.rows) if r is not None])}
+        state = {
+            "iteration": self.iteration,
+            "slots": self.K,
+            "running": {
+                str(s.job): {"slot": s.index, "step": s.run.step}
+                for s in self.slots
+                if s is not None and id(s) not in ended_ids
+            },
+            "ended": sorted([s.job for s in ended] + [i for i, r in enumerate(self.rows) if r is not None]),
+        }
         source.snapshot(state)
         for s in ended:
             row = _row(self.jobs[s.job], s.run, time.perf_counter() - s.started)
@@ -497,14 +569,30 @@ class Engine:
 
     def _fail(self, source, index: int, reason: str) -> None:
         job = self.jobs[index]
-        row = {"token": job.token, "out": job.out, "status": "failed", "error": reason, "steps": 0,
-               "stopped_early": False, "val_loss": None, "time_s": 0.0, "file": None}
+        row = {
+            "token": job.token,
+            "out": job.out,
+            "status": "failed",
+            "error": reason,
+            "steps": 0,
+            "stopped_early": False,
+            "val_loss": None,
+            "time_s": 0.0,
+            "file": None,
+        }
         try:
             Path(job.out).mkdir(parents=True, exist_ok=True)
             cfg = self.cfgs[index]
-            atomic_write_json(Path(job.out) / "run.json", {"status": "failed", "error": reason, "step": 0,
-                                                           "config": asdict(cfg) if cfg else asdict(job),
-                                                           "photos": job.photos})
+            atomic_write_json(
+                Path(job.out) / "run.json",
+                {
+                    "status": "failed",
+                    "error": reason,
+                    "step": 0,
+                    "config": asdict(cfg) if cfg else asdict(job),
+                    "photos": job.photos,
+                },
+            )
         except OSError:
             pass
         self.rows[index] = row
@@ -515,20 +603,34 @@ class Engine:
 
 def _row(job: Job, run: Run, seconds: float) -> dict:
     history = run.early_stopping.history
-    return {"token": job.token, "out": job.out, "status": "early_stopped" if run.early_stopping.stopped else "done",
-            "error": None, "steps": run.step, "stopped_early": run.early_stopping.stopped,
-            "val_loss": history[-1] if history else None, "time_s": round(seconds, 3),
-            "file": str(run.out / "learned_embeds.safetensors")}
+    return {
+        "token": job.token,
+        "out": job.out,
+        "status": "early_stopped" if run.early_stopping.stopped else "done",
+        "error": None,
+        "steps": run.step,
+        "stopped_early": run.early_stopping.stopped,
+        "val_loss": history[-1] if history else None,
+        "time_s": round(seconds, 3),
+        "file": str(run.out / "learned_embeds.safetensors"),
+    }
 
 
 def _row_from_folder(job: Job) -> dict:
     saved = _read_json(Path(job.out) / "run.json") or {}
     history = (saved.get("early_stopping") or {}).get("val_losses") or []
     status = saved.get("status", "failed")
-    return {"token": job.token, "out": job.out, "status": status, "error": saved.get("error"),
-            "steps": saved.get("step", 0), "stopped_early": status == "early_stopped",
-            "val_loss": history[-1] if history else None, "time_s": saved.get("elapsed_s", 0.0),
-            "file": str(Path(job.out) / "learned_embeds.safetensors") if status in FINISHED else None}
+    return {
+        "token": job.token,
+        "out": job.out,
+        "status": status,
+        "error": saved.get("error"),
+        "steps": saved.get("step", 0),
+        "stopped_early": status == "early_stopped",
+        "val_loss": history[-1] if history else None,
+        "time_s": saved.get("elapsed_s", 0.0),
+        "file": str(Path(job.out) / "learned_embeds.safetensors") if status in FINISHED else None,
+    }
 
 
 def _to(t: torch.Tensor, device) -> torch.Tensor:
@@ -585,6 +687,7 @@ def _load_at(run: Run, step) -> None:
 
 # ---------------------------------------------------------------------------------------------------- one process
 
+
 class LocalQueue:
     """The jobs in order, for one process; remembers the snapshot in OUT/learn-many-state.json."""
 
@@ -633,8 +736,18 @@ class LocalQueue:
             atomic_write_json(self.out / STATE, state)
 
 
-def learn_many(model, jobs, out=None, *, slots: int | None = None, resume: bool = False, callback=None,
-               progress: bool = True, fixed_shapes: bool | None = None, **settings) -> list[dict]:
+def learn_many(
+    model,
+    jobs,
+    out=None,
+    *,
+    slots: int | None = None,
+    resume: bool = False,
+    callback=None,
+    progress: bool = True,
+    fixed_shapes: bool | None = None,
+    **settings,
+) -> list[dict]:
     """Learn every job's word (Job objects or dicts with photos, token, init, property, vectors, steps, seed, lr),
     `slots` of them at a time in one batch; `settings` are LearnConfig fields shared by all (batch_size,
     save_every, early_stop, ...). `fixed_shapes`: every slot computed every step and job i in slot i % slots, as
@@ -649,14 +762,26 @@ def learn_many(model, jobs, out=None, *, slots: int | None = None, resume: bool 
         Path(out).mkdir(parents=True, exist_ok=True)
         if not resume:
             _refuse_existing(jobs)
-            atomic_write_json(Path(out) / MANIFEST, {"jobs": [asdict(j) for j in jobs], "settings": settings,
-                                                     "slots": slots, "model": model.identity})
+            atomic_write_json(
+                Path(out) / MANIFEST,
+                {"jobs": [asdict(j) for j in jobs], "settings": settings, "slots": slots, "model": model.identity},
+            )
     elif not resume:
         _refuse_existing(jobs)
     queue = LocalQueue(jobs, out, resume, designated=bool(fixed_shapes))
     k = slots or default_slots(model, len(jobs), LearnConfig.with_defaults(model, **settings).batch_size)
-    engine = Engine(model, jobs, settings, k, out, fixed_shapes=fixed_shapes, designated=bool(fixed_shapes),
-                    callback=callback, progress=progress, resume=resume)
+    engine = Engine(
+        model,
+        jobs,
+        settings,
+        k,
+        out,
+        fixed_shapes=fixed_shapes,
+        designated=bool(fixed_shapes),
+        callback=callback,
+        progress=progress,
+        resume=resume,
+    )
     ran = {r["token"]: r for r in engine.run(queue)}
     rows = [ran.get(j.token) or _row_from_folder(j) for j in jobs]  # with those that ended before a --resume
     if out is not None:
@@ -709,7 +834,9 @@ def _step_memory(model, batch_size: int) -> int:
     ids = torch.zeros(batch_size, model.tokenizer.model_max_length, dtype=torch.long, device=model.device)
     e = emb(ids).detach().requires_grad_(True)
     cond = model.text_encoder(inputs_embeds=e)[0] if _takes_embeds(model) else model.text_encoder(ids)[0]
-    model.unet(x, torch.zeros(batch_size, dtype=torch.long, device=model.device), cond.to(model.dtype)).sample.float().pow(2).mean().backward()
+    model.unet(
+        x, torch.zeros(batch_size, dtype=torch.long, device=model.device), cond.to(model.dtype)
+    ).sample.float().pow(2).mean().backward()
     peak = torch.cuda.max_memory_allocated(model.device) - before
     del x, e, cond
     torch.cuda.empty_cache()
@@ -729,9 +856,18 @@ def write_summary(out, rows: list[dict]) -> None:
 def summary_table(rows: list[dict]) -> str:
     """The summary as a text table: token, status, steps, early stop, final validation loss, time, file/error."""
     head = ("token", "status", "steps", "early", "val loss", "time s", "file / reason")
-    body = [(r["token"], r["status"], str(r["steps"]), "yes" if r["stopped_early"] else "no",
-             "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}", f"{r['time_s']:.1f}",
-             r["file"] if r["status"] != "failed" else r["error"]) for r in rows]
+    body = [
+        (
+            r["token"],
+            r["status"],
+            str(r["steps"]),
+            "yes" if r["stopped_early"] else "no",
+            "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}",
+            f"{r['time_s']:.1f}",
+            r["file"] if r["status"] != "failed" else r["error"],
+        )
+        for r in rows
+    ]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
     return "\n".join(fmt.format(*line) for line in [head, *body])
@@ -762,5 +898,14 @@ class _Bar:
             self.bar.close()
 
 
-__all__ = ["Job", "read_jobs", "resolve_jobs", "learn_many", "resume_settings", "summary_table", "Engine",
-           "LocalQueue", "default_slots"]
+__all__ = [
+    "Job",
+    "read_jobs",
+    "resolve_jobs",
+    "learn_many",
+    "resume_settings",
+    "summary_table",
+    "Engine",
+    "LocalQueue",
+    "default_slots",
+]

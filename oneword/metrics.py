@@ -4,6 +4,7 @@ Scores are per generated sample, so that every statistic can carry an interval: 
 95% percentile bootstrap interval) and :func:`difference` (paired when two methods share seeds). Samples
 nest (samples within prompts within concepts): each level weighs its children equally.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def _draws(x, n_boot: int, rng, clusters: bool = False) -> list:
     return d
 
 
-def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 clusters: bool = False) -> tuple[float, float]:
+def bootstrap_ci(
+    values, n_boot: int = 2000, seed: int = 0, level: float = 0.95, clusters: bool = False
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (resampled with replacement).
 
     `values` may be nested (a list of sample lists, or of lists of them): each sample list is resampled
@@ -90,8 +92,12 @@ def difference(a, b, n_boot: int = 2000, seed: int = 0, paired: bool | None = No
     db = list(da) if paired else _draws(b, n_boot, rng, clusters)
     d = _boot(a, da, n_boot, clusters) - _boot(b, db, n_boot, clusters)
     lo, hi = np.quantile(d, [0.025, 0.975])
-    return {"mean": _point(a) - _point(b), "ci": [float(lo), float(hi)], "p_le_0": float((d <= 0).mean()),
-            "paired": bool(paired)}
+    return {
+        "mean": _point(a) - _point(b),
+        "ci": [float(lo), float(hi)],
+        "p_le_0": float((d <= 0).mean()),
+        "paired": bool(paired),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -150,8 +156,11 @@ def concept_present(labels: dict[str, list[str]], target: dict[str, str], kind: 
     out = np.zeros(n)
     for i in range(n):
         left = all(labels[k][i] == target[k] for k in ("shape", "colour", "pattern") if k in target)
-        right = labels["count"][i] == "2" and labels["shape2"][i] == target.get("shape") and \
-            labels["colour2"][i] == target.get("colour")
+        right = (
+            labels["count"][i] == "2"
+            and labels["shape2"][i] == target.get("shape")
+            and labels["colour2"][i] == target.get("colour")
+        )
         out[i] = float(left or right)
     return out
 
@@ -165,8 +174,14 @@ def edit_applied(labels: dict[str, list[str]], expect: dict) -> np.ndarray | Non
     for k, v in expect.items():
         if k == "second":
             s, c = v
-            ok = [labels["count"][i] == "2" and ((labels["shape"][i], labels["colour"][i]) == (s, c) or
-                                                  (labels["shape2"][i], labels["colour2"][i]) == (s, c)) for i in range(n)]
+            ok = [
+                labels["count"][i] == "2"
+                and (
+                    (labels["shape"][i], labels["colour"][i]) == (s, c)
+                    or (labels["shape2"][i], labels["colour2"][i]) == (s, c)
+                )
+                for i in range(n)
+            ]
         elif k in ("shape", "colour"):  # content of a style prompt: either object slot
             other = k + "2"
             ok = [labels[k][i] == v or labels[other][i] == v for i in range(n)]
@@ -174,7 +189,6 @@ def edit_applied(labels: dict[str, list[str]], expect: dict) -> np.ndarray | Non
             ok = [labels[k][i] == v for i in range(n)]
         out *= np.array(ok, dtype=np.float64)
     return out
-
 
 
 # ---------------------------------------------------------------------------------------------- pixels
@@ -189,4 +203,4 @@ def psnr(a, b, mask=None) -> float:
     if mask is not None:
         d = d[np.asarray(mask, bool)]
     mse = float(d.mean()) if d.size else 0.0
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)

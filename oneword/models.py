@@ -1,5 +1,6 @@
 """Load a frozen text-to-image model — a local diffusers folder, a hub id (from the local cache only
 when offline), a single-file checkpoint, or the embedded world model — behind one small interface."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,13 +30,16 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class FrozenModel:
     """A Stable Diffusion pipeline (SD1.x/2.x or SDXL) whose weights never change, plus what oneword needs to know
     of it; `family` (oneword.families) says how its text encoders, conditioning and VAE are used."""
+
     pipe: object
     identity: dict
-    defaults: dict = field(default_factory=dict)  # oneword.json shipped with the model: {"learn": {..}, "generate": {..}}
+    defaults: dict = field(
+        default_factory=dict
+    )  # oneword.json shipped with the model: {"learn": {..}, "generate": {..}}
 
     tokenizer = property(lambda self: self.pipe.tokenizer)
     text_encoder = property(lambda self: self.pipe.text_encoder)
-    tokenizer_2 = property(lambda self: getattr(self.pipe, "tokenizer_2", None))        # SDXL's second encoder
+    tokenizer_2 = property(lambda self: getattr(self.pipe, "tokenizer_2", None))  # SDXL's second encoder
     text_encoder_2 = property(lambda self: getattr(self.pipe, "text_encoder_2", None))
     unet = property(lambda self: self.pipe.unet)
     vae = property(lambda self: self.pipe.vae)
@@ -70,9 +74,11 @@ class FrozenModel:
     def check_size(self, pixels: int, what: str = "--resolution") -> None:
         if pixels % self.size_multiple:
             m = self.size_multiple
-            raise OnewordError(f"{what} {pixels} is not a multiple of {m} (this model's VAE factor "
-                               f"{self.pipe.vae_scale_factor} times its UNet's down-sampling); try "
-                               f"{max(m, pixels // m * m)}")
+            raise OnewordError(
+                f"{what} {pixels} is not a multiple of {m} (this model's VAE factor "
+                f"{self.pipe.vae_scale_factor} times its UNet's down-sampling); try "
+                f"{max(m, pixels // m * m)}"
+            )
 
 
 def default_device() -> torch.device:
@@ -86,8 +92,13 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_model(spec: str | os.PathLike | None = None, device=None, dtype=None, config: str | None = None,
-               prediction_type: str | None = None) -> FrozenModel:
+def load_model(
+    spec: str | os.PathLike | None = None,
+    device=None,
+    dtype=None,
+    config: str | None = None,
+    prediction_type: str | None = None,
+) -> FrozenModel:
     """spec: None (embedded world model), a diffusers folder (SD1.x/2.x or SDXL), a hub id (local cache), or a
     .safetensors/.ckpt single-file checkpoint (family detected from its tensors, built from configs oneword
     ships). `config`: a diffusers folder or cached hub id that overrides a single file's shipped configs.
@@ -109,11 +120,16 @@ def load_model(spec: str | os.PathLike | None = None, device=None, dtype=None, c
     pipe.set_progress_bar_config(disable=True)
     _pick_cpu_threads(pipe, device)
     source = str(spec) if spec is not None else "world"
-    identity = {"source": source, "kind": kind, "pipeline": type(pipe).__name__, "family": family.name,
-                "text_width": pipe.text_encoder.config.hidden_size,
-                "prediction_type": pipe.scheduler.config.prediction_type,
-                "resolution": pipe.unet.config.sample_size * pipe.vae_scale_factor,
-                "fingerprint": _fingerprint(pipe)}
+    identity = {
+        "source": source,
+        "kind": kind,
+        "pipeline": type(pipe).__name__,
+        "family": family.name,
+        "text_width": pipe.text_encoder.config.hidden_size,
+        "prediction_type": pipe.scheduler.config.prediction_type,
+        "resolution": pipe.unet.config.sample_size * pipe.vae_scale_factor,
+        "fingerprint": _fingerprint(pipe),
+    }
     return FrozenModel(pipe=pipe, identity=identity, defaults=_shipped_defaults(spec))
 
 
@@ -122,6 +138,7 @@ def _load_pipeline(spec, dtype, config, prediction_type=None):
     kw[_DTYPE_KW] = dtype
     if spec is None:
         from .world import model_path
+
         return "world", _from_folder(model_path(), kw)
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -129,25 +146,32 @@ def _load_pipeline(spec, dtype, config, prediction_type=None):
     if path.is_file():
         if path.suffix.lower() not in (".safetensors", ".ckpt"):
             raise OnewordError(f"{path}: a model file must be .safetensors or .ckpt (or give a diffusers folder)")
-        return "single_file", _from_single_file(path, {**kw, "torch_dtype": kw.pop(_DTYPE_KW)}, config,
-                                                prediction_type)
+        return "single_file", _from_single_file(path, {**kw, "torch_dtype": kw.pop(_DTYPE_KW)}, config, prediction_type)
     if HUB_ID.match(str(spec)) and not str(spec).startswith((".", "/", "~")):
         index = _cached_model_index(str(spec))
         if index is None:
             raise OnewordError(
                 f"model {spec!r} is not in the local Hugging Face cache and the network is not used; "
                 f"download it where you have access (huggingface-cli download {spec} --local-dir DIR) "
-                f"and pass --model DIR")
+                f"and pass --model DIR"
+            )
         return "hub", _from_pretrained(str(spec), index, kw, f"model {spec!r}")
     raise OnewordError(f"unknown model {str(spec)!r}: not a folder, a .safetensors/.ckpt file or a hub id")
 
 
 # model_index.json's _class_name -> the pipeline oneword loads it as (SDXL fine-tunes name the base class)
-PIPELINES = {"StableDiffusionPipeline": "StableDiffusionPipeline",
-             "StableDiffusionXLPipeline": "StableDiffusionXLPipeline"}
-NOT_YET = {"StableDiffusion3Pipeline": "Stable Diffusion 3", "FluxPipeline": "Flux",
-           "StableDiffusionXLImg2ImgPipeline": "the SDXL refiner", "PixArtAlphaPipeline": "PixArt",
-           "StableCascadeCombinedPipeline": "Stable Cascade", "KandinskyV22Pipeline": "Kandinsky"}
+PIPELINES = {
+    "StableDiffusionPipeline": "StableDiffusionPipeline",
+    "StableDiffusionXLPipeline": "StableDiffusionXLPipeline",
+}
+NOT_YET = {
+    "StableDiffusion3Pipeline": "Stable Diffusion 3",
+    "FluxPipeline": "Flux",
+    "StableDiffusionXLImg2ImgPipeline": "the SDXL refiner",
+    "PixArtAlphaPipeline": "PixArt",
+    "StableCascadeCombinedPipeline": "Stable Cascade",
+    "KandinskyV22Pipeline": "Kandinsky",
+}
 
 
 def _cached_model_index(repo: str) -> dict | None:
@@ -164,15 +188,21 @@ def _pipeline_class(index: dict, where: str):
 
     name = str(index.get("_class_name", "StableDiffusionPipeline"))
     if name in NOT_YET:
-        raise OnewordError(f"{where} is a {NOT_YET[name]} model ({name}); oneword supports Stable Diffusion "
-                           f"1.x/2.x and SDXL, not {NOT_YET[name]} (not supported yet)")
+        raise OnewordError(
+            f"{where} is a {NOT_YET[name]} model ({name}); oneword supports Stable Diffusion "
+            f"1.x/2.x and SDXL, not {NOT_YET[name]} (not supported yet)"
+        )
     if name not in PIPELINES:
-        raise OnewordError(f"{where} is a {name}; oneword supports Stable Diffusion 1.x/2.x "
-                           f"(StableDiffusionPipeline) and SDXL (StableDiffusionXLPipeline)")
+        raise OnewordError(
+            f"{where} is a {name}; oneword supports Stable Diffusion 1.x/2.x "
+            f"(StableDiffusionPipeline) and SDXL (StableDiffusionXLPipeline)"
+        )
     cls = getattr(diffusers, PIPELINES[name])
     if name == "StableDiffusionXLPipeline" and not (index.get("text_encoder_2") or [None])[0]:
-        raise OnewordError(f"{where} is an SDXL model without its second text encoder (text_encoder_2); "
-                           "oneword needs both of SDXL's encoders")
+        raise OnewordError(
+            f"{where} is an SDXL model without its second text encoder (text_encoder_2); "
+            "oneword needs both of SDXL's encoders"
+        )
     return cls
 
 
@@ -195,9 +225,15 @@ def _from_folder(path: Path, kw):
         raise OnewordError(f"{path / 'model_index.json'} is not valid JSON") from None
     if not isinstance(index, dict):
         raise OnewordError(f"{path / 'model_index.json'} is not a diffusers model index")
-    if index.get("text_encoder_2") and (index["text_encoder_2"] or [None])[0] and not (path / "text_encoder_2").is_dir():
-        raise OnewordError(f"{path} is an SDXL model without its second text encoder (no text_encoder_2 folder); "
-                           "oneword needs both of SDXL's encoders")
+    if (
+        index.get("text_encoder_2")
+        and (index["text_encoder_2"] or [None])[0]
+        and not (path / "text_encoder_2").is_dir()
+    ):
+        raise OnewordError(
+            f"{path} is an SDXL model without its second text encoder (no text_encoder_2 folder); "
+            "oneword needs both of SDXL's encoders"
+        )
     return _from_pretrained(path, index, kw, f"the model in {path}")
 
 
@@ -228,6 +264,7 @@ def _shipped_defaults(spec) -> dict:
     """Recommended settings: a model folder may carry oneword.json; the world model's are in code."""
     if spec is None:
         from .world.defaults import WORLD_DEFAULTS
+
         return WORLD_DEFAULTS
     f = Path(spec) / "oneword.json" if Path(spec).is_dir() else None
     if f and f.is_file():

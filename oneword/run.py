@@ -9,6 +9,7 @@
 `Run.save` writes the three in that order, each atomically (oneword.safeio), so a kill at any moment leaves a
 consistent set; the previews/ folder beside them is `learn`'s.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ class Run:
     included), `lr_scale` (halved by each roll-back), `skipped` (non-finite steps), `rollbacks`, the
     early-stopping monitor's history and `rng`, the one generator every training batch is drawn from."""
 
-    def __init__(self, out, cfg, model, photos, vectors: torch.nn.Parameter, opt: torch.optim.Optimizer,
-                 early_stopping):
+    def __init__(
+        self, out, cfg, model, photos, vectors: torch.nn.Parameter, opt: torch.optim.Optimizer, early_stopping
+    ):
         self.out = Path(out)
         self.checkpoint = self.out / CHECKPOINT
         self.cfg, self.model, self.photos = cfg, model, photos
@@ -49,8 +51,9 @@ class Run:
         self.guard = None  # the non-finite-step guard (guard.py), whose runs of bad steps a checkpoint keeps
 
     # ------------------------------------------------------------------------------------------ writing
-    def save(self, status: str, rate: float | None = None, elapsed: float | None = None,
-             engine: dict | None = None) -> Concept:
+    def save(
+        self, status: str, rate: float | None = None, elapsed: float | None = None, engine: dict | None = None
+    ) -> Concept:
         """Checkpoint first, then the embedding, then run.json: each atomic, so any kill leaves a consistent set.
         Ctrl-C waits until all three are written."""
         with _ctrl_c_waits():
@@ -64,10 +67,13 @@ class Run:
         for k in ("exp_avg", "exp_avg_sq"):
             if k in adam:
                 tensors[k] = adam[k].detach().float().cpu().contiguous()
-        meta = {"state": json.dumps(self._state()), "config": json.dumps(asdict(self.cfg)),
-                "adam_step": str(int(adam["step"])) if "step" in adam else "0",
-                "model_fingerprint": str(self.model.identity.get("fingerprint")),
-                "photos_fingerprint": json.dumps(self.photos_fingerprint)}
+        meta = {
+            "state": json.dumps(self._state()),
+            "config": json.dumps(asdict(self.cfg)),
+            "adam_step": str(int(adam["step"])) if "step" in adam else "0",
+            "model_fingerprint": str(self.model.identity.get("fingerprint")),
+            "photos_fingerprint": json.dumps(self.photos_fingerprint),
+        }
         atomic_write_bytes(self.checkpoint, save(tensors, metadata=meta))
         self.saved_step = self.step
         concept = self.concept()
@@ -78,24 +84,44 @@ class Run:
     def concept(self) -> Concept:
         """The word as learned so far, with what it was learned on and how."""
         cfg, identity = self.cfg, self.model.identity
-        meta = {"token": cfg.token, "init": cfg.init_word(), "vectors": str(cfg.vectors),
-                "property": cfg.property, "base_model": str(identity.get("source")),
-                "model_fingerprint": str(identity.get("fingerprint")), "steps": str(self.step), "tool": "oneword"}
+        meta = {
+            "token": cfg.token,
+            "init": cfg.init_word(),
+            "vectors": str(cfg.vectors),
+            "property": cfg.property,
+            "base_model": str(identity.get("source")),
+            "model_fingerprint": str(identity.get("fingerprint")),
+            "steps": str(self.step),
+            "tool": "oneword",
+        }
         # the model family makes the word: one [n, width] tensor, or SDXL's clip_l and clip_g parts
         return self.model.family.concept(self.model.pipe, cfg.token, self.vectors.detach().float().cpu().clone(), meta)
 
-    def write_json(self, status: str, rate: float | None = None, elapsed: float | None = None,
-                   engine: dict | None = None) -> None:
+    def write_json(
+        self, status: str, rate: float | None = None, elapsed: float | None = None, engine: dict | None = None
+    ) -> None:
         """run.json: "running", "interrupted", "done" or "early_stopped", the step, settings and model; at the end
         also the speed and which engine ran ("cuda-graph" or "eager", step and validation, seconds capturing)."""
         cfg, stopper = self.cfg, self.early_stopping
-        run = {"status": status, "step": self.step, "config": asdict(cfg), "model": self.model.identity,
-               **self._photos_json(),
-               "skipped_nonfinite_steps": self.skipped, "rollbacks": self.rollbacks,
-               "early_stopping": {"enabled": cfg.early_stop, "stopped_early": stopper.stopped,
-                                  "val_every": cfg.val_every, "min_steps": cfg.min_steps,
-                                  "val_window": cfg.val_window, "val_z": cfg.val_z, "val_t_min": cfg.val_t_min,
-                                  "val_losses": stopper.history}}
+        run = {
+            "status": status,
+            "step": self.step,
+            "config": asdict(cfg),
+            "model": self.model.identity,
+            **self._photos_json(),
+            "skipped_nonfinite_steps": self.skipped,
+            "rollbacks": self.rollbacks,
+            "early_stopping": {
+                "enabled": cfg.early_stop,
+                "stopped_early": stopper.stopped,
+                "val_every": cfg.val_every,
+                "min_steps": cfg.min_steps,
+                "val_window": cfg.val_window,
+                "val_z": cfg.val_z,
+                "val_t_min": cfg.val_t_min,
+                "val_losses": stopper.history,
+            },
+        }
         if rate is not None:
             run["image_steps_per_s"] = round(rate, 3)
             run["elapsed_s"] = round(elapsed, 3)
@@ -109,12 +135,21 @@ class Run:
         if not isinstance(self.photos, (str, Path)):
             return {"photos": None, "photos_fingerprint": self.photos_fingerprint}
         where = Path(self.photos).expanduser().resolve()
-        return {"photos": str(where), "photos_from_run": os.path.relpath(where, self.out.resolve()),
-                "photos_fingerprint": self.photos_fingerprint}
+        return {
+            "photos": str(where),
+            "photos_from_run": os.path.relpath(where, self.out.resolve()),
+            "photos_fingerprint": self.photos_fingerprint,
+        }
 
     def _state(self) -> dict:
-        return {"step": self.step, "lr_scale": self.lr_scale, "skipped": self.skipped, "rollbacks": self.rollbacks,
-                **self.early_stopping.state_dict(), **(self.guard.state_dict() if self.guard is not None else {})}
+        return {
+            "step": self.step,
+            "lr_scale": self.lr_scale,
+            "skipped": self.skipped,
+            "rollbacks": self.rollbacks,
+            **self.early_stopping.state_dict(),
+            **(self.guard.state_dict() if self.guard is not None else {}),
+        }
 
     # ------------------------------------------------------------------------------------------ reading
     def resume(self) -> None:
@@ -134,16 +169,20 @@ class Run:
         fingerprint = str(self.model.identity.get("fingerprint"))
         learned_on = meta.get("model_fingerprint")
         if learned_on not in (None, fingerprint):  # a vector is only meaningful in the text encoder it was learned in
-            raise OnewordError(f"cannot resume: this run was learned on model {learned_on}, not this one "
-                               f"({fingerprint}; weights in another precision count as another model); "
-                               f"start a new run with another --out")
+            raise OnewordError(
+                f"cannot resume: this run was learned on model {learned_on}, not this one "
+                f"({fingerprint}; weights in another precision count as another model); "
+                f"start a new run with another --out"
+            )
         learned_from = json.loads(meta.get("photos_fingerprint", "null"))
         if learned_from not in (None, self.photos_fingerprint):  # the same photos, or the run is another one
             now = self.photos_fingerprint
-            raise OnewordError(f"cannot resume: the photos changed since this run started ({learned_from['count']} "
-                               f"photo(s) then, {now['count']} now{', other content' if learned_from['count'] == now['count'] else ''}); "
-                               "a run continues on the photos it started with: restore them, or start a new run "
-                               "with another --out")
+            raise OnewordError(
+                f"cannot resume: the photos changed since this run started ({learned_from['count']} "
+                f"photo(s) then, {now['count']} now{', other content' if learned_from['count'] == now['count'] else ''}); "
+                "a run continues on the photos it started with: restore them, or start a new run "
+                "with another --out"
+            )
         saved = json.loads(meta["config"])
         for k in RESUME_MUST_MATCH:
             if saved.get(k) != getattr(self.cfg, k):
@@ -155,9 +194,11 @@ class Run:
             vectors.copy_(tensors["vectors"].to(vectors.device))
         if "exp_avg" in tensors:
             on = vectors.device if self.opt.defaults["capturable"] else "cpu"  # where AdamW itself keeps it
-            self.opt.state[vectors] = {"step": torch.tensor(float(meta["adam_step"]), device=on),
-                                       "exp_avg": tensors["exp_avg"].to(vectors.device),
-                                       "exp_avg_sq": tensors["exp_avg_sq"].to(vectors.device)}
+            self.opt.state[vectors] = {
+                "step": torch.tensor(float(meta["adam_step"]), device=on),
+                "exp_avg": tensors["exp_avg"].to(vectors.device),
+                "exp_avg_sq": tensors["exp_avg_sq"].to(vectors.device),
+            }
         self.rng.set_state(tensors["rng"])
         state = json.loads(meta["state"])
         self.step, self.lr_scale = state.get("step", 0), state.get("lr_scale", 1.0)
@@ -172,8 +213,10 @@ class Run:
         after 3 roll-backs, give up. The counts of roll-backs and non-finite steps carry on."""
         self.rollbacks += 1
         if self.rollbacks > 3:
-            raise OnewordError(f"learning diverged: {self.skipped} non-finite steps and 3 roll-backs; "
-                               f"try a lower --lr (now {self.cfg.lr * self.lr_scale:g})")
+            raise OnewordError(
+                f"learning diverged: {self.skipped} non-finite steps and 3 roll-backs; "
+                f"try a lower --lr (now {self.cfg.lr * self.lr_scale:g})"
+            )
         keep = (self.rollbacks, self.skipped, self.lr_scale * 0.5)
         if self.checkpoint.is_file():
             self.load()

@@ -6,6 +6,7 @@ A full disk or a kill at any point leaves the previous version of the target int
 File modes are decided here, in :func:`_create_temporary`, for every file written through this module: a new
 file gets ``0666`` less the umask, as a plain ``open()`` gives it; a file replaced keeps its permission bits.
 """
+
 from __future__ import annotations
 
 import errno
@@ -59,7 +60,7 @@ def read_regular_file(path: str | Path, limit: int, what: str = "file", too_big:
         os.close(fd)
 
 
-NEW_FILE_MODE = 0o666   # less the umask (the kernel applies it), as open() creates files
+NEW_FILE_MODE = 0o666  # less the umask (the kernel applies it), as open() creates files
 
 
 def _create_temporary(path: Path) -> tuple[int, str]:
@@ -169,8 +170,9 @@ def _refuse_package(path: Path) -> None:
     except (OSError, ValueError):
         inside = False
     if inside:
-        raise OnewordError(f"{path} is inside the installed oneword package; oneword writes there only when asked "
-                           "explicitly")
+        raise OnewordError(
+            f"{path} is inside the installed oneword package; oneword writes there only when asked explicitly"
+        )
 
 
 def _image_format(path) -> str:
@@ -233,7 +235,9 @@ def run_lock(folder: str | Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OnewordError(f"{folder} is in use by another oneword run (remove nothing; wait for it to finish)") from None
+            raise OnewordError(
+                f"{folder} is in use by another oneword run (remove nothing; wait for it to finish)"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:

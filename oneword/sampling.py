@@ -4,6 +4,7 @@ Every sampler here draws image i of a request from its own CPU generator seeded 
 (:func:`per_seed`), so an image does not depend on the batch size or on how many images were asked for,
 and the same seeds give the same images in ``generate``, ``variations``, ``edit`` and ``evaluate``.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,19 @@ def per_seed(n: int, seed: int, batch: int, draw) -> list:
     return out
 
 
-def generate(model, prompt: str, concepts=(), n: int = 1, steps: int | None = None, guidance: float | None = None,
-             seed: int = 0, negative: str | None = None, height: int | None = None, width: int | None = None,
-             batch: int = 8) -> list[Image.Image]:
+def generate(
+    model,
+    prompt: str,
+    concepts=(),
+    n: int = 1,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    negative: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    batch: int = 8,
+) -> list[Image.Image]:
     """n images of `prompt`, which may use the tokens of any number of learned `concepts`; image i uses seed + i.
     Checked before anything runs (oneword.validate): the numbers, the size against the model and the device's free
     memory, and the prompt against what is loaded (an unknown <word>, a learned word cut off by the length limit)."""
@@ -59,11 +70,20 @@ def generate(model, prompt: str, concepts=(), n: int = 1, steps: int | None = No
         check.prompt(model.tokenizer, expand_prompt(negative, model.tokenizer), "negative prompt")
 
     def draw(seeds):
-        images = model.pipe(prompt, negative_prompt=negative, num_images_per_prompt=len(seeds),
-                            num_inference_steps=steps, guidance_scale=guidance, generator=generators(seeds),
-                            height=height, width=width, output_type="np").images
+        images = model.pipe(
+            prompt,
+            negative_prompt=negative,
+            num_images_per_prompt=len(seeds),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators(seeds),
+            height=height,
+            width=width,
+            output_type="np",
+        ).images
         finite_images(images, concepts)
         return model.pipe.numpy_to_pil(images)
+
     return per_seed(n, seed, batch, draw)
 
 
@@ -73,8 +93,11 @@ def finite_images(images, concepts=()) -> None:
 
     if np.isfinite(np.asarray(images)).all():
         return
-    big = [f"{c.token} holds values up to {float(c.vectors.abs().max()):.3g}" for c in concepts
-           if c.parts is None and float(c.vectors.float().abs().max()) > 1e3]
+    big = [
+        f"{c.token} holds values up to {float(c.vectors.abs().max()):.3g}"
+        for c in concepts
+        if c.parts is None and float(c.vectors.float().abs().max()) > 1e3
+    ]
     why = "; ".join(big) if big else "the model overflowed in its precision"
     raise OnewordError(f"the model produced non-finite values (NaN/inf), which would be black images: {why}")
 
@@ -91,23 +114,29 @@ def variations(model, concept, n: int = 16, template: str | None = None, **kw) -
 
 
 @torch.no_grad()
-def generate_from_embeds(model, embeds: dict, n_per_prompt: int = 1, steps=None, guidance=None,
-                         seed: int = 0) -> list[Image.Image]:
+def generate_from_embeds(
+    model, embeds: dict, n_per_prompt: int = 1, steps=None, guidance=None, seed: int = 0
+) -> list[Image.Image]:
     """Sampling from already-encoded prompts (`encode_prompts`; used for previews while a word is being
     learned); image i of the result (prompt-major) uses seed + i."""
     d = sampling_defaults(model)
     k = embeds["prompt_embeds"].shape[0] * n_per_prompt
-    return model.pipe(**embeds,
-                      num_images_per_prompt=n_per_prompt, num_inference_steps=steps or d["steps"],
-                      guidance_scale=d["guidance"] if guidance is None else guidance,
-                      generator=generators(range(seed, seed + k)),
-                      height=model.resolution, width=model.resolution).images
+    return model.pipe(
+        **embeds,
+        num_images_per_prompt=n_per_prompt,
+        num_inference_steps=steps or d["steps"],
+        guidance_scale=d["guidance"] if guidance is None else guidance,
+        generator=generators(range(seed, seed + k)),
+        height=model.resolution,
+        width=model.resolution,
+    ).images
 
 
 def encode_text(model, tokenizer, prompts: list[str]) -> torch.Tensor:
     """The first text encoder's last hidden state of `prompts` (SD1.x/2.x's conditioning)."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(model.device)
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(model.device)
     return model.text_encoder(ids)[0]
 
 
@@ -118,8 +147,18 @@ def encode_prompts(model, tokenizer, prompts: list[str], negatives: list[str] | 
 
 
 @torch.no_grad()
-def preview_grid(model, tokenizer, path: Path, token: str, n_vectors: int, prop: str = "object", prompts=(),
-                 steps: int = 25, seed: int = 0, per_prompt: int = 2) -> Path:
+def preview_grid(
+    model,
+    tokenizer,
+    path: Path,
+    token: str,
+    n_vectors: int,
+    prop: str = "object",
+    prompts=(),
+    steps: int = 25,
+    seed: int = 0,
+    per_prompt: int = 2,
+) -> Path:
     """A grid of a word as learned so far, ``per_prompt`` images for each of ``prompts`` (default: the plain
     prompt of its property). ``tokenizer`` and the model's text encoder must already know the word's
     ``n_vectors`` tokens (the learning-time ones do)."""
@@ -149,5 +188,7 @@ def save_images(images: list[Image.Image], path, replace: bool = True) -> list[P
     """The grid at `path` and each image beside it as <stem>_<i><suffix>; ``replace=False`` never replaces a file."""
     path = Path(path)
     save_grid(images, path, replace=replace)
-    return [atomic_save_image(path.with_name(f"{path.stem}_{i:02d}{path.suffix or '.png'}"), im, replace=replace)
-            for i, im in enumerate(images)]
+    return [
+        atomic_save_image(path.with_name(f"{path.stem}_{i:02d}{path.suffix or '.png'}"), im, replace=replace)
+        for i, im in enumerate(images)
+    ]

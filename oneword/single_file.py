@@ -18,6 +18,7 @@ That last one is a guess and says so in a warning.
 
 `original_layout` writes diffusers weights in the single-file layout (for tests and benchmarks).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -48,9 +49,11 @@ MAX_HEADER = 100 * 1024 * 1024
 
 # ---------------------------------------------------------------------------------------------------- reading
 
+
 @dataclass
 class Checkpoint:
     """Names, shapes and metadata of a checkpoint's tensors, and a way to read one tensor."""
+
     path: Path
     shapes: dict[str, tuple]
     metadata: dict = field(default_factory=dict)
@@ -91,10 +94,14 @@ def _safetensors_header(path: Path) -> tuple[dict, dict]:
             raise OnewordError(f"{path} is not a checkpoint: {size} bytes, too short for a safetensors header")
         n = int.from_bytes(head, "little")
         if n > MAX_HEADER:
-            raise OnewordError(f"{path} is not a safetensors file (no valid header; a renamed .ckpt or another format?)")
+            raise OnewordError(
+                f"{path} is not a safetensors file (no valid header; a renamed .ckpt or another format?)"
+            )
         if 8 + n > size:
-            raise OnewordError(f"{path} is truncated: its header needs {8 + n:,} bytes, the file has {size:,} "
-                               f"(an interrupted download?)")
+            raise OnewordError(
+                f"{path} is truncated: its header needs {8 + n:,} bytes, the file has {size:,} "
+                f"(an interrupted download?)"
+            )
         raw = f.read(n)
     try:
         header = json.loads(raw)
@@ -110,8 +117,10 @@ def _safetensors_header(path: Path) -> tuple[dict, dict]:
         except (TypeError, KeyError, IndexError, ValueError):
             raise OnewordError(f"{path} is not a valid safetensors file (bad entry for {key!r})") from None
     if 8 + n + end > size:
-        raise OnewordError(f"{path} is truncated: its header promises {8 + n + end:,} bytes, the file has {size:,} "
-                           f"(an interrupted download?)")
+        raise OnewordError(
+            f"{path} is truncated: its header promises {8 + n + end:,} bytes, the file has {size:,} "
+            f"(an interrupted download?)"
+        )
     return shapes, meta if isinstance(meta, dict) else {}
 
 
@@ -128,12 +137,15 @@ def _load_ckpt(path: Path) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) serialization
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Weights only" in str(e):
-            raise OnewordError(f"{path} holds Python objects besides tensors; oneword does not unpickle them "
-                               f"(weights_only). Convert it to .safetensors") from None
+            raise OnewordError(
+                f"{path} holds Python objects besides tensors; oneword does not unpickle them "
+                f"(weights_only). Convert it to .safetensors"
+            ) from None
         raise OnewordError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise OnewordError(f"{path} cannot be read as a PyTorch checkpoint: truncated or another format "
-                           f"({_first_line(e)})") from None
+        raise OnewordError(
+            f"{path} cannot be read as a PyTorch checkpoint: truncated or another format ({_first_line(e)})"
+        ) from None
     while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -143,16 +155,18 @@ def _load_ckpt(path: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- families
 
+
 def detect_family(ck: Checkpoint) -> str:
-    """"sd1", "sd2" or "sdxl"; anything else is refused in one line that says what the file is."""
+    """ "sd1", "sd2" or "sdxl"; anything else is refused in one line that says what the file is."""
     S, name = ck.shapes, ck.path.name
     if not S:
         raise OnewordError(f"{name} is not a checkpoint: it holds no tensors")
     if ck.has("double_blocks.") or ck.has(UNET + "double_blocks."):
         raise OnewordError(f"{name} is a Flux checkpoint; Flux is not supported yet (SD1.x, SD2.x and SDXL are)")
     if ck.has("joint_blocks.") or ck.has(UNET + "joint_blocks."):
-        raise OnewordError(f"{name} is a Stable Diffusion 3 checkpoint; SD3 is not supported yet "
-                           f"(SD1.x, SD2.x and SDXL are)")
+        raise OnewordError(
+            f"{name} is a Stable Diffusion 3 checkpoint; SD3 is not supported yet (SD1.x, SD2.x and SDXL are)"
+        )
     if UNET + "input_blocks.0.0.weight" not in S:
         raise OnewordError(f"{name} is not a Stable Diffusion checkpoint: {_what_else(ck)}")
     if "edm_mean" in S:
@@ -163,11 +177,15 @@ def detect_family(ck: Checkpoint) -> str:
         raise OnewordError(f"{name} is an SDXL refiner; refiners are not supported (use an SDXL base model)")
     if ck.has("conditioner.embedders.") or UNET + "label_emb.0.0.weight" in S:
         if ck.has("embedder.model.") or not (ck.has(CLIP_L_PREFIX["sdxl"]) and ck.has(OPEN_CLIP_PREFIX["sdxl"])):
-            raise OnewordError(f"{name}: unknown model family (SDXL-like UNet, but not SDXL base's two text "
-                               f"encoders conditioner.embedders.0.transformer / conditioner.embedders.1.model)")
+            raise OnewordError(
+                f"{name}: unknown model family (SDXL-like UNet, but not SDXL base's two text "
+                f"encoders conditioner.embedders.0.transformer / conditioner.embedders.1.model)"
+            )
         family = "sdxl"
-        want = S.get(CLIP_L_PREFIX["sdxl"] + "text_model.embeddings.token_embedding.weight", (0, 0))[1] + \
-            S.get(OPEN_CLIP_PREFIX["sdxl"] + "token_embedding.weight", (0, 0))[1]
+        want = (
+            S.get(CLIP_L_PREFIX["sdxl"] + "text_model.embeddings.token_embedding.weight", (0, 0))[1]
+            + S.get(OPEN_CLIP_PREFIX["sdxl"] + "token_embedding.weight", (0, 0))[1]
+        )
     elif ck.has(OPEN_CLIP_PREFIX["sd2"]):
         family, want = "sd2", S.get(OPEN_CLIP_PREFIX["sd2"] + "token_embedding.weight", (0, 0))[1]
         if ck.has("embedder.model.") or UNET + "label_emb.0.0.weight" in S:
@@ -177,18 +195,25 @@ def detect_family(ck: Checkpoint) -> str:
     elif ck.has("cond_stage_model.roberta."):
         raise OnewordError(f"{name} is an AltDiffusion checkpoint (XLM-RoBERTa text encoder); not supported")
     else:
-        raise OnewordError(f"{name} has a Stable Diffusion UNet but no text encoder weights "
-                           f"(a UNet-only file? give a full checkpoint or a diffusers folder)")
+        raise OnewordError(
+            f"{name} has a Stable Diffusion UNet but no text encoder weights "
+            f"(a UNet-only file? give a full checkpoint or a diffusers folder)"
+        )
     if width != want:
-        raise OnewordError(f"{name}: unknown model family (UNet cross-attention width {width}, text encoder width "
-                           f"{want}; {FAMILY_NAMES[family]} needs them equal)")
+        raise OnewordError(
+            f"{name}: unknown model family (UNet cross-attention width {width}, text encoder width "
+            f"{want}; {FAMILY_NAMES[family]} needs them equal)"
+        )
     kinds = {9: "an inpainting", 8: "an InstructPix2Pix", 5: "a depth-to-image", 7: "an upscaler"}
     if in_ch != 4:
-        raise OnewordError(f"{name} is {kinds.get(in_ch, 'a')} {FAMILY_NAMES[family]} checkpoint ({in_ch} UNet "
-                           f"input channels); only text-to-image checkpoints (4 channels) are supported")
+        raise OnewordError(
+            f"{name} is {kinds.get(in_ch, 'a')} {FAMILY_NAMES[family]} checkpoint ({in_ch} UNet "
+            f"input channels); only text-to-image checkpoints (4 channels) are supported"
+        )
     if not any(ck.has(p + "encoder.") for p in VAE_PREFIXES):
-        raise OnewordError(f"{name} has no VAE weights (first_stage_model.*); oneword needs a checkpoint with "
-                           f"its VAE baked in")
+        raise OnewordError(
+            f"{name} has no VAE weights (first_stage_model.*); oneword needs a checkpoint with its VAE baked in"
+        )
     return family
 
 
@@ -201,8 +226,9 @@ def _cross_attention_width(S: dict) -> int:
 
 def _what_else(ck: Checkpoint) -> str:
     keys = list(ck.shapes)
-    if set(keys) <= {"clip_l", "clip_g", "emb_params", "string_to_param", "name", "step"} or \
-            any(k.startswith("string_to_param") for k in keys):
+    if set(keys) <= {"clip_l", "clip_g", "emb_params", "string_to_param", "name", "step"} or any(
+        k.startswith("string_to_param") for k in keys
+    ):
         return "it is an embedding (a learned word); load it with the model it was made for"
     if any("lora" in k.lower() for k in keys[:50]) or any(k.endswith(".alpha") for k in keys[:200]):
         return "it is a LoRA"
@@ -239,8 +265,11 @@ def prediction_type_of(ck: Checkpoint, family: str, asked: str | None = None) ->
     std = ck.tensor(key).float().std(unbiased=False).item()
     pred = "v_prediction" if std > V_PREDICTION_STD else "epsilon"
     kind = "768-v (v-prediction, 768 px)" if pred == "v_prediction" else "512 base (epsilon, 512 px)"
-    warnings.warn(f"{ck.path.name}: an SD2.x checkpoint that does not say its prediction type; taken as {kind} "
-                  f"from its weights, as ComfyUI does; pass --prediction-type to override", stacklevel=2)
+    warnings.warn(
+        f"{ck.path.name}: an SD2.x checkpoint that does not say its prediction type; taken as {kind} "
+        f"from its weights, as ComfyUI does; pass --prediction-type to override",
+        stacklevel=2,
+    )
     return pred, "guessed from the weights"
 
 
@@ -259,6 +288,7 @@ def zero_terminal_snr(ck: Checkpoint) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- configs
+
 
 def shipped_config(family: str, prediction_type: str = "epsilon") -> Path:
     """The shipped config folder of a family (SD2.x: the 768-v one for v-prediction, else the 512 base)."""
@@ -286,8 +316,10 @@ def architecture(ck: Checkpoint, family: str) -> dict[str, dict]:
         out["text_encoder_2"] = g
         extra = S[UNET + "label_emb.0.0.weight"][1] - g["projection_dim"]
         if extra <= 0 or extra % 6:
-            raise OnewordError(f"{name}: unknown SDXL variant (label_emb input {extra + g['projection_dim']} does "
-                               f"not hold the pooled text vector plus six size/crop embeddings)")
+            raise OnewordError(
+                f"{name}: unknown SDXL variant (label_emb input {extra + g['projection_dim']} does "
+                f"not hold the pooled text vector plus six size/crop embeddings)"
+            )
         unet["projection_class_embeddings_input_dim"] = S[UNET + "label_emb.0.0.weight"][1]
         unet["addition_time_embed_dim"] = extra // 6
     return out
@@ -337,12 +369,17 @@ def _unet_architecture(S: dict, family: str, name: str) -> dict:
     if mid == 0 or mid != max(depths[-1], 1) or not any(attention):
         raise bad(f"middle block attention depth {mid}")
     up_depths = [depth(f"output_blocks.{b * (layers + 1)}") for b in range(len(levels))]
-    if up_depths != depths[::-1] or _count(S, UNET + "output_blocks.{}.0.out_layers.3.weight") != len(levels) * (layers + 1):
+    if up_depths != depths[::-1] or _count(S, UNET + "output_blocks.{}.0.out_layers.3.weight") != len(levels) * (
+        layers + 1
+    ):
         raise bad("decoder blocks do not mirror the encoder blocks")
     proj_in = next(S[k] for k in S if k.startswith(UNET) and k.endswith(".proj_in.weight"))
     cfg = {
-        "in_channels": in_channels, "out_channels": S[UNET + "out.2.weight"][0], "layers_per_block": layers,
-        "block_out_channels": channels, "cross_attention_dim": _cross_attention_width(S),
+        "in_channels": in_channels,
+        "out_channels": S[UNET + "out.2.weight"][0],
+        "layers_per_block": layers,
+        "block_out_channels": channels,
+        "cross_attention_dim": _cross_attention_width(S),
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attention[::-1]],
         "use_linear_projection": len(proj_in) == 2,
@@ -360,10 +397,15 @@ def _vae_architecture(ck: Checkpoint, name: str) -> dict:
     levels = _count(S, p + "encoder.down.{}.block.0.conv1.weight")
     layers = _count(S, p + "encoder.down.0.block.{}.conv1.weight")
     try:
-        return {"block_out_channels": [S[p + f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(levels)],
-                "layers_per_block": layers, "down_block_types": ["DownEncoderBlock2D"] * levels,
-                "up_block_types": ["UpDecoderBlock2D"] * levels, "in_channels": S[p + "encoder.conv_in.weight"][1],
-                "out_channels": S[p + "decoder.conv_out.weight"][0], "latent_channels": S[p + "decoder.conv_in.weight"][1]}
+        return {
+            "block_out_channels": [S[p + f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(levels)],
+            "layers_per_block": layers,
+            "down_block_types": ["DownEncoderBlock2D"] * levels,
+            "up_block_types": ["UpDecoderBlock2D"] * levels,
+            "in_channels": S[p + "encoder.conv_in.weight"][1],
+            "out_channels": S[p + "decoder.conv_out.weight"][0],
+            "latent_channels": S[p + "decoder.conv_in.weight"][1],
+        }
     except KeyError as e:
         raise OnewordError(f"{name}: incomplete VAE weights (no {e.args[0]})") from None
 
@@ -373,21 +415,38 @@ def _text_common(name: str, what: str, emb: tuple, pos: tuple | None, layers: in
         raise OnewordError(f"{name}: the {what} text encoder has {emb[0]} tokens, not CLIP's {CLIP_VOCAB:,}")
     if pos is None or inter is None or layers == 0:
         raise OnewordError(f"{name}: incomplete {what} text encoder weights")
-    return {"hidden_size": emb[1], "vocab_size": emb[0], "max_position_embeddings": pos[0],
-            "num_hidden_layers": layers, "intermediate_size": inter[0], "num_attention_heads": emb[1] // HEAD_WIDTH}
+    return {
+        "hidden_size": emb[1],
+        "vocab_size": emb[0],
+        "max_position_embeddings": pos[0],
+        "num_hidden_layers": layers,
+        "intermediate_size": inter[0],
+        "num_attention_heads": emb[1] // HEAD_WIDTH,
+    }
 
 
 def _clip_l_architecture(S: dict, prefix: str, name: str) -> dict:
     p = prefix + "text_model."
-    return _text_common(name, "CLIP ViT-L", S.get(p + "embeddings.token_embedding.weight", (0, 0)),
-                        S.get(p + "embeddings.position_embedding.weight"),
-                        _count(S, p + "encoder.layers.{}.mlp.fc1.weight"), S.get(p + "encoder.layers.0.mlp.fc1.weight"))
+    return _text_common(
+        name,
+        "CLIP ViT-L",
+        S.get(p + "embeddings.token_embedding.weight", (0, 0)),
+        S.get(p + "embeddings.position_embedding.weight"),
+        _count(S, p + "encoder.layers.{}.mlp.fc1.weight"),
+        S.get(p + "encoder.layers.0.mlp.fc1.weight"),
+    )
 
 
 def _open_clip_architecture(S: dict, p: str, name: str, drop_last: bool) -> dict:
     layers = _count(S, p + "transformer.resblocks.{}.mlp.c_fc.weight")
-    cfg = _text_common(name, "OpenCLIP", S.get(p + "token_embedding.weight", (0, 0)), S.get(p + "positional_embedding"),
-                       layers - int(drop_last), S.get(p + "transformer.resblocks.0.mlp.c_fc.weight"))
+    cfg = _text_common(
+        name,
+        "OpenCLIP",
+        S.get(p + "token_embedding.weight", (0, 0)),
+        S.get(p + "positional_embedding"),
+        layers - int(drop_last),
+        S.get(p + "transformer.resblocks.0.mlp.c_fc.weight"),
+    )
     if not drop_last:
         proj = S.get(p + "text_projection")
         if proj is None:
@@ -396,8 +455,9 @@ def _open_clip_architecture(S: dict, p: str, name: str, drop_last: bool) -> dict
     return cfg
 
 
-def write_config_folder(family: str, dest: str | Path, prediction_type: str = "epsilon",
-                        overrides: dict[str, dict] | None = None) -> Path:
+def write_config_folder(
+    family: str, dest: str | Path, prediction_type: str = "epsilon", overrides: dict[str, dict] | None = None
+) -> Path:
     """A complete diffusers config folder (no weights) for `family` at `dest`: the shipped configs, the
     CLIP vocabulary written from the package, and `overrides` ({component: {key: value}}) applied."""
     from .clip_tokenizer import write_clip_tokenizer
@@ -419,6 +479,7 @@ def write_config_folder(family: str, dest: str | Path, prediction_type: str = "e
 
 
 # ---------------------------------------------------------------------------------------------------- loading
+
 
 def load_single_file(path: str | Path, kw: dict, config: str | None = None, prediction_type: str | None = None):
     """The diffusers pipeline (StableDiffusionPipeline or StableDiffusionXLPipeline) of a single-file checkpoint,
@@ -449,8 +510,9 @@ def load_single_file(path: str | Path, kw: dict, config: str | None = None, pred
         try:
             pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, **extra, **kw)
         except Exception as e:
-            raise OnewordError(f"cannot load single-file checkpoint {path} as {FAMILY_NAMES[family]}: "
-                               f"{_first_line(e)}") from None
+            raise OnewordError(
+                f"cannot load single-file checkpoint {path} as {FAMILY_NAMES[family]}: {_first_line(e)}"
+            ) from None
     _check_complete(pipe, path, family)
     if (pred and pipe.scheduler.config.prediction_type != pred) or zsnr:
         pipe.scheduler = _scheduler_with(pipe.scheduler, pred or pipe.scheduler.config.prediction_type, zsnr)
@@ -467,11 +529,14 @@ def _local_config(config: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(config), local_files_only=True,
-                                      allow_patterns=["*.json", "*.txt", "tokenizer*/*"]))
+        return Path(
+            snapshot_download(str(config), local_files_only=True, allow_patterns=["*.json", "*.txt", "tokenizer*/*"])
+        )
     except Exception:
-        raise OnewordError(f"--model-config {config!r}: not a folder, and not in the local Hugging Face cache "
-                           f"(the network is not used)") from None
+        raise OnewordError(
+            f"--model-config {config!r}: not a folder, and not in the local Hugging Face cache "
+            f"(the network is not used)"
+        ) from None
 
 
 def component_shapes(configs: dict[str, dict]) -> dict[str, dict[str, tuple]]:
@@ -485,28 +550,35 @@ def component_shapes(configs: dict[str, dict]) -> dict[str, dict[str, tuple]]:
         return (CLIPTextModelWithProjection if projection else CLIPTextModel)(CLIPTextConfig(**cfg))
 
     with torch.device("meta"):
-        modules = {"unet": UNet2DConditionModel.from_config(configs["unet"]),
-                   "vae": AutoencoderKL.from_config(configs["vae"])}
+        modules = {
+            "unet": UNet2DConditionModel.from_config(configs["unet"]),
+            "vae": AutoencoderKL.from_config(configs["vae"]),
+        }
         modules.update({c: text(cfg) for c, cfg in configs.items() if c.startswith("text_encoder")})
     return {c: {k: tuple(v.shape) for k, v in m.state_dict().items()} for c, m in modules.items()}
 
 
 def _refuse_missing(ck: Checkpoint, family: str, folder: Path) -> None:
     """Refuse a file that lacks tensors the architecture needs (diffusers would fail later on meta weights)."""
-    configs = {p.name: json.loads((p / "config.json").read_text()) for p in sorted(Path(folder).iterdir())
-               if p.name in ("unet", "vae", "text_encoder", "text_encoder_2") and (p / "config.json").is_file()}
+    configs = {
+        p.name: json.loads((p / "config.json").read_text())
+        for p in sorted(Path(folder).iterdir())
+        if p.name in ("unet", "vae", "text_encoder", "text_encoder_2") and (p / "config.json").is_file()
+    }
     shapes = component_shapes(configs)
     meta = {c: {k: torch.empty(s, device="meta") for k, s in d.items()} for c, d in shapes.items()}
     try:
         needed = original_layout(family, configs["unet"], meta)
     except (KeyError, ValueError) as e:
-        raise OnewordError(f"{ck.path.name}: the config does not describe a {FAMILY_NAMES[family]} model ({e})") from None
+        raise OnewordError(
+            f"{ck.path.name}: the config does not describe a {FAMILY_NAMES[family]} model ({e})"
+        ) from None
 
     def part(key):
         return "UNet" if key.startswith(UNET) else "VAE" if key.startswith("first_stage_model.") else "text encoder"
 
     def present(key):  # the VAE may be stored as vae.* instead of first_stage_model.*
-        return key if key in ck.shapes else "vae." + key[len("first_stage_model."):]
+        return key if key in ck.shapes else "vae." + key[len("first_stage_model.") :]
 
     def squeezed(shape):  # 1x1 convolutions may be stored as linear weights
         return tuple(shape[:2]) + tuple(d for d in shape[2:] if d != 1)
@@ -515,13 +587,17 @@ def _refuse_missing(ck: Checkpoint, family: str, folder: Path) -> None:
     for what in ("UNet", "VAE", "text encoder"):
         missing = [k for k in needed if part(k) == what and present(k) not in ck.shapes]
         if missing:
-            raise OnewordError(f"{ck.path.name}: the checkpoint lacks {len(missing)} {what} tensors a "
-                               f"{FAMILY_NAMES[family]} model of its sizes has (e.g. {missing[0]})")
+            raise OnewordError(
+                f"{ck.path.name}: the checkpoint lacks {len(missing)} {what} tensors a "
+                f"{FAMILY_NAMES[family]} model of its sizes has (e.g. {missing[0]})"
+            )
         wrong = [k for k in needed if part(k) == what and squeezed(ck.shapes[present(k)]) != squeezed(needed[k])]
         if wrong:
             k = wrong[0]
-            raise OnewordError(f"{ck.path.name}: {len(wrong)} {what} tensors have shapes {FAMILY_NAMES[family]} "
-                               f"does not (e.g. {k}: {ck.shapes[present(k)]}, expected {needed[k]})")
+            raise OnewordError(
+                f"{ck.path.name}: {len(wrong)} {what} tensors have shapes {FAMILY_NAMES[family]} "
+                f"does not (e.g. {k}: {ck.shapes[present(k)]}, expected {needed[k]})"
+            )
 
 
 def _check_complete(pipe, path: Path, family: str) -> None:
@@ -532,8 +608,10 @@ def _check_complete(pipe, path: Path, family: str) -> None:
             continue
         missing = [n for n, p in module.named_parameters() if p.is_meta]
         if missing:
-            raise OnewordError(f"{path.name}: the checkpoint lacks {len(missing)} {name} weights for "
-                               f"{FAMILY_NAMES[family]} (e.g. {missing[0]})")
+            raise OnewordError(
+                f"{path.name}: the checkpoint lacks {len(missing)} {name} weights for "
+                f"{FAMILY_NAMES[family]} (e.g. {missing[0]})"
+            )
         emb = getattr(getattr(module, "text_model", module), "embeddings", None)
         if emb is not None and hasattr(emb, "position_ids"):  # some files store these as floats
             emb.position_ids = torch.arange(emb.position_ids.shape[-1]).expand(1, -1)
@@ -558,8 +636,14 @@ def _first_line(e: Exception) -> str:
 
 # ---------------------------------------------------------------------------------------------------- writing
 
-_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
-           ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+_RESNET = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+)
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -587,7 +671,9 @@ def original_layout(family: str, unet_config: dict, state_dicts: dict[str, dict]
         clip = {k.removeprefix("text_model."): v for k, v in state_dicts["text_encoder"].items()}
         if "embeddings.position_ids" not in clip:  # a buffer transformers no longer saves; released files hold it
             n = clip["embeddings.position_embedding.weight"].shape[0]
-            clip["embeddings.position_ids"] = torch.arange(n, device=clip["embeddings.position_embedding.weight"].device)[None]
+            clip["embeddings.position_ids"] = torch.arange(
+                n, device=clip["embeddings.position_embedding.weight"].device
+            )[None]
         for k, v in clip.items():
             put(CLIP_L_PREFIX[family] + "text_model." + k, v)
     open_clip = state_dicts.get("text_encoder_2" if family == "sdxl" else "text_encoder") if family != "sd1" else None
@@ -600,14 +686,20 @@ def original_layout(family: str, unet_config: dict, state_dicts: dict[str, dict]
 def _resnet(rest: str) -> str:
     for new, old in _RESNET:
         if rest.startswith(new + "."):
-            return old + rest[len(new):]
+            return old + rest[len(new) :]
     raise ValueError(f"unknown resnet tensor {rest}")
 
 
 def _unet_key(k: str, layers: int, up_attention: list[bool]) -> str:
-    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    fixed = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "add_embedding.linear_1": "label_emb.0.0",
+        "add_embedding.linear_2": "label_emb.0.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
     head, _, leaf = k.rpartition(".")
     if head in fixed:
         return f"{fixed[head]}.{leaf}"
@@ -666,9 +758,12 @@ def _vae_key(k: str, v: torch.Tensor, levels: int) -> tuple[str, torch.Tensor]:
 def _open_clip_items(sd: dict):
     sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
-    names = {"embeddings.token_embedding.weight": "token_embedding.weight",
-             "embeddings.position_embedding.weight": "positional_embedding",
-             "final_layer_norm.weight": "ln_final.weight", "final_layer_norm.bias": "ln_final.bias"}
+    names = {
+        "embeddings.token_embedding.weight": "token_embedding.weight",
+        "embeddings.position_embedding.weight": "positional_embedding",
+        "final_layer_norm.weight": "ln_final.weight",
+        "final_layer_norm.bias": "ln_final.bias",
+    }
     for k, v in sd.items():
         if k in names:
             yield names[k], v
@@ -686,8 +781,13 @@ def _open_clip_items(sd: dict):
             if q:
                 qkv.setdefault(f"{base}attn.in_proj_{q.group(2)}", {})[q.group(1)] = v
                 continue
-            rest = (rest.replace("layer_norm1", "ln_1").replace("layer_norm2", "ln_2")
-                    .replace("mlp.fc1", "mlp.c_fc").replace("mlp.fc2", "mlp.c_proj").replace("self_attn.", "attn."))
+            rest = (
+                rest.replace("layer_norm1", "ln_1")
+                .replace("layer_norm2", "ln_2")
+                .replace("mlp.fc1", "mlp.c_fc")
+                .replace("mlp.fc2", "mlp.c_proj")
+                .replace("self_attn.", "attn.")
+            )
             yield base + rest, v
     for key, parts in qkv.items():
         yield key, torch.cat([parts["q"], parts["k"], parts["v"]])

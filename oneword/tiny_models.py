@@ -10,6 +10,7 @@ vae/config.json, text_encoder/config.json, scheduler/scheduler_config.json). Spe
 weight values, so it stands in for runwayml/stable-diffusion-v1-5 in throughput and memory measurements
 (benchmarks/speed.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,9 @@ import torch
 from .clip_tokenizer import write_clip_tokenizer
 
 
-def make_tiny_pipeline(dest: str | Path, prediction_type: str = "epsilon", seed: int = 0,
-                       sample_size: int = 8, hidden: int = 32):
+def make_tiny_pipeline(
+    dest: str | Path, prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8, hidden: int = 32
+):
     """Save a tiny random StableDiffusionPipeline folder at `dest` and return the pipeline."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -29,43 +31,119 @@ def make_tiny_pipeline(dest: str | Path, prediction_type: str = "epsilon", seed:
     dest = Path(dest)
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
     unet = UNet2DConditionModel(
-        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=hidden,
-        attention_head_dim=2, norm_num_groups=8)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8, sample_size=sample_size * 2)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-        pad_token_id=49407))
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                          prediction_type=prediction_type)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=hidden,
+        attention_head_dim=2,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=sample_size * 2,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    sched = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(dest)
     return pipe
 
 
 # Stable Diffusion 1.5's configs
 SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    center_input_sample=False,
+    flip_sin_to_cos=True,
+    freq_shift=0,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
-    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=768, attention_head_dim=8)
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    downsample_padding=1,
+    mid_block_scale_factor=1,
+    act_fn="silu",
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
 SD15_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, act_fn="silu",
-    norm_num_groups=32, sample_size=512, scaling_factor=0.18215)
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    act_fn="silu",
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
 SD15_TEXT = dict(
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=768,
-    bos_token_id=0, eos_token_id=2, pad_token_id=1)  # SD1.5's text_encoder/config.json (legacy ids)
-SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                      skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=768,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)  # SD1.5's text_encoder/config.json (legacy ids)
+SD15_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    skip_prk_steps=True,
+    steps_offset=1,
+    set_alpha_to_one=False,
+)
 # parameter counts of the real checkpoints (tests/test_engine.py checks the build against them on the meta device)
 SD15_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
 
@@ -108,15 +186,29 @@ def build_sd15_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
     from .models import FrozenModel
 
     unet, vae, text, tokenizer, scheduler = sd15_modules(device, dtype, seed)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     for m in (unet, vae, text):
         m.requires_grad_(False)
         m.eval()
     pipe.set_progress_bar_config(disable=True)
-    identity = {"source": "sd15-architecture-random", "kind": "benchmark", "pipeline": type(pipe).__name__,
-                "text_width": SD15_TEXT["hidden_size"], "prediction_type": "epsilon", "resolution": 512,
-                "fingerprint": f"sd15-random-seed{seed}"}
+    identity = {
+        "source": "sd15-architecture-random",
+        "kind": "benchmark",
+        "pipeline": type(pipe).__name__,
+        "text_width": SD15_TEXT["hidden_size"],
+        "prediction_type": "epsilon",
+        "resolution": 512,
+        "fingerprint": f"sd15-random-seed{seed}",
+    }
     return FrozenModel(pipe=pipe, identity=identity)
 
 
@@ -141,26 +233,77 @@ def make_tiny_sdxl_pipeline(dest: str | Path, seed: int = 0, sample_size: int = 
     with tempfile.TemporaryDirectory() as tmp:
         tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
         tok2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer_2"), pad_token="!")
-    ids = dict(vocab_size=len(tok), max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-               intermediate_size=64, num_hidden_layers=2)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, num_attention_heads=12, hidden_act="quick_gelu",
-                                        projection_dim=768, pad_token_id=49407, **ids))
-    text2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=1280, num_attention_heads=20, hidden_act="gelu",
-                                                       projection_dim=1280, pad_token_id=0, **ids))
+    ids = dict(
+        vocab_size=len(tok),
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        intermediate_size=64,
+        num_hidden_layers=2,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            num_attention_heads=12,
+            hidden_act="quick_gelu",
+            projection_dim=768,
+            pad_token_id=49407,
+            **ids,
+        )
+    )
+    text2 = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            hidden_size=1280, num_attention_heads=20, hidden_act="gelu", projection_dim=1280, pad_token_id=0, **ids
+        )
+    )
     time_dim = 8
     unet = UNet2DConditionModel(
-        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4), use_linear_projection=True,
-        cross_attention_dim=768 + 1280, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=1280 + 6 * time_dim, norm_num_groups=8)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8, sample_size=sample_size * 2, scaling_factor=0.13025, force_upcast=True)
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                   steps_offset=1, timestep_spacing="leading", prediction_type="epsilon")
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tok,
-                                     tokenizer_2=tok2, unet=unet, scheduler=sched, force_zeros_for_empty_prompt=True)
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=768 + 1280,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=1280 + 6 * time_dim,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=sample_size * 2,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+    sched = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text,
+        text_encoder_2=text2,
+        tokenizer=tok,
+        tokenizer_2=tok2,
+        unet=unet,
+        scheduler=sched,
+        force_zeros_for_empty_prompt=True,
+    )
     pipe.save_pretrained(dest)
     return pipe
 
@@ -169,24 +312,48 @@ def make_tiny_sdxl_pipeline(dest: str | Path, seed: int = 0, sample_size: int = 
 # "full": the family's real architecture (oneword's shipped configs); "small": the same key layout and family
 # rules (SD1.x 8 attention heads, SD2.x/SDXL/CLIP 64-wide heads, groups of 32 channels), reduced widths and blocks.
 SMALL_CHECKPOINT = {
-    "sd1": {"unet": dict(block_out_channels=[32, 64], layers_per_block=1, cross_attention_dim=64,
-                         down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
-                         up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"]),
-            "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2)},
-    "sd2": {"unet": dict(block_out_channels=[64, 64, 128, 128], cross_attention_dim=64,  # SD2's four levels:
-                         attention_head_dim=[1, 1, 2, 2]),  # output_blocks.11 exists, read to tell 768-v from base
-            "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2)},
-    "sdxl": {"unet": dict(block_out_channels=[64, 128], layers_per_block=1, cross_attention_dim=64 + 128,
-                          attention_head_dim=[1, 2], transformer_layers_per_block=[1, 2],
-                          down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                          up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
-                          addition_time_embed_dim=8, projection_class_embeddings_input_dim=128 + 6 * 8),
-             "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2),
-             "text_encoder_2": dict(hidden_size=128, num_attention_heads=2, intermediate_size=256,
-                                    num_hidden_layers=2, projection_dim=128)},
+    "sd1": {
+        "unet": dict(
+            block_out_channels=[32, 64],
+            layers_per_block=1,
+            cross_attention_dim=64,
+            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+        ),
+        "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2),
+    },
+    "sd2": {
+        "unet": dict(
+            block_out_channels=[64, 64, 128, 128],
+            cross_attention_dim=64,  # SD2's four levels:
+            attention_head_dim=[1, 1, 2, 2],
+        ),  # output_blocks.11 exists, read to tell 768-v from base
+        "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2),
+    },
+    "sdxl": {
+        "unet": dict(
+            block_out_channels=[64, 128],
+            layers_per_block=1,
+            cross_attention_dim=64 + 128,
+            attention_head_dim=[1, 2],
+            transformer_layers_per_block=[1, 2],
+            down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+            up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=128 + 6 * 8,
+        ),
+        "text_encoder": dict(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=2),
+        "text_encoder_2": dict(
+            hidden_size=128, num_attention_heads=2, intermediate_size=256, num_hidden_layers=2, projection_dim=128
+        ),
+    },
 }
-SMALL_VAE = dict(block_out_channels=[32, 64], layers_per_block=1, down_block_types=["DownEncoderBlock2D"] * 2,
-                 up_block_types=["UpDecoderBlock2D"] * 2)
+SMALL_VAE = dict(
+    block_out_channels=[32, 64],
+    layers_per_block=1,
+    down_block_types=["DownEncoderBlock2D"] * 2,
+    up_block_types=["UpDecoderBlock2D"] * 2,
+)
 
 
 def checkpoint_configs(family: str, size: str = "small") -> dict[str, dict]:
@@ -196,8 +363,11 @@ def checkpoint_configs(family: str, size: str = "small") -> dict[str, dict]:
     from .single_file import shipped_config
 
     folder = shipped_config(family, "v_prediction" if family == "sd2" else "epsilon")
-    configs = {p.name: json.loads((p / "config.json").read_text())
-               for p in sorted(folder.iterdir()) if (p / "config.json").is_file()}
+    configs = {
+        p.name: json.loads((p / "config.json").read_text())
+        for p in sorted(folder.iterdir())
+        if (p / "config.json").is_file()
+    }
     if size == "small":
         for component, values in {**SMALL_CHECKPOINT[family], "vae": SMALL_VAE}.items():
             configs[component].update(values)
@@ -229,11 +399,12 @@ def random_weight(component: str, key: str, shape: tuple) -> torch.Tensor:
     n = int(torch.Size(shape).numel())
     offset = zlib.crc32(f"{component}/{key}".encode()) % pool.numel()
     reps = -(-(n + offset) // pool.numel())
-    return pool.repeat(reps)[offset:offset + n].view(shape).clone()
+    return pool.repeat(reps)[offset : offset + n].view(shape).clone()
 
 
-def random_checkpoint_tensors(family: str, size: str = "small", v_prediction_weights: bool = True,
-                              weight=random_weight) -> tuple[dict, dict]:
+def random_checkpoint_tensors(
+    family: str, size: str = "small", v_prediction_weights: bool = True, weight=random_weight
+) -> tuple[dict, dict]:
     """(tensors in the original single-file layout, their diffusers shapes {component: {name: shape}}), where
     diffusers tensor `name` of `component` holds `weight(component, name, shape)`. SD2.x gets the unused last
     OpenCLIP layer and text_projection, as released SD2 files have. v_prediction_weights=False (SD2.x): the one
@@ -248,10 +419,20 @@ def random_checkpoint_tensors(family: str, size: str = "small", v_prediction_wei
     if family == "sd2":
         cfg = configs["text_encoder"]
         w, inner, last = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-        extra = {"attn.in_proj_weight": (3 * w, w), "attn.in_proj_bias": (3 * w,), "attn.out_proj.weight": (w, w),
-                 "attn.out_proj.bias": (w,), "ln_1.weight": (w,), "ln_1.bias": (w,), "ln_2.weight": (w,),
-                 "ln_2.bias": (w,), "mlp.c_fc.weight": (inner, w), "mlp.c_fc.bias": (inner,),
-                 "mlp.c_proj.weight": (w, inner), "mlp.c_proj.bias": (w,)}
+        extra = {
+            "attn.in_proj_weight": (3 * w, w),
+            "attn.in_proj_bias": (3 * w,),
+            "attn.out_proj.weight": (w, w),
+            "attn.out_proj.bias": (w,),
+            "ln_1.weight": (w,),
+            "ln_1.bias": (w,),
+            "ln_2.weight": (w,),
+            "ln_2.bias": (w,),
+            "mlp.c_fc.weight": (inner, w),
+            "mlp.c_fc.bias": (inner,),
+            "mlp.c_proj.weight": (w, inner),
+            "mlp.c_proj.bias": (w,),
+        }
         extra = {f"transformer.resblocks.{last}.{k}": s for k, s in extra.items()} | {"text_projection": (w, w)}
         for k, s in extra.items():
             tensors[OPEN_CLIP_PREFIX["sd2"] + k] = weight("unused", k, s)
@@ -260,8 +441,9 @@ def random_checkpoint_tensors(family: str, size: str = "small", v_prediction_wei
     return tensors, shapes
 
 
-def write_random_checkpoint(dest: str | Path, family: str, size: str = "small", v_prediction_weights: bool = True,
-                            metadata: dict | None = None) -> dict[str, dict[str, tuple]]:
+def write_random_checkpoint(
+    dest: str | Path, family: str, size: str = "small", v_prediction_weights: bool = True, metadata: dict | None = None
+) -> dict[str, dict[str, tuple]]:
     """Write a single-file checkpoint of random fp16 weights in the original layout (.safetensors, or .ckpt as
     {"state_dict": ...}); return its diffusers shapes: tensor `name` of `component` is
     `random_weight(component, name, shape)` (see random_checkpoint_tensors)."""
@@ -310,11 +492,25 @@ def build_sdxl_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
         m.to(dtype=dtype)
         m.requires_grad_(False)
         m.eval()
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tok, tokenizer_2=tok2,
-                                     unet=unet, scheduler=EulerDiscreteScheduler.from_config(scheduler))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text,
+        text_encoder_2=text2,
+        tokenizer=tok,
+        tokenizer_2=tok2,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(scheduler),
+    )
     pipe.set_progress_bar_config(disable=True)
     family_of(pipe).prepare(pipe)
-    identity = {"source": "sdxl-architecture-random", "kind": "benchmark", "pipeline": type(pipe).__name__,
-                "family": "sdxl", "text_width": 768, "prediction_type": "epsilon", "resolution": 1024,
-                "fingerprint": f"sdxl-random-seed{seed}"}
+    identity = {
+        "source": "sdxl-architecture-random",
+        "kind": "benchmark",
+        "pipeline": type(pipe).__name__,
+        "family": "sdxl",
+        "text_width": 768,
+        "prediction_type": "epsilon",
+        "resolution": 1024,
+        "fingerprint": f"sdxl-random-seed{seed}",
+    }
     return FrozenModel(pipe=pipe, identity=identity)

@@ -11,6 +11,7 @@ leave out allocator overhead and temporary buffers, so they are a floor: a reque
 cannot run and is refused before anything is allocated; one under it may still fail, and then the device's own
 out-of-memory error is reported in one line (oneword.commands.main).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,14 @@ from pathlib import Path
 
 from .errors import OnewordError
 
-MAX_SEED = 2**62                 # image i uses seed + i: room above it, and inside every generator's range
-MAX_IMAGES = 10_000              # -n
-MAX_SAMPLING_STEPS = 10_000      # a model's own limit (its training timesteps, usually 1,000) is checked with it
+MAX_SEED = 2**62  # image i uses seed + i: room above it, and inside every generator's range
+MAX_IMAGES = 10_000  # -n
+MAX_SAMPLING_STEPS = 10_000  # a model's own limit (its training timesteps, usually 1,000) is checked with it
 MAX_LEARN_STEPS = 1_000_000
 MAX_BATCH = 4096
-MAX_GUIDANCE = 100.0             # real use is 1-30; far beyond, the images are noise
-MAX_SIDE = 16384                 # pixels per side of any image oneword makes (memory decides below it)
-MAX_PIXELS_ARG = 100_000         # --dilate, --feather and other pixel counts
+MAX_GUIDANCE = 100.0  # real use is 1-30; far beyond, the images are noise
+MAX_SIDE = 16384  # pixels per side of any image oneword makes (memory decides below it)
+MAX_PIXELS_ARG = 100_000  # --dilate, --feather and other pixel counts
 IMAGE_EXTS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
@@ -83,6 +84,7 @@ def seed_arg(name: str, value) -> int:
 def _range(lo, hi) -> str:
     def show(x):
         return str(x) if isinstance(x, int) else f"{x:g}"
+
     if lo is not None and hi is not None:
         return f"from {show(lo)} to {show(hi)}"
     if lo is not None:
@@ -93,17 +95,20 @@ def _range(lo, hi) -> str:
 def arg(check, *args, **kw):
     """An argparse ``type=`` for a check: ``p.add_argument("--steps", type=arg(whole, 1, 1000))``. argparse adds the
     flag's name to the message, so the check's own name is left out."""
+
     def convert(text: str):
         try:
             return check("value", text, *args, **kw)
         except OnewordError as e:
             raise argparse.ArgumentTypeError(str(e).removeprefix("value ")) from None
+
     convert.__name__ = check.__name__
     return convert
 
 
-def sampling(n: int = 1, steps: int | None = None, guidance: float | None = None, seed_: int = 0,
-             batch: int = 1) -> None:
+def sampling(
+    n: int = 1, steps: int | None = None, guidance: float | None = None, seed_: int = 0, batch: int = 1
+) -> None:
     """The numbers every sampler takes (generate, variations, edit, evaluate)."""
     whole("-n", n, 1, MAX_IMAGES)
     whole("batch", batch, 1, MAX_BATCH)
@@ -119,7 +124,9 @@ def model_steps(model, steps: int) -> int:
     limit = int(getattr(model.scheduler.config, "num_train_timesteps", MAX_SAMPLING_STEPS))
     steps = whole("--steps", steps, 1, MAX_SAMPLING_STEPS)
     if steps > limit:
-        raise OnewordError(f"--steps {steps} is more than this model's noise schedule has ({limit}); use at most {limit}")
+        raise OnewordError(
+            f"--steps {steps} is more than this model's noise schedule has ({limit}); use at most {limit}"
+        )
     return steps
 
 
@@ -142,8 +149,10 @@ def device(spec):
             raise OnewordError(f"--device {spec}: {why}; use --device cpu")
         count = torch.cuda.device_count()
         if d.index is not None and d.index >= count:
-            raise OnewordError(f"--device {spec}: there {'is' if count == 1 else 'are'} {count} CUDA GPU(s) "
-                               f"here (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+            raise OnewordError(
+                f"--device {spec}: there {'is' if count == 1 else 'are'} {count} CUDA GPU(s) "
+                f"here (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})"
+            )
         return d
     if d.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -208,8 +217,10 @@ def image_size(model, height: int | None, width: int | None) -> tuple[int, int]:
     for name, v in (("--height", height), ("--width", width)):
         v = model.resolution if v is None else whole(name, v, 1, MAX_SIDE)
         if v % f:
-            raise OnewordError(f"{name} must be a multiple of {f} for this model (its VAE factor times its UNet's "
-                               f"down-sampling), e.g. {max(f, v // f * f)} or {v // f * f + f}, not {v}")
+            raise OnewordError(
+                f"{name} must be a multiple of {f} for this model (its VAE factor times its UNet's "
+                f"down-sampling), e.g. {max(f, v // f * f)} or {v // f * f + f}, not {v}"
+            )
         out.append(v)
     return out[0], out[1]
 
@@ -287,8 +298,10 @@ def template(text: str, name: str = "--template") -> str:
     except ValueError as e:
         raise OnewordError(f"{name} {text!r}: {e} (write {{}} once for the word, {{{{ and }}}} for braces)") from None
     if fields != [""]:
-        raise OnewordError(f"{name} {text!r} must hold {{}} exactly once, where the word goes "
-                           f"(found {len(fields)} field(s){': ' + ', '.join('{' + f + '}' for f in fields if f) if any(fields) else ''})")
+        raise OnewordError(
+            f"{name} {text!r} must hold {{}} exactly once, where the word goes "
+            f"(found {len(fields)} field(s){': ' + ', '.join('{' + f + '}' for f in fields if f) if any(fields) else ''})"
+        )
     return text
 
 
@@ -319,23 +332,35 @@ def prompt(tokenizer, text: str, name: str = "prompt") -> None:
 
     words = learned_tokens(tokenizer)
     known = {t.lower() for t in tokenizer.get_added_vocab()}
-    unknown = sorted({m for m in WORD_PATTERN.findall(text) if m.lower() not in known and m not in tokenizer.get_vocab()})
+    unknown = sorted(
+        {m for m in WORD_PATTERN.findall(text) if m.lower() not in known and m not in tokenizer.get_vocab()}
+    )
     if unknown:
         loaded = ", ".join(sorted(words)) or "none"
-        raise OnewordError(f"{name} uses {', '.join(unknown)}, which no loaded embedding defines (loaded: {loaded}); "
-                           "pass its file with --embeds")
+        raise OnewordError(
+            f"{name} uses {', '.join(unknown)}, which no loaded embedding defines (loaded: {loaded}); "
+            "pass its file with --embeds"
+        )
     ids = tokenizer(text).input_ids
     limit = tokenizer.model_max_length
     if len(ids) <= limit:
         return
-    lost_ids = set(ids[limit - 1:-1])  # truncation keeps limit - 1 tokens and the end token
-    lost = [w for w, n in words.items()
-            if lost_ids & set(tokenizer.convert_tokens_to_ids([w] + [f"{w}_{i}" for i in range(1, n)]))]
+    lost_ids = set(ids[limit - 1 : -1])  # truncation keeps limit - 1 tokens and the end token
+    lost = [
+        w
+        for w, n in words.items()
+        if lost_ids & set(tokenizer.convert_tokens_to_ids([w] + [f"{w}_{i}" for i in range(1, n)]))
+    ]
     if lost:
-        raise OnewordError(f"{name} is {len(ids)} tokens long and this model reads {limit}, so the learned word "
-                           f"{', '.join(lost)} would be cut off; shorten the {name} or put the word earlier")
-    warnings.warn(f"{name} is {len(ids)} tokens long; this model reads {limit}, so its end is ignored: "
-                  f"{tokenizer.decode(ids[limit - 1:-1])!r}", stacklevel=2)
+        raise OnewordError(
+            f"{name} is {len(ids)} tokens long and this model reads {limit}, so the learned word "
+            f"{', '.join(lost)} would be cut off; shorten the {name} or put the word earlier"
+        )
+    warnings.warn(
+        f"{name} is {len(ids)} tokens long; this model reads {limit}, so its end is ignored: "
+        f"{tokenizer.decode(ids[limit - 1 : -1])!r}",
+        stacklevel=2,
+    )
 
 
 def vectors_fit(tokenizer, templates: list[str], vectors: int) -> None:
@@ -343,9 +368,11 @@ def vectors_fit(tokenizer, templates: list[str], vectors: int) -> None:
     longest = max(len(tokenizer(t.format("a")).input_ids) for t in templates)  # the word as one token
     room = tokenizer.model_max_length - longest + 1
     if vectors > room:
-        raise OnewordError(f"--vectors {vectors} does not fit: this model reads {tokenizer.model_max_length} tokens "
-                           f"and its longest training prompt leaves room for {room} vector(s); use --vectors {max(1, room)} "
-                           "or fewer")
+        raise OnewordError(
+            f"--vectors {vectors} does not fit: this model reads {tokenizer.model_max_length} tokens "
+            f"and its longest training prompt leaves room for {room} vector(s); use --vectors {max(1, room)} "
+            "or fewer"
+        )
 
 
 def learning(model, cfg, n_photos: int) -> None:
@@ -383,8 +410,9 @@ def _not_a_loop(path: Path, name: str) -> None:
         try:
             path.resolve(strict=True)
         except (OSError, RuntimeError):
-            raise OnewordError(f"{name} {path} is a symlink that leads nowhere (or in a loop); remove it or choose "
-                               "another path") from None
+            raise OnewordError(
+                f"{name} {path} is a symlink that leads nowhere (or in a loop); remove it or choose another path"
+            ) from None
 
 
 def _parent_ok(path: Path, name: str) -> None:
@@ -423,8 +451,10 @@ def output_image(path, name: str = "--out", overwrite: bool = False, inputs=(), 
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise OnewordError(f"{name} {text} is a folder; give a file name such as {path / 'out.png'}")
     if path.suffix.lower() not in IMAGE_EXTS:
-        raise OnewordError(f"{name} {text}: images are written as .png, .jpg or .webp "
-                           f"(the extension picks the format), not {path.suffix or 'no extension'}")
+        raise OnewordError(
+            f"{name} {text}: images are written as .png, .jpg or .webp "
+            f"(the extension picks the format), not {path.suffix or 'no extension'}"
+        )
     for p in (path, *map(Path, also)):
         _not_a_loop(p, name)
         for i in inputs:
@@ -436,8 +466,11 @@ def output_image(path, name: str = "--out", overwrite: bool = False, inputs=(), 
     if not overwrite:
         taken = [str(p) for p in (path, *map(Path, also)) if p.exists() or p.is_symlink()]
         if taken:
-            what = f"{taken[0]} and {len(taken) - 1} more file(s) beside it already exist" if len(taken) > 1 \
+            what = (
+                f"{taken[0]} and {len(taken) - 1} more file(s) beside it already exist"
+                if len(taken) > 1
                 else f"{taken[0]} already exists"
+            )
             raise OnewordError(f"{name}: {what}; pass --overwrite to replace them, or choose another --out")
     return path
 

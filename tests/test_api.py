@@ -1,5 +1,6 @@
 """The public Python API: `from oneword import ...` gives the functions and classes (never a module), and the
 README's "From Python" example runs as written on a tiny model."""
+
 import importlib
 import re
 import subprocess
@@ -12,8 +13,23 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC = {"load_model", "FrozenModel", "learn", "LearnConfig", "generate", "variations", "edit", "evaluate",
-          "load_concepts", "save_concept", "Concept", "install_concepts", "expand_prompt", "OnewordError"}
+PUBLIC = {
+    "load_model",
+    "FrozenModel",
+    "learn",
+    "LearnConfig",
+    "learn_many",
+    "generate",
+    "variations",
+    "edit",
+    "evaluate",
+    "load_concepts",
+    "save_concept",
+    "Concept",
+    "install_concepts",
+    "expand_prompt",
+    "OnewordError",
+}
 
 
 def readme_example() -> str:
@@ -41,8 +57,11 @@ def test_every_public_name_is_the_object_not_a_module():
             importlib.import_module(f"oneword.{path.stem}")
     from oneword import edit, evaluate, generate
 
-    assert [f.__module__ for f in (generate, edit, evaluate)] == ["oneword.sampling", "oneword.editing",
-                                                                   "oneword.evaluation"]
+    assert [f.__module__ for f in (generate, edit, evaluate)] == [
+        "oneword.sampling",
+        "oneword.editing",
+        "oneword.evaluation",
+    ]
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         oneword.nothing  # noqa: B018
 

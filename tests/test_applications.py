@@ -1,4 +1,5 @@
 """The paper's downstream uses on the tiny pipeline: variations, style words, composition of two words."""
+
 import numpy as np
 import torch
 from PIL import Image

@@ -1,4 +1,5 @@
 """The command line as a user meets it: the main jobs work, bad input gets one line and exit code 2."""
+
 import argparse
 import json
 import subprocess
@@ -20,8 +21,26 @@ def run(capsys, *argv):
 
 
 def learn_args(photos, tiny_dir, out, *extra):
-    return ("learn", photos, "--token", "<teal-ring>", "--init", "ring", "--model", tiny_dir, "--out", out,
-            "--steps", "4", "--batch-size", "2", "--save-every", "2", "--quiet", *extra)
+    return (
+        "learn",
+        photos,
+        "--token",
+        "<teal-ring>",
+        "--init",
+        "ring",
+        "--model",
+        tiny_dir,
+        "--out",
+        out,
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--quiet",
+        *extra,
+    )
 
 
 def assert_one_line_error(code, err, *needles):
@@ -39,22 +58,60 @@ def test_learn_then_generate_with_two_words(capsys, tiny_dir, photos, tmp_path):
     assert run_json["step"] == 4 and run_json["config"]["token"] == "<teal-ring>"
     assert (tmp_path / "a" / "previews" / "step_000004.png").is_file()
     other = write_photos(tmp_path / "other", seed=3)
-    code, _, err = run(capsys, "learn", other, "--token", "<blob>", "--model", tiny_dir, "--out", tmp_path / "b",
-                       "--steps", "2", "--vectors", "2", "--quiet")
+    code, _, err = run(
+        capsys,
+        "learn",
+        other,
+        "--token",
+        "<blob>",
+        "--model",
+        tiny_dir,
+        "--out",
+        tmp_path / "b",
+        "--steps",
+        "2",
+        "--vectors",
+        "2",
+        "--quiet",
+    )
     assert code == 0, err
-    code, out, err = run(capsys, "generate", "a photo of <teal-ring> next to <blob>", "--model", tiny_dir,
-                         "--embeds", tmp_path / "a" / "learned_embeds.safetensors",
-                         "--embeds", tmp_path / "b" / "learned_embeds.safetensors",
-                         "-n", "2", "--steps", "2", "--out", tmp_path / "g.png")
+    code, out, err = run(
+        capsys,
+        "generate",
+        "a photo of <teal-ring> next to <blob>",
+        "--model",
+        tiny_dir,
+        "--embeds",
+        tmp_path / "a" / "learned_embeds.safetensors",
+        "--embeds",
+        tmp_path / "b" / "learned_embeds.safetensors",
+        "-n",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "g.png",
+    )
     assert code == 0, err
     assert Image.open(tmp_path / "g.png").size[0] > 16
     assert (tmp_path / "g_00.png").is_file() and (tmp_path / "g_01.png").is_file()
 
 
-@pytest.mark.parametrize("flag,value", [("--save-every", "0"), ("--steps", "-3"), ("--batch-size", "0"),
-                                        ("--lr", "-1"), ("--lr", "nan"), ("--warmup", "-1"), ("--vectors", "0")])
-def test_settings_that_cannot_run_are_refused_in_one_line_before_any_work(capsys, tiny_dir, photos, tmp_path, flag,
-                                                                          value):
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--save-every", "0"),
+        ("--steps", "-3"),
+        ("--batch-size", "0"),
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--warmup", "-1"),
+        ("--vectors", "0"),
+    ],
+)
+def test_settings_that_cannot_run_are_refused_in_one_line_before_any_work(
+    capsys, tiny_dir, photos, tmp_path, flag, value
+):
     code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", flag, value))
     assert_one_line_error(code, err, flag)
     assert not (tmp_path / "a").exists()
@@ -91,10 +148,24 @@ def test_bad_photo_folders(capsys, tiny_dir, tmp_path, case):
 
 
 def test_token_in_vocabulary_and_unknown_init(capsys, tiny_dir, photos, tmp_path):
-    code, _, err = run(capsys, "learn", photos, "--token", "cat", "--model", tiny_dir, "--out", tmp_path / "a", "--quiet")
+    code, _, err = run(
+        capsys, "learn", photos, "--token", "cat", "--model", tiny_dir, "--out", tmp_path / "a", "--quiet"
+    )
     assert_one_line_error(code, err, "already")
-    code, _, err = run(capsys, "learn", photos, "--token", "<x>", "--init", "zqxjvbkw", "--model", tiny_dir,
-                       "--out", tmp_path / "b", "--quiet")
+    code, _, err = run(
+        capsys,
+        "learn",
+        photos,
+        "--token",
+        "<x>",
+        "--init",
+        "zqxjvbkw",
+        "--model",
+        tiny_dir,
+        "--out",
+        tmp_path / "b",
+        "--quiet",
+    )
     assert_one_line_error(code, err, "zqxjvbkw")
 
 
@@ -113,8 +184,21 @@ def test_wrong_width_embedding_is_refused(capsys, tiny_dir, tmp_path):
     from oneword.formats import save_concept
 
     save_concept(Concept("<wide>", torch.randn(1, 768), {}), tmp_path / "wide.safetensors")
-    code, _, err = run(capsys, "generate", "a photo of <wide>", "--model", tiny_dir, "--embeds",
-                       tmp_path / "wide.safetensors", "-n", "1", "--steps", "1", "--out", tmp_path / "x.png")
+    code, _, err = run(
+        capsys,
+        "generate",
+        "a photo of <wide>",
+        "--model",
+        tiny_dir,
+        "--embeds",
+        tmp_path / "wide.safetensors",
+        "-n",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        tmp_path / "x.png",
+    )
     assert_one_line_error(code, err, "768", "32")
     assert not (tmp_path / "x.png").exists()
 
@@ -162,8 +246,18 @@ def test_defaults_named_in_help_are_the_librarys():
 
     learn = subparser("learn")
     base, world = LearnConfig(), WORLD_DEFAULTS["learn"]
-    for dest in ("steps", "batch_size", "lr", "warmup", "vectors", "property", "seed", "save_every", "preview_every",
-                 "reg_weight"):
+    for dest in (
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup",
+        "vectors",
+        "property",
+        "seed",
+        "save_every",
+        "preview_every",
+        "reg_weight",
+    ):
         text = help_of(learn, dest)
         default = BASE_DEFAULTS[dest] if getattr(base, dest) is None else getattr(base, dest)
         assert f"default: {default}" in text, (dest, text)
@@ -179,8 +273,12 @@ def test_defaults_named_in_help_are_the_librarys():
 
 
 def test_python_dash_m_oneword_is_the_command(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "oneword", "inspect", str(tmp_path / "missing.pt")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "oneword", "inspect", str(tmp_path / "missing.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
 
 

@@ -4,6 +4,7 @@ by oneword). docs/compatibility.md is the table these tests keep true.
 Every rule below is restated from the tool's source, read at the commit named beside it (repository, file,
 commit); none of their code is copied. A rule that needs the tool itself (diffusers) runs the real one.
 """
+
 import io
 import os
 import pickle
@@ -20,7 +21,7 @@ from oneword.concept import Concept
 from oneword.errors import OnewordError
 from oneword.formats import TOOLS, load_concepts, save_concept, save_for_tool
 
-W = 768    # SD1.x's text width: what the tools' width checks expect
+W = 768  # SD1.x's text width: what the tools' width checks expect
 
 
 def word(n=3, dim=W, token="<my-cat>", seed=0):
@@ -36,12 +37,14 @@ def sdxl_word(n=2, token="<xl>"):
 
 def every_file(tmp_path, c):
     """Every file oneword writes for an SD1.x word: learn's output, each --format, each --for."""
-    out = {"learn": save_concept(c, tmp_path / "learn" / "learned_embeds.safetensors"),
-           "diffusers.bin": save_concept(c, tmp_path / "d" / "my-cat.bin"),
-           "diffusers.pt": save_concept(c, tmp_path / "dp" / "my-cat.pt", "diffusers"),
-           "a1111.pt": save_concept(c, tmp_path / "a" / "my-cat.pt"),
-           "a1111.safetensors": save_concept(c, tmp_path / "as" / "my-cat.safetensors", "a1111"),
-           "kohya.safetensors": save_concept(c, tmp_path / "k" / "my-cat.safetensors", "kohya")}
+    out = {
+        "learn": save_concept(c, tmp_path / "learn" / "learned_embeds.safetensors"),
+        "diffusers.bin": save_concept(c, tmp_path / "d" / "my-cat.bin"),
+        "diffusers.pt": save_concept(c, tmp_path / "dp" / "my-cat.pt", "diffusers"),
+        "a1111.pt": save_concept(c, tmp_path / "a" / "my-cat.pt"),
+        "a1111.safetensors": save_concept(c, tmp_path / "as" / "my-cat.safetensors", "a1111"),
+        "kohya.safetensors": save_concept(c, tmp_path / "k" / "my-cat.safetensors", "kohya"),
+    }
     for tool in TOOLS:
         out[f"for {tool}"] = save_for_tool(c, tmp_path / tool / "my-cat", tool)
     return out
@@ -65,13 +68,31 @@ def plain_torch_load(path):
 #     'string_to_param' (one entry) / 'clip_g' and 'clip_l' (SDXL) / a dict of exactly one tensor (1-D is
 #     unsqueezed); a word whose width (shape[-1]) is not the model's is skipped.
 A1111_RECORD = re.compile(r"[^/]+/((data/\d+)|version|(data\.pkl))")
-A1111_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
-                 ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_device_tensor_from_numpy"),
-                 ("torch.nn.modules.container", "ParameterDict"), ("numpy.core.multiarray", "scalar"),
-                 ("numpy.core.multiarray", "_reconstruct"), ("numpy", "dtype"), ("numpy", "ndarray"),
-                 ("_codecs", "encode"), ("__builtin__", "set")} | {
-                ("torch", n) for n in ("FloatStorage", "HalfStorage", "IntStorage", "LongStorage", "DoubleStorage",
-                                       "ByteStorage", "float32", "BFloat16Storage")}
+A1111_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+    ("torch.nn.modules.container", "ParameterDict"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("_codecs", "encode"),
+    ("__builtin__", "set"),
+} | {
+    ("torch", n)
+    for n in (
+        "FloatStorage",
+        "HalfStorage",
+        "IntStorage",
+        "LongStorage",
+        "DoubleStorage",
+        "ByteStorage",
+        "float32",
+        "BFloat16Storage",
+    )
+}
 
 
 def pickle_globals_and_persistent_ids(data: bytes) -> tuple[set, list]:
@@ -79,16 +100,16 @@ def pickle_globals_and_persistent_ids(data: bytes) -> tuple[set, list]:
     found, pids, texts, marks, memo, last_tuple, text = set(), [], [], [], {}, None, None
     for op, arg, _ in pickletools.genops(data):
         if op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
-            memo[len(memo) if op.name == "MEMOIZE" else arg] = text     # the value just pushed (texts matter)
+            memo[len(memo) if op.name == "MEMOIZE" else arg] = text  # the value just pushed (texts matter)
             continue
         if op.name in ("BINGET", "LONG_BINGET", "GET"):
-            text = memo.get(arg)                                      # a memoised text, pushed again
+            text = memo.get(arg)  # a memoised text, pushed again
         else:
             text = arg if isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name) else None
         if text is not None:
             texts.append(text)
             if marks and marks[-1] is None:
-                marks[-1] = text                 # the first text after a MARK: a persistent id's kind
+                marks[-1] = text  # the first text after a MARK: a persistent id's kind
         if op.name == "GLOBAL":
             found.add(tuple(arg.split(" ", 1)))
         elif op.name == "STACK_GLOBAL":
@@ -135,13 +156,15 @@ def a1111_reads(path: Path, width=W, safe_unpickler=True):
         assert len(params) == 1, "embedding file has multiple terms in it"
         vec = next(iter(params.values()))
     elif isinstance(data, dict) and "clip_g" in data and "clip_l" in data:
-        vec = torch.cat([data["clip_l"], data["clip_g"]], dim=-1)      # only its width matters here
+        vec = torch.cat([data["clip_l"], data["clip_g"]], dim=-1)  # only its width matters here
     elif isinstance(data, dict) and isinstance(next(iter(data.values())), torch.Tensor):
         assert len(data) == 1, "embedding file has multiple terms in it"
         vec = next(iter(data.values()))
         vec = vec.unsqueeze(0) if vec.dim() == 1 else vec
     else:
-        raise AssertionError(f"Couldn't identify {path.name} as neither textual inversion embedding nor diffuser concept")
+        raise AssertionError(
+            f"Couldn't identify {path.name} as neither textual inversion embedding nor diffuser concept"
+        )
     assert vec.shape[-1] == width, f"skipped: width {vec.shape[-1]}, the model's is {width}"
     return path.stem, vec.float()
 
@@ -165,8 +188,8 @@ def test_automatic1111_and_forge_load_every_file_oneword_writes(tmp_path, n):
     c = word(n)
     for what, path in every_file(tmp_path, c).items():
         if what == "for onetrainer":
-            continue          # OneTrainer's own key; A1111 reads it too, as any one-tensor dict (checked below)
-        for safe in (True, False):      # AUTOMATIC1111 (safe unpickler), Forge (plain torch.load)
+            continue  # OneTrainer's own key; A1111 reads it too, as any one-tensor dict (checked below)
+        for safe in (True, False):  # AUTOMATIC1111 (safe unpickler), Forge (plain torch.load)
             got = a1111_reads(path, safe_unpickler=safe)
             assert got is not None, what
             name, vec = got
@@ -179,8 +202,17 @@ def test_automatic1111_loads_its_own_file_and_oneword_reads_it_back(tmp_path):
     """A file as AUTOMATIC1111's Embedding.save writes it (its record, tensor with requires_grad), and the
     same word converted by oneword for AUTOMATIC1111: both pass A1111's rules with the same vectors."""
     v = torch.randn(2, W, requires_grad=True)
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": v}, "name": "easy", "step": 10,
-                "sd_checkpoint": None, "sd_checkpoint_name": None}, tmp_path / "easy.pt")
+    torch.save(
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": v},
+            "name": "easy",
+            "step": 10,
+            "sd_checkpoint": None,
+            "sd_checkpoint_name": None,
+        },
+        tmp_path / "easy.pt",
+    )
     [c] = load_concepts(tmp_path / "easy.pt")
     out = save_concept(c, tmp_path / "out" / "easy.pt", "a1111")
     assert torch.equal(a1111_reads(out)[1], v.detach())
@@ -216,7 +248,7 @@ def comfyui_reads(path: Path, embed_key="clip_l") -> torch.Tensor:
     if path.name.lower().endswith(".safetensors"):
         embed = safetensors.torch.load_file(path, device="cpu")
     else:
-        embed = torch.load(path, weights_only=True, map_location="cpu")   # must not need ComfyUI's guessing fallback
+        embed = torch.load(path, weights_only=True, map_location="cpu")  # must not need ComfyUI's guessing fallback
     if "string_to_param" in embed:
         out = next(iter(embed["string_to_param"].values()))
     elif embed_key is not None and embed_key in embed:
@@ -232,7 +264,7 @@ def comfyui_reads(path: Path, embed_key="clip_l") -> torch.Tensor:
 def test_comfyui_reads_the_word_from_every_file_oneword_writes(tmp_path, n):
     c = word(n)
     for what, path in every_file(tmp_path, c).items():
-        assert comfyui_finds(path.parent, path.stem) == path, what     # `embedding:my-cat` finds it
+        assert comfyui_finds(path.parent, path.stem) == path, what  # `embedding:my-cat` finds it
         assert torch.equal(comfyui_reads(path).float(), c.vectors), what
 
 
@@ -240,8 +272,10 @@ def test_oneword_reads_other_tools_files_as_comfyui_does(tmp_path):
     """Files other tools write, read by oneword as ComfyUI reads them: the same vectors, and a word that carries
     no name of its own is named after its file, as `embedding:NAME` finds it."""
     v = torch.randn(2, W)
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": v}, "name": "a1111-word", "step": 1},
-               tmp_path / "a1111-word.pt")
+    torch.save(
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": v}, "name": "a1111-word", "step": 1},
+        tmp_path / "a1111-word.pt",
+    )
     torch.save({"emb_params": v}, tmp_path / "kohya-word.pt")
     safetensors.torch.save_file({"emb_params": v}, tmp_path / "kohya-st.safetensors")
     safetensors.torch.save_file({"emp_params": v}, tmp_path / "onetrainer-word.safetensors")
@@ -278,8 +312,11 @@ def invokeai_state_dict(path: Path) -> dict:
 
 def invokeai_probe(path: Path) -> str:
     sd = invokeai_state_dict(path)
-    looks = (path.name.startswith("learned_embeds.") or bool({"string_to_param", "emb_params", "clip_g"} & set(sd))
-             or (len(sd) < 10 and all(isinstance(v, torch.Tensor) for v in sd.values())))
+    looks = (
+        path.name.startswith("learned_embeds.")
+        or bool({"string_to_param", "emb_params", "clip_g"} & set(sd))
+        or (len(sd) < 10 and all(isinstance(v, torch.Tensor) for v in sd.values()))
+    )
     assert looks, f"InvokeAI: {path.name} does not look like an embedding"
     if "string_to_token" in sd:
         dim = list(sd["string_to_param"].values())[0].shape[-1]
@@ -401,7 +438,7 @@ def test_onetrainer_reads_the_file_convert_writes_for_it(tmp_path):
     c = word(3)
     got = onetrainer_reads(save_for_tool(c, tmp_path / "my-cat", "onetrainer"))
     assert got is not None and torch.equal(got, c.vectors)
-    assert onetrainer_reads(every_file(tmp_path, c)["learn"]) is None        # the diffusers layout: nothing
+    assert onetrainer_reads(every_file(tmp_path, c)["learn"]) is None  # the diffusers layout: nothing
     c = sdxl_word()
     l, g = onetrainer_reads(save_for_tool(c, tmp_path / "xl", "onetrainer"), sdxl=True)
     assert torch.equal(l, c.parts["clip_l"]) and torch.equal(g, c.parts["clip_g"])
@@ -434,9 +471,12 @@ def test_diffusers_loads_the_file_convert_writes_for_it(tmp_path, tiny_dir):
     c = word(3, dim=32)
     layout, ext = TOOLS["diffusers"][1:]
     assert (layout, ext) == ("diffusers", ".safetensors")
-    files = {"for diffusers": save_concept(c, tmp_path / "d" / ("my-cat" + ext), layout),
-             "learn": save_concept(c, tmp_path / "learned_embeds.safetensors"),
-             "bin": save_concept(c, tmp_path / "my-cat.bin"), "a1111.pt": save_concept(c, tmp_path / "a.pt")}
+    files = {
+        "for diffusers": save_concept(c, tmp_path / "d" / ("my-cat" + ext), layout),
+        "learn": save_concept(c, tmp_path / "learned_embeds.safetensors"),
+        "bin": save_concept(c, tmp_path / "my-cat.bin"),
+        "a1111.pt": save_concept(c, tmp_path / "a.pt"),
+    }
     for what, path in files.items():
         pipe = _pipe(tiny_dir)
         pipe.load_textual_inversion(str(path))
@@ -444,8 +484,9 @@ def test_diffusers_loads_the_file_convert_writes_for_it(tmp_path, tiny_dir):
         assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids], c.vectors), what
     pipe = _pipe(tiny_dir)
     pipe.load_textual_inversion(str(save_concept(c, tmp_path / "k.safetensors", "kohya")), token="<my-cat>")
-    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(c.tokens)],
-                       c.vectors)
+    assert torch.equal(
+        pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(c.tokens)], c.vectors
+    )
 
 
 # ------------------------------------------------------------------------------------ convert --for
@@ -453,7 +494,7 @@ def test_convert_for_each_tool_picks_layout_and_extension(tmp_path, capsys):
     from oneword import commands
     from oneword.commands import convert
 
-    assert tuple(convert._USE) == tuple(TOOLS)          # the CLI's list (no torch at --help) is the library's
+    assert tuple(convert._USE) == tuple(TOOLS)  # the CLI's list (no torch at --help) is the library's
     src = save_concept(word(2), tmp_path / "learned_embeds.safetensors")
     keys = {"diffusers": ["<my-cat>"], "onetrainer": ["emp_params"]}
     for tool in TOOLS:
@@ -461,7 +502,7 @@ def test_convert_for_each_tool_picks_layout_and_extension(tmp_path, capsys):
         out = tmp_path / tool / "my-cat.safetensors"
         assert list(safetensors.torch.load_file(out)) == keys.get(tool, ["emb_params"]), tool
         [back] = load_concepts(out)
-        assert torch.equal(back.vectors, word(2).vectors) and back.token == "<my-cat>"   # from the metadata
+        assert torch.equal(back.vectors, word(2).vectors) and back.token == "<my-cat>"  # from the metadata
         msg = capsys.readouterr().out
         assert msg.startswith(f"wrote {out}") and TOOLS[tool][0] in msg
     commands.main(["convert", str(src), str(tmp_path / "c.safetensors"), "--for", "comfyui"])
@@ -479,10 +520,10 @@ def test_convert_for_refuses_what_the_tool_cannot_load(tmp_path, capsys):
     small = save_concept(word(2, dim=32), tmp_path / "world.safetensors")
     assert commands.main(["convert", str(small), str(tmp_path / "x"), "--for", "comfyui"]) == 2
     assert "works only in oneword" in capsys.readouterr().err
-    for bad in (["--for", "kohya", "--format", "kohya"], ["--for", "photoshop"]):   # exclusive; known tools only
+    for bad in (["--for", "kohya", "--format", "kohya"], ["--for", "photoshop"]):  # exclusive; known tools only
         try:
             code = commands.main(["convert", str(src), str(tmp_path / "y"), *bad])
-        except SystemExit as e:             # argparse's own exit, where the parser does not return the code
+        except SystemExit as e:  # argparse's own exit, where the parser does not return the code
             code = e.code
         assert code == 2 and not list(tmp_path.glob("y*")), bad
     # a name with a dot but no embedding extension gets the tool's extension added
@@ -501,9 +542,12 @@ def test_new_files_get_the_umasks_mode(tmp_path, umask, mode):
 
     old = os.umask(umask)
     try:
-        files = [save_concept(word(1), tmp_path / "w.safetensors"), save_concept(word(1), tmp_path / "w.pt"),
-                 atomic_write_json(tmp_path / "run.json", {"a": 1}),
-                 atomic_save_image(tmp_path / "i.png", Image.new("RGB", (4, 4)))]
+        files = [
+            save_concept(word(1), tmp_path / "w.safetensors"),
+            save_concept(word(1), tmp_path / "w.pt"),
+            atomic_write_json(tmp_path / "run.json", {"a": 1}),
+            atomic_save_image(tmp_path / "i.png", Image.new("RGB", (4, 4))),
+        ]
     finally:
         os.umask(old)
     for f in files:

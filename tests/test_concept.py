@@ -1,4 +1,5 @@
 """The learned word in every format: exact round trips, diffusers compatibility, validation, safety."""
+
 import argparse
 import io
 import json
@@ -47,16 +48,24 @@ def same_bits(a, b):
 
 
 # ------------------------------------------------------------------------------------ round trips
-ROUND_TRIPS = [("x.safetensors", None), ("x.bin", None), ("x.pt", None), ("x.safetensors", "kohya"),
-               ("x.safetensors", "a1111"), ("x.pt", "diffusers"), ("x.png", None), ("x.webp", None),
-               ("x.png", "a1111")]
+ROUND_TRIPS = [
+    ("x.safetensors", None),
+    ("x.bin", None),
+    ("x.pt", None),
+    ("x.safetensors", "kohya"),
+    ("x.safetensors", "a1111"),
+    ("x.pt", "diffusers"),
+    ("x.png", None),
+    ("x.webp", None),
+    ("x.png", "a1111"),
+]
 
 
 @pytest.mark.parametrize("n", [1, 4])
 @pytest.mark.parametrize("name,fmt", ROUND_TRIPS)
 def test_every_format_round_trips_exactly(tmp_path, name, fmt, n):
     c = concept(n)
-    c.vectors[0, 0] = 1e-38          # subnormal-ish and extreme values survive too
+    c.vectors[0, 0] = 1e-38  # subnormal-ish and extreme values survive too
     c.vectors[-1, -1] = -3.4e38
     path = save_concept(c, tmp_path / name, fmt)
     [back] = load_concepts(path)
@@ -93,7 +102,7 @@ def test_file_layouts_match_each_tool(tmp_path):
     assert torch.equal(pt["string_to_param"]["*"], c.vectors)
     assert {"sd_checkpoint", "sd_checkpoint_name"} <= set(pt)
     binf = torch.load(save_concept(c, tmp_path / "d.bin"), weights_only=True)
-    assert list(binf) == ["<my-cat>"]          # diffusers .bin: exactly one key
+    assert list(binf) == ["<my-cat>"]  # diffusers .bin: exactly one key
     im = Image.open(save_concept(c, tmp_path / "a.png"))
     assert "sd-ti-embedding" in im.text
 
@@ -121,8 +130,17 @@ def test_old_one_dimensional_files(tmp_path):
 def test_a1111_pt_as_a1111_writes_it(tmp_path):
     """A .pt as AUTOMATIC1111 saves it (tensor with requires_grad, no oneword extras)."""
     v = torch.randn(2, W, requires_grad=True)
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": v}, "name": "easy-neg", "step": 1500,
-                "sd_checkpoint": "abc123", "sd_checkpoint_name": "v1-5"}, tmp_path / "easy.pt")
+    torch.save(
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": v},
+            "name": "easy-neg",
+            "step": 1500,
+            "sd_checkpoint": "abc123",
+            "sd_checkpoint_name": "v1-5",
+        },
+        tmp_path / "easy.pt",
+    )
     [c] = load_concepts(tmp_path / "easy.pt")
     assert c.token == "easy-neg" and torch.equal(c.vectors, v.detach())
     assert c.meta == {"step": "1500", "sd_checkpoint": "abc123", "sd_checkpoint_name": "v1-5", "token": "easy-neg"}
@@ -182,7 +200,7 @@ def test_saved_file_loads_through_diffusers_itself(tmp_path, tiny_dir, n, name):
     assert torch.equal(table[ids], c.vectors)
     # and the prompt really uses them: the pipeline expands the word into all its vectors
     prompt = ref.maybe_convert_prompt("a photo of <my-cat>", ref.tokenizer)
-    assert ref.tokenizer(prompt).input_ids[4:4 + n] == ids
+    assert ref.tokenizer(prompt).input_ids[4 : 4 + n] == ids
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -199,7 +217,7 @@ def test_install_concepts_equals_diffusers_load(tmp_path, tiny_dir, n):
     assert a.shape == b.shape
     ids = ours.tokenizer.convert_tokens_to_ids(c.tokens)
     assert torch.equal(a[ids], c.vectors)
-    assert torch.equal(a[:ids[0]], b[:ids[0]])      # every original row untouched
+    assert torch.equal(a[: ids[0]], b[: ids[0]])  # every original row untouched
     # the prompt embedding uses the learned vectors
     with torch.no_grad():
         e1 = ours.encode_prompt("a photo of <my-cat>", "cpu", 1, False)[0]
@@ -277,7 +295,7 @@ def test_upper_case_multi_vector_tokens_get_all_vectors(pipe):
     text = pipe.maybe_convert_prompt("a <MyCat> and a <mycat>", pipe.tokenizer)
     assert text == "a <MyCat> <MyCat>_1 <MyCat>_2 and a <mycat> <MyCat>_1 <MyCat>_2"
     assert pipe.tokenizer(text).input_ids[2:5] == ids
-    assert pipe.maybe_convert_prompt(text, pipe.tokenizer) == text      # idempotent
+    assert pipe.maybe_convert_prompt(text, pipe.tokenizer) == text  # idempotent
 
 
 def test_expand_prompt():
@@ -317,17 +335,20 @@ def _st(tmp_path, tensors, name="v.safetensors"):
     return tmp_path / name
 
 
-@pytest.mark.parametrize("tensor,match", [
-    (torch.tensor([[1.0, float("nan")]]), "NaN"),
-    (torch.tensor([[1.0, float("inf")]]), "NaN or infinite"),
-    (torch.tensor([[1e300, 0.0]], dtype=torch.float64), "too large for float32"),
-    (torch.ones(2, 3, dtype=torch.int64), "I64"),
-    (torch.ones(1, 2, 3), "shape"),
-    (torch.ones(76, 8), "76 vectors|vectors of width"),
-    (torch.ones(1, 5000), "width"),
-    (torch.ones(0, 8), "vectors"),
-    (torch.ones(()), "shape"),
-])
+@pytest.mark.parametrize(
+    "tensor,match",
+    [
+        (torch.tensor([[1.0, float("nan")]]), "NaN"),
+        (torch.tensor([[1.0, float("inf")]]), "NaN or infinite"),
+        (torch.tensor([[1e300, 0.0]], dtype=torch.float64), "too large for float32"),
+        (torch.ones(2, 3, dtype=torch.int64), "I64"),
+        (torch.ones(1, 2, 3), "shape"),
+        (torch.ones(76, 8), "76 vectors|vectors of width"),
+        (torch.ones(1, 5000), "width"),
+        (torch.ones(0, 8), "vectors"),
+        (torch.ones(()), "shape"),
+    ],
+)
 def test_bad_tensors_are_refused(tmp_path, tensor, match):
     with pytest.raises(OnewordError, match=match):
         load_concepts(_st(tmp_path, {"<t>": tensor}))
@@ -346,11 +367,18 @@ def _refused_headers() -> dict[str, bytes]:
     longer than the limit, non-string metadata, a model checkpoint's tensor count."""
     return {
         "billion.safetensors": _raw_st({"<t>": {"dtype": "F32", "shape": [1, 10**9], "data_offsets": [0, 4 * 10**9]}}),
-        "rows.safetensors": _raw_st({"<t>": {"dtype": "F32", "shape": [10**6, 768], "data_offsets": [0, 8]}}, b"\0" * 8),
+        "rows.safetensors": _raw_st(
+            {"<t>": {"dtype": "F32", "shape": [10**6, 768], "data_offsets": [0, 8]}}, b"\0" * 8
+        ),
         "header.safetensors": struct.pack("<Q", 2**62) + b"{}",
         "bigheader.safetensors": struct.pack("<Q", 11_000_000) + b"{" + b" " * 100,
-        "meta.safetensors": _raw_st({"__metadata__": {"a": 1}, "<t>": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4),
-        "model.safetensors": _raw_st({f"w{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(300)}, b"\0" * 1200),
+        "meta.safetensors": _raw_st(
+            {"__metadata__": {"a": 1}, "<t>": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4
+        ),
+        "model.safetensors": _raw_st(
+            {f"w{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(300)},
+            b"\0" * 1200,
+        ),
         "offsets.safetensors": _raw_st({"<t>": {"dtype": "F32", "shape": [1, 4], "data_offsets": [0, 16]}}, b"\0" * 8),
         "int.safetensors": _raw_st({"<t>": {"dtype": "I64", "shape": [1, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
     }
@@ -394,8 +422,9 @@ def test_learned_word_is_the_optimisers_vector_bit_for_bit(tiny_dir, tiny_model,
     table = tiny_model.text_encoder.get_input_embeddings().weight.detach()
     ring = table[tiny_model.tokenizer("ring", add_special_tokens=False).input_ids[0]]
     for lr in (0.0, 5e-2):
-        cfg = LearnConfig(token="<teal-ring>", init="ring", vectors=2, steps=4, batch_size=2, lr=lr, save_every=2,
-                          early_stop=False)
+        cfg = LearnConfig(
+            token="<teal-ring>", init="ring", vectors=2, steps=4, batch_size=2, lr=lr, save_every=2, early_stop=False
+        )
         out = tmp_path / f"lr{lr}"
         word = learn(tiny_model, photos, cfg, out, progress=False)
         held = safetensors.torch.load_file(out / "checkpoint.safetensors")["vectors"]
@@ -455,13 +484,17 @@ def _evil_files(tmp_path, canary):
     (tmp_path / "proto0.bin").write_bytes(f"cos\nsystem\n(S'{cmd}'\ntR.".encode())
     files["protocol-0 pickle"] = tmp_path / "proto0.bin"
     # a valid torch zip whose data.pkl is replaced by code that imports os / builtins
-    for i, payload in enumerate([
-        f"cos\nsystem\n(S'{cmd}'\ntR.".encode(),
-        f"cbuiltins\nexec\n(S'import os; os.system(\"{cmd}\")'\ntR.".encode(),
-        b"cbuiltins\n__import__\n(S'os'\ntR.",
-        b"\x80\x02csubprocess\ncall\n]q\x00(X\x05\x00\x00\x00touchq\x01X" + struct.pack("<I", len(str(canary))) +
-        str(canary).encode() + b"e\x85R.",
-    ]):
+    for i, payload in enumerate(
+        [
+            f"cos\nsystem\n(S'{cmd}'\ntR.".encode(),
+            f"cbuiltins\nexec\n(S'import os; os.system(\"{cmd}\")'\ntR.".encode(),
+            b"cbuiltins\n__import__\n(S'os'\ntR.",
+            b"\x80\x02csubprocess\ncall\n]q\x00(X\x05\x00\x00\x00touchq\x01X"
+            + struct.pack("<I", len(str(canary)))
+            + str(canary).encode()
+            + b"e\x85R.",
+        ]
+    ):
         p = tmp_path / f"zip{i}.pt"
         p.write_bytes(replace_data_pkl(payload))
         files[f"torch zip with code #{i}"] = p
@@ -501,10 +534,14 @@ def test_loader_source_never_unpickles():
     import oneword.concept
     import oneword.formats
 
-    mods = [oneword.concept, oneword.formats] + [importlib.import_module(f"oneword.formats.{m.name}")
-                                                 for m in pkgutil.iter_modules(oneword.formats.__path__)]
-    assert {m.__name__ for m in mods} >= {"oneword.formats.safetensors_layouts", "oneword.formats.torch_zip",
-                                          "oneword.formats.a1111_image"}
+    mods = [oneword.concept, oneword.formats] + [
+        importlib.import_module(f"oneword.formats.{m.name}") for m in pkgutil.iter_modules(oneword.formats.__path__)
+    ]
+    assert {m.__name__ for m in mods} >= {
+        "oneword.formats.safetensors_layouts",
+        "oneword.formats.torch_zip",
+        "oneword.formats.a1111_image",
+    }
     tree = ast.Module(body=[n for m in mods for n in ast.parse(inspect.getsource(m)).body], type_ignores=[])
     loads = []
     for node in ast.walk(tree):
@@ -524,8 +561,11 @@ def test_loader_source_never_unpickles():
 # ----------------------------------------------------------------------------- A1111 images
 def test_a1111_png_text_chunk_and_pixels_each_suffice(tmp_path):
     c = concept(2)
-    for name, kw in {"text.png": dict(pixels=False), "pixels.png": dict(text_chunk=False),
-                     "pixels.webp": dict(fmt="WEBP", text_chunk=False)}.items():
+    for name, kw in {
+        "text.png": dict(pixels=False),
+        "pixels.png": dict(text_chunk=False),
+        "pixels.webp": dict(fmt="WEBP", text_chunk=False),
+    }.items():
         (tmp_path / name).write_bytes(a1111_image_bytes(c, **kw))
         [back] = load_concepts(tmp_path / name)
         assert back.token == c.token and same_bits(back.vectors, c.vectors), name
@@ -546,8 +586,14 @@ def test_a1111_json_from_a1111_encoder_shape(tmp_path):
     from PIL import PngImagePlugin
 
     v = np.random.default_rng(0).random((2, W))
-    d = {"string_to_token": {"*": 265}, "string_to_param": {"*": {"TORCHTENSOR": v.tolist()}}, "name": "neg",
-         "step": 300, "sd_checkpoint": None, "sd_checkpoint_name": None}
+    d = {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": {"TORCHTENSOR": v.tolist()}},
+        "name": "neg",
+        "step": 300,
+        "sd_checkpoint": None,
+        "sd_checkpoint_name": None,
+    }
     info = PngImagePlugin.PngInfo()
     info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(d).encode()).decode())
     Image.new("RGB", (64, 64)).save(tmp_path / "neg.png", pnginfo=info)
@@ -593,6 +639,7 @@ def _peak_rss_since_reset():
     def read():
         with open("/proc/self/status") as f:
             return {k: int(v.split()[0]) << 10 for k, v in (ln.split(":", 1) for ln in f) if k in ("VmHWM", "VmRSS")}
+
     return read
 
 
@@ -652,6 +699,7 @@ def test_save_is_atomic_and_keeps_the_previous_file_on_failure(tmp_path, monkeyp
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OnewordError, match="disk full"):
         save_concept(concept(2, seed=5), path)

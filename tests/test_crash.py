@@ -1,4 +1,5 @@
 """Interruption: SIGKILL at random points, and Ctrl-C, never lose work or change the result."""
+
 import json
 import os
 import random
@@ -16,9 +17,29 @@ STEPS = 60
 
 
 def learn_cmd(photos, model, out, *extra):
-    return [sys.executable, "-m", "oneword", "learn", str(photos), "--token", "<k>", "--init", "ring",
-            "--model", str(model), "--out", str(out), "--steps", str(STEPS), "--batch-size", "2",
-            "--save-every", "1", "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "oneword",
+        "learn",
+        str(photos),
+        "--token",
+        "<k>",
+        "--init",
+        "ring",
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--steps",
+        str(STEPS),
+        "--batch-size",
+        "2",
+        "--save-every",
+        "1",
+        "--quiet",
+        *extra,
+    ]
 
 
 def env():
@@ -98,8 +119,9 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_dir, photos, tmp_
     out = tmp_path / "run"
     # a run far too long to finish before the signal (the last --steps wins), so the test always tests
     cmd = learn_cmd(photos, tiny_dir, out, "--save-every", "1000", "--steps", "1000000", "--no-early-stop")
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     wait_for_step(out, 0, proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
@@ -132,8 +154,9 @@ def test_ctrl_c_at_random_moments_then_resume_equals_uninterrupted(tiny_dir, uni
     # most steps are not check points (a checkpoint every 5 steps, validations after 25 and 50)
     cmd, stops = learn_cmd(photos, tiny_dir, part, "--save-every", "5"), []
     for _ in range(3):
-        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=default_sigint)
+        proc = subprocess.Popen(
+            cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+        )
         wait_for_step(part, current_step(part) + rng.randint(1, 10), proc)  # after a checkpoint of this process
         time.sleep(rng.uniform(0.0, 0.3))  # then anywhere in the steps that follow
         if proc.poll() is None:
@@ -157,8 +180,7 @@ def test_ctrl_c_at_random_moments_then_resume_equals_uninterrupted(tiny_dir, uni
     assert torch.equal(load_file(part / "learned_embeds.safetensors")["<k>"], expected)
 
 
-def test_repeated_ctrl_c_stops_at_once_keeps_the_last_checkpoint_and_prints_one_line(tiny_dir, uninterrupted,
-                                                                                     tmp_path):
+def test_repeated_ctrl_c_stops_at_once_keeps_the_last_checkpoint_and_prints_one_line(tiny_dir, uninterrupted, tmp_path):
     """A second Ctrl-C does not wait for the step to finish: the run stops at once, keeps its last checkpoint
     (the step in flight is not saved half done) and says so in one line; Ctrl-C pressed again and again while the
     command shuts down prints no traceback. Resuming still ends at the uninterrupted run's vector."""
@@ -166,8 +188,9 @@ def test_repeated_ctrl_c_stops_at_once_keeps_the_last_checkpoint_and_prints_one_
     part = tmp_path / "part"
     cmd = learn_cmd(photos, tiny_dir, part, "--save-every", "5")
     for gap in (0.005, 0.03):
-        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=default_sigint)
+        proc = subprocess.Popen(
+            cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+        )
         wait_for_step(part, current_step(part) + 3, proc)
         while proc.poll() is None:  # Ctrl-C, again and again until the command has ended
             proc.send_signal(signal.SIGINT)

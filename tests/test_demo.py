@@ -1,5 +1,6 @@
 """`oneword demo` on the shipped world model: it runs end to end, and a rerun resumes an interrupted demo but
 never a word that was learned on other weights (it would silently reuse a word of another world model)."""
+
 import json
 from pathlib import Path
 
@@ -42,8 +43,11 @@ def test_a_rerun_resumes_only_a_checkpoint_of_the_same_model(tmp_path, monkeypat
     (tmp_path / "demo" / "photos").mkdir()
     for i, im in enumerate(NOVEL_CONCEPTS["red_crescent"].photos(5, seed=0)):  # the demo was interrupted after these
         im.save(tmp_path / "demo" / "photos" / f"{i:02d}.png")
-    save_file({"vectors": torch.zeros(1, 4)}, str(ckpt),
-              metadata={"model_fingerprint": fingerprint if learned_on == "this model" else learned_on})
+    save_file(
+        {"vectors": torch.zeros(1, 4)},
+        str(ckpt),
+        metadata={"model_fingerprint": fingerprint if learned_on == "this model" else learned_on},
+    )
     before = ckpt.read_bytes()
     asked = []
 

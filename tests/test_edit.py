@@ -2,6 +2,7 @@
 
 Mechanics on the tiny random pipeline (seconds); the must-show figures on the embedded world model:
 background PSNR after restore, and the learned concept inside the mask (oracle)."""
+
 import numpy as np
 import pytest
 import torch
@@ -85,13 +86,13 @@ def test_dilate_feather_and_latent_mask():
     m[6:10, 6:10] = 1
     assert dilate_mask(m, 2).sum() == 8 * 8
     a = feather_mask(dilate_mask(m, 2), 3)
-    assert (a[dilate_mask(m, 2) == 0] == 0).all()           # never outside the region
+    assert (a[dilate_mask(m, 2) == 0] == 0).all()  # never outside the region
     assert a[4, 4] == pytest.approx(1 / 3) and a[7, 7] == 1.0  # ramps in from the edge
     edge = torch.zeros(16, 16)
-    edge[:, :5] = 1                                          # touches the photo border: no seam there
+    edge[:, :5] = 1  # touches the photo border: no seam there
     assert feather_mask(edge, 2)[:, 0].eq(1).all()
     one = torch.zeros(16, 16)
-    one[7, 9] = 1                                            # a single pixel never vanishes in latent space
+    one[7, 9] = 1  # a single pixel never vanishes in latent space
     lm = latent_mask(one, (4, 4))
     assert lm.sum() == 1 and lm[1, 2] == 1
 
@@ -105,9 +106,9 @@ def test_fill_region_hides_what_is_under_the_mask():
     hole[4:12, 4:12] = 1
     out = np.asarray(fill_region(Image.fromarray(arr), hole)).astype(int)
     keep = hole.numpy() == 0
-    assert np.array_equal(out[keep], arr[keep].astype(int))   # outside: untouched
+    assert np.array_equal(out[keep], arr[keep].astype(int))  # outside: untouched
     inside = out[hole.numpy() == 1]
-    assert inside[:, 1].max() < 40                              # no yellow left
+    assert inside[:, 1].max() < 40  # no yellow left
     assert out[8, 4, 0] > out[8, 11, 0] and out[8, 11, 2] > out[8, 4, 2]  # red side stays red, blue side blue
 
 
@@ -118,13 +119,13 @@ def test_edit_keeps_every_unmasked_pixel(tiny_model):
     out = edit(tiny_model, photo, box, PROMPT, steps=3, n=2, seed=5)
     assert len(out) == 2 and all(o.size == photo.size for o in out)
     for o in out:
-        assert psnr(photo, o, keep) == float("inf")        # restore: the photo's own pixels
-        assert psnr(photo, o, ~keep) < 30                    # the masked region was regenerated
+        assert psnr(photo, o, keep) == float("inf")  # restore: the photo's own pixels
+        assert psnr(photo, o, ~keep) < 30  # the masked region was regenerated
     assert np.asarray(out[0]).tobytes() != np.asarray(out[1]).tobytes()
     again = edit(tiny_model, photo, box, PROMPT, steps=3, n=1, seed=6)[0]
     assert np.array_equal(np.asarray(again), np.asarray(out[1]))  # output i uses seed + i
     raw = edit(tiny_model, photo, box, PROMPT, steps=3, seed=5, restore=False)[0]
-    assert psnr(photo, raw, keep) < 40                       # without restore: what the VAE gives back
+    assert psnr(photo, raw, keep) < 40  # without restore: what the VAE gives back
 
 
 def test_feathered_restore_stays_inside_the_mask(tiny_model):
@@ -135,10 +136,10 @@ def test_feathered_restore_stays_inside_the_mask(tiny_model):
     assert psnr(photo, soft, keep) == float("inf")
     assert psnr(photo, soft, ~keep) > psnr(photo, hard, ~keep)  # the ramp pulls the edge toward the photo
     grown = edit(tiny_model, photo, box, PROMPT, steps=2, dilate=2)[0]
-    assert psnr(photo, grown, keep) < float("inf")          # dilation edits beyond the user's mask...
+    assert psnr(photo, grown, keep) < float("inf")  # dilation edits beyond the user's mask...
     far = np.ones_like(keep)
     far[2:18, 2:20] = False
-    assert psnr(photo, grown, far) == float("inf")           # ...but only by 2 px
+    assert psnr(photo, grown, far) == float("inf")  # ...but only by 2 px
 
 
 @pytest.mark.parametrize("fixture", ["tiny_dir", "tiny_v_dir"])
@@ -173,8 +174,13 @@ def test_strength_and_start_step(tiny_model):
     full = edit(tiny_model, photo, box, PROMPT, steps=2)[0]
     assert np.array_equal(np.asarray(half), np.asarray(same))
     assert not np.array_equal(np.asarray(half), np.asarray(full))
-    for kw, msg in ((dict(strength=0), "strength"), (dict(strength=1.5), "strength"),
-                    (dict(start_step=4), "start-step"), (dict(n=0), "-n"), (dict(dilate=-1), "negative")):
+    for kw, msg in (
+        (dict(strength=0), "strength"),
+        (dict(strength=1.5), "strength"),
+        (dict(start_step=4), "start-step"),
+        (dict(n=0), "-n"),
+        (dict(dilate=-1), "negative"),
+    ):
         with pytest.raises(OnewordError, match=msg):
             edit(tiny_model, photo, box, PROMPT, steps=4, **kw)
 
@@ -211,7 +217,8 @@ def test_learned_multi_vector_word_conditions_the_edit(tiny_dir, tiny_model):
     # the UNet is conditioned as diffusers conditions the prompt with both vectors, not with the first alone
     seen = []
     hook = tiny_model.unet.register_forward_pre_hook(
-        lambda m, a, k: seen.append(k["encoder_hidden_states"].detach().clone()), with_kwargs=True)
+        lambda m, a, k: seen.append(k["encoder_hidden_states"].detach().clone()), with_kwargs=True
+    )
     try:
         edit(tiny_model, photo, box, "a photo of <ring>", [word], steps=2, guidance=1.0)  # 1.0: no unconditional half
     finally:
@@ -233,7 +240,8 @@ def test_every_learned_word_of_the_prompt_reaches_the_text_encoder(tiny_dir, tin
     prompt = "a photo of <obj-a> in the style of <style-s>"
     seen = []
     hook = tiny_model.unet.register_forward_pre_hook(
-        lambda m, a, k: seen.append(k["encoder_hidden_states"].detach().clone()), with_kwargs=True)
+        lambda m, a, k: seen.append(k["encoder_hidden_states"].detach().clone()), with_kwargs=True
+    )
     try:
         edit(tiny_model, _photo(), (4, 4, 12, 14), prompt, [obj, style], steps=1, guidance=1.0)
     finally:
@@ -256,10 +264,37 @@ def test_cli_edit(tiny_dir, tmp_path, capsys):
     mask.paste(255, (10, 10, 30, 30))
     mask.save(tmp_path / "m.png")
     out = tmp_path / "e.png"
-    base = ["edit", str(tmp_path / "p.png"), "a photo of a cat", "--model", str(tiny_dir), "--device", "cpu",
-            "--steps", "2"]
-    assert main(["edit", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "a photo of a cat",  # mask first
-                 "--model", str(tiny_dir), "--device", "cpu", "--steps", "2", "--out", str(out)]) == 0
+    base = [
+        "edit",
+        str(tmp_path / "p.png"),
+        "a photo of a cat",
+        "--model",
+        str(tiny_dir),
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+    ]
+    assert (
+        main(
+            [
+                "edit",
+                str(tmp_path / "p.png"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "a photo of a cat",  # mask first
+                "--model",
+                str(tiny_dir),
+                "--device",
+                "cpu",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size == (24, 24)
     assert main(base + ["--box", "2,2,10,10", "-n", "2", "--feather", "1", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g_00.png").exists() and (tmp_path / "g_01.png").exists()
@@ -305,10 +340,14 @@ def world_edit_figures(model, concept, judge, n=20, steps=None, seed=0, **kw) ->
     raw = edit(model, photo, box, prompt, [concept], n=n, steps=steps, seed=seed, restore=False, **kw)
     labels = judge.oracle(out)
     hit = [all(labels[a][i] == v for a, v in truth.attributes.items()) for i in range(n)]
-    return {"prompt": prompt, "images": out, "oracle": float(np.mean(hit)),
-            "per_attribute": {a: float(np.mean([x == v for x in labels[a]])) for a, v in truth.attributes.items()},
-            "psnr_restored_min": min(psnr(photo, o, keep) for o in out),
-            "psnr_latent_only_mean": float(np.mean([psnr(photo, o, keep) for o in raw]))}
+    return {
+        "prompt": prompt,
+        "images": out,
+        "oracle": float(np.mean(hit)),
+        "per_attribute": {a: float(np.mean([x == v for x in labels[a]])) for a, v in truth.attributes.items()},
+        "psnr_restored_min": min(psnr(photo, o, keep) for o in out),
+        "psnr_latent_only_mean": float(np.mean([psnr(photo, o, keep) for o in raw])),
+    }
 
 
 def _oracle_rate(judge, images, **want) -> float:
@@ -322,7 +361,7 @@ def test_world_edit_keeps_the_background():
     keep = ~load_mask(box, photo.size)
     prompt = "a photo of a pink heart on a sky background"
     out = edit(model, photo, box, prompt, n=4, feather=2)
-    assert min(psnr(photo, o, keep) for o in out) >= 35      # the 35 dB bar (restore: the photo's own pixels)
+    assert min(psnr(photo, o, keep) for o in out) >= 35  # the 35 dB bar (restore: the photo's own pixels)
     raw = edit(model, photo, box, prompt, n=4, restore=False)
     assert np.mean([psnr(photo, o, keep) for o in raw]) >= 24  # latent blending alone: about 26-29 dB measured
 
@@ -350,8 +389,9 @@ def world_word(tmp_path_factory):
 
     model = _world()
     c = NOVEL_CONCEPTS["lime_star"]
-    cfg = LearnConfig.with_defaults(model, token="<lime-star>", init=c.init_word, steps=150, early_stop=False,
-                                    save_every=10_000)
+    cfg = LearnConfig.with_defaults(
+        model, token="<lime-star>", init=c.init_word, steps=150, early_stop=False, save_every=10_000
+    )
     return model, learn(model, c.photos(5), cfg, tmp_path_factory.mktemp("lime"), progress=False)
 
 
@@ -364,8 +404,16 @@ def caption_word(tmp_path_factory):
 
     model = _world()
     c = NOVEL_CONCEPTS["teal_ring"]
-    cfg = LearnConfig.with_defaults(model, token="<teal-ring>", init=c.caption_words, vectors=2, seed=0,
-                                    steps=300, early_stop=False, save_every=10_000)
+    cfg = LearnConfig.with_defaults(
+        model,
+        token="<teal-ring>",
+        init=c.caption_words,
+        vectors=2,
+        seed=0,
+        steps=300,
+        early_stop=False,
+        save_every=10_000,
+    )
     return model, learn(model, c.photos(5), cfg, tmp_path_factory.mktemp("teal"), progress=False)
 
 

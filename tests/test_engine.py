@@ -6,6 +6,7 @@ vector alone. The reference here does it the plain way: `resize_token_embeddings
 encoder, the new row set to the vector, the VAE run on the pixels, AdamW over the whole embedding matrix
 with every other row restored. Same images, posterior noise, diffusion noise, timesteps and prompts.
 """
+
 import copy
 
 import pytest
@@ -70,9 +71,13 @@ class Reference:
 
     def loss(self, pixels, rows, posterior_noise, noise, timesteps, templates) -> torch.Tensor:
         latents = self.latents(pixels, rows, posterior_noise)
-        ids = self.tokenizer([prompt_text(int(t), len(self.new_ids)) for t in templates], padding="max_length",
-                             max_length=self.tokenizer.model_max_length, truncation=True,
-                             return_tensors="pt").input_ids
+        ids = self.tokenizer(
+            [prompt_text(int(t), len(self.new_ids)) for t in templates],
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         noisy = self.schedule.add_noise(latents, noise, timesteps)
         if self.schedule.config.prediction_type == "epsilon":
             target = noise
@@ -141,6 +146,7 @@ def compare(model, ref_model, images, n=1, seed=0):
 
 # ------------------------------------------------------------------------------------------ the tests
 
+
 def test_cached_posterior_sample_equals_vae_latent_dist_sample_with_the_same_noise(tiny_model, images):
     cache = encode_photos(tiny_model, images, tiny_model.resolution)
     pixels = reference_pixels(tiny_model, images)
@@ -203,16 +209,18 @@ def test_a_broken_engine_is_caught(tiny_model, images, monkeypatch):
 
     # 1. the cache forgets the posterior noise (uses the mean only)
     with monkeypatch.context() as m:
-        m.setattr(oneword.data.LatentCache, "sample",
-                  lambda self, index, noise: self.mean[index] * self.scaling_factor)
+        m.setattr(oneword.data.LatentCache, "sample", lambda self, index, noise: self.mean[index] * self.scaling_factor)
         loss_err, grad_err, _, _ = compare(tiny_model, tiny_model, images)
         assert loss_err > 1e-3 or grad_err > 1e-2
     # 2. the learned embedding reads the wrong row of the small table
     real = oneword.invert.LearnedTokenEmbedding.forward
 
     def swapped(self, ids):
-        return real(self, ids) if len(self.vectors) < 2 else real(
-            type(self)(self.base, self.first_id, self.vectors.flip(0)), ids)
+        return (
+            real(self, ids)
+            if len(self.vectors) < 2
+            else real(type(self)(self.base, self.first_id, self.vectors.flip(0)), ids)
+        )
 
     with monkeypatch.context() as m:
         m.setattr(oneword.invert.LearnedTokenEmbedding, "forward", swapped)
@@ -221,9 +229,13 @@ def test_a_broken_engine_is_caught(tiny_model, images, monkeypatch):
     # 3. the noisy latents get the wrong timestep
     real_loss = oneword.invert.diffusion_loss
     with monkeypatch.context() as m:
-        m.setattr(oneword.invert, "diffusion_loss",
-                  lambda mdl, s, lat, nz, t, ids, *rest, **kw: real_loss(mdl, s, lat, nz, (t + 50).clamp(max=999), ids,
-                                                                         *rest, **kw))
+        m.setattr(
+            oneword.invert,
+            "diffusion_loss",
+            lambda mdl, s, lat, nz, t, ids, *rest, **kw: real_loss(
+                mdl, s, lat, nz, (t + 50).clamp(max=999), ids, *rest, **kw
+            ),
+        )
         loss_err, grad_err, _, _ = compare(tiny_model, tiny_model, images)
         assert loss_err > 1e-3 or grad_err > 1e-2
 
@@ -231,8 +243,17 @@ def test_a_broken_engine_is_caught(tiny_model, images, monkeypatch):
 def test_learn_follows_the_whole_matrix_adamw_reference_loop(tiny_model, images, tmp_path):
     """`learn` itself, 4 steps, against the diffusers-style loop: AdamW over the whole resized embedding
     matrix with every other row restored after each step, the same draws (`draw_batch` on the seed)."""
-    cfg = LearnConfig(token=TOKEN, init="ring", steps=4, batch_size=3, lr=5e-3, weight_decay=0.01,
-                      early_stop=False, save_every=1000, seed=5)
+    cfg = LearnConfig(
+        token=TOKEN,
+        init="ring",
+        steps=4,
+        batch_size=3,
+        lr=5e-3,
+        weight_decay=0.01,
+        early_stop=False,
+        save_every=1000,
+        seed=5,
+    )
     concept = learn(tiny_model, images, cfg, tmp_path / "run", progress=False)
 
     init_id = tiny_model.tokenizer("ring", add_special_tokens=False).input_ids
@@ -281,8 +302,12 @@ def test_speed_benchmark_runs_on_the_tiny_model(tmp_path, capsys):
     from benchmarks import speed
 
     out = tmp_path / "speed.json"
-    assert speed.main(["--model", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu",
-                       "--json", str(out)]) == 0
+    assert (
+        speed.main(
+            ["--model", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu", "--json", str(out)]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())["results"]
     assert {r["system"] for r in results} == {"oneword", "reference"}
     assert all(r["image_steps_per_s"] > 0 and r["peak"] > 0 for r in results)
@@ -294,7 +319,9 @@ def _profile_table(title: str, rows: list[tuple[str, str]], total: str, column: 
     head = ["Name", "Self CPU %", "Self CPU", column, "# of Calls"]
     lines = [f"## {title}", "-" * 40, "  ".join(f"{h:>14}" for h in head), "-" * 40]
     lines += ["  ".join([f"{name:>60}", "1.00%", "1.000ms", ms, "3"]) for name, ms in rows]
-    return "\n".join(lines + ["-" * 40, "Self CPU time total: 9.000ms", f"Self {column.split()[1]} time total: {total}", ""])
+    return "\n".join(
+        lines + ["-" * 40, "Self CPU time total: 9.000ms", f"Self {column.split()[1]} time total: {total}", ""]
+    )
 
 
 def test_profile_bound_splits_device_time_by_kind_of_work():
@@ -307,14 +334,22 @@ def test_profile_bound_splits_device_time_by_kind_of_work():
     from benchmarks import profile_bound
 
     elementwise = "void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocas..."
-    rows = [("aten::_cudnn_attention_backward", "30.000ms"), ("aten::_cudnn_attention_forward", "10000.000us"),
-            ("aten::cudnn_convolution", "20.000ms"), ("aten::convolution_backward", "15.000ms"),
-            ("aten::mm", "500.000us"), ("aten::addmm", "0.002s"), (elementwise, "3.000ms"), (elementwise, "2.000ms"),
-            ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat1...", "4.000ms"),
-            ("void cudnn::engines_precompiled::nhwcToNchwKernel<__nv_bfloat16, __nv_bfloat1...", "1.000ms"),
-            ("aten::add_", "7.500ms")]
-    text = (_profile_table("oneword on cuda:0, batch 4, 2 steps, sorted by self_device_time_total", rows, "100.000ms")
-            + _profile_table("oneword on xpu:0, batch 2, 5 steps", [("aten::mm", "1.000s")], "4.000s", "Self XPU"))
+    rows = [
+        ("aten::_cudnn_attention_backward", "30.000ms"),
+        ("aten::_cudnn_attention_forward", "10000.000us"),
+        ("aten::cudnn_convolution", "20.000ms"),
+        ("aten::convolution_backward", "15.000ms"),
+        ("aten::mm", "500.000us"),
+        ("aten::addmm", "0.002s"),
+        (elementwise, "3.000ms"),
+        (elementwise, "2.000ms"),
+        ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat1...", "4.000ms"),
+        ("void cudnn::engines_precompiled::nhwcToNchwKernel<__nv_bfloat16, __nv_bfloat1...", "1.000ms"),
+        ("aten::add_", "7.500ms"),
+    ]
+    text = _profile_table(
+        "oneword on cuda:0, batch 4, 2 steps, sorted by self_device_time_total", rows, "100.000ms"
+    ) + _profile_table("oneword on xpu:0, batch 2, 5 steps", [("aten::mm", "1.000s")], "4.000s", "Self XPU")
     block, other = profile_bound.parse(text)
     assert block["image_steps"] == 8 and block["total_ms"] == pytest.approx(100.0)
     assert block["rows"][elementwise] == pytest.approx(5.0)  # a truncated name repeats: its rows add up
@@ -325,10 +360,15 @@ def test_profile_bound_splits_device_time_by_kind_of_work():
     assert sum(kinds[k] for k in ("attention", "convolution", "matmul", "other")) == pytest.approx(block["total_ms"])
     report = profile_bound.report(block)
     assert "100.0 ms of device time over 8 image-steps = 12.50 ms each (80.0 img-steps/s" in report
-    assert "9.69 ms per image-step -> 103 img-steps/s" in report        # 77.5 ms of compute over 8 image-steps
-    assert "9.06 ms per image-step -> 110 img-steps/s" in report        # less the 5 ms of layout transposes
+    assert "9.69 ms per image-step -> 103 img-steps/s" in report  # 77.5 ms of compute over 8 image-steps
+    assert "9.06 ms per image-step -> 110 img-steps/s" in report  # less the 5 ms of layout transposes
     assert other["image_steps"] == 10 and other["total_ms"] == pytest.approx(4000.0)
-    assert profile_bound.split(other) == {"attention": 0.0, "convolution": 0.0, "matmul": pytest.approx(1000.0),
-                                          "other": pytest.approx(3000.0), "layout transposes": 0.0}
+    assert profile_bound.split(other) == {
+        "attention": 0.0,
+        "convolution": 0.0,
+        "matmul": pytest.approx(1000.0),
+        "other": pytest.approx(3000.0),
+        "layout transposes": 0.0,
+    }
     with pytest.raises(SystemExit, match="not a device profile"):
         profile_bound.parse("## oneword on cpu, batch 4, 3 steps, sorted by self_cpu_time_total\nName  Self CPU\n")

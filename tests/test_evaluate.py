@@ -1,4 +1,5 @@
 """oneword.evaluation: the paper's metrics computed as defined, their intervals, the judges and the command."""
+
 import json
 import zlib
 
@@ -18,6 +19,7 @@ class PixelJudge:
     """A deterministic stand-in for CLIP: image features are the centred 8x8 pixels; a text's features
     depend on its content: the image features of a plain picture in the colour the text names ("red",
     "blue", ...), else a random direction seeded by the text itself. Records every text it is asked to encode."""
+
     name = "pixels"
     COLOURS = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 255, 0), "yellow": (255, 255, 0)}
 
@@ -25,8 +27,16 @@ class PixelJudge:
         self.texts = []
 
     def image_features(self, images):
-        x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32).ravel())
-                         for im in images]) / 255 - 0.5
+        x = (
+            torch.stack(
+                [
+                    torch.from_numpy(np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32).ravel())
+                    for im in images
+                ]
+            )
+            / 255
+            - 0.5
+        )
         return F.normalize(x, dim=-1)
 
     def text_features(self, texts):
@@ -61,8 +71,10 @@ def noise_images(n=4, seed=1, size=32):
 
 def fixed_sampler(images):
     """A stand-in for sampling that returns the given images (cycled) for every prompt."""
+
     def fake(model, prompt, concepts=(), n=1, **kw):
         return [images[i % len(images)] for i in range(n)]
+
     return fake
 
 
@@ -75,14 +87,26 @@ def tiny_clip_dir(tmp_path_factory):
 
     dest = tmp_path_factory.mktemp("tiny-clip")
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                  patch_size=8)
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(dest)
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}), tokenizer=tok)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+    )
     processor.save_pretrained(dest)
     return dest
 
@@ -149,8 +173,9 @@ def test_editability_is_the_mean_cosine_between_each_edit_text_and_its_samples(t
     red = [Image.new("RGB", (32, 32), (255, 0, 0))] * 4
     monkeypatch.setattr(E, "sample", fixed_sampler(red))
     judge = PixelJudge()
-    ev = E.Evaluator(tiny_model, ring_photos(2), judge, prompts=E.custom_prompts(["S* in red", "S* in blue"], "object"),
-                     config=QUICK)
+    ev = E.Evaluator(
+        tiny_model, ring_photos(2), judge, prompts=E.custom_prompts(["S* in red", "S* in blue"], "object"), config=QUICK
+    )
     r = ev.evaluate(E.captioned("a ring"))
     by_text = {p["text"]: p for p in r["prompts"][1:]}
     assert set(by_text) == {"in red", "in blue"}
@@ -224,27 +249,44 @@ def test_world_prompts_use_only_world_words_and_fit_its_tokens_with_8_vectors():
 
 # ------------------------------------------------------------------------------------------ oracle
 def test_oracle_presence_and_edit_checks():
-    labels = {"shape": ["ring", "ring", "star", "star"], "colour": ["teal", "teal", "yellow", "teal"],
-              "pattern": ["solid", "striped", "solid", "solid"], "count": ["1", "1", "2", "2"],
-              "shape2": ["none", "none", "ring", "ring"], "colour2": ["none", "none", "teal", "red"],
-              "background": ["sky", "grass", "sky", "sky"], "style": ["photo", "sketch", "photo", "photo"]}
+    labels = {
+        "shape": ["ring", "ring", "star", "star"],
+        "colour": ["teal", "teal", "yellow", "teal"],
+        "pattern": ["solid", "striped", "solid", "solid"],
+        "count": ["1", "1", "2", "2"],
+        "shape2": ["none", "none", "ring", "ring"],
+        "colour2": ["none", "none", "teal", "red"],
+        "background": ["sky", "grass", "sky", "sky"],
+        "style": ["photo", "sketch", "photo", "photo"],
+    }
     target = {"shape": "ring", "colour": "teal", "pattern": "solid"}
     assert E.concept_present(labels, target, "object").tolist() == [1, 0, 1, 0]
     assert E.concept_present(labels, {"style": "sketch"}, "style").tolist() == [0, 1, 0, 0]
     assert E.edit_applied(labels, {"background": "sky"}).tolist() == [1, 0, 1, 1]
     assert E.edit_applied(labels, {"second": ("star", "yellow")}).tolist() == [0, 0, 1, 0]
     assert E.edit_applied(labels, {}) is None
-    assert E.target_attributes({"shape": ["ring", "ring", "star"], "colour": ["teal"] * 3,
-                                "pattern": ["solid"] * 3}, "object") == target
+    assert (
+        E.target_attributes(
+            {"shape": ["ring", "ring", "star"], "colour": ["teal"] * 3, "pattern": ["solid"] * 3}, "object"
+        )
+        == target
+    )
 
 
 def test_evaluator_with_an_oracle_reports_presence_and_edits(tiny_model, monkeypatch):
     class OracleJudge(PixelJudge):
         def oracle(self, images):
             n = len(images)
-            return {"shape": ["ring"] * n, "colour": ["teal"] * n, "pattern": ["solid"] * n, "count": ["1"] * n,
-                    "shape2": ["none"] * n, "colour2": ["none"] * n, "background": ["sky"] * n,
-                    "style": ["photo"] * n}
+            return {
+                "shape": ["ring"] * n,
+                "colour": ["teal"] * n,
+                "pattern": ["solid"] * n,
+                "count": ["1"] * n,
+                "shape2": ["none"] * n,
+                "colour2": ["none"] * n,
+                "background": ["sky"] * n,
+                "style": ["photo"] * n,
+            }
 
     monkeypatch.setattr(E, "sample", fixed_sampler(ring_photos(2)))
     ev = E.Evaluator(tiny_model, ring_photos(2), OracleJudge(), prompts="world", config=QUICK)
@@ -295,9 +337,31 @@ def test_cli_writes_table_json_and_grid(tiny_dir, tiny_clip_dir, photos, tmp_pat
     emb.parent.mkdir()
     save_concept(Concept("<teal-ring>", torch.randn(2, 32) * 0.01, {"property": "object"}), emb)
     out = tmp_path / "eval"
-    rc = main(["evaluate", "--embeds", str(emb), "--images", str(photos), "--model", str(tiny_dir), "--device", "cpu",
-               "--judge", str(tiny_clip_dir), "-n", "2", "--steps", "2", "--caption", "a teal ring",
-               "--bootstrap", "100", "--out", str(out)])
+    rc = main(
+        [
+            "evaluate",
+            "--embeds",
+            str(emb),
+            "--images",
+            str(photos),
+            "--model",
+            str(tiny_dir),
+            "--device",
+            "cpu",
+            "--judge",
+            str(tiny_clip_dir),
+            "-n",
+            "2",
+            "--steps",
+            "2",
+            "--caption",
+            "a teal ring",
+            "--bootstrap",
+            "100",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "reconstruction" in printed and "<teal-ring>" in printed and '"a teal ring"' in printed
@@ -324,13 +388,35 @@ def test_bad_judges_give_one_line_errors(tmp_path, tiny_dir, photos, capsys):
 
     empty = tmp_path / "not-a-clip"
     empty.mkdir()
-    for spec, match in ((empty, "cannot load a CLIP judge"), (tmp_path / "missing", "not a folder"),
-                        ("nobody/clip-that-is-not-cached", "not in the local Hugging Face cache")):
+    for spec, match in (
+        (empty, "cannot load a CLIP judge"),
+        (tmp_path / "missing", "not a folder"),
+        ("nobody/clip-that-is-not-cached", "not in the local Hugging Face cache"),
+    ):
         with pytest.raises(OnewordError, match=match) as e:
             E.load_judge(str(spec))
         assert "\n" not in str(e.value)
-    rc = main(["evaluate", "--caption", "a ring", "--images", str(photos), "--model", str(tiny_dir), "--device", "cpu",
-               "--judge", str(empty), "-n", "1", "--steps", "1", "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "evaluate",
+            "--caption",
+            "a ring",
+            "--images",
+            str(photos),
+            "--model",
+            str(tiny_dir),
+            "--device",
+            "cpu",
+            "--judge",
+            str(empty),
+            "-n",
+            "1",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert main(["evaluate", "--images", str(photos)]) == 2  # neither --embeds nor --caption
@@ -348,11 +434,14 @@ def test_world_learned_word_reconstructs_better_than_the_generic_caption(tmp_pat
     c = NOVEL_CONCEPTS[name]
     model = load_model(None, device="cpu")
     photos = c.photos(5, seed=0)
-    cfg = LearnConfig.with_defaults(model, token="<red-crescent>", init=c.init_word, steps=150, early_stop=False,
-                                    save_every=10**6, seed=0)
+    cfg = LearnConfig.with_defaults(
+        model, token="<red-crescent>", init=c.init_word, steps=150, early_stop=False, save_every=10**6, seed=0
+    )
     word = learn(model, photos, cfg, tmp_path / "run", progress=False)
     judge = E.load_judge(None, model)
-    ev = E.Evaluator(model, photos, judge, c.kind, [E.world_prompts(c.kind)[0]], E.EvalConfig(n=16, steps=10, bootstrap=500))
+    ev = E.Evaluator(
+        model, photos, judge, c.kind, [E.world_prompts(c.kind)[0]], E.EvalConfig(n=16, steps=10, bootstrap=500)
+    )
     ti, generic = ev.evaluate(E.learned(word)), ev.evaluate(E.captioned("an object"))
     d = E.difference(ti["prompts"][0]["samples"], generic["prompts"][0]["samples"])
     assert d["ci"][0] > 0, (ti["reconstruction"], generic["reconstruction"])

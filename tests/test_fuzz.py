@@ -4,6 +4,7 @@ and never runs code. The long run (>= 1000 files per format, crash/hang counts) 
 The cases differ from run to run: they are drawn from ONEWORD_FUZZ_SEED, which tests/conftest.py sets to a
 random value when it is not given and prints in pytest's header; a failure names it, and
 `ONEWORD_FUZZ_SEED=N pytest tests/test_fuzz.py` replays the same cases."""
+
 import functools
 import os
 import random
@@ -26,8 +27,12 @@ from oneword.formats import load_concepts
 
 FUZZ_SEED = int(os.environ.get("ONEWORD_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 EXAMPLES = 200
-SETTINGS = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=10), database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=timedelta(seconds=10),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 WORK = Path(tempfile.mkdtemp(prefix="oneword-test-fuzz-"))
 CANARY = WORK / "canary"
 CANARY.mkdir()
@@ -36,6 +41,7 @@ SEEDS = None
 
 def replayable(test):
     """Run `test` on cases drawn from FUZZ_SEED; a failure says how to draw the same cases again."""
+
     @functools.wraps(test)
     def run(*args, **kwargs):
         try:
@@ -46,6 +52,7 @@ def replayable(test):
             if hasattr(e, "add_note"):
                 e.add_note(note)
             raise
+
     return run
 
 
@@ -91,6 +98,7 @@ def _fuzz_format(fmt):
     def run(rng):
         data, _ = fuzz.make_case(fmt, rng, seeds(), CANARY / f"{fmt}-hit")
         check(data, fuzz.EXT[fmt])
+
     run()
 
 
@@ -122,9 +130,13 @@ def test_fuzz_webp():
 @replayable
 @hypothesis_seed(FUZZ_SEED)
 @SETTINGS
-@given(data=st.binary(max_size=4096), ext=st.sampled_from([".safetensors", ".pt", ".bin", ".png", ".webp"]),
-       magic=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"PK\x03\x04", b"RIFF\0\0\0\0WEBP", b"\x80\x02",
-                              b"\x10\0\0\0\0\0\0\0{"]))
+@given(
+    data=st.binary(max_size=4096),
+    ext=st.sampled_from([".safetensors", ".pt", ".bin", ".png", ".webp"]),
+    magic=st.sampled_from(
+        [b"", b"\x89PNG\r\n\x1a\n", b"PK\x03\x04", b"RIFF\0\0\0\0WEBP", b"\x80\x02", b"\x10\0\0\0\0\0\0\0{"]
+    ),
+)
 def test_fuzz_garbage_with_every_magic(data, ext, magic):
     check(magic + data, ext)
 

@@ -2,6 +2,7 @@
 
 The CUDA tests run where a GPU is (benchmarks/gpu_session.sh runs this file there); on a CPU only the eager
 runner's contract is checked."""
+
 import json
 import warnings
 
@@ -25,7 +26,7 @@ def test_eager_runner_replaces_the_gradient_instead_of_accumulating():
     a, b = torch.randn(4, 3), torch.randn(4, 3)
     run(x=a)
     run(x=b)
-    expected, = torch.autograd.grad(quadratic(w)(b), [w])
+    (expected,) = torch.autograd.grad(quadratic(w)(b), [w])
     assert torch.equal(w.grad, expected)
 
 
@@ -47,13 +48,13 @@ def test_graphed_runner_replays_new_inputs_and_replaces_the_gradient():
     assert run.kind == "cuda-graph"
     run(x=a)
     loss = run(x=b)
-    expected, = torch.autograd.grad(quadratic(w)(b), [w])
+    (expected,) = torch.autograd.grad(quadratic(w)(b), [w])
     assert torch.allclose(w.grad, expected, rtol=1e-5, atol=1e-7)
     assert torch.allclose(loss, quadratic(w)(b))
     with torch.no_grad():
         w.add_(1.0)  # an optimiser's in-place update: the graph reads the parameter's new values
     run(x=b)
-    expected, = torch.autograd.grad(quadratic(w)(b), [w])
+    (expected,) = torch.autograd.grad(quadratic(w)(b), [w])
     assert torch.allclose(w.grad, expected, rtol=1e-5, atol=1e-7)
 
 
@@ -67,9 +68,21 @@ def test_learning_with_a_graph_follows_the_eager_run(tiny_dir, photos, tmp_path,
     model = load_model(str(tiny_dir), device="cuda", dtype=dtype)
     runs = {}
     for graph in (True, False):
-        cfg = LearnConfig(token="<teal-ring>", init="ring", steps=30, batch_size=2, lr=5e-3, seed=0,
-                          early_stop=True, val_every=5, val_window=4, min_steps=1000, val_samples=5,
-                          save_every=1000, cuda_graph=graph)
+        cfg = LearnConfig(
+            token="<teal-ring>",
+            init="ring",
+            steps=30,
+            batch_size=2,
+            lr=5e-3,
+            seed=0,
+            early_stop=True,
+            val_every=5,
+            val_window=4,
+            min_steps=1000,
+            val_samples=5,
+            save_every=1000,
+            cuda_graph=graph,
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             concept = learn(model, photos, cfg, tmp_path / str(graph), progress=False)
@@ -103,8 +116,18 @@ def test_the_loop_never_waits_for_the_gpu_between_check_points(tiny_dir, photos,
             warnings.simplefilter("always")
             syncs = lambda: sum("synchroniz" in str(w.message) for w in caught)  # noqa: E731
             monkeypatch.setattr(inv, "draw_batch", lambda *a, **k: starts.append(syncs()) or real_draw(*a, **k))
-            cfg = LearnConfig(token="<teal-ring>", init="ring", steps=12, batch_size=2, early_stop=True, val_every=4,
-                              val_samples=2, min_steps=1000, save_every=1000, cuda_graph=graph)
+            cfg = LearnConfig(
+                token="<teal-ring>",
+                init="ring",
+                steps=12,
+                batch_size=2,
+                early_stop=True,
+                val_every=4,
+                val_samples=2,
+                min_steps=1000,
+                save_every=1000,
+                cuda_graph=graph,
+            )
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 learn(model, photos, cfg, tmp_path / str(graph), progress=False)
@@ -157,9 +180,9 @@ def test_encoding_the_photos_leaves_no_cached_blocks_behind(tiny_dir, photos):
     reserved, allocated = torch.cuda.memory_reserved(), torch.cuda.memory_allocated()
     cache = encode_photos(model, read_photos(photos), 128)  # 8 images: 2 MiB per bf16 encoder activation
     # the encoder did allocate blocks over 1 MiB, which the allocator serves from segments of 20 MiB
-    assert torch.cuda.max_memory_allocated() - allocated > 4 * 2 ** 20
+    assert torch.cuda.max_memory_allocated() - allocated > 4 * 2**20
     # what stays: the latents' fp32 mean and std (0.5 MiB each) in the small-block segments of 2 MiB
-    assert cache.mean.is_cuda and torch.cuda.memory_reserved() - reserved <= 4 * 2 ** 20
+    assert cache.mean.is_cuda and torch.cuda.memory_reserved() - reserved <= 4 * 2**20
 
 
 @cuda  # the last CUDA test: a failed capture must not disturb the tests before it
@@ -175,14 +198,21 @@ def test_a_step_that_cannot_be_captured_falls_back_to_eager_with_a_warning():
         run = loss_runner(syncs, [w], {"x": x}, graph=True)
     assert run.kind == "eager"
     run(x=x)
-    expected, = torch.autograd.grad(syncs(x), [w])
+    (expected,) = torch.autograd.grad(syncs(x), [w])
     assert torch.allclose(w.grad, expected)
 
 
 # ---- on any machine: the captured functions contain no operation that needs the host (what capture forbids)
 
-SYNCING_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::unique_dim",
-               "aten::_unique2", "aten::equal", "aten::is_nonzero"}
+SYNCING_OPS = {
+    "aten::_local_scalar_dense",
+    "aten::nonzero",
+    "aten::masked_select",
+    "aten::unique_dim",
+    "aten::_unique2",
+    "aten::equal",
+    "aten::is_nonzero",
+}
 
 
 class Ops(TorchDispatchMode):
@@ -220,8 +250,17 @@ def test_the_step_and_validation_functions_never_sync_with_the_host(tiny_model, 
 
     monkeypatch.setattr(oneword.invert, "loss_runner", recording)  # the training step's runner
     monkeypatch.setattr(oneword.early_stopping, "loss_runner", recording)  # the validation batch's
-    cfg = LearnConfig(token="<teal-ring>", init="ring", steps=2, batch_size=2, early_stop=True, val_every=1,
-                      val_samples=4, save_every=1000, reg_weight=0.01)
+    cfg = LearnConfig(
+        token="<teal-ring>",
+        init="ring",
+        steps=2,
+        batch_size=2,
+        early_stop=True,
+        val_every=1,
+        val_samples=4,
+        save_every=1000,
+        reg_weight=0.01,
+    )
     learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
     assert [backward for backward, _ in seen] == [True, False]  # the training step, then a validation chunk
     (_, step_ops), (_, validation_ops) = seen
@@ -229,8 +268,9 @@ def test_the_step_and_validation_functions_never_sync_with_the_host(tiny_model, 
     assert not step_ops & SYNCING_OPS and not validation_ops & SYNCING_OPS
     # the check is not vacuous: a step that reads its loss on the host is caught
     w = torch.nn.Parameter(torch.randn(3, 2))
-    assert ops_of(lambda x: ((x @ w) ** 2).mean() * (2 if float(x.sum()) > 0 else 1), [w],
-                  {"x": torch.randn(4, 3)}) & SYNCING_OPS == {"aten::_local_scalar_dense"}
+    assert ops_of(
+        lambda x: ((x @ w) ** 2).mean() * (2 if float(x.sum()) > 0 else 1), [w], {"x": torch.randn(4, 3)}
+    ) & SYNCING_OPS == {"aten::_local_scalar_dense"}
 
 
 def steps_between(starts: list[int]) -> dict[int, int]:
@@ -275,10 +315,18 @@ def test_the_loop_reads_values_on_the_host_only_at_its_check_points(tiny_model, 
 
     monkeypatch.setattr(inv, "draw_batch", draw)
     monkeypatch.setattr(torch.optim.AdamW, "step", adamw_step)
-    cfg = LearnConfig(token="<teal-ring>", init="ring", steps=12, batch_size=2, early_stop=True, val_every=4,
-                      val_samples=2, min_steps=1000, save_every=1000)
+    cfg = LearnConfig(
+        token="<teal-ring>",
+        init="ring",
+        steps=12,
+        batch_size=2,
+        early_stop=True,
+        val_every=4,
+        val_samples=2,
+        min_steps=1000,
+        save_every=1000,
+    )
     with reads:
         learn(tiny_model, photos, cfg, tmp_path / "run", progress=True)
     per_step = steps_between(starts)
     assert {s for s, n in per_step.items() if n} == {4, 8}, per_step  # the check points read; no other step does
-

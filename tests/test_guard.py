@@ -1,4 +1,5 @@
 """The non-finite-step guard decides on the device: a bad step is undone there, a good one is AdamW's own."""
+
 import torch
 
 from oneword.guard import Guard

@@ -1,4 +1,5 @@
 """Photos from phones and strangers: each odd case handled as documented or refused in one line."""
+
 import io
 import struct
 import warnings
@@ -23,13 +24,13 @@ def one_line(e):
 # ------------------------------------------------------------------------------------ load_image
 def test_exif_orientation_is_applied(tmp_path):
     stored = Image.new("RGB", (80, 40), "white")
-    stored.paste((255, 0, 0), (0, 0, 10, 10))           # red mark at the stored top-left
+    stored.paste((255, 0, 0), (0, 0, 10, 10))  # red mark at the stored top-left
     exif = Image.Exif()
-    exif[0x0112] = 6                                    # "rotate 90 CW to display"
+    exif[0x0112] = 6  # "rotate 90 CW to display"
     stored.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
     im = load_image(tmp_path / "phone.jpg")
     assert im.size == (40, 80)
-    assert px(im, (35, 3))[0] > 200 and px(im, (35, 3))[1] < 60   # now at the top-right
+    assert px(im, (35, 3))[0] > 200 and px(im, (35, 3))[1] < 60  # now at the top-right
     assert px(im, (3, 3)) > (200, 200, 200)
 
 
@@ -39,9 +40,9 @@ def test_alpha_is_composited_over_white(tmp_path):
     im.save(tmp_path / "a.png")
     out = load_image(tmp_path / "a.png")
     assert out.mode == "RGB"
-    assert px(out, (30, 5)) == (255, 255, 255)          # transparent black -> white, not black
+    assert px(out, (30, 5)) == (255, 255, 255)  # transparent black -> white, not black
     r, g, b = px(out, (5, 5))
-    assert r == 255 and 125 <= g <= 129 and g == b      # half red over white
+    assert r == 255 and 125 <= g <= 129 and g == b  # half red over white
     la = Image.new("LA", (40, 40), (0, 0))
     la.save(tmp_path / "la.png")
     assert px(load_image(tmp_path / "la.png"), (1, 1)) == (255, 255, 255)
@@ -63,7 +64,7 @@ def test_palette_with_and_without_transparency(tmp_path):
 
 def test_cmyk_jpeg(tmp_path):
     im = Image.new("CMYK", (40, 40), (0, 0, 0, 0))
-    im.paste((0, 255, 255, 0), (0, 0, 20, 40))          # cyan 0, magenta+yellow full = red
+    im.paste((0, 255, 255, 0), (0, 0, 20, 40))  # cyan 0, magenta+yellow full = red
     im.save(tmp_path / "c.jpg", quality=95)
     assert Image.open(tmp_path / "c.jpg").mode == "CMYK"
     out = load_image(tmp_path / "c.jpg")
@@ -78,7 +79,7 @@ def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
     assert Image.open(tmp_path / "g16.png").mode.startswith("I")
     out = load_image(tmp_path / "g16.png")
     vals = [px(out, (x, 0))[0] for x in (0, 10, 20, 30)]
-    assert vals == [0, 4, 128, 255]                     # Pillow's convert("L") would give 0, 255, 255, 255
+    assert vals == [0, 4, 128, 255]  # Pillow's convert("L") would give 0, 255, 255, 255
     assert px(out, (20, 0)) == (128, 128, 128)
 
 
@@ -92,6 +93,7 @@ def test_grey_and_bilevel(tmp_path):
 def _png_with_size(w, h):
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -116,8 +118,14 @@ def test_truncated_corrupt_empty_and_fake_images_name_the_file(tmp_path):
     (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (tmp_path / "phone.jpg").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 200)
     (tmp_path / "doc.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
-    expected = {"cut.jpg": "truncated|corrupt", "empty.png": "empty", "notes.jpg": "looks like text",
-                "garbage.png": "corrupt|not an image", "phone.jpg": "HEIC", "doc.jpg": "not an image"}
+    expected = {
+        "cut.jpg": "truncated|corrupt",
+        "empty.png": "empty",
+        "notes.jpg": "looks like text",
+        "garbage.png": "corrupt|not an image",
+        "phone.jpg": "HEIC",
+        "doc.jpg": "not an image",
+    }
     for name, match in expected.items():
         with pytest.raises(OnewordError, match=match) as e:
             load_image(tmp_path / name)

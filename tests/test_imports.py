@@ -1,6 +1,7 @@
 """How oneword's modules depend on each other, read from the source with `ast` (module-level and function-level
 imports alike, relative and absolute): the command line is a leaf that nothing else imports, no two modules
 import each other even through a chain, and `import oneword` / `oneword --help` load no torch."""
+
 import ast
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> list[tuple[str, int, b
         else:
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
@@ -105,26 +106,39 @@ def cycles(graph: dict[str, list]) -> list[list[str]]:
 
 def describe_cycle(graph, component: list[str]) -> str:
     inside = set(component)
-    lines = [f"  {src}:{line} imports {dst}{' (inside a function)' if local else ''}"
-             for src in component for dst, line, local in graph[src] if dst in inside]
+    lines = [
+        f"  {src}:{line} imports {dst}{' (inside a function)' if local else ''}"
+        for src in component
+        for dst, line, local in graph[src]
+        if dst in inside
+    ]
     return " <-> ".join(component) + "\n" + "\n".join(sorted(set(lines)))
 
 
 def test_the_graph_sees_relative_absolute_and_function_level_imports():
     graph = import_graph()
-    assert {t for t, _, _ in graph["oneword.commands"]} >= {"oneword.commands.learn", "oneword.commands._common",
-                                                             "oneword.errors", "oneword"}
+    assert {t for t, _, _ in graph["oneword.commands"]} >= {
+        "oneword.commands.learn",
+        "oneword.commands._common",
+        "oneword.errors",
+        "oneword",
+    }
     learn_cmd = graph["oneword.commands.learn"]
     assert ("oneword.invert", True) in {(t, local) for t, _, local in learn_cmd}  # inside run()
     assert ("oneword.errors", False) in {(t, local) for t, _, local in learn_cmd}
-    assert cycles({"a": [("b", 1, False)], "b": [("c", 2, True)], "c": [("a", 3, False)], "d": [("a", 4, False)]}) \
-        == [["a", "b", "c"]]
+    assert cycles({"a": [("b", 1, False)], "b": [("c", 2, True)], "c": [("a", 3, False)], "d": [("a", 4, False)]}) == [
+        ["a", "b", "c"]
+    ]
 
 
 def test_nothing_outside_the_command_line_imports_it():
-    offenders = [f"{m}:{line} imports {t}" for m, targets in import_graph().items()
-                 if not (m == COMMANDS or m.startswith(COMMANDS + ".")) and m not in MAY_IMPORT_COMMANDS
-                 for t, line, _ in targets if t == COMMANDS or t.startswith(COMMANDS + ".")]
+    offenders = [
+        f"{m}:{line} imports {t}"
+        for m, targets in import_graph().items()
+        if not (m == COMMANDS or m.startswith(COMMANDS + ".")) and m not in MAY_IMPORT_COMMANDS
+        for t, line, _ in targets
+        if t == COMMANDS or t.startswith(COMMANDS + ".")
+    ]
     assert not offenders, "the library must not depend on the command line:\n" + "\n".join(offenders)
 
 
@@ -132,12 +146,15 @@ def test_no_import_cycles_among_oneword_modules():
     graph = import_graph()
     found = cycles(graph)
     assert not found, "import cycles (function-level imports count):\n" + "\n".join(
-        describe_cycle(graph, c) for c in found)
+        describe_cycle(graph, c) for c in found
+    )
 
 
 def test_import_oneword_and_the_parser_load_no_torch():
-    code = ("import sys, oneword, oneword.commands as c; c.build_parser().format_help(); "
-            "heavy = sorted({'torch', 'diffusers', 'transformers', 'numpy'} & set(sys.modules)); "
-            "print(heavy); sys.exit(1 if heavy else 0)")
+    code = (
+        "import sys, oneword, oneword.commands as c; c.build_parser().format_help(); "
+        "heavy = sorted({'torch', 'diffusers', 'transformers', 'numpy'} & set(sys.modules)); "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

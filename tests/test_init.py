@@ -1,5 +1,6 @@
 """Where a word starts: --init auto (words a CLIP judge matches to the photos), --init-mode cross (CrossInit:
 the text encoder's output for the init words) and --init encoder (the world model's photo encoder)."""
+
 import json
 
 import numpy as np
@@ -39,14 +40,26 @@ def tiny_clip(tmp_path_factory):
 
     dest = tmp_path_factory.mktemp("tiny-clip")
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                  patch_size=8)
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(dest)
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=tok).save_pretrained(dest)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+    ).save_pretrained(dest)
     return dest
 
 
@@ -130,15 +143,49 @@ def test_auto_without_a_judge_for_a_real_model_says_what_to_pass(tiny_model, tmp
 
 def test_cli_init_auto_prints_the_words_and_records_them(tiny_dir, tiny_clip, tmp_path, capsys):
     photos = write_photos(tmp_path / "p")
-    code = main(["learn", str(photos), "--token", "<r>", "--model", str(tiny_dir), "--init", "auto", "--clip",
-                 str(tiny_clip), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2", "--quiet"])
+    code = main(
+        [
+            "learn",
+            str(photos),
+            "--token",
+            "<r>",
+            "--model",
+            str(tiny_dir),
+            "--init",
+            "auto",
+            "--clip",
+            str(tiny_clip),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert code == 0 and f"init auto: {saved['init']} (" in out and "match strength" in out
     assert saved["init_choice"]["method"] == "auto" and saved["init_clip"] == str(tiny_clip)
 
-    code = main(["learn", str(photos), "--token", "<r>", "--model", str(tiny_dir), "--init", "auto",
-                 "--out", str(tmp_path / "run2"), "--steps", "2", "--quiet"])
+    code = main(
+        [
+            "learn",
+            str(photos),
+            "--token",
+            "<r>",
+            "--model",
+            str(tiny_dir),
+            "--init",
+            "auto",
+            "--out",
+            str(tmp_path / "run2"),
+            "--steps",
+            "2",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--clip MODEL" in err[0]
 
@@ -163,8 +210,9 @@ def test_learn_in_cross_mode_starts_there_with_crossinits_pull(world, tmp_path):
     from oneword.world.concepts import concept
 
     model, _ = world
-    cfg = LearnConfig.with_defaults(model, token="<c>", init="ring", init_mode="cross", steps=1, lr=0.0,
-                                    early_stop=False)
+    cfg = LearnConfig.with_defaults(
+        model, token="<c>", init="ring", init_mode="cross", steps=1, lr=0.0, early_stop=False
+    )
     learn(model, concept("teal_ring").photos(3), cfg, tmp_path / "run", progress=False)
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert saved["reg_weight"] == I.CROSS_REG_WEIGHT == 1e-5 and saved["init_choice"]["mode"] == "cross"
@@ -190,8 +238,9 @@ def untrained_encoder(model, path, fingerprint=None):
     from oneword.world.judge import load_judge
 
     table = model.pipe.text_encoder.get_input_embeddings().weight.detach()
-    base = torch.stack([table[model.tokenizer(w, add_special_tokens=False).input_ids].mean(0)
-                        for w in ("object", "painting")])
+    base = torch.stack(
+        [table[model.tokenizer(w, add_special_tokens=False).input_ids].mean(0) for w in ("object", "painting")]
+    )
     enc = W.PhotoEncoder(64, table.shape[1], base, hidden=16)
     owner = SimpleNamespace(identity={"fingerprint": fingerprint}) if fingerprint else model
     W.save_encoder(enc, path, owner, W._Adapter(load_judge()), {"steps": 0})
@@ -244,8 +293,24 @@ def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys)
     photos.mkdir()
     for i, im in enumerate(concept("teal_ring").photos(4)):
         im.save(photos / f"{i}.png")
-    code = main(["learn", str(photos), "--token", "<e>", "--init", "encoder", "--out", str(tmp_path / "run"),
-                 "--steps", "1", "--lr", "0", "--no-early-stop", "--quiet"])
+    code = main(
+        [
+            "learn",
+            str(photos),
+            "--token",
+            "<e>",
+            "--init",
+            "encoder",
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "1",
+            "--lr",
+            "0",
+            "--no-early-stop",
+            "--quiet",
+        ]
+    )
     assert code == 0 and "photo encoder" in capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert saved["init_choice"]["method"] == "encoder"
@@ -253,8 +318,23 @@ def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys)
     from oneword.data import read_photos
 
     assert torch.allclose(word, encoder_vectors(model, read_photos(photos), "object", 1)[0], atol=1e-6)
-    code = main(["learn", str(photos), "--token", "<e>", "--init", "encoder", "--init-mode", "cross",
-                 "--out", str(tmp_path / "run2"), "--steps", "1", "--quiet"])
+    code = main(
+        [
+            "learn",
+            str(photos),
+            "--token",
+            "<e>",
+            "--init",
+            "encoder",
+            "--init-mode",
+            "cross",
+            "--out",
+            str(tmp_path / "run2"),
+            "--steps",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "cannot be combined" in capsys.readouterr().err
 
 
@@ -268,8 +348,18 @@ def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encod
     assert props.count(1) == 8 and not set(specs) & pretraining_exclusions()
     assert not {(s,) for s in UNNAMED_STYLES} & set(specs)  # the un-named styles are the novel style concepts
     assert {c.attributes.get("style") for c in NOVEL_CONCEPTS.values() if c.kind == "style"} <= set(UNNAMED_STYLES)
-    rec = train_encoder(tmp_path / "e.safetensors", minutes=1, max_steps=2, batch=4, n_object=6, n_style=2,
-                        photos=2, log=lambda m: None, model=model, judge=judge.judge)
+    rec = train_encoder(
+        tmp_path / "e.safetensors",
+        minutes=1,
+        max_steps=2,
+        batch=4,
+        n_object=6,
+        n_style=2,
+        photos=2,
+        log=lambda m: None,
+        model=model,
+        judge=judge.judge,
+    )
     assert rec["steps"] == 2 and np.isfinite(rec["loss_last_50"])
     enc, meta = load_encoder(tmp_path / "e.safetensors", model)
     assert meta["model_fingerprint"] == model.identity["fingerprint"]

@@ -1,4 +1,5 @@
 """The core engine: the paper's method on a tiny random SD pipeline."""
+
 import json
 
 import pytest
@@ -11,15 +12,19 @@ from oneword.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 
 
 def quick(**kw):
-    base = dict(token="<teal-ring>", init="ring", steps=6, batch_size=2, lr=5e-2, save_every=3,
-                early_stop=False, seed=0)
+    base = dict(
+        token="<teal-ring>", init="ring", steps=6, batch_size=2, lr=5e-2, save_every=3, early_stop=False, seed=0
+    )
     base.update(kw)
     return LearnConfig(**base)
 
 
 def frozen_state(model):
-    return {f"{name}.{k}": v.detach().clone() for name, m in
-            (("unet", model.unet), ("vae", model.vae), ("text", model.text_encoder)) for k, v in m.state_dict().items()}
+    return {
+        f"{name}.{k}": v.detach().clone()
+        for name, m in (("unet", model.unet), ("vae", model.vae), ("text", model.text_encoder))
+        for k, v in m.state_dict().items()
+    }
 
 
 def test_only_the_new_vector_changes_and_frozen_weights_are_bit_identical(tiny_model, photos, tmp_path):
@@ -31,7 +36,9 @@ def test_only_the_new_vector_changes_and_frozen_weights_are_bit_identical(tiny_m
     for k in before:
         assert torch.equal(before[k], after[k]), k
     assert len(tiny_model.tokenizer) == vocab  # the model's own tokenizer is untouched too
-    ring = tiny_model.text_encoder.get_input_embeddings().weight[tiny_model.tokenizer("ring", add_special_tokens=False).input_ids[0]]
+    ring = tiny_model.text_encoder.get_input_embeddings().weight[
+        tiny_model.tokenizer("ring", add_special_tokens=False).input_ids[0]
+    ]
     assert concept.vectors.shape == (1, tiny_model.hidden_size)
     assert not torch.allclose(concept.vectors[0], ring)  # it learned something
     for p in tiny_model.unet.parameters():
@@ -55,10 +62,28 @@ def test_same_seed_gives_bit_identical_vectors_on_cpu(tiny_model, photos, tmp_pa
 
 
 def test_resume_equals_uninterrupted(tiny_model, photos, tmp_path):
-    whole = learn(tiny_model, photos, quick(steps=9, early_stop=True, val_every=2, min_steps=100), tmp_path / "whole", progress=False)
-    learn(tiny_model, photos, quick(steps=3, early_stop=True, val_every=2, min_steps=100), tmp_path / "part", progress=False)
-    resumed = learn(tiny_model, photos, quick(steps=9, early_stop=True, val_every=2, min_steps=100), tmp_path / "part",
-                    resume=True, progress=False)
+    whole = learn(
+        tiny_model,
+        photos,
+        quick(steps=9, early_stop=True, val_every=2, min_steps=100),
+        tmp_path / "whole",
+        progress=False,
+    )
+    learn(
+        tiny_model,
+        photos,
+        quick(steps=3, early_stop=True, val_every=2, min_steps=100),
+        tmp_path / "part",
+        progress=False,
+    )
+    resumed = learn(
+        tiny_model,
+        photos,
+        quick(steps=9, early_stop=True, val_every=2, min_steps=100),
+        tmp_path / "part",
+        resume=True,
+        progress=False,
+    )
     assert torch.equal(whole.vectors, resumed.vectors)
     run = json.loads((tmp_path / "part" / "run.json").read_text())
     assert run["step"] == 9 and run["status"] == "done"
@@ -68,8 +93,7 @@ def test_resume_equals_uninterrupted(tiny_model, photos, tmp_path):
     assert len(run["early_stopping"]["val_losses"]) == 4
 
 
-def test_resume_where_early_stopping_decides_stops_at_the_same_step_with_the_same_history(tiny_model, photos,
-                                                                                         tmp_path):
+def test_resume_where_early_stopping_decides_stops_at_the_same_step_with_the_same_history(tiny_model, photos, tmp_path):
     """Early stopping decides from the validation losses of the whole run, so a resumed run must carry the
     losses seen before the break: it stops at the uninterrupted run's step, with its history and vector."""
     # a rule that stops once it has 4 losses from step 10 on: after step 10 (validations at 2, 4, ..., 10)
@@ -135,8 +159,12 @@ def test_saved_file_loads_in_diffusers_and_prompt_embedding_matches(tiny_dir, ti
     prompt = "a photo of <teal-ring>"
     theirs, _ = pipe.encode_prompt(prompt, "cpu", 1, False)
     with learned_word(tiny_model, concept.token, concept.vectors) as tok:
-        ids = tok("a photo of <teal-ring> <teal-ring>_1", padding="max_length", max_length=tok.model_max_length,
-                  return_tensors="pt").input_ids
+        ids = tok(
+            "a photo of <teal-ring> <teal-ring>_1",
+            padding="max_length",
+            max_length=tok.model_max_length,
+            return_tensors="pt",
+        ).input_ids
         ours = tiny_model.text_encoder(ids)[0]
     assert torch.allclose(theirs, ours, atol=1e-6)
 
@@ -162,8 +190,12 @@ def test_v_prediction_uses_velocity_target(tiny_v_dir, photos, tmp_path):
 
 def test_style_property_uses_style_templates(tiny_model):
     def ids(tok, templates):
-        return tok([t.format("<s>") for t in templates], padding="max_length", max_length=tok.model_max_length,
-                   return_tensors="pt").input_ids
+        return tok(
+            [t.format("<s>") for t in templates],
+            padding="max_length",
+            max_length=tok.model_max_length,
+            return_tensors="pt",
+        ).input_ids
 
     with learned_word(tiny_model, "<s>", torch.zeros(1, tiny_model.hidden_size)) as tok:
         style, obj = encode_templates(tok, "style", "<s>", 1), encode_templates(tok, "object", "<s>", 1)
@@ -250,8 +282,9 @@ def test_a_finite_loss_with_an_infinite_gradient_is_skipped_by_the_loop(tiny_mod
     assert run["skipped_nonfinite_steps"] == 3 and run["step"] == 6 and run["rollbacks"] == 0
 
 
-def test_a_run_of_bad_steps_rolls_back_to_the_checkpoint_at_half_the_lr_which_a_resume_keeps(tiny_model, photos,
-                                                                                               tmp_path, monkeypatch):
+def test_a_run_of_bad_steps_rolls_back_to_the_checkpoint_at_half_the_lr_which_a_resume_keeps(
+    tiny_model, photos, tmp_path, monkeypatch
+):
     """Two bad steps in a row (max_bad_steps=2) after the checkpoint of step 3: back to that checkpoint (its vector,
     its batch generator: the steps after it are drawn again) at half the learning rate, and on to the end. The
     halved rate is part of the run: a resumed run keeps it."""
@@ -278,8 +311,9 @@ def test_a_run_of_bad_steps_rolls_back_to_the_checkpoint_at_half_the_lr_which_a_
     assert json.loads((tmp_path / "run" / "run.json").read_text())["rollbacks"] == 1
 
 
-def test_a_run_of_bad_steps_that_spans_a_resume_rolls_back_as_without_the_break(tiny_model, photos, tmp_path,
-                                                                                 monkeypatch):
+def test_a_run_of_bad_steps_that_spans_a_resume_rolls_back_as_without_the_break(
+    tiny_model, photos, tmp_path, monkeypatch
+):
     """Bad steps 3 and 4 (max_bad_steps=2) roll back at the check point after step 6, also when the run stopped
     after step 3 and was resumed: the run of bad steps going on is part of the checkpoint."""
     nan = lambda loss: loss * float("nan")  # noqa: E731
@@ -298,14 +332,16 @@ def test_a_run_of_bad_steps_that_spans_a_resume_rolls_back_as_without_the_break(
     assert torch.equal(resumed.vectors, whole.vectors)
 
 
-def test_bad_steps_that_go_on_roll_back_three_times_halving_the_lr_then_stop(tiny_model, photos, tmp_path,
-                                                                              monkeypatch):
+def test_bad_steps_that_go_on_roll_back_three_times_halving_the_lr_then_stop(tiny_model, photos, tmp_path, monkeypatch):
     """Bad steps from the start: after every 2 (max_bad_steps) a roll-back at half the learning rate; the fourth
     time, the run gives up and says how many steps and roll-backs it took and at which rate."""
     steps = Steps(tiny_model, monkeypatch, spoil=lambda loss: loss * float("nan"), at=range(1, 1000))
     cfg = quick(steps=6, max_bad_steps=2, save_every=2)
-    with pytest.raises(OnewordError, match=r"diverged: 8 non-finite steps and 3 roll-backs; try a lower --lr "
-                                           r"\(now 0.00625\)"):  # 0.05 halved three times
+    with pytest.raises(
+        OnewordError,
+        match=r"diverged: 8 non-finite steps and 3 roll-backs; try a lower --lr "
+        r"\(now 0.00625\)",
+    ):  # 0.05 halved three times
         learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
     # every bad step is undone, and with no checkpoint yet each roll-back starts again from step 0 at half the lr
     assert all(torch.equal(v, steps.vectors[0]) for v in steps.vectors)
@@ -333,7 +369,7 @@ def test_stopping_rule_waits_for_a_falling_loss_and_stops_a_flat_one():
     g = torch.Generator().manual_seed(0)
     jitter = (torch.randn(40, generator=g) * 1e-4).tolist()
     falling = [0.28 - 2e-4 * i + j for i, j in enumerate(jitter)]  # a style word's steady fall, with jitter
-    flat = [0.25 + j for j in jitter]                               # an object word: flat from the first value
+    flat = [0.25 + j for j in jitter]  # an object word: flat from the first value
     levelled = falling[:20] + [falling[19] + j for j in jitter[20:]]
     assert not any(loss_stopped_falling(falling[:k], 8, 2.0) for k in range(1, 41))
     assert loss_stopped_falling(flat[:8], 8, 2.0) and not loss_stopped_falling(flat[:7], 8, 2.0)
@@ -355,8 +391,12 @@ def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_
     from oneword.invert import _training_schedule
 
     cache = encode_photos(tiny_model, read_photos(photos), tiny_model.resolution)
-    ids = tiny_model.tokenizer(["a photo of a ring", "a rendering of a ring"], padding="max_length",
-                               max_length=tiny_model.tokenizer.model_max_length, return_tensors="pt").input_ids
+    ids = tiny_model.tokenizer(
+        ["a photo of a ring", "a rendering of a ring"],
+        padding="max_length",
+        max_length=tiny_model.tokenizer.model_max_length,
+        return_tensors="pt",
+    ).input_ids
     schedule = _training_schedule(tiny_model)
     steps = schedule.config.num_train_timesteps
 
@@ -379,10 +419,12 @@ def test_validation_batch_covers_every_photo_and_its_loss_ignores_chunking(tiny_
             learn(tiny_model, photos, quick(val_t_min=bad), tmp_path / "run", progress=False)
 
 
-@pytest.mark.parametrize("setting, other", [("token", "<other>"), ("vectors", 2), ("property", "style"),
-                                            ("batch_size", 1), ("seed", 1)])
-def test_resume_with_settings_the_checkpoint_depends_on_changed_is_refused(tiny_model, photos, tmp_path, setting,
-                                                                           other):
+@pytest.mark.parametrize(
+    "setting, other", [("token", "<other>"), ("vectors", 2), ("property", "style"), ("batch_size", 1), ("seed", 1)]
+)
+def test_resume_with_settings_the_checkpoint_depends_on_changed_is_refused(
+    tiny_model, photos, tmp_path, setting, other
+):
     """The checkpoint's vectors, AdamW moments and generator only continue the run that made them: resuming with
     another token, vector count, property, batch size or seed is a one-line error naming the setting, and the run's
     files stay as they were."""

@@ -1,4 +1,5 @@
 """learn-many: several concepts in one batch, each as if learned alone; exact resume; bad input fails alone."""
+
 import json
 
 import pytest
@@ -25,10 +26,12 @@ def jobs_in(tmp_path, specs):
     return jobs
 
 
-SPECS = [dict(token="<ring>", init="ring", steps=7, seed=0),
-         dict(token="<blob>", init="blue", vectors=2, property="style", steps=4, seed=1),
-         dict(token="<dot>", init="dot", steps=9, seed=2),
-         dict(token="<sq>", init="square", steps=5, seed=3)]
+SPECS = [
+    dict(token="<ring>", init="ring", steps=7, seed=0),
+    dict(token="<blob>", init="blue", vectors=2, property="style", steps=4, seed=1),
+    dict(token="<dot>", init="dot", steps=9, seed=2),
+    dict(token="<sq>", init="square", steps=5, seed=3),
+]
 
 
 def vectors(folder):
@@ -70,8 +73,14 @@ class Killed(BaseException):
 
 def test_a_kill_at_any_moment_then_resume_is_bit_identical(tiny_model, tmp_path, monkeypatch):
     jobs = jobs_in(tmp_path, SPECS)
-    whole = learn_many(tiny_model, [Job(**{**j.__dict__, "out": None}) for j in jobs], tmp_path / "whole", slots=2,
-                       progress=False, **SHARED)
+    whole = learn_many(
+        tiny_model,
+        [Job(**{**j.__dict__, "out": None}) for j in jobs],
+        tmp_path / "whole",
+        slots=2,
+        progress=False,
+        **SHARED,
+    )
     assert all(r["status"] == "done" for r in whole)
     original_iteration, original_save = many.Engine._iteration, many.Run.save
 
@@ -80,6 +89,7 @@ def test_a_kill_at_any_moment_then_resume_is_bit_identical(tiny_model, tmp_path,
             if self.iteration == n:
                 raise Killed
             original_iteration(self)
+
         return iteration
 
     # killed between two snapshots (iteration 5: after concept <blob> ended and <dot> took its slot)
@@ -122,8 +132,25 @@ def test_bad_concepts_fail_alone_and_the_command_exits_2(tiny_dir, tmp_path, cap
     (root / "broken" / "a.png").write_bytes(b"not a png at all")
     write_photos(root / "cat", n=3)
     (root / "cat" / "oneword.json").write_text('{"token": "cat"}')  # an ordinary word of the vocabulary
-    code = main(["learn-many", str(root), "--out", str(tmp_path / "out"), "--model", str(tiny_dir), "--device", "cpu",
-                 "--steps", "3", "--batch-size", "2", "--slots", "2", "--quiet"])
+    code = main(
+        [
+            "learn-many",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_dir),
+            "--device",
+            "cpu",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--slots",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 2
     out, err = capsys.readouterr()
     assert "2 of 4 concepts failed" in err
@@ -141,11 +168,17 @@ def test_bad_concepts_fail_alone_and_the_command_exits_2(tiny_dir, tmp_path, cap
 def test_refused_before_anything_starts(tmp_path):
     write_photos(tmp_path / "p", n=3)
     with pytest.raises(OnewordError, match="both learn the token"):
-        many.resolve_jobs([{"photos": str(tmp_path / "p"), "token": "<a>"},
-                           {"photos": str(tmp_path / "p"), "token": "<A>"}], tmp_path / "out")
+        many.resolve_jobs(
+            [{"photos": str(tmp_path / "p"), "token": "<a>"}, {"photos": str(tmp_path / "p"), "token": "<A>"}],
+            tmp_path / "out",
+        )
     with pytest.raises(OnewordError, match="both write to"):
-        many.resolve_jobs([{"photos": str(tmp_path / "p"), "token": "<a>", "out": str(tmp_path / "o")},
-                           {"photos": str(tmp_path / "p"), "token": "<b>", "out": str(tmp_path / "o")}])
+        many.resolve_jobs(
+            [
+                {"photos": str(tmp_path / "p"), "token": "<a>", "out": str(tmp_path / "o")},
+                {"photos": str(tmp_path / "p"), "token": "<b>", "out": str(tmp_path / "o")},
+            ]
+        )
     manifest = tmp_path / "jobs.jsonl"
     manifest.write_text('{"photos": "p", "token": "<a>"}\n\n{"photos": "p", "token": <b>}\n')
     with pytest.raises(OnewordError, match="line 3 is not valid JSON"):
@@ -160,8 +193,14 @@ def test_refused_before_anything_starts(tmp_path):
 
 def test_ctrl_c_checkpoints_every_concept_and_the_cli_resumes_them(tiny_model, tiny_dir, tmp_path, monkeypatch, capsys):
     jobs = jobs_in(tmp_path, SPECS)
-    learn_many(tiny_model, [Job(**{**j.__dict__, "out": None}) for j in jobs], tmp_path / "whole", slots=2,
-               progress=False, **SHARED)
+    learn_many(
+        tiny_model,
+        [Job(**{**j.__dict__, "out": None}) for j in jobs],
+        tmp_path / "whole",
+        slots=2,
+        progress=False,
+        **SHARED,
+    )
     original = many.Engine._iteration
 
     def interrupted_at_5(self):
@@ -170,12 +209,16 @@ def test_ctrl_c_checkpoints_every_concept_and_the_cli_resumes_them(tiny_model, t
         original(self)
 
     monkeypatch.setattr(many.Engine, "_iteration", interrupted_at_5)
-    with pytest.raises(OnewordError, match="interrupted; every running concept saved its checkpoint. Resume with: "
-                                           "oneword learn-many --resume"):
+    with pytest.raises(
+        OnewordError,
+        match="interrupted; every running concept saved its checkpoint. Resume with: oneword learn-many --resume",
+    ):
         learn_many(tiny_model, jobs, tmp_path / "part", slots=2, progress=False, **SHARED)
     monkeypatch.setattr(many.Engine, "_iteration", original)
-    status = {s["token"]: json.loads((tmp_path / "part" / s["token"].strip("<>") / "run.json").read_text())["status"]
-              for s in SPECS[:3]}
+    status = {
+        s["token"]: json.loads((tmp_path / "part" / s["token"].strip("<>") / "run.json").read_text())["status"]
+        for s in SPECS[:3]
+    }
     assert status == {"<ring>": "interrupted", "<blob>": "done", "<dot>": "interrupted"}
     # the command finds the model in learn-many.json, as `learn --resume` finds it in run.json
     assert main(["learn-many", "--resume", str(tmp_path / "part"), "--device", "cpu", "--quiet"]) == 0
@@ -190,22 +233,38 @@ def test_fixed_shapes_a_word_does_not_depend_on_its_batch_mates(tiny_model, tmp_
     i in slot i % K. A word is then bit for bit the same whatever the other slots learn, which is what lets a Ray
     worker resume another's concept exactly."""
     jobs = jobs_in(tmp_path, SPECS)
-    first = learn_many(tiny_model, [Job(**{**j.__dict__, "out": None}) for j in jobs], tmp_path / "a", slots=2,
-                       fixed_shapes=True, progress=False, **SHARED)
+    first = learn_many(
+        tiny_model,
+        [Job(**{**j.__dict__, "out": None}) for j in jobs],
+        tmp_path / "a",
+        slots=2,
+        fixed_shapes=True,
+        progress=False,
+        **SHARED,
+    )
     assert [r["status"] for r in first] == ["done"] * 4
     # other batch mates for <ring> (slot 0) and <blob> (slot 1): other photos, seeds, step counts, vector counts
     others = jobs_in(tmp_path / "b", [SPECS[0], SPECS[1], dict(token="<zig>", init="dot", vectors=3, steps=3, seed=9)])
-    others = [Job(**{**j.__dict__, "photos": jobs[i].photos if i < 2 else j.photos, "out": None})
-              for i, j in enumerate(others)]
-    second = learn_many(tiny_model, others, tmp_path / "b" / "out", slots=2, fixed_shapes=True, progress=False,
-                        **SHARED)
+    others = [
+        Job(**{**j.__dict__, "photos": jobs[i].photos if i < 2 else j.photos, "out": None})
+        for i, j in enumerate(others)
+    ]
+    second = learn_many(
+        tiny_model, others, tmp_path / "b" / "out", slots=2, fixed_shapes=True, progress=False, **SHARED
+    )
     assert [r["status"] for r in second] == ["done"] * 3
     for name in ("ring", "blob"):
         assert torch.equal(vectors(tmp_path / "a" / name), vectors(tmp_path / "b" / "out" / name)), name
         assert val_losses(tmp_path / "a" / name) == val_losses(tmp_path / "b" / "out" / name)
     # and close to the compact (CPU) batches' words
-    compact = learn_many(tiny_model, [Job(**{**j.__dict__, "out": None}) for j in jobs], tmp_path / "c", slots=2,
-                         progress=False, **SHARED)
+    compact = learn_many(
+        tiny_model,
+        [Job(**{**j.__dict__, "out": None}) for j in jobs],
+        tmp_path / "c",
+        slots=2,
+        progress=False,
+        **SHARED,
+    )
     assert [r["steps"] for r in compact] == [r["steps"] for r in first]
     for s in SPECS:
         name = s["token"].strip("<>")

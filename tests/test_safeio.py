@@ -1,4 +1,5 @@
 """Crash-safe writes: a full disk keeps the previous file whole; a run folder has one writer at a time."""
+
 import errno
 import json
 import os
@@ -44,8 +45,10 @@ def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch, where):
         real_fdopen = os.fdopen
         monkeypatch.setattr(os, "fdopen", lambda *a, **k: _FullDiskFile(real_fdopen(*a, **k)))
     else:
+
         def boom(*a, **k):
             raise OSError(errno.ENOSPC, "No space left on device")
+
         monkeypatch.setattr(os, where, boom)
     with pytest.raises(OnewordError, match="disk full.*previous version is intact") as e:
         safeio.atomic_write_bytes(target, b"new data that does not fit" * 1000)
@@ -58,8 +61,10 @@ def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch, where):
 def test_quota_and_other_errors_are_one_line(tmp_path, monkeypatch):
     target = tmp_path / "x.json"
     for code, match in ((errno.EDQUOT, "disk full"), (errno.EROFS, "cannot write")):
+
         def boom(*a, **k):
             raise OSError(code, os.strerror(code))
+
         monkeypatch.setattr(os, "fsync", boom)
         with pytest.raises(OnewordError, match=match):
             safeio.atomic_write_json(target, {"a": 1})
@@ -73,6 +78,7 @@ def test_interrupt_during_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         safeio.atomic_write_text(target, "new")
@@ -95,21 +101,31 @@ def test_run_lock_allows_one_holder(tmp_path):
             with safeio.run_lock(tmp_path / "run"):
                 pass
         # another process is refused too
-        code = ("import sys; from oneword import safeio\n"
-                "try:\n    safeio.run_lock(sys.argv[1]).__enter__()\nexcept Exception as e:\n"
-                "    print(type(e).__name__); sys.exit(3)\n")
-        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
-                           timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(safeio.__file__))))
+        code = (
+            "import sys; from oneword import safeio\n"
+            "try:\n    safeio.run_lock(sys.argv[1]).__enter__()\nexcept Exception as e:\n"
+            "    print(type(e).__name__); sys.exit(3)\n"
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "run")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(safeio.__file__))),
+        )
         assert r.returncode == 3 and "OnewordError" in r.stdout
-    with safeio.run_lock(tmp_path / "run"):   # released on exit: can be taken again
+    with safeio.run_lock(tmp_path / "run"):  # released on exit: can be taken again
         pass
 
 
 def test_lock_is_released_when_the_holder_dies(tmp_path):
-    code = ("import os, sys; from oneword import safeio\n"
-            "safeio.run_lock(sys.argv[1]).__enter__(); os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], check=True, timeout=60,
-                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(safeio.__file__))))
+    code = "import os, sys; from oneword import safeio\nsafeio.run_lock(sys.argv[1]).__enter__(); os._exit(0)\n"
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")],
+        check=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(safeio.__file__))),
+    )
     with safeio.run_lock(tmp_path / "run"):
         pass
 
@@ -140,7 +156,8 @@ def test_learn_removes_a_stale_temporary_from_its_run_folder(tiny_model, photos,
 
 
 def test_a_checkpoint_write_that_fails_halfway_keeps_the_previous_checkpoint_and_resume_is_exact(
-        tiny_model, photos, tmp_path, monkeypatch):
+    tiny_model, photos, tmp_path, monkeypatch
+):
     """The checkpoint is replaced whole or not at all: a save that fails after writing half its bytes (the kernel's
     file-size limit, as a disk filling up mid-write) leaves the previous checkpoint and word bit for bit, and resuming
     from them ends at the uninterrupted run's vector."""
@@ -153,8 +170,9 @@ def test_a_checkpoint_write_that_fails_halfway_keeps_the_previous_checkpoint_and
     from oneword.invert import LearnConfig, learn
 
     def cfg(steps):
-        return LearnConfig(token="<k>", init="ring", steps=steps, batch_size=2, lr=5e-2, save_every=3,
-                           early_stop=False, seed=0)
+        return LearnConfig(
+            token="<k>", init="ring", steps=steps, batch_size=2, lr=5e-2, save_every=3, early_stop=False, seed=0
+        )
 
     whole = learn(tiny_model, photos, cfg(9), tmp_path / "whole", progress=False)
     out = tmp_path / "part"

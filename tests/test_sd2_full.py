@@ -2,6 +2,7 @@
 from one full-size single-file checkpoint offline, each learn a step and sample a step. Small images (64 px:
 8x8 latents) keep it quick; every layer of the full UNet (865M parameters), OpenCLIP ViT-H text tower and VAE
 runs, forward and backward."""
+
 import json
 
 import pytest

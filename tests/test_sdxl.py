@@ -1,6 +1,7 @@
 """SDXL end to end on a tiny random SDXL pipeline (SDXL's real text widths 768 + 1280 and both tokenizers):
 the engine's step against a plain diffusers SDXL step, learn -> file -> diffusers, resume after SIGKILL,
 generate / variations / edit / evaluate / inspect / convert, and the refusals."""
+
 import copy
 import json
 import random
@@ -51,8 +52,13 @@ def xl_photos(tmp_path_factory):
 def xl_run(xl, xl_photos, tmp_path_factory):
     """A short SDXL learning run (2 vectors), its folder."""
     out = tmp_path_factory.mktemp("xl-run") / "run"
-    learn(xl, xl_photos, LearnConfig(token=TOKEN, init="ring", vectors=2, steps=4, batch_size=2, save_every=2,
-                                     val_every=2, lr=0.05), out, progress=False)
+    learn(
+        xl,
+        xl_photos,
+        LearnConfig(token=TOKEN, init="ring", vectors=2, steps=4, batch_size=2, save_every=2, val_every=2, lr=0.05),
+        out,
+        progress=False,
+    )
     return out
 
 
@@ -71,8 +77,10 @@ class ReferenceXL:
         names = [TOKEN] + [f"{TOKEN}_{i}" for i in range(1, n)]
         self.model, self.names, self.weights, self.encoders = model, names, [], []
         w1 = model.text_encoder.config.hidden_size
-        for tok, te, part in ((model.tokenizer, model.text_encoder, vectors[:, :w1]),
-                              (model.tokenizer_2, model.text_encoder_2, vectors[:, w1:])):
+        for tok, te, part in (
+            (model.tokenizer, model.text_encoder, vectors[:, :w1]),
+            (model.tokenizer_2, model.text_encoder_2, vectors[:, w1:]),
+        ):
             tok = copy.deepcopy(tok)
             assert tok.add_tokens(names) == n
             te = copy.deepcopy(te).float()
@@ -94,8 +102,9 @@ class ReferenceXL:
         texts = [OBJECT_TEMPLATES[int(t)].format(" ".join(self.names)) for t in b.templates]
         hidden, pooled = [], None
         for tok, te, _ in self.encoders:
-            ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                      return_tensors="pt").input_ids
+            ids = tok(
+                texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+            ).input_ids
             out = te(ids, output_hidden_states=True)
             hidden.append(out.hidden_states[-2])
             pooled = out[0]
@@ -107,8 +116,9 @@ class ReferenceXL:
         time_ids = torch.tensor([(rows * 2)[r] for r in b.rows.tolist()], dtype=torch.float32)
         schedule = _training_schedule(model)
         noisy = schedule.add_noise(latents, b.noise, b.timesteps)
-        pred = model.unet.float()(noisy, b.timesteps, torch.cat(hidden, -1),
-                                  added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        pred = model.unet.float()(
+            noisy, b.timesteps, torch.cat(hidden, -1), added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}
+        ).sample
         return F.mse_loss(pred, b.noise)
 
     def grad(self):
@@ -118,7 +128,9 @@ class ReferenceXL:
 @pytest.mark.parametrize("n", [1, 2])
 def test_engine_step_equals_a_plain_diffusers_sdxl_step(xl, xl_photos, n):
     # photos of other shapes than square: their size and crop offset condition the UNet (SDXL's time_ids)
-    images = [im.crop((0, 0, 64, 40)) if i % 2 else im.crop((0, 0, 50, 64)) for i, im in enumerate(read_photos(xl_photos))]
+    images = [
+        im.crop((0, 0, 64, 40)) if i % 2 else im.crop((0, 0, 50, 64)) for i, im in enumerate(read_photos(xl_photos))
+    ]
     g = torch.Generator().manual_seed(n)
     vectors = torch.randn(n, xl.word_width, generator=g) * 0.02
     lat = xl.resolution // xl.pipe.vae_scale_factor
@@ -129,8 +141,15 @@ def test_engine_step_equals_a_plain_diffusers_sdxl_step(xl, xl_photos, n):
     with inv.learned_word(xl, TOKEN, v) as tok:
         ids = inv.encode_templates(tok, "object", TOKEN, n)
         assert ids.shape[1:] == (2, 77)  # one row per encoder
-        loss = inv.diffusion_loss(xl, _training_schedule(xl), cache.sample(b.rows, b.posterior_noise), b.noise,
-                                  b.timesteps, ids[b.templates], cache.sizes[b.rows])
+        loss = inv.diffusion_loss(
+            xl,
+            _training_schedule(xl),
+            cache.sample(b.rows, b.posterior_noise),
+            b.noise,
+            b.timesteps,
+            ids[b.templates],
+            cache.sizes[b.rows],
+        )
         loss.backward()
     ref = ReferenceXL(xl, vectors, n)
     ref_loss = ref.loss(images, b)
@@ -174,14 +193,19 @@ def test_learned_file_loads_into_both_encoders_with_diffusers_exactly(xl_run, xl
     assert run["status"] in ("done", "early_stopped") and run["model"]["family"] == "sdxl"
     pipe = StableDiffusionXLPipeline.from_pretrained(xl_dir, local_files_only=True)
     pipe.load_textual_inversion(emb["clip_l"], token=TOKEN, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(emb["clip_g"], token=TOKEN, text_encoder=pipe.text_encoder_2,
-                                tokenizer=pipe.tokenizer_2)
+    pipe.load_textual_inversion(
+        emb["clip_g"], token=TOKEN, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
     names = [TOKEN, f"{TOKEN}_1"]
     rows_l = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(names)]
     rows_g = pipe.text_encoder_2.get_input_embeddings().weight[pipe.tokenizer_2.convert_tokens_to_ids(names)]
     assert torch.equal(torch.cat([rows_l, rows_g], -1).detach(), ckpt)
-    start = torch.cat([pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer("ring").input_ids[1]],
-                       pipe.text_encoder_2.get_input_embeddings().weight[pipe.tokenizer_2("ring").input_ids[1]]])
+    start = torch.cat(
+        [
+            pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer("ring").input_ids[1]],
+            pipe.text_encoder_2.get_input_embeddings().weight[pipe.tokenizer_2("ring").input_ids[1]],
+        ]
+    )
     assert not torch.equal(ckpt[0], start)  # it learned (both parts started from "ring" in their own encoder)
 
 
@@ -194,11 +218,13 @@ def test_sdxl_init_starts_each_part_from_its_own_encoder(xl):
 
 class Judge:
     """A stand-in CLIP judge: grey 4x4 thumbnails as image features."""
+
     name = "pixels"
 
     def image_features(self, images):
-        x = torch.stack([torch.tensor(list(im.convert("L").resize((4, 4)).getdata()), dtype=torch.float32)
-                         for im in images])
+        x = torch.stack(
+            [torch.tensor(list(im.convert("L").resize((4, 4)).getdata()), dtype=torch.float32) for im in images]
+        )
         return F.normalize(x - x.mean(-1, keepdim=True) + 1e-3, dim=-1)
 
     def text_features(self, texts):
@@ -218,8 +244,9 @@ def test_generate_variations_edit_evaluate_inspect_run_on_sdxl(xl_dir, xl_run, x
     xl = load_model(str(xl_dir), device="cpu")  # a model of its own: generate installs the word into it
     concept = load_concepts(xl_run)[0]
     assert concept.parts is not None
-    report = evaluate(xl, read_photos(xl_photos), [concept], Judge(), config=EvalConfig(n=1, steps=2, bootstrap=20),
-                      prompts="paper")
+    report = evaluate(
+        xl, read_photos(xl_photos), [concept], Judge(), config=EvalConfig(n=1, steps=2, bootstrap=20), prompts="paper"
+    )
     assert report["results"][0]["prompts"]
     imgs = generate(xl, f"a photo of {TOKEN}", [concept], n=2, steps=2)
     assert len(imgs) == 2 and imgs[0].size == (xl.resolution, xl.resolution)
@@ -228,7 +255,6 @@ def test_generate_variations_edit_evaluate_inspect_run_on_sdxl(xl_dir, xl_run, x
     photo = Image.open(sorted(xl_photos.glob("*.png"))[0])
     out = edit(xl, photo, (8, 8, 40, 40), f"a photo of {TOKEN}", [concept], steps=2)
     assert out[0].size == photo.size
-
 
     capsys.readouterr()
     assert main(["inspect", str(xl_run / "learned_embeds.safetensors"), "--model", str(xl.identity["source"])]) == 0
@@ -252,8 +278,9 @@ def test_convert_writes_and_reads_diffusers_two_file_layout(xl_run, xl_dir, tmp_
     # diffusers loads them by path, one per encoder
     pipe = StableDiffusionXLPipeline.from_pretrained(xl_dir, local_files_only=True)
     pipe.load_textual_inversion(str(out), text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(str(tmp_path / "learned_embeds_2.safetensors"), text_encoder=pipe.text_encoder_2,
-                                tokenizer=pipe.tokenizer_2)
+    pipe.load_textual_inversion(
+        str(tmp_path / "learned_embeds_2.safetensors"), text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
     # and convert reads the pair back as one word
     back = tmp_path / "one.safetensors"
     assert main(["convert", str(out), str(back)]) == 0
@@ -282,9 +309,32 @@ def test_sigkill_then_resume_is_bit_identical_on_sdxl(xl_dir, xl_photos, tmp_pat
     steps = 10
 
     def cmd(out):
-        return [sys.executable, "-m", "oneword", "learn", str(xl_photos), "--token", "<k>", "--init", "ring",
-                "--vectors", "2", "--model", str(xl_dir), "--device", "cpu", "--out", str(out), "--steps", str(steps),
-                "--batch-size", "1", "--save-every", "1", "--quiet"]
+        return [
+            sys.executable,
+            "-m",
+            "oneword",
+            "learn",
+            str(xl_photos),
+            "--token",
+            "<k>",
+            "--init",
+            "ring",
+            "--vectors",
+            "2",
+            "--model",
+            str(xl_dir),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "1",
+            "--save-every",
+            "1",
+            "--quiet",
+        ]
 
     whole = tmp_path / "whole"
     subprocess.run(cmd(whole), env=_env(), check=True, timeout=300)
@@ -327,16 +377,36 @@ def test_wrong_family_words_are_refused_naming_both(xl_dir, tiny_dir, xl_run, tm
     sd1 = tmp_path / "sd1.safetensors"
     save_concept(Concept("<w>", torch.randn(1, 32)), sd1)
     out = tmp_path / "o.png"
-    err = _refused(capsys, ["generate", "a <w>", "--embeds", sd1, "--model", xl_dir, "--device", "cpu", "--steps", "1",
-                            "--out", out], out)
+    err = _refused(
+        capsys,
+        ["generate", "a <w>", "--embeds", sd1, "--model", xl_dir, "--device", "cpu", "--steps", "1", "--out", out],
+        out,
+    )
     assert "SD1.x/2.x" in err and "SDXL" in err
-    err = _refused(capsys, ["generate", f"a {TOKEN}", "--embeds", xl_run, "--model", tiny_dir, "--device", "cpu",
-                            "--steps", "1", "--out", out], out)
+    err = _refused(
+        capsys,
+        [
+            "generate",
+            f"a {TOKEN}",
+            "--embeds",
+            xl_run,
+            "--model",
+            tiny_dir,
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--out",
+            out,
+        ],
+        out,
+    )
     assert "SDXL" in err and "SD1.x/2.x" in err
     bad = tmp_path / "mixed.safetensors"
     save_file({"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(3, 1280)}, bad)
-    err = _refused(capsys, ["generate", "a <mixed>", "--embeds", bad, "--model", xl_dir, "--device", "cpu",
-                            "--out", out], out)
+    err = _refused(
+        capsys, ["generate", "a <mixed>", "--embeds", bad, "--model", xl_dir, "--device", "cpu", "--out", out], out
+    )
     assert "clip_l" in err and "clip_g" in err
 
 
@@ -345,12 +415,30 @@ def test_sdxl_word_as_pt_and_bad_resolution_are_refused(xl_dir, xl_run, xl_photo
     err = _refused(capsys, ["convert", xl_run, pt], pt)
     assert ".safetensors" in err
     out = tmp_path / "run"
-    err = _refused(capsys, ["learn", xl_photos, "--token", "<r>", "--model", xl_dir, "--device", "cpu",
-                            "--resolution", "18", "--out", out, "--quiet"], out / "checkpoint.safetensors")
+    err = _refused(
+        capsys,
+        [
+            "learn",
+            xl_photos,
+            "--token",
+            "<r>",
+            "--model",
+            xl_dir,
+            "--device",
+            "cpu",
+            "--resolution",
+            "18",
+            "--out",
+            out,
+            "--quiet",
+        ],
+        out / "checkpoint.safetensors",
+    )
     assert "multiple of 4" in err
     img = tmp_path / "g.png"
-    err = _refused(capsys, ["generate", "a cat", "--model", xl_dir, "--device", "cpu", "--height", "18",
-                            "--out", img], img)
+    err = _refused(
+        capsys, ["generate", "a cat", "--model", xl_dir, "--device", "cpu", "--height", "18", "--out", img], img
+    )
     assert "multiple of 4" in err
 
 
@@ -367,8 +455,13 @@ def test_missing_second_encoder_and_unsupported_families_are_refused(xl_dir, tmp
     err = _refused(capsys, ["generate", "a cat", "--model", sd3, "--device", "cpu", "--out", out], out)
     assert "not supported yet" in err
     flux = tmp_path / "flux.safetensors"
-    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(4, 4),
-               "double_blocks.0.img_attn.proj.weight": torch.zeros(4, 4)}, flux)
+    save_file(
+        {
+            "double_blocks.0.img_attn.qkv.weight": torch.zeros(4, 4),
+            "double_blocks.0.img_attn.proj.weight": torch.zeros(4, 4),
+        },
+        flux,
+    )
     err = _refused(capsys, ["generate", "a cat", "--model", flux, "--device", "cpu", "--out", out], out)
     assert "not supported" in err
 
@@ -381,8 +474,25 @@ def test_speed_benchmark_runs_sdxl_against_diffusers_sdxl_loop(tmp_path, capsys)
     from benchmarks import speed
 
     out = tmp_path / "speed.json"
-    assert speed.main(["--model", "tiny-sdxl", "--batch", "1", "--steps", "1", "--warmup", "1", "--device", "cpu",
-                       "--json", str(out)]) == 0
+    assert (
+        speed.main(
+            [
+                "--model",
+                "tiny-sdxl",
+                "--batch",
+                "1",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())["results"]
     assert {r["system"] for r in results} == {"oneword", "reference"}
     assert all(r["image_steps_per_s"] > 0 and r["model"] == "tiny-sdxl" for r in results)

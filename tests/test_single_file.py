@@ -1,4 +1,5 @@
 """Single-file checkpoints in the web UIs' layout, loaded offline with no other argument; the tiny SDXL pipeline."""
+
 import gc
 import json
 import socket
@@ -32,6 +33,7 @@ from oneword.tiny_models import (
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the network was used")
 
@@ -57,12 +59,16 @@ def load_quietly(*args, **kwargs):
     return model, [str(w.message) for w in caught]
 
 
-@pytest.mark.parametrize("family,width,resolution,prediction", [
-    ("sd1", 768, 512, "epsilon"),          # SD1.5: UNet 860M, VAE 84M, CLIP ViT-L 123M parameters
-    ("sd2", 1024, 768, "v_prediction"),    # SD2.x 768-v: UNet 866M, VAE 84M, OpenCLIP ViT-H 340M (+ unused layer)
-])
-def test_full_architecture_single_file_loads_offline_with_every_weight_exact(tmp_path, no_network, family, width,
-                                                                             resolution, prediction):
+@pytest.mark.parametrize(
+    "family,width,resolution,prediction",
+    [
+        ("sd1", 768, 512, "epsilon"),  # SD1.5: UNet 860M, VAE 84M, CLIP ViT-L 123M parameters
+        ("sd2", 1024, 768, "v_prediction"),  # SD2.x 768-v: UNet 866M, VAE 84M, OpenCLIP ViT-H 340M (+ unused layer)
+    ],
+)
+def test_full_architecture_single_file_loads_offline_with_every_weight_exact(
+    tmp_path, no_network, family, width, resolution, prediction
+):
     path = tmp_path / f"{family}-finetune.safetensors"
     shapes = write_random_checkpoint(path, family, size="full")
     gc.collect()
@@ -92,8 +98,14 @@ def test_small_sdxl_single_file_loads_as_sdxl_with_every_weight_exact(tmp_path, 
     assert pipe.unet.config.addition_embed_type == "text_time"
     assert pipe.vae.config.scaling_factor == 0.13025 and pipe.tokenizer_2.pad_token == "!"
     assert_weights_equal(pipe, shapes)
-    image = pipe("a photo", num_inference_steps=1, height=64, width=64, output_type="np",
-                 generator=torch.Generator().manual_seed(0)).images[0]
+    image = pipe(
+        "a photo",
+        num_inference_steps=1,
+        height=64,
+        width=64,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
     assert image.shape == (64, 64, 3)
 
 
@@ -134,26 +146,29 @@ def test_original_layout_names(tmp_path):
     """Spot checks against names every released SD1.5 / SDXL file has."""
     meta = lambda component, key, shape: torch.empty(shape, dtype=torch.float16, device="meta")  # noqa: E731
     sd1, _ = random_checkpoint_tensors("sd1", "full", weight=meta)
-    for key, shape in {"model.diffusion_model.input_blocks.1.1.proj_in.weight": (320, 320, 1, 1),
-                       "model.diffusion_model.input_blocks.3.0.op.weight": (320, 320, 3, 3),
-                       "model.diffusion_model.output_blocks.2.1.conv.weight": (1280, 1280, 3, 3),
-                       "model.diffusion_model.output_blocks.5.2.conv.weight": (1280, 1280, 3, 3),
-                       "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight": (1280, 768),
-                       "model.diffusion_model.out.2.weight": (4, 320, 3, 3),
-                       "first_stage_model.encoder.mid.attn_1.q.weight": (512, 512, 1, 1),
-                       "first_stage_model.decoder.up.3.upsample.conv.weight": (512, 512, 3, 3),
-                       "first_stage_model.decoder.up.0.block.0.nin_shortcut.weight": (128, 256, 1, 1),
-                       "cond_stage_model.transformer.text_model.embeddings.position_ids": (1, 77),
-                       "cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,)}.items():
+    for key, shape in {
+        "model.diffusion_model.input_blocks.1.1.proj_in.weight": (320, 320, 1, 1),
+        "model.diffusion_model.input_blocks.3.0.op.weight": (320, 320, 3, 3),
+        "model.diffusion_model.output_blocks.2.1.conv.weight": (1280, 1280, 3, 3),
+        "model.diffusion_model.output_blocks.5.2.conv.weight": (1280, 1280, 3, 3),
+        "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight": (1280, 768),
+        "model.diffusion_model.out.2.weight": (4, 320, 3, 3),
+        "first_stage_model.encoder.mid.attn_1.q.weight": (512, 512, 1, 1),
+        "first_stage_model.decoder.up.3.upsample.conv.weight": (512, 512, 3, 3),
+        "first_stage_model.decoder.up.0.block.0.nin_shortcut.weight": (128, 256, 1, 1),
+        "cond_stage_model.transformer.text_model.embeddings.position_ids": (1, 77),
+        "cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,),
+    }.items():
         assert tuple(sd1[key].shape) == shape, key
     assert len(sd1) == 686 + 248 + 197  # UNet, VAE and CLIP tensors of a released SD1.5 file
     xl, _ = random_checkpoint_tensors("sdxl", "full", weight=meta)
-    for key, shape in {"model.diffusion_model.label_emb.0.0.weight": (1280, 2816),
-                       "model.diffusion_model.input_blocks.7.1.transformer_blocks.9.attn1.to_q.weight": (1280, 1280),
-                       "conditioner.embedders.1.model.text_projection": (1280, 1280),
-                       "conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight": (3840, 1280),
-                       "conditioner.embedders.0.transformer.text_model.encoder.layers.11.mlp.fc2.weight": (768, 3072),
-                       }.items():
+    for key, shape in {
+        "model.diffusion_model.label_emb.0.0.weight": (1280, 2816),
+        "model.diffusion_model.input_blocks.7.1.transformer_blocks.9.attn1.to_q.weight": (1280, 1280),
+        "conditioner.embedders.1.model.text_projection": (1280, 1280),
+        "conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight": (3840, 1280),
+        "conditioner.embedders.0.transformer.text_model.encoder.layers.11.mlp.fc2.weight": (768, 3072),
+    }.items():
         assert tuple(xl[key].shape) == shape, key
 
 
@@ -169,9 +184,11 @@ def test_prediction_type_sources(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a decision the file states is not a guess
         assert prediction_type_of(read_checkpoint(v), "sd2", "epsilon") == ("epsilon", "asked")
-        for meta, want in (({"modelspec.prediction_type": "epsilon"}, "epsilon"),
-                           ({"modelspec.architecture": "stable-diffusion-v2-768-v"}, "v_prediction"),
-                           ({"modelspec.architecture": "stable-diffusion-v2-512"}, "epsilon")):
+        for meta, want in (
+            ({"modelspec.prediction_type": "epsilon"}, "epsilon"),
+            ({"modelspec.architecture": "stable-diffusion-v2-768-v"}, "v_prediction"),
+            ({"modelspec.architecture": "stable-diffusion-v2-512"}, "epsilon"),
+        ):
             ck = read_checkpoint(base)
             ck.metadata = meta
             assert prediction_type_of(ck, "sd2")[0] == want, meta
@@ -240,23 +257,41 @@ def _bad_files(tmp_path):
     raw("cut-header", whole[:1000], "truncated")
     st("embedding", {"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(2, 1280)}, "embedding")
     st("lora", {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320)}, "LoRA")
-    st("vae", {"encoder.down.0.block.0.conv1.weight": torch.zeros(1), "decoder.up.0.block.0.conv1.weight":
-               torch.zeros(1)}, "VAE alone")
+    st(
+        "vae",
+        {"encoder.down.0.block.0.conv1.weight": torch.zeros(1), "decoder.up.0.block.0.conv1.weight": torch.zeros(1)},
+        "VAE alone",
+    )
     st("flux", {"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(128)}, "Flux", "not supported yet")
-    st("sd3", {"model.diffusion_model.joint_blocks.0.context_block.adaLN_modulation.1.bias": torch.zeros(9216)},
-       "Stable Diffusion 3", "not supported yet")
+    st(
+        "sd3",
+        {"model.diffusion_model.joint_blocks.0.context_block.adaLN_modulation.1.bias": torch.zeros(9216)},
+        "Stable Diffusion 3",
+        "not supported yet",
+    )
     xl, _ = random_checkpoint_tensors("sdxl")
-    refiner = {k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in xl.items()
-               if not k.startswith("conditioner.embedders.0.")}
+    refiner = {
+        k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v
+        for k, v in xl.items()
+        if not k.startswith("conditioner.embedders.0.")
+    }
     st("refiner", refiner, "SDXL refiner")
-    st("inpainting", {**sd1, "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 9, 3, 3)},
-       "inpainting", "4 channels")
+    st(
+        "inpainting",
+        {**sd1, "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 9, 3, 3)},
+        "inpainting",
+        "4 channels",
+    )
     st("no-vae", {k: v for k, v in sd1.items() if not k.startswith("first_stage_model.")}, "no VAE")
     st("unet-only", {k: v for k, v in sd1.items() if k.startswith("model.diffusion_model.")}, "no text encoder")
     wide = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
     st("mismatch", {**sd1, wide: torch.zeros(49408, 96)}, "unknown model family", "width 64", "text encoder width 96")
-    st("missing", {k: v for k, v in sd1.items() if "output_blocks.1.0.in_layers" not in k}, "lacks 4 UNet tensors",
-       "output_blocks.1.0.in_layers")
+    st(
+        "missing",
+        {k: v for k, v in sd1.items() if "output_blocks.1.0.in_layers" not in k},
+        "lacks 4 UNet tensors",
+        "output_blocks.1.0.in_layers",
+    )
     torch.save({"state_dict": {"a": torch.zeros(1)}, "callbacks": NotATensor()}, tmp_path / "pickle.ckpt")
     files["pickle"] = (tmp_path / "pickle.ckpt", ("weights_only", ".safetensors"))
     torch.save({"state_dict": sd1}, tmp_path / "whole.ckpt")
@@ -288,7 +323,8 @@ def test_tiny_sdxl_pipeline_generates_on_the_cpu(tmp_path):
     assert pipe.tokenizer_2("a photo").input_ids == [49406, 320, 1125, 49407]
     assert pipe.tokenizer.pad_token == "<|endoftext|>" and pipe.tokenizer_2.pad_token == "!"
     assert pipe.tokenizer_2.pad_token_id == 0
-    image = pipe("a photo of a cat", num_inference_steps=2, output_type="np",
-                 generator=torch.Generator().manual_seed(0)).images[0]
+    image = pipe(
+        "a photo of a cat", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
+    ).images[0]
     assert image.shape == (16, 16, 3) and float(abs(image).sum()) > 0
     assert torch.isfinite(torch.from_numpy(image)).all()

@@ -1,6 +1,7 @@
 """What a user can trust: nothing they did not name is replaced (and never the installed package), every bad
 number, path, device, size or prompt is one `error:` line (exit 2) before anything runs, a learned word is never
 silently dropped from a prompt, `--resume` continues exactly the run it names, and the command tells what it does."""
+
 import json
 import os
 import subprocess
@@ -48,8 +49,26 @@ def gen(tiny_dir, prompt, out, *extra):
 
 
 def learn_args(photos, tiny_dir, out, *extra):
-    return ("learn", photos, "--token", "<r>", "--init", "ring", "--model", tiny_dir, "--out", out, "--steps", "2",
-            "--batch-size", "2", "--save-every", "1", "--quiet", *extra)
+    return (
+        "learn",
+        photos,
+        "--token",
+        "<r>",
+        "--init",
+        "ring",
+        "--model",
+        tiny_dir,
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "1",
+        "--quiet",
+        *extra,
+    )
 
 
 def snapshot(folder):
@@ -62,9 +81,13 @@ def test_world_commands_never_write_into_the_package_unless_asked(capsys, tmp_pa
 
     package_world = model_path().parent
     before = {p: p.stat().st_mtime_ns for p in package_world.rglob("*") if p.is_file()}
-    for argv in (["world", "pretrain", "--tiny"], ["world", "tune-oracle", "--tiny"], ["world", "tune-clip", "--tiny"],
-                 ["world", "pretrain", "--tiny", "--out", package_world],
-                 ["world", "tune-oracle", "--tiny", "--out", package_world]):
+    for argv in (
+        ["world", "pretrain", "--tiny"],
+        ["world", "tune-oracle", "--tiny"],
+        ["world", "tune-clip", "--tiny"],
+        ["world", "pretrain", "--tiny", "--out", package_world],
+        ["world", "tune-oracle", "--tiny", "--out", package_world],
+    ):
         code, _, err = run(capsys, *argv)
         one_line_error(code, err, "--into-package" if "--out" not in argv else "package")
     assert {p: p.stat().st_mtime_ns for p in package_world.rglob("*") if p.is_file()} == before
@@ -109,15 +132,41 @@ def test_edit_never_replaces_its_photo_or_mask(capsys, tiny_dir, tmp_path):
     Image.fromarray(m).save(mask)
     before = snapshot(tmp_path)
     for out in (photo, mask):
-        code, _, err = run(capsys, "edit", photo, "a photo", "--mask", mask, "--model", tiny_dir, "--steps", "1",
-                           "--out", out, "--overwrite")
+        code, _, err = run(
+            capsys,
+            "edit",
+            photo,
+            "a photo",
+            "--mask",
+            mask,
+            "--model",
+            tiny_dir,
+            "--steps",
+            "1",
+            "--out",
+            out,
+            "--overwrite",
+        )
         one_line_error(code, err, "input")
-    code, _, err = run(capsys, "edit", photo, "a photo", "--mask", tmp_path, "--model", tiny_dir, "--out",
-                       tmp_path / "e.png")
+    code, _, err = run(
+        capsys, "edit", photo, "a photo", "--mask", tmp_path, "--model", tiny_dir, "--out", tmp_path / "e.png"
+    )
     one_line_error(code, err, "is a folder")  # not "not found"
     assert snapshot(tmp_path) == before
-    code, printed, err = run(capsys, "edit", photo, "a photo", "--mask", mask, "--model", tiny_dir, "--steps", "1",
-                             "--out", tmp_path / "e.png")
+    code, printed, err = run(
+        capsys,
+        "edit",
+        photo,
+        "a photo",
+        "--mask",
+        mask,
+        "--model",
+        tiny_dir,
+        "--steps",
+        "1",
+        "--out",
+        tmp_path / "e.png",
+    )
     assert code == 0 and " s" in printed, err
 
 
@@ -141,14 +190,28 @@ def test_demo_never_replaces_another_demo_or_other_files(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------ one line for every bad input
-@pytest.mark.parametrize("argv,needle", [
-    (["--height", "7"], "multiple of 4"), (["--height", "33"], "multiple of 4"), (["--height", "-32"], "--height"),
-    (["--height", "0"], "--height"), (["--steps", "0"], "--steps"), (["--steps", "-1"], "--steps"),
-    (["--steps", "100000000"], "--steps"), (["--steps", "5000"], "noise schedule"),
-    (["--seed", "99999999999999999999"], "--seed"), (["--guidance", "inf"], "finite"), (["--guidance", "nan"], "finite"),
-    (["--device", "tpu"], "tpu"), (["--device", "meta"], "meta"), (["--width", "100000"], "--width"),
-    (["-n", "0"], "-n"), (["--out", "dir/"], "folder"), (["--out", "x.gif"], ".gif"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--height", "7"], "multiple of 4"),
+        (["--height", "33"], "multiple of 4"),
+        (["--height", "-32"], "--height"),
+        (["--height", "0"], "--height"),
+        (["--steps", "0"], "--steps"),
+        (["--steps", "-1"], "--steps"),
+        (["--steps", "100000000"], "--steps"),
+        (["--steps", "5000"], "noise schedule"),
+        (["--seed", "99999999999999999999"], "--seed"),
+        (["--guidance", "inf"], "finite"),
+        (["--guidance", "nan"], "finite"),
+        (["--device", "tpu"], "tpu"),
+        (["--device", "meta"], "meta"),
+        (["--width", "100000"], "--width"),
+        (["-n", "0"], "-n"),
+        (["--out", "dir/"], "folder"),
+        (["--out", "x.gif"], ".gif"),
+    ],
+)
 def test_bad_sampling_arguments_are_one_line(capsys, tiny_dir, tmp_path, argv, needle):
     code, _, err = run(capsys, *gen(tiny_dir, "a photo", tmp_path / "g.png"), *argv)
     one_line_error(code, err, needle)
@@ -166,11 +229,37 @@ def test_edit_steps_zero_and_templates(capsys, tiny_dir, tmp_path):
     one_line_error(code, err, "--steps")
     w = word_file(tmp_path)
     for template in ("a {x} of {}", "a sketch of {", "{} {}", "no word"):
-        code, _, err = run(capsys, "variations", "--embeds", w, "--model", tiny_dir, "--template", template, "-n", "1",
-                           "--out", tmp_path / "v.png")
+        code, _, err = run(
+            capsys,
+            "variations",
+            "--embeds",
+            w,
+            "--model",
+            tiny_dir,
+            "--template",
+            template,
+            "-n",
+            "1",
+            "--out",
+            tmp_path / "v.png",
+        )
         one_line_error(code, err, "--template")
-    code, _, err = run(capsys, "variations", "--embeds", w, "--model", tiny_dir, "--template", "{{a}} {}", "-n", "1",
-                       "--steps", "1", "--out", tmp_path / "v.png")
+    code, _, err = run(
+        capsys,
+        "variations",
+        "--embeds",
+        w,
+        "--model",
+        tiny_dir,
+        "--template",
+        "{{a}} {}",
+        "-n",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        tmp_path / "v.png",
+    )
     assert code == 0, err
 
 
@@ -185,8 +274,12 @@ def test_bad_out_and_resume_paths_are_one_line(capsys, tiny_dir, photos, tmp_pat
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
-    for out, needle in ((afile, "is a file"), (tmp_path / "dangling", "symlink"), (tmp_path / "loop1", "symlink"),
-                        (afile / "sub", "is a file")):
+    for out, needle in (
+        (afile, "is a file"),
+        (tmp_path / "dangling", "symlink"),
+        (tmp_path / "loop1", "symlink"),
+        (afile / "sub", "is a file"),
+    ):
         one_line_error(*run(capsys, *learn_args(photos, tiny_dir, out))[::2], needle)
         one_line_error(*run(capsys, *gen(tiny_dir, "a photo", Path(out) / "g.png"))[::2])
     one_line_error(*run(capsys, "learn", "--resume", afile)[::2], "is a file")
@@ -217,8 +310,9 @@ def test_memory_the_device_does_not_have_is_refused_before_allocating(capsys, ti
     one_line_error(code, err, "GiB", "--height/--width")
     code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--resolution", "16384"))
     one_line_error(code, err, "GiB", "--resolution")
-    code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--resolution", "2048", "--batch-size",
-                                           "4096"))
+    code, _, err = run(
+        capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--resolution", "2048", "--batch-size", "4096")
+    )
     one_line_error(code, err, "GiB", "--batch-size")
     assert not (tmp_path / "a").exists() and not list(tmp_path.glob("*.png"))
     code, _, err = run(capsys, *gen(tiny_dir, "a photo", tmp_path / "g.png", "--width", "64"))  # what fits still runs
@@ -237,7 +331,7 @@ def test_an_out_of_memory_error_is_one_line(capsys, monkeypatch, tmp_path):
 
 def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
     w = word_file(tmp_path)
-    code = ("import sys; from oneword.commands import main; sys.exit(main(['inspect', sys.argv[1]]))")
+    code = "import sys; from oneword.commands import main; sys.exit(main(['inspect', sys.argv[1]]))"
     p = subprocess.Popen([sys.executable, "-c", code, str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.close()  # like `| head -0`: the reader has gone before anything is printed
     err = p.stderr.read().decode()
@@ -246,14 +340,16 @@ def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
 
 
 def test_a_second_ctrl_c_while_exiting_prints_no_traceback(tmp_path):
-    code = ("import atexit, os, signal, sys\n"
-            "from oneword import commands\n"
-            "from oneword.commands import inspect\n"
-            "def interrupted(args): raise KeyboardInterrupt\n"
-            "inspect.run = interrupted\n"
-            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C again while shutting down\n"
-            "sys.argv = ['oneword', 'inspect', 'x.pt']\n"
-            "sys.exit(commands.main())\n")
+    code = (
+        "import atexit, os, signal, sys\n"
+        "from oneword import commands\n"
+        "from oneword.commands import inspect\n"
+        "def interrupted(args): raise KeyboardInterrupt\n"
+        "inspect.run = interrupted\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C again while shutting down\n"
+        "sys.argv = ['oneword', 'inspect', 'x.pt']\n"
+        "sys.exit(commands.main())\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.stderr == "error: interrupted\n" and done.returncode == 2, done.stderr
 
@@ -274,8 +370,20 @@ def test_a_word_no_embedding_defines_is_refused(capsys, tiny_dir, tmp_path):
     one_line_error(code, err, "<foo>", "--embeds", "<w>")
     photo = tmp_path / "p.png"
     Image.new("RGB", (32, 32), "white").save(photo)
-    code, _, err = run(capsys, "edit", photo, "a photo of <foo>", "--box", "0,0,16,16", "--model", tiny_dir,
-                       "--steps", "1", "--out", tmp_path / "e.png")
+    code, _, err = run(
+        capsys,
+        "edit",
+        photo,
+        "a photo of <foo>",
+        "--box",
+        "0,0,16,16",
+        "--model",
+        tiny_dir,
+        "--steps",
+        "1",
+        "--out",
+        tmp_path / "e.png",
+    )
     one_line_error(code, err, "<foo>")
     assert not list(tmp_path.glob("g*.png")) and not (tmp_path / "e.png").exists()
 
@@ -303,8 +411,14 @@ def test_resume_from_another_folder_and_its_rules(capsys, tiny_dir, tmp_path, mo
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    for extra in (["--lr", "0.1"], ["--batch-size", "1"], ["--vectors", "2"], ["--token", "<x>"], ["--out", "x"],
-                  ["--seed", "3"]):
+    for extra in (
+        ["--lr", "0.1"],
+        ["--batch-size", "1"],
+        ["--vectors", "2"],
+        ["--token", "<x>"],
+        ["--out", "x"],
+        ["--seed", "3"],
+    ):
         code, _, err = run(capsys, "learn", "--resume", tmp_path / "run", "--steps", "3", "--quiet", *extra)
         one_line_error(code, err, extra[0], "--steps")
     code, _, err = run(capsys, "learn", tmp_path / "photos", "--resume", tmp_path / "run", "--quiet")
@@ -321,8 +435,9 @@ def test_resume_from_another_folder_and_its_rules(capsys, tiny_dir, tmp_path, mo
 
 # ------------------------------------------------------------------------------ messages whose advice works
 def test_init_word_advice_names_a_word_the_model_knows(capsys, photos, tmp_path):
-    code, _, err = run(capsys, "learn", photos, "--token", "<x>", "--init", "cat", "--out", tmp_path / "a",
-                       "--steps", "1", "--quiet")  # the world model: no cat
+    code, _, err = run(
+        capsys, "learn", photos, "--token", "<x>", "--init", "cat", "--out", tmp_path / "a", "--steps", "1", "--quiet"
+    )  # the world model: no cat
     line = one_line_error(code, err, "'cat'")
     suggested = line.rsplit("--init ", 1)[1].split()[0]
     assert suggested != "cat"
@@ -353,22 +468,62 @@ def test_name_collisions_suggest_convert_token_and_no_missing_flag(capsys, tiny_
 def test_learn_reports_its_photos_and_warns_about_the_world_model(capsys, tmp_path):
     photos = write_photos(tmp_path / "photos", n=2, size=96)
     (photos / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
-    code, printed, err = run(capsys, "learn", photos, "--token", "<x>", "--init", "ring", "--out", tmp_path / "a",
-                             "--steps", "1", "--save-every", "1", "--quiet")
+    code, printed, err = run(
+        capsys,
+        "learn",
+        photos,
+        "--token",
+        "<x>",
+        "--init",
+        "ring",
+        "--out",
+        tmp_path / "a",
+        "--steps",
+        "1",
+        "--save-every",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
     assert "learning from 2 photos" in printed and "IMG_0001.HEIC" in printed
     assert "world model" in printed and "--model" in printed
     one = write_photos(tmp_path / "one", n=1)
-    code, printed, err = run(capsys, "learn", one, "--token", "<y>", "--init", "ring", "--out", tmp_path / "b",
-                             "--steps", "1", "--save-every", "1", "--quiet")
+    code, printed, err = run(
+        capsys,
+        "learn",
+        one,
+        "--token",
+        "<y>",
+        "--init",
+        "ring",
+        "--out",
+        tmp_path / "b",
+        "--steps",
+        "1",
+        "--save-every",
+        "1",
+        "--quiet",
+    )
     assert code == 0 and "one photo" in printed and "world model" not in printed, err  # 64 px: a world-like photo
 
 
 def test_run_folders_keep_no_lock_and_a_failed_run_leaves_no_folder(capsys, tiny_dir, photos, tmp_path):
     assert run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a"))[0] == 0
     assert not (tmp_path / "a" / ".lock").exists()
-    code, _, err = run(capsys, "learn", photos, "--token", "cat", "--model", tiny_dir, "--out", tmp_path / "b",
-                       "--steps", "1", "--quiet")
+    code, _, err = run(
+        capsys,
+        "learn",
+        photos,
+        "--token",
+        "cat",
+        "--model",
+        tiny_dir,
+        "--out",
+        tmp_path / "b",
+        "--steps",
+        "1",
+        "--quiet",
+    )
     one_line_error(code, err, "already")
     assert not (tmp_path / "b").exists()
 
@@ -380,8 +535,26 @@ def test_help_shows_defaults_and_evaluate_says_what_it_does(capsys, tiny_dir, ph
     for flag in ("--steps", "--lr", "--batch-size"):
         assert "default: " in texts["learn"].split(flag, 2)[-1].split("\n  --", 1)[0], flag
     w = word_file(tmp_path)
-    code, printed, err = run(capsys, "evaluate", "--embeds", w, "--images", photos, "--model", tiny_dir, "--judge",
-                             "world", "-n", "1", "--steps", "1", "--bootstrap", "10", "--out", tmp_path / "eval")
+    code, printed, err = run(
+        capsys,
+        "evaluate",
+        "--embeds",
+        w,
+        "--images",
+        photos,
+        "--model",
+        tiny_dir,
+        "--judge",
+        "world",
+        "-n",
+        "1",
+        "--steps",
+        "1",
+        "--bootstrap",
+        "10",
+        "--out",
+        tmp_path / "eval",
+    )
     assert code == 0, err
     assert printed.startswith("evaluating <w> on 4 photos") and "prompt 1/" in printed, printed
 

@@ -20,6 +20,7 @@ over every concept with each concept's mean over its seeds (concepts resampled);
 differs between snapshots of one run (every stopping rule of one concept and seed stops the same trajectory).
 The tests run with it, each criterion written down before it ran, and their answers: README.md beside this file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--candidates", nargs="+", default=["8", "16"], choices=list(SHORT))
     ap.add_argument("--names", default=",".join(Q.NAMES), help="tuning concepts (comma-separated, 'late' or 'unseen')")
-    ap.add_argument("--no-paper", action="store_true",
-                    help="skip the paper setting's 5,000-step words (compare the candidates with each other only)")
+    ap.add_argument(
+        "--no-paper",
+        action="store_true",
+        help="skip the paper setting's 5,000-step words (compare the candidates with each other only)",
+    )
     ap.add_argument("--pool", nargs="+", metavar="DIR", help="learn nothing: pool the candidates.json of these folders")
     ap.add_argument("--reference", default=SHIPPED, help="--pool: the rule the others are compared with")
     args = ap.parse_args(argv)
@@ -87,16 +91,20 @@ def main(argv=None) -> int:
     write_json(Path(args.work) / "candidates.json", {"per_concept": per})  # for --pool
     s = summarise(per, ["caption", *variants])
     if PAPER in s:
-        print(f"paper setting (5,000 steps): reconstruction {fmt_summary(s[PAPER]['reconstruction'])}, editability "
-              f"{fmt_summary(s[PAPER]['editability'])}")
+        print(
+            f"paper setting (5,000 steps): reconstruction {fmt_summary(s[PAPER]['reconstruction'])}, editability "
+            f"{fmt_summary(s[PAPER]['editability'])}"
+        )
     print("| candidate | steps run | learning s | reconstruction | editability | rec. vs paper | edit. vs paper |")
     print("|---|---|---|---|---|---|---|")
     for m in chosen:
         r = [per[n]["results"][m]["learn"] for n in names]
         steps, secs = ", ".join(str(x["steps"]) for x in r), ", ".join(f"{x['seconds']:.0f}" for x in r)
         vs = s[m].get("vs_ti")  # absent with --no-paper
-        print(f"| {m} | {steps} | {secs} | {fmt_summary(s[m]['reconstruction'])} | {fmt_summary(s[m]['editability'])} | "
-              f"{fmt_diff(vs['reconstruction']) if vs else '-'} | {fmt_diff(vs['editability']) if vs else '-'} |")
+        print(
+            f"| {m} | {steps} | {secs} | {fmt_summary(s[m]['reconstruction'])} | {fmt_summary(s[m]['editability'])} | "
+            f"{fmt_diff(vs['reconstruction']) if vs else '-'} | {fmt_diff(vs['editability']) if vs else '-'} |"
+        )
     return 0
 
 
@@ -104,8 +112,11 @@ def pool(work: list[str], reference: str = SHIPPED) -> int:
     """--pool: every rule that all the folders have, against the paper setting and the reference rule."""
     pers = [json.loads((Path(w) / "candidates.json").read_text())["per_concept"] for w in work]
     names = list(dict.fromkeys(n for p in pers for n in p))
-    methods = [m for m in next(iter(pers[0].values()))["results"] if m not in ("caption", PAPER)
-               and all(m in p[n]["results"] for p in pers for n in p)]
+    methods = [
+        m
+        for m in next(iter(pers[0].values()))["results"]
+        if m not in ("caption", PAPER) and all(m in p[n]["results"] for p in pers for n in p)
+    ]
 
     def nested(method: str, what: str) -> list:  # [concept][seed] -> samples; seeds per concept may differ
         return [[scores(p, method, [n])[what][0] for p in pers if n in p] for n in names]
@@ -114,25 +125,45 @@ def pool(work: list[str], reference: str = SHIPPED) -> int:
     paper = {w: nested(PAPER, w) for w in ("rec", "edit")} if with_paper else None
     ref = {w: nested(reference, w) for w in ("rec", "edit")}
     seeds = [sum(n in p for p in pers) for n in names]
-    print(f"{len(names)} concepts ({', '.join(f'{n} x{k}' for n, k in zip(names, seeds))}); each concept's value is "
-          f"its mean over its seeds; concepts resampled\n")
+    print(
+        f"{len(names)} concepts ({', '.join(f'{n} x{k}' for n, k in zip(names, seeds))}); each concept's value is "
+        f"its mean over its seeds; concepts resampled\n"
+    )
     print(f"reference rule: {reference}\n")
-    print("| rule | mean steps | rec. vs paper | edit. vs paper | rec. vs reference | edit. vs reference | words > 0.05 short |")
+    print(
+        "| rule | mean steps | rec. vs paper | edit. vs paper | rec. vs reference | edit. vs reference | words > 0.05 short |"
+    )
     print("|---|---|---|---|---|---|---|")
     for m in methods:
         mine = {w: nested(m, w) for w in ("rec", "edit")}
         steps = [p[n]["results"][m]["learn"]["steps"] for p in pers for n in p]
         if paper:
-            short = sum(np.mean(p[n]["results"][m]["prompts"][0]["samples"])
-                        - np.mean(p[n]["results"][PAPER]["prompts"][0]["samples"]) < -0.05 for p in pers for n in p)
-            vs_paper = [fmt_diff(pooled_diff(mine["rec"], paper["rec"], 41)),
-                        fmt_diff(pooled_diff(mine["edit"], paper["edit"], 42)), f"{short} of {len(steps)}"]
+            short = sum(
+                np.mean(p[n]["results"][m]["prompts"][0]["samples"])
+                - np.mean(p[n]["results"][PAPER]["prompts"][0]["samples"])
+                < -0.05
+                for p in pers
+                for n in p
+            )
+            vs_paper = [
+                fmt_diff(pooled_diff(mine["rec"], paper["rec"], 41)),
+                fmt_diff(pooled_diff(mine["edit"], paper["edit"], 42)),
+                f"{short} of {len(steps)}",
+            ]
         else:
             vs_paper = ["-", "-", "-"]
-        vs_ref = ["-", "-"] if m == reference else [fmt_diff(pooled_diff(mine["rec"], ref["rec"], 43)),
-                                                     fmt_diff(pooled_diff(mine["edit"], ref["edit"], 44))]
-        print(f"| {m} | {sum(steps) / len(steps):.0f} | {vs_paper[0]} | {vs_paper[1]} | {vs_ref[0]} | {vs_ref[1]} | "
-              f"{vs_paper[2]} |")
+        vs_ref = (
+            ["-", "-"]
+            if m == reference
+            else [
+                fmt_diff(pooled_diff(mine["rec"], ref["rec"], 43)),
+                fmt_diff(pooled_diff(mine["edit"], ref["edit"], 44)),
+            ]
+        )
+        print(
+            f"| {m} | {sum(steps) / len(steps):.0f} | {vs_paper[0]} | {vs_paper[1]} | {vs_ref[0]} | {vs_ref[1]} | "
+            f"{vs_paper[2]} |"
+        )
     print(trajectory_jitter(pers, [m for m in methods if m.startswith("stop:")]))  # the lr candidates: other runs
     return 0
 
@@ -149,9 +180,11 @@ def trajectory_jitter(pers: list[dict], methods: list[str]) -> str:
                 (near if s2 - s1 <= 75 else far if s2 - s1 >= 300 else []).append(abs(r1 - r2))
     if not near or not far:
         return ""
-    return (f"\nSnapshots of one run: reconstruction differs by {np.mean(near):.3f} on average (median "
-            f"{np.median(near):.3f}, {len(near)} pairs) between words <= 75 steps apart, {np.mean(far):.3f} (median "
-            f"{np.median(far):.3f}, {len(far)} pairs) between words >= 300 steps apart.")
+    return (
+        f"\nSnapshots of one run: reconstruction differs by {np.mean(near):.3f} on average (median "
+        f"{np.median(near):.3f}, {len(near)} pairs) between words <= 75 steps apart, {np.mean(far):.3f} (median "
+        f"{np.median(far):.3f}, {len(far)} pairs) between words >= 300 steps apart."
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ oracle reads each edit's object. --caption-init adds words of two vectors initia
 ("blue ring"), edited at guidance 5, 7.5 and 10.  ~20 min on one core:
     HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.world_probes.edit_probe
 """
+
 import tempfile
 
 import numpy as np
@@ -23,9 +24,15 @@ def probe_arguments(ap):
     ap.add_argument("--held-out", action="store_true", help="the held-out object concepts (final reports only)")
     ap.add_argument("--caption-init", action="store_true", help="also two vectors initialised from the caption")
     ap.add_argument("--seeds", type=int, default=3, help="learning seeds per concept")
-    ap.add_argument("--guidances", default="5", help="comma-separated edit guidances for the one-vector words (default 5)")
-    ap.add_argument("--steps", type=int, default=300,
-                    help="learning steps, early stopping off (0: oneword learn's defaults, early stopping on)")
+    ap.add_argument(
+        "--guidances", default="5", help="comma-separated edit guidances for the one-vector words (default 5)"
+    )
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=300,
+        help="learning steps, early stopping off (0: oneword learn's defaults, early stopping on)",
+    )
 
 
 args, model, judge = probe_setup(__doc__, probe_arguments)
@@ -37,7 +44,9 @@ for name in names:
     c = NOVEL_CONCEPTS[name]
     variants = [("1 vector", {}, tuple(float(g) for g in args.guidances.split(",")))]
     if args.caption_init:
-        variants.append((f"2 vectors, init '{c.caption_words}'", {"vectors": 2, "init": c.caption_words}, (5.0, 7.5, 10.0)))
+        variants.append(
+            (f"2 vectors, init '{c.caption_words}'", {"vectors": 2, "init": c.caption_words}, (5.0, 7.5, 10.0))
+        )
     for label, kw, guidances in variants:
         for seed in range(args.seeds):
             tok = f"<{name}-{len(kw)}-{seed}>"  # edit() installs words for good: one token per run
@@ -50,12 +59,16 @@ for name in names:
                 f = world_edit_figures(model, word, judge, guidance=g)
                 rows.append((name, label, g, f["oracle"], f["per_attribute"]))
                 parts = ", ".join(f"{a} {c.attributes[a]} {v:.0%}" for a, v in f["per_attribute"].items())
-                print(f"{name} {label} seed {seed} guidance {g}: all attributes {f['oracle']:.0%} ({parts})", flush=True)
+                print(
+                    f"{name} {label} seed {seed} guidance {g}: all attributes {f['oracle']:.0%} ({parts})", flush=True
+                )
 
 print("\n| concept | what has no word | word | guidance | all attributes in the mask, per learning seed | mean |")
 print("|---|---|---|---|---|---|")
 for key in dict.fromkeys((r[0], r[1], r[2]) for r in rows):
     hits = [r[3] for r in rows if (r[0], r[1], r[2]) == key]
     c = NOVEL_CONCEPTS[key[0]]
-    print(f"| {key[0]} | {', '.join(c.unnamed)} | {key[1]} | {key[2]:g} | "
-          f"{' / '.join(f'{h:.0%}' for h in hits)} | {np.mean(hits):.0%} |")
+    print(
+        f"| {key[0]} | {', '.join(c.unnamed)} | {key[1]} | {key[2]:g} | "
+        f"{' / '.join(f'{h:.0%}' for h in hits)} | {np.mean(hits):.0%} |"
+    )

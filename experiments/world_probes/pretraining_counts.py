@@ -5,6 +5,7 @@ drawn by `render.pretraining_scene` with the novel concepts excluded. This redra
 NOVEL_CONCEPTS and UNSEEN_CONCEPTS must count 0; the late tuning concepts (concepts.LATE_CONCEPTS) were not excluded.
     HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.world_probes.pretraining_counts
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,7 +32,11 @@ def main() -> int:
     seen, total = counts(), len(SEEDS) * SCENES_PER_SEED
     print(f"| concept | kind | (shape, colour, pattern) | pretraining scenes with it (of {total:,}) |")
     print("|---|---|---|---|")
-    for group, concepts in (("novel", NOVEL_CONCEPTS), ("late tuning", LATE_CONCEPTS), ("unseen tuning", UNSEEN_CONCEPTS)):
+    for group, concepts in (
+        ("novel", NOVEL_CONCEPTS),
+        ("late tuning", LATE_CONCEPTS),
+        ("unseen tuning", UNSEEN_CONCEPTS),
+    ):
         for c in concepts.values():
             if c.kind == "object":
                 key = (c.attributes["shape"], c.attributes["colour"], c.attributes["pattern"])

@@ -6,6 +6,7 @@ place that turns a user's mistake (`OnewordError`, a bad argument, memory the de
 line on stderr and exit code 2; warnings print as one `warning: ...` line each; a closed output pipe
 (`oneword inspect F | head -3`) ends the command quietly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,11 @@ __all__ = ["main", "build_parser", "register", "quiet_libraries"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="oneword", description="Textual inversion: learn a new word for your photos.",
-                    formatter_class=HelpFormatter)
+    parser = Parser(
+        prog="oneword",
+        description="Textual inversion: learn a new word for your photos.",
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     register(parser.add_subparsers(metavar="COMMAND"))
     return parser
@@ -62,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (MemoryError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
-                or "out of memory" in first.lower() or "can't allocate memory" in first.lower()):
+        if not (
+            isinstance(e, MemoryError)
+            or type(e).__name__ == "OutOfMemoryError"
+            or "out of memory" in first.lower()
+            or "can't allocate memory" in first.lower()
+        ):
             raise
         return _error(f"out of memory ({first[:160]}); use smaller images, --batch-size or -n, or another --device")
     finally:

@@ -1,5 +1,6 @@
 """What several subcommands share: the help layout, the model / learned-word / sampling arguments, and
 loading what they name. Nothing here imports torch or diffusers at module level (`oneword --help` stays fast)."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,55 +46,86 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
     """A subcommand parser with the shared help layout."""
-    return subparsers.add_parser(name, help=help, description=description or help[:1].upper() + help[1:] + ".",
-                                 formatter_class=HelpFormatter)
+    return subparsers.add_parser(
+        name, help=help, description=description or help[:1].upper() + help[1:] + ".", formatter_class=HelpFormatter
+    )
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="diffusers folder, hub id (local cache) or .safetensors/.ckpt file "
-                                   "(default: the embedded world model)")
-    p.add_argument("--model-config", help="for a single-file checkpoint: a diffusers folder (or cached hub id) "
-                                          "whose configs replace the ones oneword ships")
-    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
-                   help="for a single-file SD2.x checkpoint: what its UNet predicts (default: from the file)")
+    p.add_argument(
+        "--model",
+        help="diffusers folder, hub id (local cache) or .safetensors/.ckpt file (default: the embedded world model)",
+    )
+    p.add_argument(
+        "--model-config",
+        help="for a single-file checkpoint: a diffusers folder (or cached hub id) "
+        "whose configs replace the ones oneword ships",
+    )
+    p.add_argument(
+        "--prediction-type",
+        choices=("epsilon", "v_prediction"),
+        help="for a single-file SD2.x checkpoint: what its UNet predicts (default: from the file)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
 
 
 def add_embeds_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embeds", action="append", default=[],
-                   help="learned embedding file (repeatable: several words in one prompt)")
+    p.add_argument(
+        "--embeds", action="append", default=[], help="learned embedding file (repeatable: several words in one prompt)"
+    )
 
 
 def add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
     """The arguments of `generate` and `variations`."""
     add_embeds_arg(p)
     add_model_args(p)
-    p.add_argument("-n", "--num", type=check.arg(check.whole, 1, check.MAX_IMAGES), default=n_default,
-                   help="number of images (image i uses seed + i)")
+    p.add_argument(
+        "-n",
+        "--num",
+        type=check.arg(check.whole, 1, check.MAX_IMAGES),
+        default=n_default,
+        help="number of images (image i uses seed + i)",
+    )
     add_steps_guidance(p, "sampling steps")
     p.add_argument("--negative", help="negative prompt")
     p.add_argument("--seed", type=check.arg(check.seed_arg), default=0)
-    p.add_argument("--height", type=check.arg(check.whole, 1, check.MAX_SIDE),
-                   help="image height in pixels: a multiple of 64 for Stable Diffusion, 8 for the world model "
-                        "(default: the model's resolution)")
-    p.add_argument("--width", type=check.arg(check.whole, 1, check.MAX_SIDE),
-                   help="image width in pixels, as --height (default: the model's resolution)")
-    p.add_argument("--out", default="out.png", help="grid image, .png/.jpg/.webp; the images go beside it as "
-                                                    "NAME_00, ...")
+    p.add_argument(
+        "--height",
+        type=check.arg(check.whole, 1, check.MAX_SIDE),
+        help="image height in pixels: a multiple of 64 for Stable Diffusion, 8 for the world model "
+        "(default: the model's resolution)",
+    )
+    p.add_argument(
+        "--width",
+        type=check.arg(check.whole, 1, check.MAX_SIDE),
+        help="image width in pixels, as --height (default: the model's resolution)",
+    )
+    p.add_argument(
+        "--out", default="out.png", help="grid image, .png/.jpg/.webp; the images go beside it as NAME_00, ..."
+    )
     add_overwrite_arg(p)
 
 
 def add_steps_guidance(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--steps", type=check.arg(check.whole, 1, check.MAX_SAMPLING_STEPS),
-                   help=f"{what} (default: the model's, else 50; world model: 25)")
-    p.add_argument("--guidance", type=check.arg(check.number, 0.0, check.MAX_GUIDANCE),
-                   help="classifier-free guidance scale (default: the model's, else 7.5; world model: 5)")
+    p.add_argument(
+        "--steps",
+        type=check.arg(check.whole, 1, check.MAX_SAMPLING_STEPS),
+        help=f"{what} (default: the model's, else 50; world model: 25)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=check.arg(check.number, 0.0, check.MAX_GUIDANCE),
+        help="classifier-free guidance scale (default: the model's, else 7.5; world model: 5)",
+    )
 
 
 def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace --out and the images beside it if they exist (and remove older NAME_NN images "
-                        "beyond -n); without it an existing file is never replaced")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out and the images beside it if they exist (and remove older NAME_NN images "
+        "beyond -n); without it an existing file is never replaced",
+    )
 
 
 def numbered(out, i: int):
@@ -135,8 +167,9 @@ def write_images(images, out, overwrite: bool, grid: bool = True) -> str:
             p.unlink()
             removed += 1
     names = paths[0].name if len(paths) == 1 else f"{paths[0].name} ... {paths[-1].name}"
-    return (f"{out} (grid) and {names} beside it"
-            + (f" (removed {removed} older image(s) beyond -n {len(images)})" if removed else ""))
+    return f"{out} (grid) and {names} beside it" + (
+        f" (removed {removed} older image(s) beyond -n {len(images)})" if removed else ""
+    )
 
 
 def load_model_from(args):
@@ -144,8 +177,9 @@ def load_model_from(args):
     from ..models import load_model
 
     device = check.device(args.device)
-    return load_model(args.model, device=device, config=args.model_config,
-                      prediction_type=getattr(args, "prediction_type", None))
+    return load_model(
+        args.model, device=device, config=args.model_config, prediction_type=getattr(args, "prediction_type", None)
+    )
 
 
 def load_concepts_from(paths: list[str]) -> list:
@@ -164,8 +198,18 @@ def sample_and_save(args, prompt: str, concepts=None) -> None:
     concepts = load_concepts_from(args.embeds) if concepts is None else concepts
     model = load_model_from(args)
     started = time.perf_counter()
-    images = generate(model, prompt, concepts, n=args.num, steps=args.steps, guidance=args.guidance,
-                      seed=args.seed, negative=args.negative, height=args.height, width=args.width)
+    images = generate(
+        model,
+        prompt,
+        concepts,
+        n=args.num,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        negative=args.negative,
+        height=args.height,
+        width=args.width,
+    )
     seconds = time.perf_counter() - started
     print(f"wrote {write_images(images, out, args.overwrite)}: {_count(len(images), 'image')} in {seconds:.1f} s")
 

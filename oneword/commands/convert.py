@@ -1,4 +1,5 @@
 """`oneword convert`: move a learned word between formats, or write the file a given tool loads as it is."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,25 +15,37 @@ _USE = {
     "comfyui": "put it in ComfyUI/models/embeddings/; write embedding:{stem} in the prompt",
     "invokeai": "add it in the Model Manager; it is named after the file: {stem}",
     "kohya": "pass it with --textual_inversion_embeddings; the prompt word is the file name: {stem}",
-    "diffusers": "pipe.load_textual_inversion(\"{path}\") adds the word {token}",
+    "diffusers": 'pipe.load_textual_inversion("{path}") adds the word {token}',
     "onetrainer": "give it as the embedding's base file in OneTrainer",
 }
 
 
 def register(subparsers) -> None:
     p = add_command(
-        subparsers, "convert", "convert an embedding between formats, or for a given tool (--for)",
+        subparsers,
+        "convert",
+        "convert an embedding between formats, or for a given tool (--for)",
         description="Read any supported embedding (diffusers .safetensors/.bin incl. old 1-D files, A1111 "
-                    ".pt/.safetensors/PNG/WebP, kohya and OneTrainer files, SDXL clip_l/clip_g) and write it as "
-                    "OUT. With --for TOOL, OUT is the file that tool loads as it is (its layout; the extension is "
-                    "added when OUT has none). Never runs code from the input file.")
+        ".pt/.safetensors/PNG/WebP, kohya and OneTrainer files, SDXL clip_l/clip_g) and write it as "
+        "OUT. With --for TOOL, OUT is the file that tool loads as it is (its layout; the extension is "
+        "added when OUT has none). Never runs code from the input file.",
+    )
     p.add_argument("input", metavar="IN", help="embedding file (or a folder with learned_embeds.safetensors)")
     p.add_argument("output", metavar="OUT", help="file to write (.safetensors, .bin, .pt, .png, .webp)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--for", dest="tool", choices=tuple(_USE), default=None,
-                     help="write the file this tool loads as it is (layout and extension; see docs/compatibility.md)")
-    how.add_argument("--format", choices=("diffusers", "a1111", "kohya", "onetrainer"), default=None,
-                     help="output layout (default: from OUT's extension: .safetensors/.bin diffusers, .pt a1111)")
+    how.add_argument(
+        "--for",
+        dest="tool",
+        choices=tuple(_USE),
+        default=None,
+        help="write the file this tool loads as it is (layout and extension; see docs/compatibility.md)",
+    )
+    how.add_argument(
+        "--format",
+        choices=("diffusers", "a1111", "kohya", "onetrainer"),
+        default=None,
+        help="output layout (default: from OUT's extension: .safetensors/.bin diffusers, .pt a1111)",
+    )
     p.add_argument("--token", default=None, help="rename the word (or pick one when IN holds several)")
     p.set_defaults(func=run)
 
@@ -52,9 +65,11 @@ def run(args) -> None:
         use = _USE[args.tool].format(stem=out.stem, path=out, token=c.token)
         if args.tool == "diffusers" and c.parts:
             second = diffusers_second_file(out)
-            use = (f"diffusers loads an SDXL word once per text encoder: load_textual_inversion({str(out)!r}, "
-                   f"text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer), then {second.name} with "
-                   "text_encoder_2 and tokenizer_2")
+            use = (
+                f"diffusers loads an SDXL word once per text encoder: load_textual_inversion({str(out)!r}, "
+                f"text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer), then {second.name} with "
+                "text_encoder_2 and tokenizer_2"
+            )
             out = f"{out} and {second.name}"
         print(f"wrote {out}: {c.token} ({shape}) for {TOOLS[args.tool][0]}; {use}")
         return

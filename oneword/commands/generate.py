@@ -1,4 +1,5 @@
 """`oneword generate`: images from a prompt that uses learned words."""
+
 from __future__ import annotations
 
 from ._common import add_command, add_sampling_args, sample_and_save

@@ -1,4 +1,5 @@
 """`oneword inspect`: what an embedding file holds, and (with --model) the words nearest its vectors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,13 @@ from ._common import add_command
 
 def register(subparsers) -> None:
     p = add_command(
-        subparsers, "inspect", "show an embedding's token, shape, norms and (with --model) nearest words",
+        subparsers,
+        "inspect",
+        "show an embedding's token, shape, norms and (with --model) nearest words",
         description="Print what an embedding file holds. With --model, also the 5 nearest vocabulary words "
-                    "of each vector (cosine over the model's token embedding table; for SDXL, in both "
-                    "encoders).")
+        "of each vector (cosine over the model's token embedding table; for SDXL, in both "
+        "encoders).",
+    )
     p.add_argument("file", metavar="FILE", help="embedding file")
     p.add_argument("--model", default=None, help="model to compare with (local folder, hub id, or checkpoint)")
     p.add_argument("--token", default=None, help="pick one word when FILE holds several")
@@ -45,7 +49,10 @@ def _describe(c, encoders, describe) -> str:
     for e in encoders:
         if e.part in c.parts:
             part = Concept(c.token, c.parts[e.part], {})
-            near = [line for line in describe(part, e.tokenizer, e.text_encoder).splitlines()
-                    if line.startswith(("vector", "nearest", "vocabulary"))]
+            near = [
+                line
+                for line in describe(part, e.tokenizer, e.text_encoder).splitlines()
+                if line.startswith(("vector", "nearest", "vocabulary"))
+            ]
             text += "\n" + "\n".join(f"{e.part} {line}" for line in near)
     return text

@@ -1,4 +1,5 @@
 """`oneword learn-many`: learn many words at once, several concepts sharing each batch (oneword.many)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,16 +9,21 @@ from ._common import add_command, add_model_args, load_model_from
 
 
 def register(subparsers) -> None:
-    p = add_command(subparsers, "learn-many", "learn many words at once, several concepts per batch",
-                    description="Learn one word per job: JOBS is a folder of photo folders (token <folder name>; an "
-                                "optional oneword.json or oneword.toml beside the photos sets init, property, vectors, "
-                                "steps, seed, lr) or a JSONL manifest with those fields and photos, token, out. "
-                                "Each concept's folder under --out is what `oneword learn` writes.")
+    p = add_command(
+        subparsers,
+        "learn-many",
+        "learn many words at once, several concepts per batch",
+        description="Learn one word per job: JOBS is a folder of photo folders (token <folder name>; an "
+        "optional oneword.json or oneword.toml beside the photos sets init, property, vectors, "
+        "steps, seed, lr) or a JSONL manifest with those fields and photos, token, out. "
+        "Each concept's folder under --out is what `oneword learn` writes.",
+    )
     p.add_argument("jobs", nargs="?", help="folder of photo folders, or a .jsonl manifest (not needed with --resume)")
     p.add_argument("--out", help="folder for the concepts' run folders and summary.json (default: runs/)")
     add_model_args(p)
-    p.add_argument("--slots", type=int, help="concepts per batch (default: as many as fit in free GPU memory; "
-                                             "on the CPU up to 8)")
+    p.add_argument(
+        "--slots", type=int, help="concepts per batch (default: as many as fit in free GPU memory; on the CPU up to 8)"
+    )
     p.add_argument("--steps", type=int, help="maximum steps per concept unless its job sets them (default: learn's)")
     p.add_argument("--batch-size", type=int, help="photos per concept per step (default: 4)")
     p.add_argument("--lr", type=float, help="learning rate unless the job sets it (default: learn's)")
@@ -25,8 +31,11 @@ def register(subparsers) -> None:
     p.add_argument("--no-early-stop", action="store_true", help="run every concept to its step cap")
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run each step eagerly")
     p.add_argument("--resume", metavar="OUT", help="continue an interrupted learn-many run in OUT")
-    p.add_argument("--ray", metavar="auto|ADDRESS", help="run one worker per GPU (or CPU) of a Ray cluster "
-                                                         "(needs `pip install oneword[ray]`)")
+    p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="run one worker per GPU (or CPU) of a Ray cluster (needs `pip install oneword[ray]`)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -53,14 +62,17 @@ def run(args) -> None:
             args.model = model["source"]  # the model it was learned on, as `learn --resume` does
     else:
         if not args.jobs:
-            raise OnewordError("learn-many needs JOBS (a folder of photo folders or a .jsonl manifest), or --resume OUT")
+            raise OnewordError(
+                "learn-many needs JOBS (a folder of photo folders or a .jsonl manifest), or --resume OUT"
+            )
         out = Path(args.out or "runs")
         jobs = read_jobs(args.jobs, out)  # refuses duplicate tokens / out folders before any work
     if args.ray:
         from ..distributed import learn_many_ray
 
-        rows = learn_many_ray(args.ray, args.model, args.device, jobs, out, slots=slots, resume=bool(args.resume),
-                              **settings)
+        rows = learn_many_ray(
+            args.ray, args.model, args.device, jobs, out, slots=slots, resume=bool(args.resume), **settings
+        )
     else:
         model = load_model_from(args)
         rows = learn_many(model, jobs, out, slots=slots, resume=bool(args.resume), progress=not args.quiet, **settings)

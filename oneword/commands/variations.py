@@ -1,4 +1,5 @@
 """`oneword variations`: the paper's image variations, a grid of "a photo of S*"."""
+
 from __future__ import annotations
 
 from .. import validate as check
@@ -8,9 +9,11 @@ from ._common import add_command, add_sampling_args, load_concepts_from, sample_
 
 def register(subparsers) -> None:
     p = add_command(subparsers, "variations", 'image variations: a grid of "a photo of S*"')
-    p.add_argument("--template", default=None,
-                   help='prompt with {} for the word (default: "a photo of {}", "a painting in the style of {}" '
-                        'for styles)')
+    p.add_argument(
+        "--template",
+        default=None,
+        help='prompt with {} for the word (default: "a photo of {}", "a painting in the style of {}" for styles)',
+    )
     add_sampling_args(p, 16)
     p.set_defaults(func=run)
 

@@ -1,4 +1,5 @@
 """Model families: what differs between SD1.x/2.x and SDXL, in one place (:class:`~.base.Family`)."""
+
 from __future__ import annotations
 
 from .base import Encoder, Family, Tokenizers

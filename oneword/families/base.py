@@ -7,6 +7,7 @@ encoders' vectors side by side (SDXL: ``[n, 768 + 1280]``, clip_l then clip_g), 
 non-finite guard, the CUDA graph and the checkpoint handle one parameter whatever the family. The family
 splits it into its encoders' parts (:meth:`Family.parts`) and back (:meth:`Family.word_vectors`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ..concept import Concept
 @dataclass(frozen=True)
 class Encoder:
     """One text encoder that gets the word: its part name in files, tokenizer, model and columns of the word."""
+
     part: str
     tokenizer: object
     text_encoder: object
@@ -51,6 +53,7 @@ class Tokenizers(tuple):
 
 class Family:
     """The interface; see sd.py and sdxl.py."""
+
     name = "?"
     label = "?"
     default_resolution: int | None = None  # None: the UNet's sample size times the VAE factor
@@ -90,8 +93,9 @@ class Family:
         """The pipeline's prompt-embedding arguments for prompts the given tokenizer(s) read (learned words)."""
         raise NotImplementedError
 
-    def sampling_conditioning(self, model, prompt: str, negative: str | None, k: int, cfg: bool,
-                              size: tuple[int, int]) -> dict:
+    def sampling_conditioning(
+        self, model, prompt: str, negative: str | None, k: int, cfg: bool, size: tuple[int, int]
+    ) -> dict:
         """UNet keyword arguments for sampling k images of `prompt` at `size` (h, w) with the pipeline's own
         prompt encoding (installed words), unconditional first when `cfg`."""
         raise NotImplementedError
@@ -102,5 +106,6 @@ class Family:
 
 
 def ids_of(tokenizer, texts: list[str], device) -> torch.Tensor:
-    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids.to(device)
+    return tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)

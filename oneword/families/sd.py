@@ -1,5 +1,6 @@
 """Stable Diffusion 1.x / 2.x: one text encoder (CLIP ViT-L 768 or OpenCLIP ViT-H 1024); the UNet is conditioned
 on its last hidden state alone."""
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,10 @@ class SD(Family):
 
     def word_vectors(self, pipe, concept: Concept) -> torch.Tensor:
         if concept.parts is not None:
-            raise OnewordError(f"embedding {concept.token!r} is an SDXL embedding (clip_l 768 + clip_g 1280); this "
-                               f"model is SD1.x/2.x with text width {self.word_width(pipe)}")
+            raise OnewordError(
+                f"embedding {concept.token!r} is an SDXL embedding (clip_l 768 + clip_g 1280); this "
+                f"model is SD1.x/2.x with text width {self.word_width(pipe)}"
+            )
         v = torch.as_tensor(concept.vectors)
         return v.reshape(-1, v.shape[-1])  # (learned_words checks the width)
 

@@ -11,6 +11,7 @@ own encoder, written as one file with ``clip_l`` and ``clip_g`` (what kohya, One
 AUTOMATIC1111 and ComfyUI read). Photos are encoded by the VAE in float32 when the model runs in float16:
 SDXL's VAE overflows there (NaN latents, black images).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,10 @@ class SDXL(Family):
 
     def encoders(self, pipe) -> list[Encoder]:
         w = int(pipe.text_encoder.config.hidden_size)
-        return [Encoder("clip_l", pipe.tokenizer, pipe.text_encoder, slice(0, w)),
-                Encoder("clip_g", pipe.tokenizer_2, pipe.text_encoder_2, slice(w, None))]
+        return [
+            Encoder("clip_l", pipe.tokenizer, pipe.text_encoder, slice(0, w)),
+            Encoder("clip_g", pipe.tokenizer_2, pipe.text_encoder_2, slice(w, None)),
+        ]
 
     def prepare(self, pipe) -> None:
         """The pooled output must be read at the end token. Hub SDXL's text_encoder_2/config.json says
@@ -46,20 +49,28 @@ class SDXL(Family):
     def word_vectors(self, pipe, concept: Concept) -> torch.Tensor:
         widths = [e.width for e in self.encoders(pipe)]
         if concept.parts is None:
-            raise OnewordError(f"embedding {concept.token!r} is a single-encoder (SD1.x/2.x) embedding of width "
-                               f"{concept.dim}; this model is SDXL and needs clip_l + clip_g")
+            raise OnewordError(
+                f"embedding {concept.token!r} is a single-encoder (SD1.x/2.x) embedding of width "
+                f"{concept.dim}; this model is SDXL and needs clip_l + clip_g"
+            )
         check_sdxl_parts(concept.parts, f"embedding {concept.token!r}")
         for part, w in zip(("clip_l", "clip_g"), widths):
             if concept.parts[part].shape[1] != w:
-                raise OnewordError(f"embedding {concept.token!r} {part} has width {concept.parts[part].shape[1]}; "
-                                   f"this SDXL model's encoder has {w}")
+                raise OnewordError(
+                    f"embedding {concept.token!r} {part} has width {concept.parts[part].shape[1]}; "
+                    f"this SDXL model's encoder has {w}"
+                )
         return torch.cat([concept.parts["clip_l"], concept.parts["clip_g"]], dim=-1)
 
     def concept(self, pipe, token: str, vectors: torch.Tensor, meta: dict) -> Concept:
         parts = {k: v.contiguous() for k, v in self.parts(pipe, vectors).items()}
         widths = "+".join(str(v.shape[-1]) for v in parts.values())
-        return Concept(token=token, vectors=parts["clip_l"], parts=parts,
-                       meta={**meta, "text_width": widths, "model_family": "sdxl"})
+        return Concept(
+            token=token,
+            vectors=parts["clip_l"],
+            parts=parts,
+            meta={**meta, "text_width": widths, "model_family": "sdxl"},
+        )
 
     # ------------------------------------------------------------------------------------ conditioning
     def _encode(self, model, ids: torch.Tensor):
@@ -74,8 +85,10 @@ class SDXL(Family):
         if sizes is None:
             r = float(model.resolution)
             sizes = torch.tensor([[r, r, 0.0, 0.0, r, r]], device=ids.device).expand(len(ids), -1)
-        return {"encoder_hidden_states": hidden,
-                "added_cond_kwargs": {"text_embeds": pooled, "time_ids": sizes.to(model.dtype)}}
+        return {
+            "encoder_hidden_states": hidden,
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": sizes.to(model.dtype)},
+        }
 
     def pipe_embeds(self, model, tokenizer, prompts, negatives) -> dict:
         cond, pooled = self._encode(model, ids_of(tokenizer, prompts, model.device))
@@ -83,13 +96,18 @@ class SDXL(Family):
             uncond, uncond_pooled = torch.zeros_like(cond), torch.zeros_like(pooled)
         else:
             uncond, uncond_pooled = self._encode(model, ids_of(tokenizer, negatives, model.device))
-        return {"prompt_embeds": cond, "negative_prompt_embeds": uncond,
-                "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": uncond_pooled}
+        return {
+            "prompt_embeds": cond,
+            "negative_prompt_embeds": uncond,
+            "pooled_prompt_embeds": pooled,
+            "negative_pooled_prompt_embeds": uncond_pooled,
+        }
 
     def sampling_conditioning(self, model, prompt, negative, k, cfg, size) -> dict:
         pipe = model.pipe
-        cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(prompt, None, model.device, k, cfg,
-                                                                 negative_prompt=negative)
+        cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
+            prompt, None, model.device, k, cfg, negative_prompt=negative
+        )
         h, w = size
         time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=model.device, dtype=cond.dtype).expand(k, -1)
         if cfg:

@@ -14,6 +14,7 @@ Every tensor read is validated by :func:`oneword.concept.check_vectors` (floatin
 1..4096, finite), token names and metadata too. Every problem is one line of
 :class:`~oneword.errors.OnewordError`.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,12 +62,30 @@ TOOLS = {
     "diffusers": ("diffusers", "diffusers", ".safetensors"),
     "onetrainer": ("OneTrainer", "onetrainer", ".safetensors"),
 }
-TOOL_WIDTHS = (768, 1024)   # what a plain word must be for Stable Diffusion's tools (SDXL words have two parts)
+TOOL_WIDTHS = (768, 1024)  # what a plain word must be for Stable Diffusion's tools (SDXL words have two parts)
 EXTENSIONS = (".safetensors", ".bin", ".pt", ".png", ".webp", ".ckpt", ".sft", ".pth")
 
-__all__ = ["FORMATS", "KNOWN_WIDTHS", "MAX_DIM", "MAX_FILE_BYTES", "MAX_HEADER_BYTES", "MAX_IMAGE_PIXELS",
-           "MAX_JSON_BYTES", "MAX_META_ITEMS", "MAX_META_KEY_CHARS", "MAX_TENSORS", "MAX_TOKEN_CHARS", "MAX_VECTORS",
-           "TOOLS", "a1111_image_bytes", "describe", "load_concepts", "save_concept", "save_for_tool", "sniff"]
+__all__ = [
+    "FORMATS",
+    "KNOWN_WIDTHS",
+    "MAX_DIM",
+    "MAX_FILE_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_JSON_BYTES",
+    "MAX_META_ITEMS",
+    "MAX_META_KEY_CHARS",
+    "MAX_TENSORS",
+    "MAX_TOKEN_CHARS",
+    "MAX_VECTORS",
+    "TOOLS",
+    "a1111_image_bytes",
+    "describe",
+    "load_concepts",
+    "save_concept",
+    "save_for_tool",
+    "sniff",
+]
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -107,8 +126,9 @@ def load_concepts(path: str | Path, token: str | None = None) -> list[Concept]:
         # a torch zip may be big only because a slice keeps its whole table's storage: mapped, not read
         concepts = load_torch_file(path, size) if _head(path) == "torchzip" else _refuse_big(path, size)
     else:
-        data = read_regular_file(path, MAX_FILE_BYTES, "an embedding file",
-                                 "an embedding is at most a few MB (is it a model checkpoint?)")
+        data = read_regular_file(
+            path, MAX_FILE_BYTES, "an embedding file", "an embedding is at most a few MB (is it a model checkpoint?)"
+        )
         concepts = _load_bytes(data, path)
     if not concepts:
         raise OnewordError(f"{path} holds no embedding")
@@ -120,8 +140,10 @@ def load_concepts(path: str | Path, token: str | None = None) -> list[Concept]:
         else:
             chosen = [c for c in concepts if c.token == token]
             if not chosen:
-                raise OnewordError(f"{path} holds {len(concepts)} embeddings ({', '.join(c.token for c in concepts)}); "
-                                   f"none is called {token!r}")
+                raise OnewordError(
+                    f"{path} holds {len(concepts)} embeddings ({', '.join(c.token for c in concepts)}); "
+                    f"none is called {token!r}"
+                )
             concepts = chosen
     seen = set()
     for c in concepts:
@@ -166,8 +188,10 @@ def _load_bytes(data: bytes, path: Path) -> list[Concept]:
     if kind in ("PNG", "WEBP"):
         return load_image_embedding(data, path, kind)
     if kind == "pickle":
-        raise OnewordError(f"{path} is a raw Python pickle (or pre-2020 torch file); oneword never unpickles "
-                           "code — re-save it with torch>=1.6 or as .safetensors in an environment you trust")
+        raise OnewordError(
+            f"{path} is a raw Python pickle (or pre-2020 torch file); oneword never unpickles "
+            "code — re-save it with torch>=1.6 or as .safetensors in an environment you trust"
+        )
     if kind == "image":
         raise OnewordError(f"{path} is an image without an embedding (A1111 embeds them only in PNG/WebP)")
     raise OnewordError(f"{path} is not an embedding file (not safetensors, torch zip, PNG or WebP)")
@@ -205,8 +229,9 @@ def _refuse_big(path: Path, size: int) -> None:
                 f.seek(8)
                 header = json.loads(f.read(n))
                 count = len([k for k in header if k != "__metadata__"])
-                raise OnewordError(f"{path} holds {count} tensors in {size / 2**20:.0f} MB: a model checkpoint, "
-                                   "not an embedding")
+                raise OnewordError(
+                    f"{path} holds {count} tensors in {size / 2**20:.0f} MB: a model checkpoint, not an embedding"
+                )
     except (OSError, ValueError, RecursionError, TypeError):
         pass
     raise OnewordError(f"{path} is {size / 2**20:.0f} MB; an embedding is at most a few MB (is it a model checkpoint?)")
@@ -265,8 +290,10 @@ def _infer_format(path: Path, fmt: str | None) -> tuple[str, str]:
         if fmt not in FORMATS:
             raise OnewordError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if ext not in (".safetensors", ".bin", ".pt", ".png", ".webp"):
-        raise OnewordError(f"cannot tell the embedding format from {path.name!r}; use .safetensors, .bin, .pt "
-                           f"(or .png/.webp for A1111 images)")
+        raise OnewordError(
+            f"cannot tell the embedding format from {path.name!r}; use .safetensors, .bin, .pt "
+            f"(or .png/.webp for A1111 images)"
+        )
     if fmt is None:
         fmt = {".safetensors": "diffusers", ".bin": "diffusers", ".pt": "a1111"}.get(ext, "a1111")
     if fmt in ("kohya", "onetrainer") and ext != ".safetensors":
@@ -288,8 +315,9 @@ def tool_output(path: str | Path, tool: str) -> tuple[Path, str]:
     if suffix == ext:
         return path, fmt
     if suffix in EXTENSIONS:
-        raise OnewordError(f"{label} takes a {ext} file, not {path.name!r}: name it {path.stem}{ext} "
-                           "(or leave the extension out)")
+        raise OnewordError(
+            f"{label} takes a {ext} file, not {path.name!r}: name it {path.stem}{ext} (or leave the extension out)"
+        )
     return path.with_name(path.name + ext), fmt
 
 
@@ -298,9 +326,11 @@ def save_for_tool(concept: Concept, path: str | Path, tool: str) -> Path:
     dest, fmt = tool_output(path, tool)
     c = check_concept(concept, "concept to save")
     if not c.parts and c.dim not in TOOL_WIDTHS:
-        raise OnewordError(f"{c.token} is {c.dim} wide{width_name(c.dim)}; {TOOLS[str(tool).lower()][0]} loads words "
-                           "of Stable Diffusion's text encoders (768 SD1.x, 1024 SD2.x, SDXL's 768 + 1280): this one "
-                           "works only in oneword")
+        raise OnewordError(
+            f"{c.token} is {c.dim} wide{width_name(c.dim)}; {TOOLS[str(tool).lower()][0]} loads words "
+            "of Stable Diffusion's text encoders (768 SD1.x, 1024 SD2.x, SDXL's 768 + 1280): this one "
+            "works only in oneword"
+        )
     return save_concept(c, dest, fmt)
 
 
@@ -312,7 +342,7 @@ def describe(concept: Concept, tokenizer=None, text_encoder=None, k: int = 5) ->
     lines = [f"token: {c.token}", f"shape: {c.n_vectors} x {c.dim} (float32){width_name(c.dim)}"]
     if c.parts:
         lines[-1] = "shape: SDXL " + ", ".join(f"{k2} {v.shape[0]} x {v.shape[1]}" for k2, v in c.parts.items())
-    norms = c.vectors.double().norm(dim=1)        # float64: huge (finite) float32 vectors do not print inf
+    norms = c.vectors.double().norm(dim=1)  # float64: huge (finite) float32 vectors do not print inf
     lines.append("norms: " + ", ".join(f"{x:.4f}" for x in norms.tolist()))
     shown = {k2: v for k2, v in c.meta.items() if k2 != "token"}
     for k2 in sorted(shown):
@@ -321,8 +351,10 @@ def describe(concept: Concept, tokenizer=None, text_encoder=None, k: int = 5) ->
     if tokenizer is not None and text_encoder is not None:
         table = text_encoder.get_input_embeddings().weight.detach().float().cpu()
         if table.shape[1] != c.dim:
-            lines.append(f"nearest words: not comparable — this embedding has width {c.dim}{width_name(c.dim)}, "
-                         f"the model {table.shape[1]}")
+            lines.append(
+                f"nearest words: not comparable — this embedding has width {c.dim}{width_name(c.dim)}, "
+                f"the model {table.shape[1]}"
+            )
             return "\n".join(lines)
         own = {i for i in tokenizer.convert_tokens_to_ids(c.tokens) if isinstance(i, int) and i >= 0}
         added = set(getattr(tokenizer, "added_tokens_encoder", {}).values())

@@ -5,6 +5,7 @@ A1111's record ``{string_to_token, string_to_param, name, step, sd_checkpoint, s
 in a ``.pt`` torch zip (tensors) and inside PNG/WebP images (JSON, ``{"TORCHTENSOR": [[...]]}``); the
 same two functions write and read it for both.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,10 @@ def concepts_from_tensors(vec: dict, meta: dict, path: Path) -> list[Concept]:
     where = str(path)
     keys = set(vec)
     if keys & set(OUTPUT_KEYS):
-        raise OnewordError(f"{where}: holds OneTrainer output embeddings ({', '.join(sorted(keys & set(OUTPUT_KEYS)))}), "
-                           "which act after the text encoder; oneword reads input words only")
+        raise OnewordError(
+            f"{where}: holds OneTrainer output embeddings ({', '.join(sorted(keys & set(OUTPUT_KEYS)))}), "
+            "which act after the text encoder; oneword reads input words only"
+        )
     if keys == {"clip_l", "clip_g"}:
         parts = {"clip_l": vec["clip_l"], "clip_g": vec["clip_g"]}
         check_sdxl_parts(parts, where)
@@ -84,9 +87,15 @@ def a1111_record(c: Concept, vec) -> dict:
         step = int(step) if step is not None else None
     except ValueError:
         step = None
-    return {"string_to_token": {"*": 265}, "string_to_param": {"*": vec}, "name": c.token, "step": step,
-            "sd_checkpoint": meta.get("sd_checkpoint"), "sd_checkpoint_name": meta.get("sd_checkpoint_name"),
-            "oneword_meta": meta}
+    return {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": vec},
+        "name": c.token,
+        "step": step,
+        "sd_checkpoint": meta.get("sd_checkpoint"),
+        "sd_checkpoint_name": meta.get("sd_checkpoint_name"),
+        "oneword_meta": meta,
+    }
 
 
 def concept_from_a1111(obj: dict, path: Path, tensor) -> Concept:
@@ -96,7 +105,7 @@ def concept_from_a1111(obj: dict, path: Path, tensor) -> Concept:
     if not isinstance(params, dict) or len(params) != 1:
         n = len(params) if isinstance(params, dict) else type(params).__name__
         raise OnewordError(f"{where}: string_to_param must hold exactly one embedding (found {n})")
-    (key, t), = params.items()
+    ((key, t),) = params.items()
     vec = tensor(t, f"string_to_param[{ascii(key)[:20]}]")
     meta: dict[str, str] = {}
     for k in ("step", "sd_checkpoint", "sd_checkpoint_name", "name"):
@@ -111,7 +120,7 @@ def concept_from_a1111(obj: dict, path: Path, tensor) -> Concept:
         if k != "name":
             meta[k] = str(v)
     own = obj.get("oneword_meta")
-    if own is not None:          # our own exact record wins over the fields derived from A1111's keys
+    if own is not None:  # our own exact record wins over the fields derived from A1111's keys
         meta = check_meta(own, where)
     name = obj.get("name")
     return settle_token(Concept("", vec, meta), path, "meta", name if isinstance(name, str) else None)

@@ -9,6 +9,7 @@ A1111 hides the embedding (its record as JSON, tensors as ``{"TORCHTENSOR": [[..
 Both are parsed as data (json.loads, zlib inflated with a bound); image size, text length and inflated
 size are capped before anything big is allocated.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,7 +29,7 @@ from ..errors import OnewordError
 from ._common import a1111_record, concept_from_a1111, json_object, settle_token
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
-_LCG_A, _LCG_C, _LCG_M = 1664525, 1013904223, 2 ** 32
+_LCG_A, _LCG_C, _LCG_M = 1664525, 1013904223, 2**32
 _lcg_cache = np.zeros(0, dtype=np.uint8)
 
 
@@ -55,15 +56,17 @@ def _lcg_values(n: int) -> np.ndarray:
 
 def _geom(L: int) -> int:
     """sum_{i<L} a^i mod 2^32 (so the affine map for L steps is x -> a^L x + c*geom(L))."""
+
     # binary splitting: G(2k) = G(k)(1 + a^k), G(k+1) = 1 + a G(k)
     def g(k):
         if k == 0:
-            return 0, 1          # (G(k), a^k)
+            return 0, 1  # (G(k), a^k)
         if k % 2:
             gk, ak = g(k - 1)
             return (1 + _LCG_A * gk) % _LCG_M, ak * _LCG_A % _LCG_M
         gh, ah = g(k // 2)
         return gh * (1 + ah) % _LCG_M, ah * ah % _LCG_M
+
     return g(L)[0]
 
 
@@ -77,8 +80,9 @@ def _a1111_json(c: Concept) -> bytes:
     return json.dumps(d).encode()
 
 
-def a1111_image_bytes(concept: Concept, fmt: str = "PNG", text_chunk: bool = True, pixels: bool = True,
-                      height: int = 64) -> bytes:
+def a1111_image_bytes(
+    concept: Concept, fmt: str = "PNG", text_chunk: bool = True, pixels: bool = True, height: int = 64
+) -> bytes:
     """An image carrying ``concept`` the way AUTOMATIC1111 does: a base64-JSON "sd-ti-embedding" PNG text
     chunk and/or zlib-JSON in the low 4 bits of two pixel blocks left and right of a picture (readable by
     A1111's ``extract_image_data_embed``). WebP can only carry the pixel form (saved lossless)."""
@@ -121,8 +125,8 @@ def _lsb_image(blob: bytes, h: int = 64):
     w = low.shape[1]
     canvas = np.zeros((h, w + 1 + h + 1 + w, 3), np.uint8)
     canvas[:, :w] = low
-    canvas[:, w + 1:w + 1 + h] = 128          # the "picture": grey, low nibble 0
-    canvas[:, w + 2 + h:] = high
+    canvas[:, w + 1 : w + 1 + h] = 128  # the "picture": grey, low nibble 0
+    canvas[:, w + 2 + h :] = high
     return Image.fromarray(canvas, "RGB")
 
 
@@ -130,12 +134,12 @@ def _png_text(data: bytes, key: bytes, where: str) -> str | None:
     """Walk PNG chunks (no pixel decoding) and return the text of tEXt/zTXt/iTXt chunk ``key``."""
     pos = len(PNG_SIG)
     while pos + 8 <= len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
         pos += 8
         if length > len(data) - pos:
             raise OnewordError(f"{where}: PNG is truncated or corrupt (chunk {ascii(ctype)[1:]} runs past the end)")
-        body = data[pos:pos + length]
-        pos += length + 4   # + CRC
+        body = data[pos : pos + length]
+        pos += length + 4  # + CRC
         if ctype == b"IEND":
             break
         if ctype not in (b"tEXt", b"zTXt", b"iTXt"):
@@ -186,8 +190,10 @@ def _lsb_payload(data: bytes, where: str) -> bytes | None:
             im = Image.open(io.BytesIO(data), formats=["PNG", "WEBP"])
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
-                raise OnewordError(f"{where}: image is {w}x{h} pixels, over the {MAX_IMAGE_PIXELS // 10**6} MP "
-                                   "limit for embedding images (refused)")
+                raise OnewordError(
+                    f"{where}: image is {w}x{h} pixels, over the {MAX_IMAGE_PIXELS // 10**6} MP "
+                    "limit for embedding images (refused)"
+                )
             if getattr(im, "n_frames", 1) > 1:
                 return None
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -205,7 +211,7 @@ def _lsb_payload(data: bytes, where: str) -> bytes | None:
     black = np.where(out.sum(axis=(0, 2)) == 0)[0]
     if black.shape[0] < 2:
         return None
-    lower, upper = out[:, :black.min()], out[:, black.max() + 1:]
+    lower, upper = out[:, : black.min()], out[:, black.max() + 1 :]
     if lower.shape != upper.shape or lower.size == 0:
         return None
     block = (_xor_block(upper) << np.uint8(4)) | _xor_block(lower)
@@ -226,8 +232,9 @@ def load_image_embedding(data: bytes, path: Path, kind: str) -> list[Concept]:
     else:
         raw = _lsb_payload(data, where)
         if raw is None:
-            raise OnewordError(f"{where}: this {kind} holds no embedding (no sd-ti-embedding text chunk and no "
-                               "A1111 pixel data)")
+            raise OnewordError(
+                f"{where}: this {kind} holds no embedding (no sd-ti-embedding text chunk and no A1111 pixel data)"
+            )
     obj = json_object(raw, f"{where}: embedding JSON")
 
     def tensor(x, what):
@@ -238,13 +245,14 @@ def load_image_embedding(data: bytes, path: Path, kind: str) -> list[Concept]:
     if "string_to_param" in obj:
         return [concept_from_a1111(obj, path, tensor)]
     if len(obj) == 1:
-        (k, v), = obj.items()
+        ((k, v),) = obj.items()
         return [settle_token(Concept(k, tensor(v, "embedding"), {}), path, "key", None)]
     raise OnewordError(f"{where}: embedding JSON has no string_to_param")
 
 
 def _json_matrix(x, where: str) -> torch.Tensor:
     """A list of numbers or a list of equal-length lists of numbers -> float64 tensor (no object arrays)."""
+
     def row(r):
         if not isinstance(r, list) or not r or len(r) > MAX_DIM:
             raise OnewordError(f"{where}: tensor data is not a list of up to {MAX_DIM} numbers")
@@ -252,6 +260,7 @@ def _json_matrix(x, where: str) -> torch.Tensor:
             if type(v) not in (int, float):
                 raise OnewordError(f"{where}: tensor data contains {type(v).__name__}, expected numbers")
         return r
+
     if not isinstance(x, list) or not x:
         raise OnewordError(f"{where}: tensor data is empty or not a list")
     if isinstance(x[0], list):

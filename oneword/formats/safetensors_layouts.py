@@ -13,6 +13,7 @@ Layouts, told apart by their tensor names:
 * OneTrainer         ``{"emp_params": [n, d]}`` (its spelling), named the same way
 * SDXL               ``{"clip_l": [n, 768], "clip_g": [n, 1280]}``
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +32,34 @@ from ..concept import (
 from ..errors import OnewordError
 from ._common import concepts_from_tensors, json_object
 
-SAFE_DTYPES = {"F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2), "F32": (torch.float32, 4),
-               "F64": (torch.float64, 8)}
-ALL_DTYPES = {"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F8_E4M3", "F8_E5M2",
-              "F16", "BF16", "F32", "F64", "F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "C64"}
+SAFE_DTYPES = {
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+    "F32": (torch.float32, 4),
+    "F64": (torch.float64, 8),
+}
+ALL_DTYPES = {
+    "BOOL",
+    "U8",
+    "I8",
+    "I16",
+    "U16",
+    "I32",
+    "U32",
+    "I64",
+    "U64",
+    "F8_E4M3",
+    "F8_E5M2",
+    "F16",
+    "BF16",
+    "F32",
+    "F64",
+    "F4",
+    "F6_E2M3",
+    "F6_E3M2",
+    "F8_E8M0",
+    "C64",
+}
 
 
 def parse_header(data: bytes, where: str) -> tuple[dict, dict]:
@@ -44,7 +69,7 @@ def parse_header(data: bytes, where: str) -> tuple[dict, dict]:
         raise OnewordError(f"{where}: safetensors header claims {n} bytes (limit {MAX_HEADER_BYTES}; refused)")
     if 8 + n > len(data):
         raise OnewordError(f"{where}: safetensors file is truncated (header runs past the end)")
-    header = json_object(data[8:8 + n], f"{where}: safetensors header")
+    header = json_object(data[8 : 8 + n], f"{where}: safetensors header")
     meta = header.pop("__metadata__", None)
     meta = check_meta(meta, where)
     if not header:
@@ -67,9 +92,15 @@ def parse_header(data: bytes, where: str) -> tuple[dict, dict]:
             raise OnewordError(f"{what} has shape {shape[:8]}; expected [vectors, width] or [width]")
         rows, width = (1, shape[0]) if len(shape) == 1 else shape
         if not 1 <= rows <= MAX_VECTORS or not 1 <= width <= MAX_DIM:
-            raise OnewordError(f"{what} has shape {shape}; expected 1-{MAX_VECTORS} vectors of width 1-{MAX_DIM} (refused)")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int and o >= 0 for o in offs)
-                and offs[0] <= offs[1] <= body):
+            raise OnewordError(
+                f"{what} has shape {shape}; expected 1-{MAX_VECTORS} vectors of width 1-{MAX_DIM} (refused)"
+            )
+        if not (
+            isinstance(offs, list)
+            and len(offs) == 2
+            and all(type(o) is int and o >= 0 for o in offs)
+            and offs[0] <= offs[1] <= body
+        ):
             raise OnewordError(f"{what} has data offsets outside the file (truncated or corrupt)")
         if offs[1] - offs[0] != rows * width * SAFE_DTYPES[dt][1]:
             raise OnewordError(f"{what}: byte size does not match its shape (corrupt)")

@@ -18,6 +18,7 @@ Layouts: a diffusers ``.bin`` is ``{token: [n, d]}``; an A1111 ``.pt`` is A1111'
 (``string_to_param``, ...); kohya's ``.pt`` ``{"emb_params": ...}`` and SDXL ``{"clip_l", "clip_g"}`` read
 as their safetensors twins (:func:`._common.concepts_from_tensors`); a bare tensor is named after the file.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,12 +35,12 @@ from ..concept import MAX_FILE_BYTES, MAX_TENSORS, Concept, check_meta, check_ve
 from ..errors import OnewordError
 from ._common import concept_from_a1111, concepts_from_tensors, settle_token
 
-META_RECORD = "oneword_meta.json"   # where older oneword versions put a .bin's metadata (still read)
-META_COMMENT = b"oneword-meta "     # the zip comment's prefix when it holds oneword's metadata (JSON)
-KEPT_RECORDS = re.compile(r"[^/]+/(data\.pkl|version|data/\d+)")   # what AUTOMATIC1111's safe loader allows
-ALIGN = 64                          # torch aligns every record's data to 64 bytes (mmap needs it)
-MAX_PICKLE_BYTES = 1 << 20          # an embedding's data.pkl is well under 1 KB
-MAX_TABLE_FILE_BYTES = 1 << 30      # a slice saved with its whole table: SDXL's 49408 x 1280 float32 is 253 MB
+META_RECORD = "oneword_meta.json"  # where older oneword versions put a .bin's metadata (still read)
+META_COMMENT = b"oneword-meta "  # the zip comment's prefix when it holds oneword's metadata (JSON)
+KEPT_RECORDS = re.compile(r"[^/]+/(data\.pkl|version|data/\d+)")  # what AUTOMATIC1111's safe loader allows
+ALIGN = 64  # torch aligns every record's data to 64 bytes (mmap needs it)
+MAX_PICKLE_BYTES = 1 << 20  # an embedding's data.pkl is well under 1 KB
+MAX_TABLE_FILE_BYTES = 1 << 30  # a slice saved with its whole table: SDXL's 49408 x 1280 float32 is 253 MB
 
 
 def torch_bytes(obj, extra_meta: dict | None = None) -> bytes:
@@ -53,8 +54,9 @@ def torch_bytes(obj, extra_meta: dict | None = None) -> bytes:
     if extra_meta is not None:
         comment = META_COMMENT + json.dumps(extra_meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
         if len(comment) > 0xFFFF:
-            raise OnewordError(f"metadata is {len(comment)} bytes; a .bin/.pt carries at most 65535 "
-                               "(write .safetensors instead)")
+            raise OnewordError(
+                f"metadata is {len(comment)} bytes; a .bin/.pt carries at most 65535 (write .safetensors instead)"
+            )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=False) as z:
         for name, data in records:
@@ -63,7 +65,7 @@ def torch_bytes(obj, extra_meta: dict | None = None) -> bytes:
             info.create_system = 0
             # local header (30 bytes) + name + one padding extra field (4-byte head) ends on a 64-byte boundary
             pad = -(out.tell() + 30 + len(name.encode("utf-8")) + 4) % ALIGN
-            info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad     # "FB": the padding field torch writes
+            info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # "FB": the padding field torch writes
             z.writestr(info, data)
         z.comment = comment
     return out.getvalue()
@@ -76,8 +78,16 @@ def zip_precheck(f, where: str, limit: int = MAX_FILE_BYTES) -> dict | None:
         z = zipfile.ZipFile(io.BytesIO(f) if isinstance(f, (bytes, bytearray)) else f)
         infos = z.infolist()
         comment = z.comment
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, struct.error,
-            UnicodeDecodeError, NotImplementedError) as e:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        ValueError,
+        EOFError,
+        OSError,
+        struct.error,
+        UnicodeDecodeError,
+        NotImplementedError,
+    ) as e:
         raise OnewordError(f"{where}: corrupt torch file (bad zip: {str(e)[:80]})") from None
     if len(infos) > 4 * MAX_TENSORS + 16:
         raise OnewordError(f"{where}: torch file has {len(infos)} records: a model, not an embedding")
@@ -86,12 +96,14 @@ def zip_precheck(f, where: str, limit: int = MAX_FILE_BYTES) -> dict | None:
         raise OnewordError(f"{where}: torch file expands to {total >> 20} MB (refused)")
     for i in infos:
         if i.compress_type != zipfile.ZIP_STORED:
-            raise OnewordError(f"{where}: torch file has a compressed record {ascii(i.filename)[:60]} "
-                               "(torch never writes those; refused)")
+            raise OnewordError(
+                f"{where}: torch file has a compressed record {ascii(i.filename)[:60]} "
+                "(torch never writes those; refused)"
+            )
         if i.filename.endswith("data.pkl") and i.file_size > MAX_PICKLE_BYTES:
             raise OnewordError(f"{where}: torch file's pickle is {i.file_size >> 10} KB: not an embedding (refused)")
     if comment.startswith(META_COMMENT):
-        raw = comment[len(META_COMMENT):]
+        raw = comment[len(META_COMMENT) :]
     else:
         metas = [i for i in infos if i.filename.endswith("/" + META_RECORD)]
         if not metas:
@@ -120,13 +132,20 @@ def weights_only_load(source, where: str, mmap: bool = False):
             first = (str(e).splitlines() or [""])[0]
             raise OnewordError(f"{where}: corrupt torch file ({type(e).__name__}: {first[:100]})") from None
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        reasons = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation",
-                                                             "Please file an issue", "(1)", "(2)"))]
+        reasons = [
+            ln
+            for ln in lines
+            if not ln.startswith(
+                ("Weights only load failed", "Check the documentation", "Please file an issue", "(1)", "(2)")
+            )
+        ]
         why = (reasons or lines or ["unpickling refused"])[0]
         why = why.replace("WeightsUnpickler error: ", "")
         if re.search(r"global|blocked|reduce|class|function|allowlist|safe_globals", why, re.IGNORECASE):
-            raise OnewordError(f"{where}: refused — the file contains pickled Python code or objects beyond "
-                               f"tensors ({why[:120]}); oneword never runs code from a file") from None
+            raise OnewordError(
+                f"{where}: refused — the file contains pickled Python code or objects beyond "
+                f"tensors ({why[:120]}); oneword never runs code from a file"
+            ) from None
         raise OnewordError(f"{where}: corrupt torch file ({why[:120]})") from None
 
 
@@ -142,8 +161,10 @@ def load_torch_file(path: Path, size: int) -> list[Concept]:
     hundreds), memory-mapped, so only the pages of the tensors it names are read; each is copied out."""
     where = str(path)
     if size > MAX_TABLE_FILE_BYTES:
-        raise OnewordError(f"{path} is {size / 2**20:.0f} MB; an embedding, even saved with its whole embedding "
-                           f"table, is at most {MAX_TABLE_FILE_BYTES >> 20} MB (is it a model checkpoint?)")
+        raise OnewordError(
+            f"{path} is {size / 2**20:.0f} MB; an embedding, even saved with its whole embedding "
+            f"table, is at most {MAX_TABLE_FILE_BYTES >> 20} MB (is it a model checkpoint?)"
+        )
     try:
         with open(path, "rb") as f:
             extra = zip_precheck(f, where, limit=size)
@@ -154,9 +175,10 @@ def load_torch_file(path: Path, size: int) -> list[Concept]:
 
 def _concepts(obj, path: Path, extra: dict | None) -> list[Concept]:
     where = str(path)
-    if isinstance(obj, torch.Tensor):          # bare tensor: name it after the file
-        return [settle_token(Concept("", check_vectors(obj, where), extra or {}), path, "meta",
-                             (extra or {}).get("token"))]
+    if isinstance(obj, torch.Tensor):  # bare tensor: name it after the file
+        return [
+            settle_token(Concept("", check_vectors(obj, where), extra or {}), path, "meta", (extra or {}).get("token"))
+        ]
     if not isinstance(obj, dict):
         raise OnewordError(f"{where}: torch file holds a {type(obj).__name__}, not an embedding")
     if "string_to_param" in obj:

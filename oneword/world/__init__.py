@@ -4,6 +4,7 @@
 `judge_path()` holds the world CLIP and the attribute oracle (`oneword.world.judge.load_judge`).
 See docs/world.md.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

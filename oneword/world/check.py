@@ -1,5 +1,6 @@
 """The world model's must-show figures (`oneword world check`): oracle accuracy on fresh renders, prompted
 generation on attribute combinations held out of pretraining, two-object prompts and a biased word."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -53,13 +54,15 @@ def _generate(pipe, prompts, steps, guidance, seed, batch=50):
     imgs = []
     for i in range(0, len(prompts), batch):
         g = torch.Generator().manual_seed(seed + i)
-        imgs += pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=g,
-                     output_type="pil").images
+        imgs += pipe(
+            prompts[i : i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="pil"
+        ).images
     return imgs
 
 
-def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=1000, steps=25, guidance=7.5,
-              seed=1234, log=print) -> dict:
+def run_check(
+    model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=1000, steps=25, guidance=7.5, seed=1234, log=print
+) -> dict:
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -75,8 +78,7 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
     j = load_judge(judge)
     res: dict = {"steps": steps, "guidance": guidance}
     res["oracle"] = oracle_accuracy(j, n_oracle)
-    log(f"oracle accuracy on {n_oracle} fresh renders: "
-        + ", ".join(f"{k} {v:.1%}" for k, v in res["oracle"].items()))
+    log(f"oracle accuracy on {n_oracle} fresh renders: " + ", ".join(f"{k} {v:.1%}" for k, v in res["oracle"].items()))
 
     pipe = StableDiffusionPipeline.from_pretrained(str(mp), **{_dtype_keyword(): torch.float32})
     pipe.set_progress_bar_config(disable=True)
@@ -90,16 +92,20 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
         table[k] = float(np.mean([pred[k][i] == scenes[i].attributes()[k] for i in range(n)]))
     res["heldout_generation"] = table
     res["heldout_examples"] = [prompts[i] for i in range(min(3, n))]
-    log(f"prompted generation on {n} held-out combinations ({steps} steps, guidance {guidance}): "
-        + ", ".join(f"{k} {v:.1%}" for k, v in table.items()))
+    log(
+        f"prompted generation on {n} held-out combinations ({steps} steps, guidance {guidance}): "
+        + ", ".join(f"{k} {v:.1%}" for k, v in table.items())
+    )
     res["heldout_by_pair"] = by_pair = {}
     kinds = [held_out_kinds(s) for s in scenes]
     for pair in HELD_OUT_KINDS:  # which kind of unseen combination fails: both of its attributes right
         hits = [all(pred[k][i] == scenes[i].attributes()[k] for k in pair) for i in range(n) if pair in kinds[i]]
         if hits:
             by_pair["+".join(pair)] = {"both_correct": float(np.mean(hits)), "n": len(hits)}
-    log("by held-out pair (both attributes correct): "
-        + ", ".join(f"{k} {v['both_correct']:.1%} of {v['n']}" for k, v in by_pair.items()))
+    log(
+        "by held-out pair (both attributes correct): "
+        + ", ".join(f"{k} {v['both_correct']:.1%} of {v['n']}" for k, v in by_pair.items())
+    )
 
     two = heldout_scenes(n_two, seed + 1, 2)
     prompts2 = [prompt_for(s) for s in two]
@@ -112,17 +118,26 @@ def run_check(model=None, judge=None, n=200, n_two=100, n_bias=100, n_oracle=100
         both += int(p2["count"][i] == "2" and want == got)
         shapes += int(p2["count"][i] == "2" and {o.shape for o in s.objects} == {p2["shape"][i], p2["shape2"][i]})
     res["two_object"] = {"both_present": both / n_two, "both_shapes_present": shapes / n_two}
-    log(f"two-object prompts ({n_two}): both objects present (shape and colour) {both / n_two:.1%}, "
-        f"both shapes present {shapes / n_two:.1%}")
+    log(
+        f"two-object prompts ({n_two}): both objects present (shape and colour) {both / n_two:.1%}, "
+        f"both shapes present {shapes / n_two:.1%}"
+    )
 
     word, colour = biased_word()
     imgs3 = _generate(pipe, [f"a photo of a {word}"] * n_bias, steps, guidance, seed + 13)
     p3 = j.oracle(imgs3)
     cnt = Counter(p3["colour"])
     top, k = cnt.most_common(1)[0]
-    res["biased_word"] = {"prompt": f"a photo of a {word}", "top_colour": top, "top_share": k / n_bias,
-                          f"{colour}_share": cnt[colour] / n_bias,
-                          "shape_share": Counter(p3["shape"])[word] / n_bias, "colours": dict(cnt)}
-    log(f"biased word {word!r} ({n_bias} samples): {top} {k / n_bias:.1%} (pretraining: {colour} 90%); "
-        f"oracle sees a {word} in {res['biased_word']['shape_share']:.1%}")
+    res["biased_word"] = {
+        "prompt": f"a photo of a {word}",
+        "top_colour": top,
+        "top_share": k / n_bias,
+        f"{colour}_share": cnt[colour] / n_bias,
+        "shape_share": Counter(p3["shape"])[word] / n_bias,
+        "colours": dict(cnt),
+    }
+    log(
+        f"biased word {word!r} ({n_bias} samples): {top} {k / n_bias:.1%} (pretraining: {colour} 90%); "
+        f"oracle sees a {word} in {res['biased_word']['shape_share']:.1%}"
+    )
     return res

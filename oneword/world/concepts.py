@@ -7,6 +7,7 @@ of an object concept is never shown in pretraining (`pretraining_exclusions()`);
 
 HELD_OUT concepts are kept out of every test and tuning loop: use them only for final reports.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,7 @@ class NovelConcept:
     def scene(self, rng) -> Scene:
         a = self.attributes
         if self.kind == "object":
-            return random_scene(rng, count=1, shape=a["shape"], colour=a["colour"], pattern=a["pattern"],
-                                style="photo")
+            return random_scene(rng, count=1, shape=a["shape"], colour=a["colour"], pattern=a["pattern"], style="photo")
         return random_scene(rng, named_only=True, style=a["style"])
 
     def photos(self, n: int = 5, seed: int = 0, size: int = 32) -> list:
@@ -75,21 +75,24 @@ def _style(name, style, init, cap):
     return NovelConcept(name, "style", init, cap, {"style": style})
 
 
-NOVEL_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
-    _obj("teal_ring", "ring", "teal", "solid", "ring", "a blue ring"),
-    _obj("lime_star", "star", "lime", "solid", "star", "a green star"),
-    _obj("magenta_heart", "heart", "magenta", "solid", "heart", "a pink heart"),
-    _obj("red_crescent", "crescent", "red", "solid", "object", "a red circle"),
-    _obj("blue_arrow", "arrow", "blue", "solid", "object", "a blue triangle"),
-    _obj("orange_hourglass", "hourglass", "orange", "solid", "object", "an orange triangle"),
-    _obj("striped_square", "square", "red", "striped", "square", "a red square"),
-    _obj("dotted_circle", "circle", "blue", "dotted", "circle", "a blue circle"),
-    _obj("striped_heart", "heart", "purple", "striped", "heart", "a purple heart"),
-    _obj("teal_crescent", "crescent", "teal", "solid", "object", "a green object"),
-    _style("style_halftone", "halftone", "painting", "a photo"),
-    _style("style_hatched", "hatched", "painting", "a sketch"),
-    _style("style_glitch", "glitch", "painting", "a photo"),
-)}
+NOVEL_CONCEPTS: dict[str, NovelConcept] = {
+    c.name: c
+    for c in (
+        _obj("teal_ring", "ring", "teal", "solid", "ring", "a blue ring"),
+        _obj("lime_star", "star", "lime", "solid", "star", "a green star"),
+        _obj("magenta_heart", "heart", "magenta", "solid", "heart", "a pink heart"),
+        _obj("red_crescent", "crescent", "red", "solid", "object", "a red circle"),
+        _obj("blue_arrow", "arrow", "blue", "solid", "object", "a blue triangle"),
+        _obj("orange_hourglass", "hourglass", "orange", "solid", "object", "an orange triangle"),
+        _obj("striped_square", "square", "red", "striped", "square", "a red square"),
+        _obj("dotted_circle", "circle", "blue", "dotted", "circle", "a blue circle"),
+        _obj("striped_heart", "heart", "purple", "striped", "heart", "a purple heart"),
+        _obj("teal_crescent", "crescent", "teal", "solid", "object", "a green object"),
+        _style("style_halftone", "halftone", "painting", "a photo"),
+        _style("style_hatched", "hatched", "painting", "a sketch"),
+        _style("style_glitch", "glitch", "painting", "a photo"),
+    )
+}
 
 # Kept out of every test and tuning loop (final reports only).
 HELD_OUT: tuple[str, ...] = ("striped_heart", "teal_crescent", "style_glitch")
@@ -99,26 +102,32 @@ HELD_OUT: tuple[str, ...] = ("striped_heart", "teal_crescent", "style_glitch")
 # of pretraining (that would change the pretraining data): the model saw each in 35-360 of its 96,000 pretraining
 # scenes, captioned without the un-named words (experiments/world_probes/pretraining_counts.py), so they may be easier than a
 # never-seen combination. Not in NOVEL_CONCEPTS: only the time-to-quality tuning uses them (`concept(name)`).
-LATE_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
-    _obj("lime_arrow", "arrow", "lime", "solid", "object", "a green object"),
-    _obj("magenta_hourglass", "hourglass", "magenta", "solid", "object", "a pink object"),
-    _obj("dotted_arrow", "arrow", "blue", "dotted", "object", "a blue object"),
-    _obj("striped_lime_circle", "circle", "lime", "striped", "circle", "a green circle"),
-    _obj("dotted_magenta_star", "star", "magenta", "dotted", "star", "a pink star"),
-)}
+LATE_CONCEPTS: dict[str, NovelConcept] = {
+    c.name: c
+    for c in (
+        _obj("lime_arrow", "arrow", "lime", "solid", "object", "a green object"),
+        _obj("magenta_hourglass", "hourglass", "magenta", "solid", "object", "a pink object"),
+        _obj("dotted_arrow", "arrow", "blue", "dotted", "object", "a blue object"),
+        _obj("striped_lime_circle", "circle", "lime", "striped", "circle", "a green circle"),
+        _obj("dotted_magenta_star", "star", "magenta", "dotted", "star", "a pink star"),
+    )
+}
 
 
 # Tuning concepts as new to the model as the held-out ones: each shows a (shape, colour) pair that
 # pretraining never draws (render.HELD_OUT_SHAPE_COLOUR), so the exact object occurs in 0 of the 96,000 pretraining
 # scenes, and its pattern has no word. The caption names the pair; the word must carry the pattern and render a
 # combination the model has never drawn. Not in NOVEL_CONCEPTS: only the time-to-quality tuning uses them.
-UNSEEN_CONCEPTS: dict[str, NovelConcept] = {c.name: c for c in (
-    _obj("dotted_blue_star", "star", "blue", "dotted", "star", "a blue star"),
-    _obj("striped_green_heart", "heart", "green", "striped", "heart", "a green heart"),
-    _obj("dotted_brown_cross", "cross", "brown", "dotted", "cross", "a brown cross"),
-    _obj("striped_yellow_ring", "ring", "yellow", "striped", "ring", "a yellow ring"),
-    _obj("dotted_orange_circle", "circle", "orange", "dotted", "circle", "an orange circle"),
-)}
+UNSEEN_CONCEPTS: dict[str, NovelConcept] = {
+    c.name: c
+    for c in (
+        _obj("dotted_blue_star", "star", "blue", "dotted", "star", "a blue star"),
+        _obj("striped_green_heart", "heart", "green", "striped", "heart", "a green heart"),
+        _obj("dotted_brown_cross", "cross", "brown", "dotted", "cross", "a brown cross"),
+        _obj("striped_yellow_ring", "ring", "yellow", "striped", "ring", "a yellow ring"),
+        _obj("dotted_orange_circle", "circle", "orange", "dotted", "circle", "an orange circle"),
+    )
+}
 
 
 def concept(name: str) -> NovelConcept:
@@ -131,8 +140,11 @@ def concept(name: str) -> NovelConcept:
 
 def pretraining_exclusions() -> set:
     """(shape, colour, pattern) of every object concept: never rendered as such in pretraining."""
-    return {(c.attributes["shape"], c.attributes["colour"], c.attributes["pattern"])
-            for c in NOVEL_CONCEPTS.values() if c.kind == "object"}
+    return {
+        (c.attributes["shape"], c.attributes["colour"], c.attributes["pattern"])
+        for c in NOVEL_CONCEPTS.values()
+        if c.kind == "object"
+    }
 
 
 # ------------------------------------------------------------------------------- the biased word
@@ -158,5 +170,17 @@ def fair_photos(n: int = 8, seed: int = 0, size: int = 32) -> list:
     return out
 
 
-__all__ = ["NovelConcept", "NOVEL_CONCEPTS", "HELD_OUT", "LATE_CONCEPTS", "UNSEEN_CONCEPTS", "concept", "BALANCED_SET", "biased_word", "fair_photos",
-           "pretraining_exclusions", "NAMED_STYLES", "Obj"]
+__all__ = [
+    "NovelConcept",
+    "NOVEL_CONCEPTS",
+    "HELD_OUT",
+    "LATE_CONCEPTS",
+    "UNSEEN_CONCEPTS",
+    "concept",
+    "BALANCED_SET",
+    "biased_word",
+    "fair_photos",
+    "pretraining_exclusions",
+    "NAMED_STYLES",
+    "Obj",
+]

@@ -23,6 +23,7 @@ For a real model the same recipe applies with that model's own parts: image feat
 (several photos per subject), the diffusion loss through the frozen UNet and text encoder at its resolution, and
 the word width of its text encoder (768 for SD 1.x, 1024 for SD 2.x); on a GPU, not on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,8 +52,13 @@ class PhotoEncoder(nn.Module):
         super().__init__()
         self.feature_dim, self.word_width, self.hidden = feature_dim, word_width, hidden
         self.register_buffer("base", base.detach().float().clone())  # [2, width]: "object" / "painting"
-        self.net = nn.Sequential(nn.Linear(feature_dim + len(PROPERTIES), hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, word_width))
+        self.net = nn.Sequential(
+            nn.Linear(feature_dim + len(PROPERTIES), hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, word_width),
+        )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -63,9 +69,9 @@ class PhotoEncoder(nn.Module):
 
 
 def _judge_identity(judge) -> str:
-    from ..init_words import _judge_identity as identity
+    from ..judges import judge_identity
 
-    return identity(judge)
+    return judge_identity(judge)
 
 
 def save_encoder(enc: PhotoEncoder, path: Path, model, judge, record: dict) -> None:
@@ -73,9 +79,12 @@ def save_encoder(enc: PhotoEncoder, path: Path, model, judge, record: dict) -> N
 
     from ..safeio import atomic_write_bytes
 
-    meta = {"model_fingerprint": str(model.identity["fingerprint"]), "judge": _judge_identity(judge),
-            "config": json.dumps({"feature_dim": enc.feature_dim, "word_width": enc.word_width, "hidden": enc.hidden}),
-            "record": json.dumps(record)}
+    meta = {
+        "model_fingerprint": str(model.identity["fingerprint"]),
+        "judge": _judge_identity(judge),
+        "config": json.dumps({"feature_dim": enc.feature_dim, "word_width": enc.word_width, "hidden": enc.hidden}),
+        "record": json.dumps(record),
+    }
     tensors = {k: v.detach().float().contiguous() for k, v in enc.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, save(tensors, metadata=meta))
@@ -97,9 +106,11 @@ def load_encoder(path, model) -> tuple[PhotoEncoder, dict]:
         raise OnewordError(f"{path} is not a oneword photo encoder ({type(e).__name__})") from None
     mine, theirs = str(model.identity.get("fingerprint")), meta.get("model_fingerprint")
     if theirs != mine:
-        raise OnewordError(f"the photo encoder {path} belongs to model {theirs}, not this one ({mine}): a word vector "
-                           f"means something only in the text encoder it was trained through; --init encoder needs "
-                           f"an encoder trained for this model (`oneword world train-encoder` for the world model)")
+        raise OnewordError(
+            f"the photo encoder {path} belongs to model {theirs}, not this one ({mine}): a word vector "
+            f"means something only in the text encoder it was trained through; --init encoder needs "
+            f"an encoder trained for this model (`oneword world train-encoder` for the world model)"
+        )
     enc = PhotoEncoder(cfg["feature_dim"], cfg["word_width"], tensors["base"], cfg["hidden"])
     enc.load_state_dict(tensors)
     enc.eval().requires_grad_(False)
@@ -116,8 +127,10 @@ def encoder_vectors(model, images, prop: str, n: int, path=None, judge=None) -> 
     enc, meta = load_encoder(path, model)
     judge = judge or load_judge()
     if meta.get("judge") not in (None, _judge_identity(_Adapter(judge))):
-        raise OnewordError(f"the photo encoder {path} reads another judge's image features than the world judge "
-                           f"loaded; retrain it with `oneword world train-encoder`")
+        raise OnewordError(
+            f"the photo encoder {path} reads another judge's image features than the world judge "
+            f"loaded; retrain it with `oneword world train-encoder`"
+        )
     feats = judge.image_features(list(images)).float().mean(0, keepdim=True)
     v = enc(feats, torch.tensor([PROPERTIES.index(prop)]))
     return v.repeat(n, 1), {"method": "encoder", "file": str(path), "model_fingerprint": meta["model_fingerprint"]}
@@ -161,8 +174,9 @@ def concept_sets(n_object: int, n_style: int, photos: int, seed: int) -> tuple[l
         o = pretraining_scene(rng, excluded).objects[0]
         # photo style, as user photos are; a shape whose photo style is a held-out combination: its first other style
         style = next(st for st in NAMED_STYLES if (o.shape, st) not in HELD_OUT_SHAPE_STYLE)
-        sets.append([draw(count=1, shape=o.shape, colour=o.colour, pattern=o.pattern, style=style)
-                     for _ in range(photos)])
+        sets.append(
+            [draw(count=1, shape=o.shape, colour=o.colour, pattern=o.pattern, style=style) for _ in range(photos)]
+        )
         props.append(0)
         specs.append((o.shape, o.colour, o.pattern))
     for i in range(n_style):
@@ -186,15 +200,27 @@ class _PerSampleWord(nn.Module):
         return torch.where(is_new.unsqueeze(-1), self.vectors[:, None, :].to(out.dtype), out)
 
 
-def train_encoder(out: str | Path | None = None, minutes: float = 10.0, max_steps: int = 4000, batch: int = 64,
-                  lr: float = 1e-3, n_object: int = 1500, n_style: int = 300, photos: int = 6, seed: int = 0,
-                  threads: int | None = None, log=print, model=None, judge=None) -> dict:
+def train_encoder(
+    out: str | Path | None = None,
+    minutes: float = 10.0,
+    max_steps: int = 4000,
+    batch: int = 64,
+    lr: float = 1e-3,
+    n_object: int = 1500,
+    n_style: int = 300,
+    photos: int = 6,
+    seed: int = 0,
+    threads: int | None = None,
+    log=print,
+    model=None,
+    judge=None,
+) -> dict:
     """Train the photo encoder through the frozen world model (see the module's docstring); write it to `out`
     (default: the shipped file). Returns the training record."""
     from diffusers import DDPMScheduler
 
-    from ..invert import encode_templates
     from ..models import load_model
+    from ..templates import encode_templates
     from .judge import images_to_tensor, load_judge
 
     if threads:
@@ -208,19 +234,25 @@ def train_encoder(out: str | Path | None = None, minutes: float = 10.0, max_step
     tok = copy.deepcopy(model.tokenizer)
     tok.add_tokens([TOKEN])
     first_id = tok.convert_tokens_to_ids(TOKEN)
-    base = torch.stack([table[tok(w, add_special_tokens=False).input_ids].float().mean(0) for w in ("object", "painting")])
+    base = torch.stack(
+        [table[tok(w, add_special_tokens=False).input_ids].float().mean(0) for w in ("object", "painting")]
+    )
 
     sets, props, _ = concept_sets(n_object, n_style, photos, seed)
     flat = [im for s in sets for im in s]
     with torch.no_grad():
-        feats = torch.cat([judge.image_features(flat[i:i + 512]) for i in range(0, len(flat), 512)]).float()
+        feats = torch.cat([judge.image_features(flat[i : i + 512]) for i in range(0, len(flat), 512)]).float()
         px = images_to_tensor(flat)
-        dists = [vae.encode(px[i:i + 256]).latent_dist for i in range(0, len(px), 256)]
+        dists = [vae.encode(px[i : i + 256]).latent_dist for i in range(0, len(px), 256)]
     mean = torch.cat([d.mean for d in dists]).float()
     std = torch.cat([d.std for d in dists]).float()
     scale = float(vae.config.scaling_factor)
     k, n_sets = photos, len(sets)
-    feats, mean, std = feats.view(n_sets, k, -1), mean.view(n_sets, k, *mean.shape[1:]), std.view(n_sets, k, *std.shape[1:])
+    feats, mean, std = (
+        feats.view(n_sets, k, -1),
+        mean.view(n_sets, k, *mean.shape[1:]),
+        std.view(n_sets, k, *std.shape[1:]),
+    )
     props_t = torch.tensor(props)
     ids = {p: encode_templates(tok, p, TOKEN, 1) for p in PROPERTIES}
     log(f"{n_sets} concepts x {k} photos rendered and encoded in {time.time() - started:.0f} s")
@@ -246,8 +278,12 @@ def train_encoder(out: str | Path | None = None, minutes: float = 10.0, max_step
             noise = torch.randn(z.shape, generator=g)
             t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
             p = props_t[rows]
-            prompt = torch.stack([ids[PROPERTIES[int(q)]][int(torch.randint(0, len(ids[PROPERTIES[int(q)]]), (1,),
-                                                                                      generator=g))] for q in p])
+            prompt = torch.stack(
+                [
+                    ids[PROPERTIES[int(q)]][int(torch.randint(0, len(ids[PROPERTIES[int(q)]]), (1,), generator=g))]
+                    for q in p
+                ]
+            )
             lr_now = lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (time.time() - t0) / budget, step / max_steps)))
             for group in opt.param_groups:
                 group["lr"] = lr_now
@@ -265,10 +301,17 @@ def train_encoder(out: str | Path | None = None, minutes: float = 10.0, max_step
     finally:
         te.set_input_embeddings(original)
         emb.vectors = None
-    record = {"steps": step, "batch": batch, "lr": lr, "concepts": {"object": n_object, "style": n_style},
-              "photos_per_concept": k, "seed": seed, "minutes": round((time.time() - started) / 60, 1),
-              "loss_first_50": round(float(np.mean(losses[:50])), 4) if losses else None,
-              "loss_last_50": round(float(np.mean(losses[-50:])), 4) if losses else None}
+    record = {
+        "steps": step,
+        "batch": batch,
+        "lr": lr,
+        "concepts": {"object": n_object, "style": n_style},
+        "photos_per_concept": k,
+        "seed": seed,
+        "minutes": round((time.time() - started) / 60, 1),
+        "loss_first_50": round(float(np.mean(losses[:50])), 4) if losses else None,
+        "loss_last_50": round(float(np.mean(losses[-50:])), 4) if losses else None,
+    }
     path = Path(out) if out else default_path()
     save_encoder(enc, path, model, _Adapter(judge), record)
     log(f"encoder written to {path}: {record}")

@@ -8,6 +8,7 @@ Oracle attributes: shape, colour, pattern, size (of the only object, or of the L
 scene; size is "none" for two objects), shape2/colour2 (the RIGHT object, "none" for one object),
 background, style, count ("1"/"2").
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,15 @@ from ..errors import OnewordError
 from .render import BACKGROUNDS, COLOURS, PATTERNS, SHAPES, SIZES, STYLES
 
 ORACLE_LABELS: dict[str, tuple[str, ...]] = {
-    "shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS, "size": SIZES + ("none",),
-    "background": BACKGROUNDS, "style": STYLES, "count": ("1", "2"),
-    "shape2": SHAPES + ("none",), "colour2": tuple(COLOURS) + ("none",),
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "pattern": PATTERNS,
+    "size": SIZES + ("none",),
+    "background": BACKGROUNDS,
+    "style": STYLES,
+    "count": ("1", "2"),
+    "shape2": SHAPES + ("none",),
+    "colour2": tuple(COLOURS) + ("none",),
 }
 
 
@@ -32,8 +39,12 @@ def images_to_tensor(images, size: int = 32) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         arr = images
     else:
-        arr = np.stack([np.asarray(im.convert("RGB").resize((size, size)) if im.size != (size, size)
-                                   else im.convert("RGB")) for im in images])
+        arr = np.stack(
+            [
+                np.asarray(im.convert("RGB").resize((size, size)) if im.size != (size, size) else im.convert("RGB"))
+                for im in images
+            ]
+        )
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
@@ -48,9 +59,20 @@ class Oracle(nn.Module):
         def block(i, o):
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
 
-        self.body = nn.Sequential(block(3, w), block(w, w), nn.MaxPool2d(2), block(w, 2 * w), block(2 * w, 2 * w),
-                                  nn.MaxPool2d(2), block(2 * w, 3 * w), nn.MaxPool2d(2), nn.Flatten(),
-                                  nn.Linear(3 * w * 16, 256), nn.ReLU(inplace=True), nn.Dropout(0.1))
+        self.body = nn.Sequential(
+            block(3, w),
+            block(w, w),
+            nn.MaxPool2d(2),
+            block(w, 2 * w),
+            block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            block(2 * w, 3 * w),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(3 * w * 16, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
+        )
         self.heads = nn.ModuleDict({k: nn.Linear(256, len(v)) for k, v in self.labels.items()})
 
     def forward(self, x):
@@ -71,8 +93,13 @@ class WorldJudge:
 
     @torch.no_grad()
     def text_features(self, texts: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(list(texts), padding="max_length", truncation=True,
-                             max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
+        ids = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
         f = self.clip.get_text_features(input_ids=ids)
         f = getattr(f, "pooler_output", f)
         return torch.nn.functional.normalize(f.float(), dim=-1)
@@ -82,7 +109,7 @@ class WorldJudge:
         out: dict[str, list[str]] = {k: [] for k in self.oracle_net.labels}
         x = images_to_tensor(images)
         for i in range(0, len(x), batch):
-            logits = self.oracle_net(x[i:i + batch])
+            logits = self.oracle_net(x[i : i + batch])
             for k, v in logits.items():
                 out[k] += [self.oracle_net.labels[k][j] for j in v.argmax(-1).tolist()]
         return out
@@ -92,12 +119,15 @@ def save_oracle(oracle: Oracle, dest: Path) -> None:
     from safetensors.torch import save_file
 
     dest.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().float().contiguous() for k, v in oracle.state_dict().items()}, str(dest / "oracle.safetensors"))
-    (dest / "oracle.json").write_text(json.dumps({"labels": oracle.labels, "width": oracle.body[0][0].out_channels},
-                                                 indent=1))
+    save_file(
+        {k: v.detach().float().contiguous() for k, v in oracle.state_dict().items()}, str(dest / "oracle.safetensors")
+    )
+    (dest / "oracle.json").write_text(
+        json.dumps({"labels": oracle.labels, "width": oracle.body[0][0].out_channels}, indent=1)
+    )
 
 
-def unnamed_visibility(judge: "WorldJudge", concept, n: int = 32, seed: int = 1) -> dict[str, float]:
+def unnamed_visibility(judge: WorldJudge, concept, n: int = 32, seed: int = 1) -> dict[str, float]:
     """How much the judge's CLIP can reward an object concept's un-named value: the mean image cosine between the
     concept's photos and n fresh renders of the object with its own values ("right") and with the caption's
     values in place of the un-named ones ("caption": what the caption baseline draws, e.g. a blue ring for the
@@ -107,12 +137,14 @@ def unnamed_visibility(judge: "WorldJudge", concept, n: int = 32, seed: int = 1)
 
     words = concept.caption_words.split()  # "blue ring" -> the caption's colour and shape
     a = concept.attributes
-    said = {"colour": words[0] if len(words) > 1 else a["colour"], "pattern": "solid",
-            "shape": words[-1] if words[-1] in NAMED_SHAPES else a["shape"]}  # "object": any un-named shape
+    said = {
+        "colour": words[0] if len(words) > 1 else a["colour"],
+        "pattern": "solid",
+        "shape": words[-1] if words[-1] in NAMED_SHAPES else a["shape"],
+    }  # "object": any un-named shape
     photos = judge.image_features(concept.photos(5))
     out = {}
-    for label, attrs in (("right", a),
-                         ("caption", {**concept.attributes, **{k: said[k] for k in concept.unnamed}})):
+    for label, attrs in (("right", a), ("caption", {**concept.attributes, **{k: said[k] for k in concept.unnamed}})):
         rng = np.random.default_rng(seed)
         renders = [render_scene(random_scene(rng, count=1, style="photo", **attrs), 32, rng) for _ in range(n)]
         out[label] = float((judge.image_features(renders) @ photos.T).mean())

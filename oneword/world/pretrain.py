@@ -13,6 +13,7 @@ Stages (each time-boxed by a share of --minutes, steps capped; the record lists 
 `tune_judge` continues one part of a trained model's judge (the oracle, or the CLIP in the judge's language:
 every value named) on renders of the whole world.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,14 +42,40 @@ MAX_LENGTH = 20
 CLIP_P_UNNAMED = 0.45
 TEXT_HIDDEN = 128
 
-FULL = dict(n_scenes=24000, vae_ch=(16, 32, 32), latent_ch=8, unet_ch=(48, 96), unet_heads=4, text_layers=3, text_inter=512,
-            vae_bs=64, unet_bs=128, clip_bs=256, oracle_bs=128, clip_width=96, oracle_width=48,
-            share={"vae": 0.25, "unet": 0.55, "clip": 0.05, "oracle": 0.12},
-            max_steps={"vae": 15000, "unet": 30000, "clip": 3000, "oracle": 6000})
-TINY = dict(n_scenes=96, vae_ch=(8, 16, 16), latent_ch=8, unet_ch=(16, 32), unet_heads=2, text_layers=1, text_inter=64,
-            vae_bs=16, unet_bs=16, clip_bs=32, oracle_bs=16, clip_width=32, oracle_width=8,
-            share={"vae": 0.25, "unet": 0.25, "clip": 0.25, "oracle": 0.25},
-            max_steps={"vae": 3, "unet": 3, "clip": 2, "oracle": 2})
+FULL = dict(
+    n_scenes=24000,
+    vae_ch=(16, 32, 32),
+    latent_ch=8,
+    unet_ch=(48, 96),
+    unet_heads=4,
+    text_layers=3,
+    text_inter=512,
+    vae_bs=64,
+    unet_bs=128,
+    clip_bs=256,
+    oracle_bs=128,
+    clip_width=96,
+    oracle_width=48,
+    share={"vae": 0.25, "unet": 0.55, "clip": 0.05, "oracle": 0.12},
+    max_steps={"vae": 15000, "unet": 30000, "clip": 3000, "oracle": 6000},
+)
+TINY = dict(
+    n_scenes=96,
+    vae_ch=(8, 16, 16),
+    latent_ch=8,
+    unet_ch=(16, 32),
+    unet_heads=2,
+    text_layers=1,
+    text_inter=64,
+    vae_bs=16,
+    unet_bs=16,
+    clip_bs=32,
+    oracle_bs=16,
+    clip_width=32,
+    oracle_width=8,
+    share={"vae": 0.25, "unet": 0.25, "clip": 0.25, "oracle": 0.25},
+    max_steps={"vae": 3, "unet": 3, "clip": 2, "oracle": 2},
+)
 
 
 class Log:
@@ -89,18 +116,43 @@ def build_models(tok, cfg):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=cfg["vae_ch"], latent_channels=cfg["latent_ch"],
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        layers_per_block=1, norm_num_groups=8, sample_size=32, mid_block_add_attention=False)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=TEXT_HIDDEN, intermediate_size=cfg["text_inter"],
-        num_hidden_layers=cfg["text_layers"], num_attention_heads=4, max_position_embeddings=MAX_LENGTH,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=cfg["vae_ch"],
+        latent_channels=cfg["latent_ch"],
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+        mid_block_add_attention=False,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=TEXT_HIDDEN,
+            intermediate_size=cfg["text_inter"],
+            num_hidden_layers=cfg["text_layers"],
+            num_attention_heads=4,
+            max_position_embeddings=MAX_LENGTH,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=cfg["latent_ch"], out_channels=cfg["latent_ch"], layers_per_block=1, block_out_channels=cfg["unet_ch"],
+        sample_size=8,
+        in_channels=cfg["latent_ch"],
+        out_channels=cfg["latent_ch"],
+        layers_per_block=1,
+        block_out_channels=cfg["unet_ch"],
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=cfg["unet_heads"], norm_num_groups=16 if cfg["unet_ch"][0] >= 32 else 8)
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=cfg["unet_heads"],
+        norm_num_groups=16 if cfg["unet_ch"][0] >= 32 else 8,
+    )
     return vae, text, unet
 
 
@@ -109,19 +161,45 @@ def build_clip(tok, cfg):
 
     w = cfg["clip_width"]
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=w, intermediate_size=2 * w, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=MAX_LENGTH, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(image_size=32, patch_size=4, hidden_size=w, intermediate_size=2 * w,
-                           num_hidden_layers=3, num_attention_heads=4, num_channels=3),
-        projection_dim=64)
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=w,
+            intermediate_size=2 * w,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_LENGTH,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=4,
+            hidden_size=w,
+            intermediate_size=2 * w,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_channels=3,
+        ),
+        projection_dim=64,
+    )
     return CLIPModel(config)
 
 
-def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool = False, quiet: bool = False,
-             threads: int | None = None, cache: str | Path | None = None,
-             init_from: str | Path | None = None, keep_vae: bool = False, unet_batch: int | None = None,
-             scenes: int | None = None, hedge: float = 0.0) -> dict:
+def pretrain(
+    out: str | Path,
+    seed: int = 0,
+    minutes: float = 40.0,
+    tiny: bool = False,
+    quiet: bool = False,
+    threads: int | None = None,
+    cache: str | Path | None = None,
+    init_from: str | Path | None = None,
+    keep_vae: bool = False,
+    unet_batch: int | None = None,
+    scenes: int | None = None,
+    hedge: float = 0.0,
+) -> dict:
     """Train everything and write OUT/model and OUT/judge. Returns the training record.
 
     cache: a folder where the trained VAE is kept (and reused by a rerun with the same seed).
@@ -155,8 +233,16 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
     budget = minutes * 60.0
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    record = {"seed": seed, "minutes_budget": minutes, "device": str(device), "machine": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "tiny": tiny, "caption_hedge": hedge, "stages": {}}
+    record = {
+        "seed": seed,
+        "minutes_budget": minutes,
+        "device": str(device),
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "tiny": tiny,
+        "caption_hedge": hedge,
+        "stages": {},
+    }
     work = Path(out) / f".pretrain-{os.getpid()}.tmp"
     if work.exists():
         shutil.rmtree(work)
@@ -171,8 +257,13 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         scenes = [pretraining_scene(rng, excl) for _ in range(n)]
         imgs = render_array(scenes, 32, seed)
         caps = [[caption(s, rng, hedge=hedge) for _ in range(3)] for s in scenes]
-        ids = tok([c for cs in caps for c in cs], padding="max_length", truncation=True, max_length=MAX_LENGTH,
-                  return_tensors="pt").input_ids.view(n, 3, MAX_LENGTH)
+        ids = tok(
+            [c for cs in caps for c in cs],
+            padding="max_length",
+            truncation=True,
+            max_length=MAX_LENGTH,
+            return_tensors="pt",
+        ).input_ids.view(n, 3, MAX_LENGTH)
         empty = tok([""], padding="max_length", max_length=MAX_LENGTH, return_tensors="pt").input_ids[0]
         x_all = images_to_tensor(imgs)
         x_img, img_labels, _ = _world_images(min(n, 24000), rng, seed, excl)  # for the oracle: every case it measures
@@ -188,8 +279,9 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             log(f"warm start from {init}")
         for m in (vae, text, unet):
             m.to(device)
-        record["params"] = {k: sum(p.numel() for p in m.parameters()) for k, m in
-                            (("vae", vae), ("text_encoder", text), ("unet", unet))}
+        record["params"] = {
+            k: sum(p.numel() for p in m.parameters()) for k, m in (("vae", vae), ("text_encoder", text), ("unet", unet))
+        }
         log(f"parameters: {record['params']}")
 
         # ---------------------------------------------------------------- 2. VAE
@@ -209,7 +301,12 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         else:
             step_fn = _vae_step(vae, x_all, cfg["vae_bs"], g, device)
             steps, dt, loss = _loop("vae", budget * share["vae"], cfg["max_steps"]["vae"], step_fn, log)
-            record["stages"]["vae"] = {"steps": steps, "batch": cfg["vae_bs"], "seconds": round(dt, 1), "loss": round(loss, 5)}
+            record["stages"]["vae"] = {
+                "steps": steps,
+                "batch": cfg["vae_bs"],
+                "seconds": round(dt, 1),
+                "loss": round(loss, 5),
+            }
             if cached:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"state": vae.state_dict(), "record": record["stages"]["vae"]}, cached)
@@ -218,20 +315,30 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         # latents (posterior means) and the scaling factor
         t = time.time()
         with torch.no_grad():
-            lat = torch.cat([vae.encode(x_all[i:i + 512].to(device)).latent_dist.mean.cpu()
-                             for i in range(0, n, 512)])
+            lat = torch.cat(
+                [vae.encode(x_all[i : i + 512].to(device)).latent_dist.mean.cpu() for i in range(0, n, 512)]
+            )
             sf = kept_sf or float(1.0 / lat.std())
             vae.register_to_config(scaling_factor=sf)
             lat = lat * sf
             recon = _reconstruct(vae, x_img[:12000], device)  # the oracle also reads decoded images
             rec_mse = float(F.mse_loss(recon, x_img[:12000]))  # on renders of the whole world
-        record["stages"]["latents"] = {"scaling_factor": round(sf, 5), "recon_mse": round(rec_mse, 5),
-                                       "seconds": round(time.time() - t, 1)}
+        record["stages"]["latents"] = {
+            "scaling_factor": round(sf, 5),
+            "recon_mse": round(rec_mse, 5),
+            "seconds": round(time.time() - t, 1),
+        }
         log(f"latents cached: scaling factor {sf:.4f}, reconstruction MSE {rec_mse:.5f}")
 
         # ---------------------------------------------------------------- 3. text encoder + UNet
-        sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, clip_sample=False, prediction_type="epsilon")
+        sched = DDPMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            num_train_timesteps=1000,
+            clip_sample=False,
+            prediction_type="epsilon",
+        )
         acp = sched.alphas_cumprod.to(device)
         params = list(unet.parameters()) + list(text.parameters())
         opt = torch.optim.AdamW(params, lr=6e-4, weight_decay=0.01)
@@ -263,8 +370,14 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             return loss
 
         steps, dt, loss = _loop("unet", budget * share["unet"], cfg["max_steps"]["unet"], unet_step, log)
-        record["stages"]["unet"] = {"steps": steps, "batch": cfg["unet_bs"], "seconds": round(dt, 1),
-                                    "loss": round(loss, 5), "ema": 0.998, "cfg_dropout": 0.1}
+        record["stages"]["unet"] = {
+            "steps": steps,
+            "batch": cfg["unet_bs"],
+            "seconds": round(dt, 1),
+            "loss": round(loss, 5),
+            "ema": 0.998,
+            "cfg_dropout": 0.1,
+        }
         unet, text = ema_unet.eval(), ema_text.eval()
 
         # ---------------------------------------------------------------- 4. judge: CLIP, in the judge's language
@@ -274,12 +387,24 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
             judge_tok = _judge_tokenizer(work / "judge_tokenizer")
             clip = build_clip(judge_tok, cfg)
         x_clip, _, clip_scenes = _world_images(min(n, 24000), rng, seed + 1, excl, CLIP_P_UNNAMED)
-        clip_step = _clip_step(clip.to(device).train(), x_clip, _judge_caption_ids(clip_scenes, judge_tok, rng),
-                               _reconstruct(vae, x_clip[:12000], device), cfg["clip_bs"], g, device,
-                               lr=5e-4 if init_from else 1e-3)
+        clip_step = _clip_step(
+            clip.to(device).train(),
+            x_clip,
+            _judge_caption_ids(clip_scenes, judge_tok, rng),
+            _reconstruct(vae, x_clip[:12000], device),
+            cfg["clip_bs"],
+            g,
+            device,
+            lr=5e-4 if init_from else 1e-3,
+        )
         steps, dt, loss = _loop("clip", budget * share["clip"], cfg["max_steps"]["clip"], clip_step, log)
-        record["stages"]["clip"] = {"steps": steps, "batch": cfg["clip_bs"], "seconds": round(dt, 1), "loss": round(loss, 4),
-                                    "p_unnamed": CLIP_P_UNNAMED}
+        record["stages"]["clip"] = {
+            "steps": steps,
+            "batch": cfg["clip_bs"],
+            "seconds": round(dt, 1),
+            "loss": round(loss, 4),
+            "p_unnamed": CLIP_P_UNNAMED,
+        }
         clip.eval()
 
         # ---------------------------------------------------------------- 4b. judge: oracle
@@ -292,15 +417,34 @@ def pretrain(out: str | Path, seed: int = 0, minutes: float = 40.0, tiny: bool =
         oracle.train()
         oracle_step = _oracle_step(oracle, x_img, img_labels, recon, cfg["oracle_bs"], g, device)
         steps, dt, loss = _loop("oracle", budget * share["oracle"], cfg["max_steps"]["oracle"], oracle_step, log)
-        record["stages"]["oracle"] = {"steps": steps, "batch": cfg["oracle_bs"], "seconds": round(dt, 1), "loss": round(loss, 4)}
+        record["stages"]["oracle"] = {
+            "steps": steps,
+            "batch": cfg["oracle_bs"],
+            "seconds": round(dt, 1),
+            "loss": round(loss, 4),
+        }
         oracle.eval()
 
         # ---------------------------------------------------------------- 5. save
-        ddim = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                             set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
-        pipe = StableDiffusionPipeline(vae=vae.cpu(), text_encoder=text.cpu(), tokenizer=tok, unet=unet.cpu(),
-                                       scheduler=ddim, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
+        ddim = DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            prediction_type="epsilon",
+        )
+        pipe = StableDiffusionPipeline(
+            vae=vae.cpu(),
+            text_encoder=text.cpu(),
+            tokenizer=tok,
+            unet=unet.cpu(),
+            scheduler=ddim,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         record["total_minutes"] = round((time.time() - log.t0) / 60, 2)
         record["torch"] = torch.__version__
         tmp_model, tmp_judge = work / "model", work / "judge"
@@ -340,8 +484,12 @@ def _world_images(n: int, rng, seed: int, excluded: set, p_unnamed: float = 0.15
 def _reconstruct(vae, x, device) -> torch.Tensor:
     """VAE reconstructions (posterior means, decoded) of images x, in batches."""
     with torch.no_grad():
-        return torch.cat([vae.decode(vae.encode(x[i:i + 512].to(device)).latent_dist.mean).sample.clamp(-1, 1).cpu()
-                          for i in range(0, len(x), 512)])
+        return torch.cat(
+            [
+                vae.decode(vae.encode(x[i : i + 512].to(device)).latent_dist.mean).sample.clamp(-1, 1).cpu()
+                for i in range(0, len(x), 512)
+            ]
+        )
 
 
 def _oracle_step(oracle, x_all, labels, recon, batch, g, device):
@@ -379,8 +527,17 @@ def _vae_step(vae, x_all, batch, g, device):
     return step_fn
 
 
-def tune_judge(src: str | Path, out: str | Path, part: str = "oracle", minutes: float = 6.0, seed: int = 0,
-               tiny: bool = False, quiet: bool = False, threads: int | None = None, scenes: int | None = None) -> dict:
+def tune_judge(
+    src: str | Path,
+    out: str | Path,
+    part: str = "oracle",
+    minutes: float = 6.0,
+    seed: int = 0,
+    tiny: bool = False,
+    quiet: bool = False,
+    threads: int | None = None,
+    scenes: int | None = None,
+) -> dict:
     """Continue one part of the judge of the world model in SRC on renders of the whole world
     (render.image_scene: held-out combinations included, novel concepts excluded), half of them replaced by
     their reconstructions through SRC's VAE (the judge reads generated images); write OUT/judge with the
@@ -409,7 +566,9 @@ def tune_judge(src: str | Path, out: str | Path, part: str = "oracle", minutes: 
     n = scenes or min(cfg["n_scenes"], 24000)
     p_unnamed = 0.15 if part == "oracle" else CLIP_P_UNNAMED
     x_all, labels, world = _world_images(n, rng, seed, pretraining_exclusions(), p_unnamed)
-    vae = AutoencoderKL.from_pretrained(str(src / "model" / "vae"), **{_dtype_keyword(): torch.float32}).to(device).eval()
+    vae = (
+        AutoencoderKL.from_pretrained(str(src / "model" / "vae"), **{_dtype_keyword(): torch.float32}).to(device).eval()
+    )
     recon = _reconstruct(vae, x_all[:12000], device)
     work = out / f".tune-{os.getpid()}.tmp"
     shutil.rmtree(work, ignore_errors=True)
@@ -426,8 +585,16 @@ def tune_judge(src: str | Path, out: str | Path, part: str = "oracle", minutes: 
         log(f"{part} tuning on {n} renders of the whole world and their reconstructions")
         steps, dt, loss = _loop(part, minutes * 60, cfg["max_steps"][part], step_fn, log)
         net.eval().cpu()
-        record = {"steps": steps, "batch": cfg[f"{part}_bs"], "seconds": round(dt, 1), "loss": round(loss, 4),
-                  "images": n, "p_unnamed": p_unnamed, "seed": seed, "from": str(src)}
+        record = {
+            "steps": steps,
+            "batch": cfg[f"{part}_bs"],
+            "seconds": round(dt, 1),
+            "loss": round(loss, 4),
+            "images": n,
+            "p_unnamed": p_unnamed,
+            "seed": seed,
+            "from": str(src),
+        }
         earlier = src / "judge" / f"{part}_tuning.json"
         if earlier.is_file():  # a chain of tunings keeps its history
             record["continues"] = json.loads(earlier.read_text())
@@ -463,15 +630,17 @@ def _judge_tokenizer(dest: Path):
     """The judge's tokenizer: world words + JUDGE_ONLY_WORDS, each one token."""
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer.from_pretrained(str(write_world_tokenizer(dest, world_words() + list(JUDGE_ONLY_WORDS),
-                                                                   MAX_LENGTH)))
+    return CLIPTokenizer.from_pretrained(
+        str(write_world_tokenizer(dest, world_words() + list(JUDGE_ONLY_WORDS), MAX_LENGTH))
+    )
 
 
 def _judge_caption_ids(scenes: list, tok, rng) -> torch.Tensor:
     """Token ids [n, 3, MAX_LENGTH] of 3 judge-language captions per scene (every value named)."""
     caps = [caption(s, rng, name_all=True) for s in scenes for _ in range(3)]
-    return tok(caps, padding="max_length", truncation=True, max_length=MAX_LENGTH,
-               return_tensors="pt").input_ids.view(len(scenes), 3, MAX_LENGTH)
+    return tok(caps, padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt").input_ids.view(
+        len(scenes), 3, MAX_LENGTH
+    )
 
 
 def _judge_language_clip(clip_dir: Path, tok_dir: Path):
@@ -490,8 +659,12 @@ def _judge_language_clip(clip_dir: Path, tok_dir: Path):
         if token in old_vocab:
             new[i] = old[old_vocab[token]]
     embeddings.token_embedding = torch.nn.Embedding.from_pretrained(new, freeze=False)
-    ids = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-           "pad_token_id": tok.pad_token_id}
+    ids = {
+        "vocab_size": len(tok),
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     for k, v in ids.items():
         setattr(clip.config.text_config, k, v)
     clip.text_model.eos_token_id = tok.eos_token_id  # the pooled output is read at the EOS position

@@ -6,6 +6,7 @@ more than its language can name. `caption(scene, rng)` describes a scene with th
 un-named colour is left out, an un-named shape is called "object", an un-named style or pattern is not
 mentioned. Two-object scenes put one object in the left half and one in the right half.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,10 +21,18 @@ UNNAMED_SHAPES = ("crescent", "arrow", "hourglass")
 SHAPES = NAMED_SHAPES + UNNAMED_SHAPES
 
 COLOURS = {  # name -> RGB
-    "red": (215, 35, 35), "orange": (245, 135, 20), "yellow": (245, 215, 30), "green": (40, 165, 55),
-    "blue": (35, 75, 225), "purple": (125, 40, 175), "pink": (250, 140, 200), "brown": (125, 75, 30),
+    "red": (215, 35, 35),
+    "orange": (245, 135, 20),
+    "yellow": (245, 215, 30),
+    "green": (40, 165, 55),
+    "blue": (35, 75, 225),
+    "purple": (125, 40, 175),
+    "pink": (250, 140, 200),
+    "brown": (125, 75, 30),
     # un-named: between named ones
-    "teal": (0, 160, 160), "lime": (165, 230, 40), "magenta": (215, 0, 200),
+    "teal": (0, 160, 160),
+    "lime": (165, 230, 40),
+    "magenta": (215, 0, 200),
 }
 NAMED_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 UNNAMED_COLOURS = ("teal", "lime", "magenta")
@@ -45,23 +54,66 @@ SIZES = ("small", "large")
 BIASED_SHAPE, BIASED_COLOUR, BIAS_RATE = "balloon", "red", 0.9
 
 # Attribute combinations never shown in pretraining (compositional generalisation is tested on them).
-HELD_OUT_SHAPE_COLOUR = (("star", "blue"), ("ring", "yellow"), ("heart", "green"), ("square", "purple"),
-                         ("triangle", "pink"), ("circle", "orange"), ("cross", "brown"), ("diamond", "red"))
-HELD_OUT_SHAPE_STYLE = (("star", "pixel"), ("heart", "sketch"), ("circle", "painting"), ("ring", "photo"),
-                        ("triangle", "painting"), ("cross", "pixel"))
-HELD_OUT_COLOUR_BACKGROUND = (("red", "sky"), ("blue", "sand"), ("yellow", "black"), ("green", "white"),
-                              ("purple", "grass"), ("orange", "gray"))
+HELD_OUT_SHAPE_COLOUR = (
+    ("star", "blue"),
+    ("ring", "yellow"),
+    ("heart", "green"),
+    ("square", "purple"),
+    ("triangle", "pink"),
+    ("circle", "orange"),
+    ("cross", "brown"),
+    ("diamond", "red"),
+)
+HELD_OUT_SHAPE_STYLE = (
+    ("star", "pixel"),
+    ("heart", "sketch"),
+    ("circle", "painting"),
+    ("ring", "photo"),
+    ("triangle", "painting"),
+    ("cross", "pixel"),
+)
+HELD_OUT_COLOUR_BACKGROUND = (
+    ("red", "sky"),
+    ("blue", "sand"),
+    ("yellow", "black"),
+    ("green", "white"),
+    ("purple", "grass"),
+    ("orange", "gray"),
+)
 
 STYLE_PHRASES = {
-    "photo": ("a photo of", "a good photo of", "a close-up photo of", "a cropped photo of", "a bright photo of",
-              "the photo of"),
+    "photo": (
+        "a photo of",
+        "a good photo of",
+        "a close-up photo of",
+        "a cropped photo of",
+        "a bright photo of",
+        "the photo of",
+    ),
     "sketch": ("a sketch of", "a drawing of", "a pencil sketch of"),
     "pixel": ("pixel art of", "a pixel art of", "a pixel drawing of"),
     "painting": ("a painting of", "an oil painting of", "a painting of"),
 }
 GENERIC_PHRASES = ("a picture of", "an illustration of", "a rendering of", "a depiction of", "an image of")
-EDIT_WORDS = ("with", "next", "to", "beside", "in", "style", "background", "and", "an", "the", "object",
-              "picture", "image", "pencil", "oil", "drawing", "art")
+EDIT_WORDS = (
+    "with",
+    "next",
+    "to",
+    "beside",
+    "in",
+    "style",
+    "background",
+    "and",
+    "an",
+    "the",
+    "object",
+    "picture",
+    "image",
+    "pencil",
+    "oil",
+    "drawing",
+    "art",
+)
 
 
 def world_words() -> list[str]:
@@ -104,10 +156,17 @@ class Scene:
         """Ground-truth labels in the oracle's terms (object 1 = the only/left object, object 2 = right)."""
         a = self.objects[0]
         b = self.objects[1] if len(self.objects) > 1 else None
-        return {"shape": a.shape, "colour": a.colour, "pattern": a.pattern,
-                "size": a.size if b is None else "none", "background": self.background, "style": self.style,
-                "count": str(len(self.objects)), "shape2": b.shape if b else "none",
-                "colour2": b.colour if b else "none"}
+        return {
+            "shape": a.shape,
+            "colour": a.colour,
+            "pattern": a.pattern,
+            "size": a.size if b is None else "none",
+            "background": self.background,
+            "style": self.style,
+            "count": str(len(self.objects)),
+            "shape2": b.shape if b else "none",
+            "colour2": b.colour if b else "none",
+        }
 
 
 def _rng(rng) -> np.random.Generator:
@@ -126,8 +185,11 @@ HELD_OUT_KINDS = (("shape", "colour"), ("shape", "style"), ("colour", "backgroun
 def held_out_kinds(scene: Scene, index: int = 0) -> list[tuple[str, str]]:
     """The kinds of held-out combination that object `index` of the scene shows, in HELD_OUT_KINDS order."""
     o = scene.objects[index]
-    found = ((o.shape, o.colour) in HELD_OUT_SHAPE_COLOUR, (o.shape, scene.style) in HELD_OUT_SHAPE_STYLE,
-             (o.colour, scene.background) in HELD_OUT_COLOUR_BACKGROUND)
+    found = (
+        (o.shape, o.colour) in HELD_OUT_SHAPE_COLOUR,
+        (o.shape, scene.style) in HELD_OUT_SHAPE_STYLE,
+        (o.colour, scene.background) in HELD_OUT_COLOUR_BACKGROUND,
+    )
     return [k for k, hit in zip(HELD_OUT_KINDS, found) if hit]
 
 
@@ -141,14 +203,26 @@ def _place(rng, count, size_words):
         s = size_words[0]
         half = 0.21 if s == "small" else 0.32
         return [(float(rng.uniform(half, 1 - half)), float(rng.uniform(half, 1 - half)))]
-    return [(float(rng.uniform(0.22, 0.28)), float(rng.uniform(0.25, 0.75))),
-            (float(rng.uniform(0.72, 0.78)), float(rng.uniform(0.25, 0.75)))]
+    return [
+        (float(rng.uniform(0.22, 0.28)), float(rng.uniform(0.25, 0.75))),
+        (float(rng.uniform(0.72, 0.78)), float(rng.uniform(0.25, 0.75))),
+    ]
 
 
-def random_scene(rng=None, *, named_only: bool = False, count: int | None = None, p_unnamed: float = 0.15,
-                 shape: str | None = None, colour: str | None = None, pattern: str | None = None,
-                 background: str | None = None, style: str | None = None, size: str | None = None,
-                 biased: bool = True) -> Scene:
+def random_scene(
+    rng=None,
+    *,
+    named_only: bool = False,
+    count: int | None = None,
+    p_unnamed: float = 0.15,
+    shape: str | None = None,
+    colour: str | None = None,
+    pattern: str | None = None,
+    background: str | None = None,
+    style: str | None = None,
+    size: str | None = None,
+    biased: bool = True,
+) -> Scene:
     """Sample a scene. Given attributes are fixed (for object 1); the rest are drawn.
 
     named_only: only values that have a word (no un-named colours, shapes, patterns or styles).
@@ -183,8 +257,10 @@ def random_scene(rng=None, *, named_only: bool = False, count: int | None = None
         specs.append(s2)
     sizes = [size or _choice(rng, SIZES)] if count == 1 else ["small", "small"]
     pos = _place(rng, count, sizes)
-    objs = tuple(Obj(sh, co, pa, sizes[0] if count == 1 else "small", x, y, float(rng.uniform(-12, 12)))
-                 for (sh, co, pa), (x, y) in zip(specs, pos))
+    objs = tuple(
+        Obj(sh, co, pa, sizes[0] if count == 1 else "small", x, y, float(rng.uniform(-12, 12)))
+        for (sh, co, pa), (x, y) in zip(specs, pos)
+    )
     return Scene(objs, bg, st)
 
 
@@ -193,8 +269,9 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def object_phrase(o: Obj, rng, with_size: bool, with_colour: bool = True, hedge: float = 0.0,
-                  name_all: bool = False) -> str:
+def object_phrase(
+    o: Obj, rng, with_size: bool, with_colour: bool = True, hedge: float = 0.0, name_all: bool = False
+) -> str:
     words = []
     if with_size:
         words.append(o.size)
@@ -227,13 +304,21 @@ def caption(scene: Scene, rng=None, *, full: bool = False, hedge: float = 0.0, n
         return f"{lead} an object"
     objs = list(scene.objects)
     if len(objs) == 1:
-        body = object_phrase(objs[0], rng, with_size=full or rng.random() < 0.5,
-                             with_colour=full or rng.random() < 0.9, hedge=hedge, name_all=name_all)
+        body = object_phrase(
+            objs[0],
+            rng,
+            with_size=full or rng.random() < 0.5,
+            with_colour=full or rng.random() < 0.9,
+            hedge=hedge,
+            name_all=name_all,
+        )
     else:
         if not full and rng.random() < 0.5:
             objs = objs[::-1]
-        body = " and ".join(object_phrase(o, rng, False, with_colour=full or rng.random() < 0.95, hedge=hedge,
-                                          name_all=name_all) for o in objs)
+        body = " and ".join(
+            object_phrase(o, rng, False, with_colour=full or rng.random() < 0.95, hedge=hedge, name_all=name_all)
+            for o in objs
+        )
     if full or rng.random() < 0.85:
         body += f" on {_article(scene.background)} {scene.background} background"
     return f"{lead} {body}"
@@ -276,8 +361,20 @@ _SHAPE_POLYS = {
     "square": [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)],
     "triangle": [(0, -0.95), (0.95, 0.75), (-0.95, 0.75)],
     "star": _star_pts(),
-    "cross": [(-0.3, -0.95), (0.3, -0.95), (0.3, -0.3), (0.95, -0.3), (0.95, 0.3), (0.3, 0.3), (0.3, 0.95),
-              (-0.3, 0.95), (-0.3, 0.3), (-0.95, 0.3), (-0.95, -0.3), (-0.3, -0.3)],
+    "cross": [
+        (-0.3, -0.95),
+        (0.3, -0.95),
+        (0.3, -0.3),
+        (0.95, -0.3),
+        (0.95, 0.3),
+        (0.3, 0.3),
+        (0.3, 0.95),
+        (-0.3, 0.95),
+        (-0.3, 0.3),
+        (-0.95, 0.3),
+        (-0.95, -0.3),
+        (-0.3, -0.3),
+    ],
     "heart": _heart_pts(),
     "diamond": [(0, -1.0), (0.62, 0), (0, 1.0), (-0.62, 0)],
     "arrow": [(-0.95, -0.25), (0.15, -0.25), (0.15, -0.7), (0.95, 0), (0.15, 0.7), (0.15, 0.25), (-0.95, 0.25)],
@@ -303,8 +400,11 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, rot: float, size: int
     elif shape == "balloon":
         d.ellipse([cx - 0.62 * r, cy - 0.98 * r, cx + 0.62 * r, cy + 0.5 * r], fill=255)
         d.polygon([(cx, cy + 0.45 * r), (cx + 0.16 * r, cy + 0.62 * r), (cx - 0.16 * r, cy + 0.62 * r)], fill=255)
-        d.line([(cx, cy + 0.6 * r), (cx + 0.12 * r, cy + 0.8 * r), (cx - 0.05 * r, cy + 1.0 * r)], fill=255,
-               width=max(1, int(0.09 * r)))
+        d.line(
+            [(cx, cy + 0.6 * r), (cx + 0.12 * r, cy + 0.8 * r), (cx - 0.05 * r, cy + 1.0 * r)],
+            fill=255,
+            width=max(1, int(0.09 * r)),
+        )
     else:
         d.polygon(_poly(_SHAPE_POLYS[shape], cx, cy, r, rot), fill=255)
     im = im.resize((size, size), Image.BOX)
@@ -349,9 +449,9 @@ def _fill(o: Obj, size: int, rng, mask_bbox) -> np.ndarray:
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         light = base * 0.35 + 255 * 0.65
         if o.pattern == "striped":
-            on = ((xx + yy) // 2.5 % 2 == 0)
+            on = (xx + yy) // 2.5 % 2 == 0
         else:
-            on = ((xx % 4 < 2) & (yy % 4 < 2))
+            on = (xx % 4 < 2) & (yy % 4 < 2)
         fill[on] = light
     return fill
 
@@ -407,14 +507,14 @@ def render_scene(scene: Scene, size: int = 32, rng=None) -> Image.Image:
         img = img * np.where(dots, 1.0, 0.6)[..., None]
     elif style == "hatched":
         yy, xx = np.mgrid[0:size, 0:size]
-        lines = ((xx - yy) % 4 == 0)
+        lines = (xx - yy) % 4 == 0
         img = img * np.where(lines, 0.4, 1.0)[..., None]
     elif style == "glitch":
         img = img.copy()
         for _ in range(2):
             y0 = int(rng.integers(0, size - 3))
             h = int(rng.integers(2, 4))
-            img[y0:y0 + h] = np.roll(img[y0:y0 + h], int(rng.choice([-2, 2])), axis=1)
+            img[y0 : y0 + h] = np.roll(img[y0 : y0 + h], int(rng.choice([-2, 2])), axis=1)
         img[..., 0] = np.roll(img[..., 0], 1, axis=1)
         img[..., 2] = np.roll(img[..., 2], -1, axis=1)
     if style in ("photo", "halftone", "hatched", "glitch", "sketch"):
@@ -449,5 +549,19 @@ def image_scene(rng, excluded: set | None = None, p_unnamed: float = 0.15) -> Sc
             return s
 
 
-__all__ = ["JUDGE_ONLY_WORDS", "Obj", "Scene", "random_scene", "render_scene", "caption", "prompt_for", "world_words",
-           "held_out_pairs", "held_out_kinds", "HELD_OUT_KINDS", "pretraining_scene", "image_scene", "render_array"]
+__all__ = [
+    "JUDGE_ONLY_WORDS",
+    "Obj",
+    "Scene",
+    "random_scene",
+    "render_scene",
+    "caption",
+    "prompt_for",
+    "world_words",
+    "held_out_pairs",
+    "held_out_kinds",
+    "HELD_OUT_KINDS",
+    "pretraining_scene",
+    "image_scene",
+    "render_array",
+]

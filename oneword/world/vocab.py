@@ -6,6 +6,7 @@ in pieces. Here merges are added word by word *after* simulating CLIP's BPE on t
 new merges rank above every earlier one, so they only act once the old ones are exhausted, and words
 already made whole stay whole.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
