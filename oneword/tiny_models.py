@@ -514,3 +514,33 @@ def build_sdxl_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
         "fingerprint": f"sdxl-random-seed{seed}",
     }
     return FrozenModel(pipe=pipe, identity=identity)
+
+
+def make_tiny_clip(dest) -> Path:
+    """A tiny random transformers CLIPModel + CLIPProcessor folder with the real CLIP tokenizer (a real judge's
+    code path: `judges.load_judge(str(dest))`)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    dest = Path(dest)
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(dest)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+    ).save_pretrained(dest)
+    return dest

@@ -38,6 +38,14 @@ def tiny_v_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny random CLIPModel folder: the code path of a real CLIP judge."""
+    from oneword.tiny_models import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
 @pytest.fixture
 def tiny_model(tiny_dir):
     from oneword.models import load_model

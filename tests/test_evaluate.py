@@ -78,39 +78,6 @@ def fixed_sampler(images):
     return fake
 
 
-@pytest.fixture(scope="session")
-def tiny_clip_dir(tmp_path_factory):
-    """A tiny random transformers CLIPModel + CLIPProcessor folder (the real-model judge's code path)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    from oneword.clip_tokenizer import write_clip_tokenizer
-
-    dest = tmp_path_factory.mktemp("tiny-clip")
-    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
-    text = dict(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
-    vision = dict(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
-    )
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(dest)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tok,
-    )
-    processor.save_pretrained(dest)
-    return dest
-
-
 QUICK = E.EvalConfig(n=4, steps=2, bootstrap=200)
 
 

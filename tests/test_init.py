@@ -31,38 +31,6 @@ def world():
     return load_model(None, device="cpu"), load_judge("world")
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    """A tiny random transformers CLIPModel + processor with the real 49k CLIP tokenizer (a real judge's code path)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    from oneword.clip_tokenizer import write_clip_tokenizer
-
-    dest = tmp_path_factory.mktemp("tiny-clip")
-    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
-    text = dict(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
-    vision = dict(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
-    )
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(dest)
-    CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tok,
-    ).save_pretrained(dest)
-    return dest
-
-
 def noise(n=5, seed=0):
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
@@ -112,10 +80,10 @@ def test_auto_with_n_vectors_starts_each_vector_from_one_of_the_n_best_words(wor
     assert not torch.equal(word[0], word[1])
 
 
-def test_auto_ranks_a_real_clips_vocabulary_batched_and_cached(tiny_model, tiny_clip, monkeypatch):
+def test_auto_ranks_a_real_clips_vocabulary_batched_and_cached(tiny_model, tiny_clip_dir, monkeypatch):
     from oneword.judges import load_judge
 
-    judge = load_judge(str(tiny_clip))
+    judge = load_judge(str(tiny_clip_dir))
     images = [Image.new("RGB", (32, 32), (200, 30, 30))] * 2
     choice = I.auto_words(tiny_model, images, "object", 2, judge=judge)
     assert choice["candidates"] > 20000 and choice["strength_unit"] == "vocabulary"
@@ -127,10 +95,10 @@ def test_auto_ranks_a_real_clips_vocabulary_batched_and_cached(tiny_model, tiny_
     assert I.auto_words(tiny_model, images, "object", 2, judge=judge)["words"] == choice["words"]
 
 
-def test_a_real_clips_text_features_padded_to_the_longest_equal_padding_to_77(tiny_clip):
+def test_a_real_clips_text_features_padded_to_the_longest_equal_padding_to_77(tiny_clip_dir):
     from oneword.judges import load_judge
 
-    judge = load_judge(str(tiny_clip))
+    judge = load_judge(str(tiny_clip_dir))
     texts = ["a photo of a cat", "a photo of a very long and winding river", "a photo of a x"]
     assert torch.allclose(I._text_features(judge, texts), judge.text_features(texts), atol=1e-5)
 
@@ -141,7 +109,7 @@ def test_auto_without_a_judge_for_a_real_model_says_what_to_pass(tiny_model, tmp
         learn(tiny_model, write_photos(tmp_path / "p"), cfg, tmp_path / "run", progress=False)
 
 
-def test_cli_init_auto_prints_the_words_and_records_them(tiny_dir, tiny_clip, tmp_path, capsys):
+def test_cli_init_auto_prints_the_words_and_records_them(tiny_dir, tiny_clip_dir, tmp_path, capsys):
     photos = write_photos(tmp_path / "p")
     code = main(
         [
@@ -154,7 +122,7 @@ def test_cli_init_auto_prints_the_words_and_records_them(tiny_dir, tiny_clip, tm
             "--init",
             "auto",
             "--clip",
-            str(tiny_clip),
+            str(tiny_clip_dir),
             "--out",
             str(tmp_path / "run"),
             "--steps",
@@ -167,7 +135,7 @@ def test_cli_init_auto_prints_the_words_and_records_them(tiny_dir, tiny_clip, tm
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert code == 0 and f"init auto: {saved['init']} (" in out and "match strength" in out
-    assert saved["init_choice"]["method"] == "auto" and saved["init_clip"] == str(tiny_clip)
+    assert saved["init_choice"]["method"] == "auto" and saved["init_clip"] == str(tiny_clip_dir)
 
     code = main(
         [
