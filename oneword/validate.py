@@ -385,6 +385,16 @@ def learning(model, cfg, n_photos: int) -> None:
         if tokenizer is not None:
             check_token_free(tokenizer, cfg.token, cfg.vectors)
     vectors_fit(model.tokenizer, templates_for(cfg.property), cfg.vectors)
+    if cfg.preview_every and cfg.preview_prompts:  # previews: prompts that name the word, checked as generate's
+        import copy
+
+        from .concept import vector_token_names
+        from .install import expand_prompt
+
+        tokenizer = copy.deepcopy(model.tokenizer)
+        tokenizer.add_tokens(vector_token_names(cfg.token, cfg.vectors))
+        for text in cfg.preview_prompts:
+            prompt(tokenizer, expand_prompt(text, {cfg.token: cfg.vectors}), "--preview-prompt")
     learning_fits(model, cfg.resolution or model.resolution, cfg.batch_size, n_photos, cfg.grad_checkpointing)
 
 

@@ -388,6 +388,17 @@ def test_a_word_no_embedding_defines_is_refused(capsys, tiny_dir, tmp_path):
     assert not list(tmp_path.glob("g*.png")) and not (tmp_path / "e.png").exists()
 
 
+def test_a_preview_prompt_is_checked_before_learning(capsys, tiny_dir, photos, tmp_path):
+    for text, needle in (("a photo of <foo>", "<foo>"), ("a photo of " + "very " * 80 + "<r>", "cut off")):
+        code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--preview-every", "1",
+                                               "--preview-prompt", text))
+        one_line_error(code, err, "--preview-prompt", needle)
+    assert not (tmp_path / "a").exists()
+    code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--preview-every", "1",
+                                           "--preview-prompt", "a sketch of <r>"))
+    assert code == 0, err
+
+
 def test_vectors_that_do_not_fit_the_prompts_are_refused_before_any_file(capsys, tiny_dir, photos, tmp_path):
     code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--vectors", "70"))
     one_line_error(code, err, "--vectors 70", "fewer")
