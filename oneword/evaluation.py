@@ -281,7 +281,7 @@ def sample(
     from contextlib import nullcontext
 
     from .install import expand_prompt
-    from .sampling import encode_prompts, generators, per_seed
+    from .sampling import encode_prompts, finite_images, generators, per_seed
 
     words = nullcontext(tokenizer) if tokenizer is not None else temporary_words(model, concepts)
     with words as tok, sampling_scheduler(model, scheduler):
@@ -291,14 +291,17 @@ def sample(
 
         def draw(seeds):
             k = len(seeds)
-            return model.pipe(
+            images = model.pipe(
                 **{name: e.expand(k, *e.shape[1:]) for name, e in embeds.items()},
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 generator=generators(seeds),
                 height=model.resolution,
                 width=model.resolution,
+                output_type="np",
             ).images
+            finite_images(images, concepts)  # NaN pixels would be scored as black images
+            return model.pipe.numpy_to_pil(images)
 
         return per_seed(n, seed, batch, draw)
 

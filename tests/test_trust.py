@@ -412,6 +412,11 @@ def test_huge_embedding_values_are_an_error_not_black_images(capsys, tiny_dir, t
     code, _, err = run(capsys, *gen(tiny_dir, "a photo of <w>", tmp_path / "g.png", "--embeds", w))
     one_line_error(code, err, "non-finite", "<w>")
     assert not list(tmp_path.glob("*.png"))
+    code, _, err = run(capsys, "evaluate", "--embeds", w, "--images", write_photos(tmp_path / "photos"), "--model",
+                       tiny_dir, "--judge", "world", "-n", "1", "--steps", "1", "--bootstrap", "10", "--out",
+                       tmp_path / "eval")
+    one_line_error(code, err, "non-finite", "<w>")
+    assert not (tmp_path / "eval" / "evaluation.json").exists()
 
 
 # ------------------------------------------------------------------------------ resume continues the run it names
