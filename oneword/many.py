@@ -438,6 +438,16 @@ class Engine:
             if len(cache) > self.R:
                 raise OnewordError(f"{job.photos} now holds more photos than when learn-many started")
             ids = self._ids(cfg, k)
+            if (
+                cfg.init in ("auto", "encoder")
+                or (cfg.init or "").startswith("encoder:")
+                or (cfg.init_mode or "word") != "word"
+            ):
+                # those starts resolve per word (and cross pulls toward its own start): oneword learn has them
+                raise OnewordError(
+                    f"{job.token}: learn-many starts from init words only; learn a word with --init "
+                    f"{cfg.init} / --init-mode {cfg.init_mode} with oneword learn"
+                )
             with self._vocabulary_only():
                 init = init_vectors(model, cfg.init_word(), cfg.vectors).to(self.dev)
             if self.latents is None:

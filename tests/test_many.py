@@ -132,6 +132,8 @@ def test_bad_concepts_fail_alone_and_the_command_exits_2(tiny_dir, tmp_path, cap
     (root / "broken" / "a.png").write_bytes(b"not a png at all")
     write_photos(root / "cat", n=3)
     (root / "cat" / "oneword.json").write_text('{"token": "cat"}')  # an ordinary word of the vocabulary
+    write_photos(root / "auto", n=3, seed=2)
+    (root / "auto" / "oneword.toml").write_text('init = "auto"\n')  # a start learn resolves per word, not here
     code = main(
         [
             "learn-many",
@@ -153,11 +155,12 @@ def test_bad_concepts_fail_alone_and_the_command_exits_2(tiny_dir, tmp_path, cap
     )
     assert code == 2
     out, err = capsys.readouterr()
-    assert "2 of 4 concepts failed" in err
+    assert "3 of 5 concepts failed" in err
     summary = {r["token"]: r for r in json.loads((tmp_path / "out" / "summary.json").read_text())["concepts"]}
     assert summary["<good>"]["status"] == summary["<also_good>"]["status"] == "done"
-    assert summary["<broken>"]["status"] == summary["cat"]["status"] == "failed"
-    for token in ("<broken>", "cat"):
+    assert summary["<broken>"]["status"] == summary["cat"]["status"] == summary["<auto>"]["status"] == "failed"
+    assert "starts from init words only" in summary["<auto>"]["error"]
+    for token in ("<broken>", "cat", "<auto>"):
         reason = summary[token]["error"]
         assert reason and "\n" not in reason and reason in out
         assert json.loads((tmp_path / "out" / token.strip("<>") / "run.json").read_text())["error"] == reason
