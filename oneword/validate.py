@@ -454,34 +454,40 @@ def output_folder(path, name: str = "--out", into_package: bool = False) -> Path
 
 
 def output_image(path, name: str = "--out", overwrite: bool = False, inputs=(), also=()) -> Path:
-    """An image file to write: its extension says the format (.png, .jpg, .webp); an existing file (or one of the
-    ``also`` files written beside it) is replaced only with ``overwrite``, and never when it is one of ``inputs``."""
+    """An image file to write: its extension says the format (.png, .jpg, .webp); see :func:`output_file`."""
     text = str(path)
     path = Path(path).expanduser()
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise OnewordError(f"{name} {text} is a folder; give a file name such as {path / 'out.png'}")
     if path.suffix.lower() not in IMAGE_EXTS:
-        raise OnewordError(
-            f"{name} {text}: images are written as .png, .jpg or .webp "
-            f"(the extension picks the format), not {path.suffix or 'no extension'}"
-        )
+        raise OnewordError(f"{name} {text}: images are written as .png, .jpg or .webp "
+                           f"(the extension picks the format), not {path.suffix or 'no extension'}")
+    return output_file(path, name, overwrite, inputs, also)
+
+
+def output_file(path, name: str = "--out", overwrite: bool = False, inputs=(), also=()) -> Path:
+    """A file to write (with ``also``, the files written beside it): not a folder or a broken symlink, in a
+    writable folder outside the installed package; an existing one is replaced only with ``overwrite``, and never
+    when it is one of ``inputs``."""
+    text = str(path)
+    path = Path(path).expanduser()
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise OnewordError(f"{name} {text} is a folder; give a file name")
     for p in (path, *map(Path, also)):
         _not_a_loop(p, name)
         for i in inputs:
             if _same_file(p, i):
-                raise OnewordError(f"{name} {p} is the input {i}; choose another --out (the input is kept)")
+                raise OnewordError(f"{name} {p} is the input {i}; choose another output (the input is kept)")
     _parent_ok(path, name)
     if inside_package(path):
         raise OnewordError(f"{name} {path} is inside the installed oneword package; write somewhere else")
     if not overwrite:
         taken = [str(p) for p in (path, *map(Path, also)) if p.exists() or p.is_symlink()]
         if taken:
-            what = (
-                f"{taken[0]} and {len(taken) - 1} more file(s) beside it already exist"
-                if len(taken) > 1
+            what = f"{taken[0]} and {len(taken) - 1} more file(s) beside it already exist" if len(taken) > 1 \
                 else f"{taken[0]} already exists"
-            )
-            raise OnewordError(f"{name}: {what}; pass --overwrite to replace them, or choose another --out")
+            raise OnewordError(f"{name}: {what}; pass --overwrite to replace {'them' if len(taken) > 1 else 'it'}, "
+                               "or choose another name")
     return path
 
 

@@ -123,6 +123,19 @@ def test_existing_images_are_kept_unless_overwrite_which_also_clears_stale_numbe
     assert snapshot(tmp_path)[Path("g_00.png")] != before[Path("g_00.png")]
 
 
+def test_convert_never_replaces_its_input_or_an_existing_file_unless_overwrite(capsys, tmp_path):
+    w = word_file(tmp_path)
+    out = tmp_path / "c.pt"
+    assert run(capsys, "convert", w, out)[0] == 0
+    before = snapshot(tmp_path)
+    one_line_error(*run(capsys, "convert", w, out, "--token", "<v>")[::2], "--overwrite")
+    for argv in ([w, w, "--overwrite"], [w, w, "--format", "kohya", "--overwrite"]):
+        one_line_error(*run(capsys, "convert", *argv)[::2], "input")
+    assert snapshot(tmp_path) == before
+    assert run(capsys, "convert", w, out, "--token", "<v>", "--overwrite")[0] == 0
+    assert snapshot(tmp_path)[Path("c.pt")] != before[Path("c.pt")]
+
+
 def test_edit_never_replaces_its_photo_or_mask(capsys, tiny_dir, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)

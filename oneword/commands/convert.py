@@ -47,6 +47,7 @@ def register(subparsers) -> None:
         help="output layout (default: from OUT's extension: .safetensors/.bin diffusers, .pt a1111)",
     )
     p.add_argument("--token", default=None, help="rename the word (or pick one when IN holds several)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never IN)")
     p.set_defaults(func=run)
 
 
@@ -59,6 +60,7 @@ def run(args) -> None:
         names = ", ".join(c.token for c in concepts)
         raise OnewordError(f"{src} holds {len(concepts)} embeddings ({names}); pick one with --token NAME")
     c = concepts[0]
+    _check_output(args, src, dst, c)
     shape = f"{c.n_vectors} x {c.dim}" if not c.parts else "SDXL clip_l + clip_g"
     if args.tool is not None:
         out = save_for_tool(c, dst, args.tool)
@@ -77,3 +79,15 @@ def run(args) -> None:
     if c.parts and args.format == "diffusers":  # diffusers' two files, one per text encoder
         out = f"{out} and {diffusers_second_file(out).name}"
     print(f"wrote {out}: {c.token} ({shape}){' as ' + args.format if args.format else ''}")
+
+
+def _check_output(args, src: Path, dst: Path, c) -> None:
+    """OUT (and diffusers' second SDXL file beside it) is never IN, and replaces a file only with --overwrite."""
+    from .. import validate
+    from ..formats import diffusers_second_file, tool_output
+
+    out = tool_output(dst, args.tool)[0] if args.tool is not None else dst
+    two = c.parts and (args.tool == "diffusers" or args.format == "diffusers")
+    also = [diffusers_second_file(out)] if two else []
+    inputs = [src / "learned_embeds.safetensors" if src.is_dir() else src]
+    validate.output_file(out, "OUT", overwrite=args.overwrite, inputs=inputs, also=also)
