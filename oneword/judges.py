@@ -134,7 +134,10 @@ def judge_identity(judge) -> str:
     model = getattr(inner, "clip", None) if inner is not None else getattr(judge, "model", None)
     h = hashlib.sha256(str(getattr(judge, "name", "")).encode())
     if model is not None:
-        h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+        from .models import weights_config
+
+        config = weights_config(model.config.to_dict())  # not where the judge lies
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
         params = [p for n, p in model.named_parameters() if n.startswith("text")]
         for p in params[:: max(1, len(params) // 8)]:
             h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())

@@ -275,12 +275,21 @@ def _shipped_defaults(spec) -> dict:
     return {}
 
 
+def weights_config(config):
+    """A config without its "_"-keys ("_name_or_path", "_diffusers_version", ...: where and by what it was
+    saved, not what the weights are), nested configs included: identities that do not move with the folder."""
+    if isinstance(config, dict):
+        return {k: weights_config(v) for k, v in config.items() if not str(k).startswith("_")}
+    return config
+
+
 def _fingerprint(pipe) -> str:
     """A cheap identity of the weights: configs plus a few sampled parameter values."""
     h = hashlib.sha256()
     second = [pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) is not None else []
     for m in (pipe.unet, pipe.vae, pipe.text_encoder, *second):
         cfg = m.config.to_dict() if hasattr(m.config, "to_dict") else dict(m.config)
+        cfg = weights_config(cfg)
         h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
         params = list(m.parameters())
         for p in params[:: max(1, len(params) // 8)]:

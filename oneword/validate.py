@@ -460,8 +460,10 @@ def output_image(path, name: str = "--out", overwrite: bool = False, inputs=(), 
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise OnewordError(f"{name} {text} is a folder; give a file name such as {path / 'out.png'}")
     if path.suffix.lower() not in IMAGE_EXTS:
-        raise OnewordError(f"{name} {text}: images are written as .png, .jpg or .webp "
-                           f"(the extension picks the format), not {path.suffix or 'no extension'}")
+        raise OnewordError(
+            f"{name} {text}: images are written as .png, .jpg or .webp "
+            f"(the extension picks the format), not {path.suffix or 'no extension'}"
+        )
     return output_file(path, name, overwrite, inputs, also)
 
 
@@ -484,10 +486,15 @@ def output_file(path, name: str = "--out", overwrite: bool = False, inputs=(), a
     if not overwrite:
         taken = [str(p) for p in (path, *map(Path, also)) if p.exists() or p.is_symlink()]
         if taken:
-            what = f"{taken[0]} and {len(taken) - 1} more file(s) beside it already exist" if len(taken) > 1 \
+            what = (
+                f"{taken[0]} and {len(taken) - 1} more file(s) beside it already exist"
+                if len(taken) > 1
                 else f"{taken[0]} already exists"
-            raise OnewordError(f"{name}: {what}; pass --overwrite to replace {'them' if len(taken) > 1 else 'it'}, "
-                               "or choose another name")
+            )
+            raise OnewordError(
+                f"{name}: {what}; pass --overwrite to replace {'them' if len(taken) > 1 else 'it'}, "
+                "or choose another name"
+            )
     return path
 
 

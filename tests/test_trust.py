@@ -403,12 +403,15 @@ def test_a_word_no_embedding_defines_is_refused(capsys, tiny_dir, tmp_path):
 
 def test_a_preview_prompt_is_checked_before_learning(capsys, tiny_dir, photos, tmp_path):
     for text, needle in (("a photo of <foo>", "<foo>"), ("a photo of " + "very " * 80 + "<r>", "cut off")):
-        code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--preview-every", "1",
-                                               "--preview-prompt", text))
+        code, _, err = run(
+            capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--preview-every", "1", "--preview-prompt", text)
+        )
         one_line_error(code, err, "--preview-prompt", needle)
     assert not (tmp_path / "a").exists()
-    code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", "--preview-every", "1",
-                                           "--preview-prompt", "a sketch of <r>"))
+    code, _, err = run(
+        capsys,
+        *learn_args(photos, tiny_dir, tmp_path / "a", "--preview-every", "1", "--preview-prompt", "a sketch of <r>"),
+    )
     assert code == 0, err
 
 
@@ -425,9 +428,26 @@ def test_huge_embedding_values_are_an_error_not_black_images(capsys, tiny_dir, t
     code, _, err = run(capsys, *gen(tiny_dir, "a photo of <w>", tmp_path / "g.png", "--embeds", w))
     one_line_error(code, err, "non-finite", "<w>")
     assert not list(tmp_path.glob("*.png"))
-    code, _, err = run(capsys, "evaluate", "--embeds", w, "--images", write_photos(tmp_path / "photos"), "--model",
-                       tiny_dir, "--judge", "world", "-n", "1", "--steps", "1", "--bootstrap", "10", "--out",
-                       tmp_path / "eval")
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--embeds",
+        w,
+        "--images",
+        write_photos(tmp_path / "photos"),
+        "--model",
+        tiny_dir,
+        "--judge",
+        "world",
+        "-n",
+        "1",
+        "--steps",
+        "1",
+        "--bootstrap",
+        "10",
+        "--out",
+        tmp_path / "eval",
+    )
     one_line_error(code, err, "non-finite", "<w>")
     assert not (tmp_path / "eval" / "evaluation.json").exists()
 
@@ -638,3 +658,16 @@ def test_the_package_docstring_example_runs(tiny_dir, tmp_path, monkeypatch):
     namespace = {}
     exec(compile(code, "oneword/__init__.py", "exec"), namespace)
     assert len(namespace["images"]) == 1 and callable(namespace["generate"])
+
+
+def test_a_models_fingerprint_does_not_depend_on_where_its_folder_lies(tmp_path):
+    """Checkpoints, the shipped photo encoder and resume compare fingerprints: the same weights in another folder
+    (another install, a moved checkout) must give the same one."""
+    import shutil
+
+    from oneword.models import load_model
+    from oneword.world import model_path
+
+    moved = shutil.copytree(model_path(), tmp_path / "moved")
+    here = load_model(None, device="cpu").identity["fingerprint"]
+    assert load_model(str(moved), device="cpu").identity["fingerprint"] == here
