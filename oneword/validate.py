@@ -217,9 +217,10 @@ def image_size(model, height: int | None, width: int | None) -> tuple[int, int]:
     for name, v in (("--height", height), ("--width", width)):
         v = model.resolution if v is None else whole(name, v, 1, MAX_SIDE)
         if v % f:
+            near = sorted({max(f, v // f * f), v // f * f + f})  # the multiples either side (f itself below f)
             raise OnewordError(
                 f"{name} must be a multiple of {f} for this model (its VAE factor times its UNet's "
-                f"down-sampling), e.g. {max(f, v // f * f)} or {v // f * f + f}, not {v}"
+                f"down-sampling), e.g. {' or '.join(map(str, near))}, not {v}"
             )
         out.append(v)
     return out[0], out[1]
