@@ -10,6 +10,7 @@
 # 780 s of device time in all. Earlier parts on an H200 (2026-11-27): speed ~4 min, ckpt ~45 s, world ~5 min.
 # Pending (never run on a GPU yet): PARTS=sdxl, timeout_s ~600 (SDXL at 1024 px, below).
 # Pending (never run on a GPU yet): PARTS=many, timeout_s ~600 (learn-many, 32 concepts, below).
+# Pending (never run on a GPU yet): PARTS=learn, timeout_s ~600 (`oneword learn` wall time on SD1.5, load included).
 # Pending (never run on a GPU yet): PARTS="graph bound", timeout_s ~420 -- graph re-measures the graphed step with
 # cuDNN autotuning on in learn() and the eager first-step sync fixed; bound is the batch-64 profile's bound.
 # Needs python3 with torch (CUDA), diffusers, transformers; wheels in .whl/ are installed first if present.
@@ -76,6 +77,23 @@ if want world; then
   step 330 python3 -m oneword world pretrain --out /tmp/world_gpu --seed 3 --minutes 3.5 --init-from "$INIT" \
     --keep-vae --unet-batch 512
   [ -d /tmp/world_gpu/model ] && tar -C /tmp/world_gpu -cf "$OUT/world_gpu.tar" model judge
+fi
+# `oneword learn` as a user runs it on SD1.5 (pending: never run on a GPU yet): a random SD1.5 single file (fp16,
+# original key layout, ~2 GB: speed does not depend on weight values), 5 rendered 512 px photos, the shipped defaults
+# (at most 2,000 steps, batch 4, early stopping); the wall time includes interpreter start, model load and saving
+if want learn; then
+  step 240 python3 - <<'PY'
+from pathlib import Path
+from oneword.tiny_models import write_random_checkpoint
+from oneword.world.concepts import concept
+Path("/tmp/sd15_photos").mkdir(exist_ok=True)
+for i, photo in enumerate(concept("teal_ring").photos(5, size=512)):
+    photo.save(f"/tmp/sd15_photos/{i}.png")
+write_random_checkpoint("/tmp/sd15.safetensors", "sd1", "full")
+PY
+  step 420 bash -c 'TIMEFORMAT="wall %R s (interpreter start, load, learning, saving)"; time python3 -m oneword learn \
+    /tmp/sd15_photos --model /tmp/sd15.safetensors --token "<w>" --init ring --device cuda --out /tmp/sd15_word'
+  python3 -c "import json; r = json.load(open('/tmp/sd15_word/run.json')); print({k: r.get(k) for k in ('status', 'step', 'image_steps_per_s', 'elapsed_s', 'engine')})" 2>&1 | tee -a "$LOG"
 fi
 # SDXL at 1024 px (SDXL base's architecture, random weights; pending: never run on a GPU yet): oneword against
 # diffusers' textual_inversion_sdxl.py loop side by side at batch 1 and 4, oneword alone at larger batches (the best
