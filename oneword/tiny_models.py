@@ -24,25 +24,57 @@ def make_tiny_pipeline(
     dest: str | Path, prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8, hidden: int = 32
 ):
     """Save a tiny random StableDiffusionPipeline folder at `dest` and return the pipeline."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextModel
 
+    # the modules are made in this order (tokenizer, unet, vae, text) so a seed gives the same weights as ever
     torch.manual_seed(seed)
     dest = Path(dest)
-    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
-    unet = UNet2DConditionModel(
+    tok = clip_vit_l_tokenizer(dest / "_tok")
+    unet = _tiny_unet(
+        sample_size,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=hidden,
+        attention_head_dim=2,
+    )
+    vae = _tiny_vae(sample_size)
+    text = CLIPTextModel(_tiny_text_config(tok, hidden_size=hidden, num_attention_heads=2, pad_token_id=49407))
+    sched = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, prediction_type=prediction_type)
+    pipe = _sd_pipeline(unet, vae, text, tok, sched)
+    pipe.save_pretrained(dest)
+    return pipe
+
+
+# what the tiny SD and SDXL builders share: CLIP's token ids, SD's noise schedule, a small UNet trunk and VAE
+CLIP_IDS = dict(max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+
+
+def _tiny_text_config(tok, **widths):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=len(tok), intermediate_size=64, num_hidden_layers=2, **CLIP_IDS, **widths)
+
+
+def _tiny_unet(sample_size: int, **blocks):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=hidden,
-        attention_head_dim=2,
         norm_num_groups=8,
+        **blocks,
     )
-    vae = AutoencoderKL(
+
+
+def _tiny_vae(sample_size: int, **extra):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         block_out_channels=(8, 16),
@@ -51,41 +83,39 @@ def make_tiny_pipeline(
         up_block_types=("UpDecoderBlock2D",) * 2,
         norm_num_groups=8,
         sample_size=sample_size * 2,
+        **extra,
     )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tok),
-            hidden_size=hidden,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
-    sched = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
-    pipe = StableDiffusionPipeline(
+
+
+def _sd_pipeline(unet, vae, text, tokenizer, scheduler):
+    """An SD1.x/2.x pipeline of these modules, without the safety checker."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text,
-        tokenizer=tok,
+        tokenizer=tokenizer,
         unet=unet,
-        scheduler=sched,
+        scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(dest)
-    return pipe
+
+
+def _sdxl_pipeline(unet, vae, texts, tokenizers, scheduler):
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=texts[0],
+        text_encoder_2=texts[1],
+        tokenizer=tokenizers[0],
+        tokenizer_2=tokenizers[1],
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+    )
 
 
 # Stable Diffusion 1.5's configs
@@ -148,14 +178,50 @@ SD15_SCHEDULER = dict(
 SD15_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
 
 
-def clip_vit_l_tokenizer():
-    """The real CLIP tokenizer (49,408 ids, open_clip's vocabulary): SD1.5's tokenizer."""
+def clip_vit_l_tokenizer(folder: str | Path | None = None, **options):
+    """The real CLIP tokenizer (49,408 ids, open_clip's vocabulary): SD1.5's tokenizer. Its files are written to
+    `folder` (kept) or to a temporary one; `options` go to from_pretrained (pad_token="!": SDXL's second)."""
     import tempfile
 
     from transformers import CLIPTokenizer
 
+    if folder is not None:
+        return CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(folder)), **options)
     with tempfile.TemporaryDirectory() as tmp:
-        return CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
+        return CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"), **options)
+
+
+def sdxl_tokenizers() -> tuple:
+    """SDXL's two tokenizers: CLIP's, and the same vocabulary padding with "!" (as SDXL's second does)."""
+    return clip_vit_l_tokenizer(), clip_vit_l_tokenizer(pad_token="!")
+
+
+def _seed(device: torch.device, seed: int) -> None:
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+
+
+def _frozen_model(pipe, name: str, seed: int, text_width: int, resolution: int, **family):
+    """The FrozenModel of a random-weight benchmark pipeline: modules frozen in eval mode, no progress bar."""
+    from .models import FrozenModel
+
+    for m in pipe.components.values():
+        if isinstance(m, torch.nn.Module):
+            m.requires_grad_(False)
+            m.eval()
+    pipe.set_progress_bar_config(disable=True)
+    identity = {
+        "source": f"{name}-architecture-random",
+        "kind": "benchmark",
+        "pipeline": type(pipe).__name__,
+        **family,
+        "text_width": text_width,
+        "prediction_type": "epsilon",
+        "resolution": resolution,
+        "fingerprint": f"{name}-random-seed{seed}",
+    }
+    return FrozenModel(pipe=pipe, identity=identity)
 
 
 def sd15_modules(device="cpu", dtype=torch.float32, seed: int = 0):
@@ -166,9 +232,7 @@ def sd15_modules(device="cpu", dtype=torch.float32, seed: int = 0):
 
     device = torch.device(device)
     if device.type != "meta":
-        torch.manual_seed(seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed_all(seed)
+        _seed(device, seed)
     with torch.device(device):
         unet = UNet2DConditionModel(**SD15_UNET)
         vae = AutoencoderKL(**SD15_VAE)
@@ -181,35 +245,8 @@ def sd15_modules(device="cpu", dtype=torch.float32, seed: int = 0):
 
 def build_sd15_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
     """A FrozenModel with SD1.5's architecture and random weights (frozen, eval), on `device` in `dtype`."""
-    from diffusers import StableDiffusionPipeline
-
-    from .models import FrozenModel
-
-    unet, vae, text, tokenizer, scheduler = sd15_modules(device, dtype, seed)
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    for m in (unet, vae, text):
-        m.requires_grad_(False)
-        m.eval()
-    pipe.set_progress_bar_config(disable=True)
-    identity = {
-        "source": "sd15-architecture-random",
-        "kind": "benchmark",
-        "pipeline": type(pipe).__name__,
-        "text_width": SD15_TEXT["hidden_size"],
-        "prediction_type": "epsilon",
-        "resolution": 512,
-        "fingerprint": f"sd15-random-seed{seed}",
-    }
-    return FrozenModel(pipe=pipe, identity=identity)
+    pipe = _sd_pipeline(*sd15_modules(device, dtype, seed))
+    return _frozen_model(pipe, "sd15", seed, text_width=SD15_TEXT["hidden_size"], resolution=512)
 
 
 def count_params(module) -> int:
@@ -223,46 +260,31 @@ def make_tiny_sdxl_pipeline(dest: str | Path, seed: int = 0, sample_size: int = 
     both real tokenizers (the second pads with "!", as SDXL's does), so words learned on it have SDXL's shapes;
     two layers per encoder and a small UNet with SDXL's micro-conditioning (add_embedding of the pooled text
     vector and six size/crop numbers) keep it fast on the CPU."""
-    import tempfile
+    from diffusers import EulerDiscreteScheduler
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
+    # the modules are made in this order (text, text2, unet, vae) so a seed gives the same weights as ever
     torch.manual_seed(seed)
     dest = Path(dest)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
-        tok2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer_2"), pad_token="!")
-    ids = dict(
-        vocab_size=len(tok),
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        intermediate_size=64,
-        num_hidden_layers=2,
-    )
+    tok, tok2 = sdxl_tokenizers()
     text = CLIPTextModel(
-        CLIPTextConfig(
+        _tiny_text_config(
+            tok,
             hidden_size=768,
             num_attention_heads=12,
             hidden_act="quick_gelu",
             projection_dim=768,
             pad_token_id=49407,
-            **ids,
         )
     )
     text2 = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            hidden_size=1280, num_attention_heads=20, hidden_act="gelu", projection_dim=1280, pad_token_id=0, **ids
+        _tiny_text_config(
+            tok2, hidden_size=1280, num_attention_heads=20, hidden_act="gelu", projection_dim=1280, pad_token_id=0
         )
     )
     time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
+    unet = _tiny_unet(
+        sample_size,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         transformer_layers_per_block=(1, 2),
@@ -272,38 +294,10 @@ def make_tiny_sdxl_pipeline(dest: str | Path, seed: int = 0, sample_size: int = 
         addition_embed_type="text_time",
         addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=1280 + 6 * time_dim,
-        norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8,
-        sample_size=sample_size * 2,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
-    sched = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-        prediction_type="epsilon",
-    )
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text,
-        text_encoder_2=text2,
-        tokenizer=tok,
-        tokenizer_2=tok2,
-        unet=unet,
-        scheduler=sched,
-        force_zeros_for_empty_prompt=True,
-    )
+    vae = _tiny_vae(sample_size, scaling_factor=0.13025, force_upcast=True)
+    sched = EulerDiscreteScheduler(**SD_BETAS, timestep_spacing="leading", prediction_type="epsilon")
+    pipe = _sdxl_pipeline(unet, vae, (text, text2), (tok, tok2), sched)
     pipe.save_pretrained(dest)
     return pipe
 
@@ -465,24 +459,18 @@ def build_sdxl_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
     from the configs oneword ships. Speed and memory do not depend on weight values: it stands in for
     stabilityai/stable-diffusion-xl-base-1.0 in throughput and memory measurements (benchmarks/speed.py)."""
     import json
-    import tempfile
 
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from .families import family_of
-    from .models import FrozenModel
     from .single_file import shipped_config
 
     configs = checkpoint_configs("sdxl", "full")
     scheduler = json.loads((shipped_config("sdxl") / "scheduler" / "scheduler_config.json").read_text())
     device = torch.device(device)
-    torch.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed_all(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer"))
-        tok2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp) / "tokenizer_2"), pad_token="!")
+    _seed(device, seed)
+    tokenizers = sdxl_tokenizers()
     with torch.device(device):
         unet = UNet2DConditionModel.from_config(configs["unet"])
         vae = AutoencoderKL.from_config(configs["vae"])
@@ -490,49 +478,26 @@ def build_sdxl_architecture(device="cpu", dtype=torch.float32, seed: int = 0):
         text2 = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder_2"]))
     for m in (unet, vae, text, text2):
         m.to(dtype=dtype)
-        m.requires_grad_(False)
-        m.eval()
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text,
-        text_encoder_2=text2,
-        tokenizer=tok,
-        tokenizer_2=tok2,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(scheduler),
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = _sdxl_pipeline(unet, vae, (text, text2), tokenizers, EulerDiscreteScheduler.from_config(scheduler))
     family_of(pipe).prepare(pipe)
-    identity = {
-        "source": "sdxl-architecture-random",
-        "kind": "benchmark",
-        "pipeline": type(pipe).__name__,
-        "family": "sdxl",
-        "text_width": 768,
-        "prediction_type": "epsilon",
-        "resolution": 1024,
-        "fingerprint": f"sdxl-random-seed{seed}",
-    }
-    return FrozenModel(pipe=pipe, identity=identity)
+    return _frozen_model(pipe, "sdxl", seed, family="sdxl", text_width=768, resolution=1024)
 
 
 def make_tiny_clip(dest) -> Path:
     """A tiny random transformers CLIPModel + CLIPProcessor folder with the real CLIP tokenizer (a real judge's
     code path: `judges.load_judge(str(dest))`)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     dest = Path(dest)
-    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(dest / "_tok"))
+    tok = clip_vit_l_tokenizer(dest / "_tok")
     text = dict(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=37,
         num_hidden_layers=2,
         num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
         pad_token_id=49407,
+        **CLIP_IDS,
     )
     vision = dict(
         hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
