@@ -11,13 +11,29 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from oneword.cuda_graph import Eager, loss_runner
-from oneword.invert import LearnConfig, init_vectors, learn
+from oneword.invert import LearnConfig, draw_batch, init_vectors, learn
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+REAL_DRAW_BATCH = draw_batch  # the loop's, before any test patches it
 
 
 def quadratic(weight):
     return lambda x: ((x @ weight) ** 2).mean()
+
+
+def ring_config(**settings) -> LearnConfig:
+    """The learning runs of these tests: <teal-ring> from "ring", batch 2, early stopping on, no checkpoints."""
+    return LearnConfig(token="<teal-ring>", init="ring", batch_size=2, early_stop=True, save_every=1000, **settings)
+
+
+def count_at_each_draw(monkeypatch, count) -> list[int]:
+    """Patch the loop's draw_batch (one call per step) to note count() at each call; the list it fills is
+    steps_between's input."""
+    import oneword.invert as inv
+
+    starts, real_draw = [], REAL_DRAW_BATCH
+    monkeypatch.setattr(inv, "draw_batch", lambda *a, **k: starts.append(count()) or real_draw(*a, **k))
+    return starts
 
 
 def test_eager_runner_replaces_the_gradient_instead_of_accumulating():
@@ -68,20 +84,8 @@ def test_learning_with_a_graph_follows_the_eager_run(tiny_dir, photos, tmp_path,
     model = load_model(str(tiny_dir), device="cuda", dtype=dtype)
     runs = {}
     for graph in (True, False):
-        cfg = LearnConfig(
-            token="<teal-ring>",
-            init="ring",
-            steps=30,
-            batch_size=2,
-            lr=5e-3,
-            seed=0,
-            early_stop=True,
-            val_every=5,
-            val_window=4,
-            min_steps=1000,
-            val_samples=5,
-            save_every=1000,
-            cuda_graph=graph,
+        cfg = ring_config(
+            steps=30, lr=5e-3, seed=0, val_every=5, val_window=4, min_steps=1000, val_samples=5, cuda_graph=graph
         )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -106,28 +110,14 @@ def test_learning_with_a_graph_follows_the_eager_run(tiny_dir, photos, tmp_path,
 def test_the_loop_never_waits_for_the_gpu_between_check_points(tiny_dir, photos, tmp_path, monkeypatch):
     """On the GPU, torch's sync debug mode flags every synchronising call (item(), a blocking copy, a stream
     sync): none between check points, graphed or eager, including the batch's host-to-device copy."""
-    import oneword.invert as inv
     from oneword.models import load_model
 
-    model, real_draw = load_model(str(tiny_dir), device="cuda"), inv.draw_batch
+    model = load_model(str(tiny_dir), device="cuda")
     for graph in (True, False):
-        starts = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            syncs = lambda: sum("synchroniz" in str(w.message) for w in caught)  # noqa: E731
-            monkeypatch.setattr(inv, "draw_batch", lambda *a, **k: starts.append(syncs()) or real_draw(*a, **k))
-            cfg = LearnConfig(
-                token="<teal-ring>",
-                init="ring",
-                steps=12,
-                batch_size=2,
-                early_stop=True,
-                val_every=4,
-                val_samples=2,
-                min_steps=1000,
-                save_every=1000,
-                cuda_graph=graph,
-            )
+            starts = count_at_each_draw(monkeypatch, lambda: sum("synchroniz" in str(w.message) for w in caught))
+            cfg = ring_config(steps=12, val_every=4, val_samples=2, min_steps=1000, cuda_graph=graph)
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 learn(model, photos, cfg, tmp_path / str(graph), progress=False)
@@ -216,12 +206,17 @@ SYNCING_OPS = {
 
 
 class Ops(TorchDispatchMode):
+    """Notes the name of every ATen operation run under it."""
+
     def __init__(self):
         super().__init__()
         self.names = set()
 
+    def note(self, name: str) -> None:
+        self.names.add(name)
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(func._schema.name)
+        self.note(func._schema.name)
         return func(*args, **(kwargs or {}))
 
 
@@ -250,17 +245,7 @@ def test_the_step_and_validation_functions_never_sync_with_the_host(tiny_model, 
 
     monkeypatch.setattr(oneword.invert, "loss_runner", recording)  # the training step's runner
     monkeypatch.setattr(oneword.early_stopping, "loss_runner", recording)  # the validation batch's
-    cfg = LearnConfig(
-        token="<teal-ring>",
-        init="ring",
-        steps=2,
-        batch_size=2,
-        early_stop=True,
-        val_every=1,
-        val_samples=4,
-        save_every=1000,
-        reg_weight=0.01,
-    )
+    cfg = ring_config(steps=2, val_every=1, val_samples=4, reg_weight=0.01)
     learn(tiny_model, photos, cfg, tmp_path / "run", progress=False)
     assert [backward for backward, _ in seen] == [True, False]  # the training step, then a validation chunk
     (_, step_ops), (_, validation_ops) = seen
@@ -279,7 +264,7 @@ def steps_between(starts: list[int]) -> dict[int, int]:
     return {i: b - a for i, (a, b) in enumerate(zip(loop, loop[1:]), start=1)}
 
 
-class HostReads(TorchDispatchMode):
+class HostReads(Ops):
     """Counts operations that read a tensor's value on the host, except AdamW.step's read of its own step count:
     on the CPU torch keeps that count on the host; on CUDA `learn` makes AdamW capturable (the count on the GPU)."""
 
@@ -287,24 +272,16 @@ class HostReads(TorchDispatchMode):
         super().__init__()
         self.count, self.in_optimizer = 0, False
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in SYNCING_OPS and not self.in_optimizer:
+    def note(self, name: str) -> None:
+        if name in SYNCING_OPS and not self.in_optimizer:
             self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_the_loop_reads_values_on_the_host_only_at_its_check_points(tiny_model, photos, tmp_path, monkeypatch):
     """A GPU waits for Python whenever the host reads a device value: between check points (here every 4 steps:
     validation and the progress bar's loss) no step may read one, including the non-finite-step guard, which
     decides on the device. Reads are attributed to steps by the loop's one draw_batch call per step."""
-    import oneword.invert as inv
-
-    reads, starts = HostReads(), []
-    real_draw, real_step = inv.draw_batch, torch.optim.AdamW.step
-
-    def draw(*a, **k):
-        starts.append(reads.count)
-        return real_draw(*a, **k)
+    reads, real_step = HostReads(), torch.optim.AdamW.step
 
     def adamw_step(self, *a, **k):
         reads.in_optimizer = True
@@ -313,19 +290,9 @@ def test_the_loop_reads_values_on_the_host_only_at_its_check_points(tiny_model, 
         finally:
             reads.in_optimizer = False
 
-    monkeypatch.setattr(inv, "draw_batch", draw)
+    starts = count_at_each_draw(monkeypatch, lambda: reads.count)
     monkeypatch.setattr(torch.optim.AdamW, "step", adamw_step)
-    cfg = LearnConfig(
-        token="<teal-ring>",
-        init="ring",
-        steps=12,
-        batch_size=2,
-        early_stop=True,
-        val_every=4,
-        val_samples=2,
-        min_steps=1000,
-        save_every=1000,
-    )
+    cfg = ring_config(steps=12, val_every=4, val_samples=2, min_steps=1000)
     with reads:
         learn(tiny_model, photos, cfg, tmp_path / "run", progress=True)
     per_step = steps_between(starts)
