@@ -75,17 +75,16 @@ def add_embeds_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_num_arg(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    """-n/--num: how many images (each its own seed)."""
+    p.add_argument("-n", "--num", type=check.arg(check.whole, 1, check.MAX_IMAGES), default=default, help=help)
+
+
 def add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
     """The arguments of `generate` and `variations`."""
     add_embeds_arg(p)
     add_model_args(p)
-    p.add_argument(
-        "-n",
-        "--num",
-        type=check.arg(check.whole, 1, check.MAX_IMAGES),
-        default=n_default,
-        help="number of images (image i uses seed + i)",
-    )
+    add_num_arg(p, n_default, "number of images (image i uses seed + i)")
     add_steps_guidance(p, "sampling steps")
     p.add_argument("--negative", help="negative prompt")
     p.add_argument("--seed", type=check.arg(check.seed_arg), default=0)

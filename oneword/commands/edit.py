@@ -10,6 +10,7 @@ from ._common import (
     add_command,
     add_embeds_arg,
     add_model_args,
+    add_num_arg,
     add_overwrite_arg,
     add_steps_guidance,
     check_image_out,
@@ -49,27 +50,12 @@ def register(subparsers) -> None:
     add_steps_guidance(p, "DDIM steps")
     p.add_argument("--negative", help="negative prompt")
     p.add_argument("--seed", type=check.arg(check.seed_arg), default=0)
-    p.add_argument(
-        "-n",
-        "--num",
-        type=check.arg(check.whole, 1, check.MAX_IMAGES),
-        default=1,
-        help="number of edits (seeds seed..seed+n-1)",
-    )
-    p.add_argument(
-        "--dilate",
-        type=check.arg(check.whole, 0, check.MAX_PIXELS_ARG),
-        default=0,
-        metavar="PX",
-        help="grow the mask by PX pixels",
-    )
-    p.add_argument(
-        "--feather",
-        type=check.arg(check.whole, 0, check.MAX_PIXELS_ARG),
-        default=0,
-        metavar="PX",
-        help="blend the last PX pixels inside the mask into the photo (softer seam)",
-    )
+    add_num_arg(p, 1, "number of edits (seeds seed..seed+n-1)")
+    for flag, what in (
+        ("--dilate", "grow the mask by PX pixels"),
+        ("--feather", "blend the last PX pixels inside the mask into the photo (softer seam)"),
+    ):
+        p.add_argument(flag, type=check.arg(check.whole, 0, check.MAX_PIXELS_ARG), default=0, metavar="PX", help=what)
     p.add_argument(
         "--no-fill",
         action="store_true",

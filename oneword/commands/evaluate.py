@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import validate as check
 from ..errors import OnewordError
-from ._common import add_command, add_model_args, load_model_from
+from ._common import add_command, add_model_args, add_num_arg, load_model_from
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # oneword.evaluation.DEFAULT_CLIP (tests/test_cli.py checks)
 
@@ -46,13 +46,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--prompt", action="append", default=[], help='custom edit prompt with S*, e.g. "S* in a basket" (repeatable)'
     )
-    p.add_argument(
-        "-n",
-        "--num",
-        type=check.arg(check.whole, 1, check.MAX_IMAGES),
-        default=64,
-        help="samples per prompt (default 64, as the paper)",
-    )
+    add_num_arg(p, 64, "samples per prompt (default 64, as the paper)")
     p.add_argument("--steps", type=check.arg(check.whole, 1, 1000), default=50, help="DDIM steps (default 50)")
     p.add_argument(
         "--guidance",
