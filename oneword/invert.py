@@ -95,32 +95,9 @@ class LearnConfig:
 
     def validate(self) -> None:
         """Refuse settings that cannot run, in one line each, before any work (a zero --save-every would
-        otherwise fail mid-run, a negative --steps silently learn nothing)."""
-        for name in (
-            "steps",
-            "batch_size",
-            "vectors",
-            "save_every",
-            "val_every",
-            "val_samples",
-            "preview_steps",
-            "max_bad_steps",
-        ):
-            if getattr(self, name) < 1:
-                raise OnewordError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        for name in ("warmup", "preview_every", "min_steps", "weight_decay", "reg_weight", "val_z"):
-            if not getattr(self, name) >= 0:  # also refuses NaN
-                raise OnewordError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
-        if not 0 <= self.lr < float("inf"):  # 0: nothing moves (a control run)
-            raise OnewordError(f"--lr must be a finite number, 0 or more, not {self.lr}")
-        if not 0 <= self.val_t_min < 0.95:
-            raise OnewordError(
-                f"--val-t-min must be in [0, 0.95) (a fraction of the noise schedule), not {self.val_t_min}"
-            )
-        if self.val_window < 3:
-            raise OnewordError(f"--val-window must be at least 3 (a slope and its error), not {self.val_window}")
-        if self.resolution is not None and self.resolution < 8:
-            raise OnewordError(f"--resolution must be at least 8 pixels, not {self.resolution}")
+        otherwise fail mid-run, a negative --steps silently learn nothing): the ranges learn's flags have
+        (validate.LEARN_SETTINGS), so Python and learn-many get the command line's limits and messages."""
+        validate.learn_settings(self)
 
 
 def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progress: bool = True) -> Concept:
@@ -199,9 +176,11 @@ def learn(model, photos, cfg: LearnConfig, out_dir, resume: bool = False, progre
                         run.roll_back()
                         guard.forget_runs()
                         continue
-                    if stopper.due(run.step):  # early stop: once the fixed batch's loss has stopped falling
-                        stopper.update(run.step, validation.loss())
+                    val_loss = validation.loss() if stopper.due(run.step) else None
+                    if val_loss is not None:  # early stop: once the fixed batch's loss has stopped falling
+                        stopper.update(run.step, val_loss)
                     bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                    run.record_progress(last_loss, val_loss)  # a line of progress.jsonl (the UI's curves)
                     if cfg.preview_every and run.step % cfg.preview_every == 0:  # pictures of the word so far
                         preview = run.out / "previews" / f"step_{run.step:06d}.png"
                         preview_grid(

@@ -367,15 +367,17 @@ class Engine:
     def _check(self, s: _Slot) -> None:
         """learn's check point for one slot: non-finite steps, roll-back, validation, preview."""
         run, cfg = s.run, s.cfg
-        skipped, bad_in_row, _ = s.guard.read()
+        skipped, bad_in_row, last_loss = s.guard.read()
         run.skipped += skipped
         if bad_in_row >= cfg.max_bad_steps:
             run.checkpoint = run.out / CHECKPOINT
             run.roll_back()
             s.guard.forget_runs()
             return
-        if s.stopper.due(run.step):
-            s.stopper.update(run.step, s.validation.loss())
+        val_loss = s.validation.loss() if s.stopper.due(run.step) else None
+        if val_loss is not None:
+            s.stopper.update(run.step, val_loss)
+        run.record_progress(last_loss, val_loss)  # the concept's progress.jsonl, as learn writes it
         if cfg.preview_every and run.step % cfg.preview_every == 0:
             self._preview(s)
 

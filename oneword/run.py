@@ -5,6 +5,8 @@
                                 early-stopping history) and the config: a resumed run continues bit for bit (CPU)
     learned_embeds.safetensors  the word so far, in diffusers' format
     run.json                    status, progress and settings, for people and for `oneword learn --resume`
+    progress.jsonl              one line per check point (step, loss, validation loss, lr, image-steps/s, time),
+                                appended without fsync: for curves (`oneword ui`), never read to resume
 
 `Run.save` writes the three in that order, each atomically (oneword.safeio), so a kill at any moment leaves a
 consistent set; the previews/ folder beside them is `learn`'s.
@@ -28,6 +30,7 @@ from .formats import save_concept
 from .safeio import atomic_write_bytes, atomic_write_json
 
 CHECKPOINT = "checkpoint.safetensors"
+PROGRESS = "progress.jsonl"
 RESUME_MUST_MATCH = ("token", "vectors", "property", "batch_size", "seed")  # what the saved state depends on
 
 
@@ -49,6 +52,7 @@ class Run:
         self.step, self.lr_scale, self.skipped, self.rollbacks = 0, 1.0, 0, 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none yet)
         self.guard = None  # the non-finite-step guard (guard.py), whose runs of bad steps a checkpoint keeps
+        self._mark: tuple[float, int] | None = None  # (clock, step) of the last progress record
 
     # ------------------------------------------------------------------------------------------ writing
     def save(
@@ -80,6 +84,28 @@ class Run:
         save_concept(concept, self.out / "learned_embeds.safetensors")
         self.write_json(status, rate, elapsed, engine)
         return concept
+
+    def record_progress(self, loss: float, val_loss: float | None = None) -> None:
+        """Append a check point's line to progress.jsonl: step, loss, validation loss (when one was taken), the
+        learning rate, image-steps/s since the previous line (none on the first line of a process) and the time.
+        Plain appends, no fsync: a record lost to a crash costs a curve point, never the run."""
+        import time
+
+        now = time.perf_counter()
+        rate = None
+        if self._mark is not None and now > self._mark[0]:
+            rate = round((self.step - self._mark[1]) * self.cfg.batch_size / (now - self._mark[0]), 3)
+        self._mark = (now, self.step)
+        record = {"step": self.step, "loss": round(float(loss), 6)}
+        if val_loss is not None:
+            record["val_loss"] = round(float(val_loss), 6)
+        record.update(lr=self.opt.param_groups[0]["lr"], image_steps_per_s=rate, t=round(time.time(), 3))
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / PROGRESS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError:  # a curve point is not worth stopping the learning for
+            pass
 
     def concept(self) -> Concept:
         """The word as learned so far, with what it was learned on and how."""
