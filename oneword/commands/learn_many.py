@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, help="learning rate unless the job sets it (default: learn's)")
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 250)")
     p.add_argument("--no-early-stop", action="store_true", help="run every concept to its step cap")
+    p.add_argument("--preview-every", type=int, help="write a preview grid into each concept's previews/ every N steps")
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run each step eagerly")
     p.add_argument("--resume", metavar="OUT", help="continue an interrupted learn-many run in OUT")
     p.add_argument(
@@ -43,7 +44,13 @@ def register(subparsers) -> None:
 def run(args) -> None:
     from ..many import learn_many, read_jobs, resume_manifest, resume_settings, summary_table
 
-    settings = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "save_every": args.save_every}
+    settings = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "save_every": args.save_every,
+        "preview_every": args.preview_every,
+    }
     if args.no_early_stop:
         settings["early_stop"] = False
     if args.no_cuda_graph:
