@@ -81,6 +81,51 @@ def seed_arg(name: str, value) -> int:
     return seed(value, 1, name)
 
 
+def below(name: str, value, lo: float, hi: float) -> float:
+    """``value`` as a finite float in [lo, hi): :func:`number` with ``hi`` itself left out."""
+    x = number(name, value)
+    if not lo <= x < hi:
+        raise OnewordError(f"{name} must be at least {lo:g} and below {hi:g}, not {value}")
+    return x
+
+
+# What each of learn's settings (a LearnConfig field) may be: its check and range. learn's flags
+# (oneword.commands.learn) and LearnConfig.validate, which learn and learn-many call, both read it.
+LEARN_SETTINGS = {
+    "steps": (whole, 1, MAX_LEARN_STEPS),
+    "batch_size": (whole, 1, MAX_BATCH),
+    "lr": (number, 0.0, 1e3),  # 0: nothing moves (a control run)
+    "warmup": (whole, 0, MAX_LEARN_STEPS),
+    "vectors": (whole, 1, 75),
+    "resolution": (whole, 8, MAX_SIDE),  # None: the model's
+    "save_every": (whole, 1, MAX_LEARN_STEPS),  # 0 would fail mid-run
+    "preview_every": (whole, 0, MAX_LEARN_STEPS),
+    "reg_weight": (number, 0.0, 1e6),
+    "weight_decay": (number, 0.0, None),
+    "preview_steps": (whole, 1, None),
+    "val_every": (whole, 1, None),
+    "val_window": (whole, 3, None),  # a slope and its error
+    "val_z": (number, 0.0, None),
+    "val_samples": (whole, 1, None),
+    "val_t_min": (below, 0.0, 0.95),  # a fraction of the noise schedule
+    "min_steps": (whole, 0, None),
+    "max_bad_steps": (whole, 1, None),
+}
+
+
+def learn_setting(name: str):
+    """An argparse ``type=`` for learn's flag of LearnConfig field ``name``."""
+    return arg(*LEARN_SETTINGS[name])
+
+
+def learn_settings(cfg) -> None:
+    """Every setting of a LearnConfig in its range (None: a default still to come), one line for the first not."""
+    for field, (check, lo, hi) in LEARN_SETTINGS.items():
+        value = getattr(cfg, field)
+        if value is not None:
+            check(f"--{field.replace('_', '-')}", value, lo, hi)
+
+
 def _range(lo, hi) -> str:
     def show(x):
         return str(x) if isinstance(x, int) else f"{x:g}"

@@ -103,18 +103,34 @@ def test_learn_then_generate_with_two_words(capsys, tiny_dir, photos, tmp_path):
         ("--save-every", "0"),
         ("--steps", "-3"),
         ("--batch-size", "0"),
-        ("--lr", "-1"),
+        ("--lr", "-0.5"),
         ("--lr", "nan"),
         ("--warmup", "-1"),
         ("--vectors", "0"),
+        ("--vectors", "76"),
+        ("--steps", "1000001"),
+        ("--resolution", "4"),
+        ("--reg-weight", "-0.5"),
+        ("--preview-every", "-1"),
     ],
 )
 def test_settings_that_cannot_run_are_refused_in_one_line_before_any_work(
     capsys, tiny_dir, photos, tmp_path, flag, value
 ):
+    """learn's flag refuses the value in one line; LearnConfig.validate (Python, learn-many) refuses it in the same
+    words, as both read validate.LEARN_SETTINGS."""
+    from oneword.errors import OnewordError
+    from oneword.invert import LearnConfig
+    from oneword.validate import LEARN_SETTINGS, number
+
     code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", flag, value))
     assert_one_line_error(code, err, flag)
     assert not (tmp_path / "a").exists()
+    field = flag.removeprefix("--").replace("-", "_")
+    typed = (float if LEARN_SETTINGS[field][0] is number else int)(value)
+    with pytest.raises(OnewordError) as refused:
+        LearnConfig(**{field: typed}).validate()
+    assert str(refused.value).removeprefix(flag + " ") in err, (str(refused.value), err)
 
 
 def test_existing_run_is_not_overwritten(capsys, tiny_dir, photos, tmp_path):

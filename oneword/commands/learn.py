@@ -42,25 +42,23 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="run folder (default: runs/<token>)")
     p.add_argument(
         "--steps",
-        type=check.arg(check.whole, 1, check.MAX_LEARN_STEPS),
+        type=check.learn_setting("steps"),
         help="maximum optimisation steps; early stopping may end sooner " + _DEFAULT.format(2000, 1250),
     )
-    p.add_argument("--batch-size", type=check.arg(check.whole, 1, check.MAX_BATCH), help="photos per step (default: 4)")
+    p.add_argument("--batch-size", type=check.learn_setting("batch_size"), help="photos per step (default: 4)")
     p.add_argument(
         "--lr",
-        type=check.arg(check.number, 0.0, 1e3),
+        type=check.learn_setting("lr"),
         help="learning rate (AdamW, constant after warm-up) " + _DEFAULT.format(0.005, 0.02),
     )
+    p.add_argument("--warmup", type=check.learn_setting("warmup"), help="linear warm-up steps (default: 0)")
     p.add_argument(
-        "--warmup", type=check.arg(check.whole, 0, check.MAX_LEARN_STEPS), help="linear warm-up steps (default: 0)"
-    )
-    p.add_argument(
-        "--vectors", type=check.arg(check.whole, 1, 75), help="vectors per word (multi-vector words) (default: 1)"
+        "--vectors", type=check.learn_setting("vectors"), help="vectors per word (multi-vector words) (default: 1)"
     )
     p.add_argument("--property", choices=["object", "style"], help="what the photos share (default: object)")
     p.add_argument(
         "--resolution",
-        type=check.arg(check.whole, 8, check.MAX_SIDE),
+        type=check.learn_setting("resolution"),
         help="training resolution (default: the model's)",
     )
     p.add_argument(
@@ -70,18 +68,18 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--save-every",
-        type=check.arg(check.whole, 1, check.MAX_LEARN_STEPS),
+        type=check.learn_setting("save_every"),
         help="checkpoint every N steps (default: 250)",
     )
     p.add_argument(
         "--preview-every",
-        type=check.arg(check.whole, 0, check.MAX_LEARN_STEPS),
+        type=check.learn_setting("preview_every"),
         help="write a preview grid every N steps (default: 0, never)",
     )
     p.add_argument("--preview-prompt", action="append", help="prompt for previews (repeatable); use the token in it")
     p.add_argument(
         "--reg-weight",
-        type=check.arg(check.number, 0.0, 1e6),
+        type=check.learn_setting("reg_weight"),
         help="L2 pull toward the init word (official code's embedding_reg_weight) (default: 0.0)",
     )
     p.add_argument("--no-early-stop", action="store_true", help="run all --steps")
