@@ -260,11 +260,23 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
             # ================================================================================== Evaluate
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as eval_tab:
                 with gr.Row():
-                    eval_word = gr.Dropdown(label="Learned word", choices=[], elem_id="eval-word")
-                    eval_caption = gr.Textbox(label="Caption baseline (empty: a + init word)", elem_id="eval-caption")
+                    eval_word = gr.Dropdown(label="Word (learned or dropped in)", choices=[], elem_id="eval-word")
+                    eval_caption = gr.Textbox(
+                        label="Caption baseline / init words (empty: a + the word's init word)", elem_id="eval-caption"
+                    )
                     eval_n = gr.Slider(2, 64, value=8, step=1, label="Samples per prompt", elem_id="eval-n")
                     eval_steps = gr.Number(
                         value=sample_steps, label="Sampling steps", precision=0, elem_id="eval-steps"
+                    )
+                with gr.Row():
+                    eval_photos = gr.File(
+                        label="Photos of the concept (empty: a learned word's own training photos)",
+                        file_count="multiple",
+                        file_types=["image"],
+                        elem_id="eval-photos",
+                    )
+                    eval_folder = gr.Textbox(
+                        label=f"…or a folder of photos under {ws.photos_root}", elem_id="eval-folder"
                     )
                 eval_go = gr.Button("Evaluate", variant="primary", elem_id="eval-go")
                 eval_msg = gr.Markdown(elem_id="eval-msg", elem_classes="ow-msg")
@@ -299,13 +311,11 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
 
         def refresh_words(gen_keep, edit_keep, pick_keep, eval_keep):
             rows = [[w.token, w.vectors, w.source, w.id.split("/", 1)[1], w.detail] for w in ws.words()]
-            learned = [(w.label, w.id) for w in ws.words() if w.id.startswith("run/")]
-            ev = eval_keep if eval_keep in [c[1] for c in learned] else (learned[-1][1] if learned else None)
             return (
                 words_update(gen_keep, True),
                 words_update(edit_keep, True),
                 words_update(pick_keep),
-                gr.update(choices=learned, value=ev),
+                words_update(eval_keep),  # any word: a dropped-in one is evaluated on photos given here
                 rows,
             )
 
@@ -646,10 +656,17 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
         delete_go.click(do_delete, [word_pick, sure, *word_inputs], [*word_outputs, words_msg, sure])
 
         # ---------------------------------------------------------------------------- evaluate
-        def do_evaluate(word_id, caption, n, steps_v):
+        def do_evaluate(word_id, caption, n, steps_v, files, folder_text):
             try:
                 started = time.perf_counter()
-                report = ws.evaluate(word_id, caption=caption, n=int(n), steps=_num(steps_v))
+                photos = None
+                if files:  # through the same safe loader as every upload
+                    photos = security.read_photos(files)
+                elif (folder_text or "").strip():
+                    from ..data import read_photos
+
+                    photos = read_photos(security.inside(ws.photos_root, folder_text))
+                report = ws.evaluate(word_id, photos=photos, caption=caption, n=int(n), steps=_num(steps_v))
                 from ..evaluation import sample_grid
                 from ..sampling import make_grid
 
@@ -665,7 +682,9 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                 return gr.skip(), gr.skip(), gr.skip(), _say(e)
 
         eval_go.click(
-            do_evaluate, [eval_word, eval_caption, eval_n, eval_steps], [eval_table, eval_plot, eval_grid, eval_msg]
+            do_evaluate,
+            [eval_word, eval_caption, eval_n, eval_steps, eval_photos, eval_folder],
+            [eval_table, eval_plot, eval_grid, eval_msg],
         )
     return app
 
@@ -748,8 +767,19 @@ def _status_html(j, p, jobs: JobManager) -> str:
             f"<div>Early stopping watches the validation loss every {es.get('val_every')} steps "
             f"(not before step {es.get('min_steps')}).</div>"
         )
+    if j.batch:
+        mates = [n for n in jobs.names() if n != j.name and (o := jobs.get(n)) and o.batch == j.batch]
+        bits.append(
+            f"<div id='learn-shared'>Learning together with {html.escape(', '.join(mates) or 'no other job now')} "
+            f"in one <code>oneword learn-many</code> process (<code>.batches/{html.escape(j.batch)}</code>)</div>"
+        )
+    if p.lr is not None and j.state == "running":
+        bits.append(f"<div>learning rate {p.lr:g}</div>")
     if j.state == "queued":
-        bits.append(f"<div>Queued: number {jobs.queue_position(j)} (one learning job at a time on this device).</div>")
+        bits.append(
+            f"<div>Queued: number {jobs.queue_position(j)} (one learning process at a time on this device; "
+            "queued jobs that can share a batch start together).</div>"
+        )
     if j.message:
         bits.append(f"<div id='learn-job-message'>{html.escape(j.message)}</div>")
     if run.get("image_steps_per_s") and j.state in FINISHED:
@@ -766,10 +796,15 @@ def _queue_table(jobs: JobManager) -> str:
     rows = []
     for n in jobs.names():
         j = jobs.get(n)
-        rows.append(f"| `{n}` | {html.escape(j.token)} | {j.state.replace('_', ' ')} | {j.progress.step or ''} |")
+        jobs.progress(j)  # every card's step, not only the one shown
+        where = f"batch `{j.batch}`" if j.batch else ""
+        rows.append(
+            f"| `{n}` | {html.escape(j.token)} | {j.state.replace('_', ' ')} | {j.progress.step or ''} | {where} |"
+        )
     if not rows:
         return ""
     return (
-        "**Jobs** (one learns at a time; the rest wait in order)\n\n| run | word | state | step |\n|---|---|---|---|\n"
-        + "\n".join(rows)
+        "**Jobs** (one learning process at a time; queued jobs that can share a batch learn together in one "
+        "learn-many process; the rest wait in order)\n\n| run | word | state | step | learns in |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows)
     )

@@ -306,12 +306,14 @@ class Workspace:
 
     # ----------------------------------------------------------------------------------------- evaluation
     def photos_of(self, word_id: str) -> list:
-        """A learned word's training photos (its run's photo folder)."""
+        """A learned word's training photos (its run's photo folder); a dropped-in word has none here."""
         from ..data import read_photos
 
         w = self.word(word_id)
         if not w.id.startswith("run/"):
-            raise OnewordError(f"{w.token} was dropped in: drop its photos to evaluate it")
+            raise OnewordError(
+                f"{w.token} was dropped in: drop photos of its concept (or name a folder) to evaluate it"
+            )
         try:
             run = json.loads((w.path.parent / "run.json").read_text())
         except (OSError, ValueError):

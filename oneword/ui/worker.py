@@ -1,7 +1,9 @@
-"""A learning job of `oneword ui`: `oneword learn ARGS` in its own process, plus a progress log for the page.
+"""A learning job of `oneword ui`: `oneword learn ARGS` (or `oneword learn-many ARGS`, several jobs in one batch)
+in its own process, plus a progress log for the page.
 
     python -m oneword.ui.worker PROGRESS_JSONL learn PHOTOS --token ... --out RUN_DIR
     python -m oneword.ui.worker PROGRESS_JSONL learn --resume RUN_DIR
+    python -m oneword.ui.worker PROGRESS_JSONL learn-many MANIFEST_JSONL --out BATCH_DIR ...
 
 The job is exactly the command (its checkpoints, its exact resume, its run.json, its previews); SIGINT makes it
 checkpoint and stop, as Ctrl-C does in a terminal, except that here the interrupt is held until the step in
@@ -13,6 +15,10 @@ the learning step.
 
 Each line: {"t": unix time, "step": int, "total": int, "loss": float (at check points only)}; the first line of
 each process has "start": true.
+
+learn-many has no per-step bar of a concept: each concept's own progress.jsonl (run.py, written at its check
+points) is what the page reads. SIGINT is held there too, and delivered before the batch's next step (every
+concept's state whole), where learn-many saves every running concept's checkpoint and exits.
 """
 
 from __future__ import annotations
@@ -114,10 +120,27 @@ def install_progress_log(path: str) -> None:
     tqdm.auto.tqdm = LoggedProgress
 
 
+def hold_interrupts_between_batch_steps() -> None:
+    """learn-many: a stop requested during a step is raised before the next one (learn-many then saves every
+    running concept's checkpoint); before the batch starts (loading) it stops at once."""
+    from oneword import many
+
+    step = many.Engine._iteration
+
+    def whole_steps(engine):
+        if StopRequest.requested:
+            StopRequest.learning = False
+            raise KeyboardInterrupt
+        StopRequest.learning = True
+        step(engine)
+
+    many.Engine._iteration = whole_steps
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 2 or argv[1] != "learn":
-        print("usage: python -m oneword.ui.worker PROGRESS_JSONL learn ...", file=sys.stderr)
+    if len(argv) < 2 or argv[1] not in ("learn", "learn-many"):
+        print("usage: python -m oneword.ui.worker PROGRESS_JSONL learn|learn-many ...", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Stop is SIGINT, held until a whole step (StopRequest); installed explicitly, since a server started in the
@@ -126,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         if flag in argv[:-1]:
             StopRequest.run_dir = argv[argv.index(flag) + 1]
     signal.signal(signal.SIGINT, StopRequest.on_sigint)
-    install_progress_log(argv[0])
+    if argv[1] == "learn":
+        install_progress_log(argv[0])
+    else:
+        hold_interrupts_between_batch_steps()
     # the job is `python -m oneword learn ...` itself, run in this process after the hooks above
     import runpy
 
