@@ -71,6 +71,12 @@ def learn_args(photos, tiny_dir, out, *extra):
     )
 
 
+def evaluate_args(word, images, tiny_dir, out):
+    """evaluate's cheapest run: one sample of one step per prompt, judged by the world judge."""
+    cheap = ("--judge", "world", "-n", "1", "--steps", "1", "--bootstrap", "10")
+    return ("evaluate", "--embeds", word, "--images", images, "--model", tiny_dir, *cheap, "--out", out)
+
+
 def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
@@ -144,42 +150,21 @@ def test_edit_never_replaces_its_photo_or_mask(capsys, tiny_dir, tmp_path):
     m[8:24, 8:24] = 255
     Image.fromarray(m).save(mask)
     before = snapshot(tmp_path)
-    for out in (photo, mask):
-        code, _, err = run(
-            capsys,
-            "edit",
-            photo,
-            "a photo",
-            "--mask",
-            mask,
-            "--model",
-            tiny_dir,
-            "--steps",
-            "1",
-            "--out",
-            out,
-            "--overwrite",
+
+    def edit_one_step(out, *extra):
+        return run(
+            capsys, "edit", photo, "a photo", "--mask", mask, "--model", tiny_dir, "--steps", "1", "--out", out, *extra
         )
+
+    for out in (photo, mask):
+        code, _, err = edit_one_step(out, "--overwrite")
         one_line_error(code, err, "input")
     code, _, err = run(
         capsys, "edit", photo, "a photo", "--mask", tmp_path, "--model", tiny_dir, "--out", tmp_path / "e.png"
     )
     one_line_error(code, err, "is a folder")  # not "not found"
     assert snapshot(tmp_path) == before
-    code, printed, err = run(
-        capsys,
-        "edit",
-        photo,
-        "a photo",
-        "--mask",
-        mask,
-        "--model",
-        tiny_dir,
-        "--steps",
-        "1",
-        "--out",
-        tmp_path / "e.png",
-    )
+    code, printed, err = edit_one_step(tmp_path / "e.png")
     assert code == 0 and " s" in printed, err
 
 
@@ -241,38 +226,15 @@ def test_edit_steps_zero_and_templates(capsys, tiny_dir, tmp_path):
     code, _, err = run(capsys, "edit", tmp_path / "p.png", "x", "--box", "0,0,4,4", "--steps", "0")
     one_line_error(code, err, "--steps")
     w = word_file(tmp_path)
+
+    def variations(template, *extra):
+        argv = ("variations", "--embeds", w, "--model", tiny_dir, "--template", template, "-n", "1", *extra)
+        return run(capsys, *argv, "--out", tmp_path / "v.png")
+
     for template in ("a {x} of {}", "a sketch of {", "{} {}", "no word"):
-        code, _, err = run(
-            capsys,
-            "variations",
-            "--embeds",
-            w,
-            "--model",
-            tiny_dir,
-            "--template",
-            template,
-            "-n",
-            "1",
-            "--out",
-            tmp_path / "v.png",
-        )
+        code, _, err = variations(template)
         one_line_error(code, err, "--template")
-    code, _, err = run(
-        capsys,
-        "variations",
-        "--embeds",
-        w,
-        "--model",
-        tiny_dir,
-        "--template",
-        "{{a}} {}",
-        "-n",
-        "1",
-        "--steps",
-        "1",
-        "--out",
-        tmp_path / "v.png",
-    )
+    code, _, err = variations("{{a}} {}", "--steps", "1")
     assert code == 0, err
 
 
@@ -428,26 +390,7 @@ def test_huge_embedding_values_are_an_error_not_black_images(capsys, tiny_dir, t
     code, _, err = run(capsys, *gen(tiny_dir, "a photo of <w>", tmp_path / "g.png", "--embeds", w))
     one_line_error(code, err, "non-finite", "<w>")
     assert not list(tmp_path.glob("*.png"))
-    code, _, err = run(
-        capsys,
-        "evaluate",
-        "--embeds",
-        w,
-        "--images",
-        write_photos(tmp_path / "photos"),
-        "--model",
-        tiny_dir,
-        "--judge",
-        "world",
-        "-n",
-        "1",
-        "--steps",
-        "1",
-        "--bootstrap",
-        "10",
-        "--out",
-        tmp_path / "eval",
-    )
+    code, _, err = run(capsys, *evaluate_args(w, write_photos(tmp_path / "photos"), tiny_dir, tmp_path / "eval"))
     one_line_error(code, err, "non-finite", "<w>")
     assert not (tmp_path / "eval" / "evaluation.json").exists()
 
@@ -517,42 +460,16 @@ def test_name_collisions_suggest_convert_token_and_no_missing_flag(capsys, tiny_
 def test_learn_reports_its_photos_and_warns_about_the_world_model(capsys, tmp_path):
     photos = write_photos(tmp_path / "photos", n=2, size=96)
     (photos / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
-    code, printed, err = run(
-        capsys,
-        "learn",
-        photos,
-        "--token",
-        "<x>",
-        "--init",
-        "ring",
-        "--out",
-        tmp_path / "a",
-        "--steps",
-        "1",
-        "--save-every",
-        "1",
-        "--quiet",
-    )
+
+    def learn_one_step(photos, token, out):  # on the world model (no --model)
+        argv = ("learn", photos, "--token", token, "--init", "ring", "--out", out, "--steps", "1", "--save-every", "1")
+        return run(capsys, *argv, "--quiet")
+
+    code, printed, err = learn_one_step(photos, "<x>", tmp_path / "a")
     assert code == 0, err
     assert "learning from 2 photos" in printed and "IMG_0001.HEIC" in printed
     assert "world model" in printed and "--model" in printed
-    one = write_photos(tmp_path / "one", n=1)
-    code, printed, err = run(
-        capsys,
-        "learn",
-        one,
-        "--token",
-        "<y>",
-        "--init",
-        "ring",
-        "--out",
-        tmp_path / "b",
-        "--steps",
-        "1",
-        "--save-every",
-        "1",
-        "--quiet",
-    )
+    code, printed, err = learn_one_step(write_photos(tmp_path / "one", n=1), "<y>", tmp_path / "b")
     assert code == 0 and "one photo" in printed and "world model" not in printed, err  # 64 px: a world-like photo
 
 
@@ -583,27 +500,7 @@ def test_help_shows_defaults_and_evaluate_says_what_it_does(capsys, tiny_dir, ph
     assert "(default: 16)" in texts["variations"]
     for flag in ("--steps", "--lr", "--batch-size"):
         assert "default: " in texts["learn"].split(flag, 2)[-1].split("\n  --", 1)[0], flag
-    w = word_file(tmp_path)
-    code, printed, err = run(
-        capsys,
-        "evaluate",
-        "--embeds",
-        w,
-        "--images",
-        photos,
-        "--model",
-        tiny_dir,
-        "--judge",
-        "world",
-        "-n",
-        "1",
-        "--steps",
-        "1",
-        "--bootstrap",
-        "10",
-        "--out",
-        tmp_path / "eval",
-    )
+    code, printed, err = run(capsys, *evaluate_args(word_file(tmp_path), photos, tiny_dir, tmp_path / "eval"))
     assert code == 0, err
     assert printed.startswith("evaluating <w> on 4 photos") and "prompt 1/" in printed, printed
 
