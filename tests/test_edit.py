@@ -275,26 +275,7 @@ def test_cli_edit(tiny_dir, tmp_path, capsys):
         "--steps",
         "2",
     ]
-    assert (
-        main(
-            [
-                "edit",
-                str(tmp_path / "p.png"),
-                "--mask",
-                str(tmp_path / "m.png"),
-                "a photo of a cat",  # mask first
-                "--model",
-                str(tiny_dir),
-                "--device",
-                "cpu",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main([*base[:2], "--mask", str(tmp_path / "m.png"), *base[2:], "--out", str(out)]) == 0  # mask first
     assert Image.open(out).size == (24, 24)
     assert main(base + ["--box", "2,2,10,10", "-n", "2", "--feather", "1", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g_00.png").exists() and (tmp_path / "g_01.png").exists()

@@ -111,49 +111,18 @@ def test_auto_without_a_judge_for_a_real_model_says_what_to_pass(tiny_model, tmp
 
 def test_cli_init_auto_prints_the_words_and_records_them(tiny_dir, tiny_clip_dir, tmp_path, capsys):
     photos = write_photos(tmp_path / "p")
-    code = main(
-        [
-            "learn",
-            str(photos),
-            "--token",
-            "<r>",
-            "--model",
-            str(tiny_dir),
-            "--init",
-            "auto",
-            "--clip",
-            str(tiny_clip_dir),
-            "--out",
-            str(tmp_path / "run"),
-            "--steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--quiet",
-        ]
-    )
+
+    def learn_auto(out, *extra):
+        argv = ["learn", photos, "--token", "<r>", "--model", tiny_dir, "--init", "auto", "--out", out, "--steps", "2"]
+        return main([str(a) for a in (*argv, *extra, "--quiet")])
+
+    code = learn_auto(tmp_path / "run", "--clip", tiny_clip_dir, "--batch-size", "2")
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert code == 0 and f"init auto: {saved['init']} (" in out and "match strength" in out
     assert saved["init_choice"]["method"] == "auto" and saved["init_clip"] == str(tiny_clip_dir)
 
-    code = main(
-        [
-            "learn",
-            str(photos),
-            "--token",
-            "<r>",
-            "--model",
-            str(tiny_dir),
-            "--init",
-            "auto",
-            "--out",
-            str(tmp_path / "run2"),
-            "--steps",
-            "2",
-            "--quiet",
-        ]
-    )
+    code = learn_auto(tmp_path / "run2")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--clip MODEL" in err[0]
 

@@ -62,28 +62,13 @@ def test_same_seed_gives_bit_identical_vectors_on_cpu(tiny_model, photos, tmp_pa
 
 
 def test_resume_equals_uninterrupted(tiny_model, photos, tmp_path):
-    whole = learn(
-        tiny_model,
-        photos,
-        quick(steps=9, early_stop=True, val_every=2, min_steps=100),
-        tmp_path / "whole",
-        progress=False,
-    )
-    learn(
-        tiny_model,
-        photos,
-        quick(steps=3, early_stop=True, val_every=2, min_steps=100),
-        tmp_path / "part",
-        progress=False,
-    )
-    resumed = learn(
-        tiny_model,
-        photos,
-        quick(steps=9, early_stop=True, val_every=2, min_steps=100),
-        tmp_path / "part",
-        resume=True,
-        progress=False,
-    )
+    def run_to(steps, folder, resume=False):  # validation every 2 steps, never stopping early
+        cfg = quick(steps=steps, early_stop=True, val_every=2, min_steps=100)
+        return learn(tiny_model, photos, cfg, tmp_path / folder, resume=resume, progress=False)
+
+    whole = run_to(9, "whole")
+    run_to(3, "part")
+    resumed = run_to(9, "part", resume=True)
     assert torch.equal(whole.vectors, resumed.vectors)
     run = json.loads((tmp_path / "part" / "run.json").read_text())
     assert run["step"] == 9 and run["status"] == "done"
