@@ -69,3 +69,28 @@ def write_photos(folder, n=4, size=64, seed=0):
 @pytest.fixture
 def photos(tmp_path):
     return write_photos(tmp_path / "photos")
+
+
+# ------------------------------------------------------------------ the command line, as the CLI tests run it
+def run(capsys, *argv):
+    """`oneword ARGV` in this process (paths as text): (exit code, stdout, stderr)."""
+    from oneword.commands import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code, err, *needles):
+    """A refusal as every command makes one: exit 2 and one `error:` line naming each needle; returns the line."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def learn_args(photos, tiny_dir, out, *extra, token="<r>", steps=2, save_every=1):
+    """learn's argv on the tiny model: the word `token` from "ring", batch 2, no progress bar."""
+    flags = ("--steps", str(steps), "--batch-size", "2", "--save-every", str(save_every), "--quiet")
+    return ("learn", photos, "--token", token, "--init", "ring", "--model", tiny_dir, "--out", out, *flags, *extra)

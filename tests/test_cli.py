@@ -4,6 +4,7 @@ import argparse
 import json
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -11,44 +12,9 @@ from PIL import Image
 
 from oneword.commands import main
 
-from conftest import write_photos
+from conftest import learn_args, one_line_error, run, write_photos
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def learn_args(photos, tiny_dir, out, *extra):
-    return (
-        "learn",
-        photos,
-        "--token",
-        "<teal-ring>",
-        "--init",
-        "ring",
-        "--model",
-        tiny_dir,
-        "--out",
-        out,
-        "--steps",
-        "4",
-        "--batch-size",
-        "2",
-        "--save-every",
-        "2",
-        "--quiet",
-        *extra,
-    )
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
+learn_args = partial(learn_args, token="<teal-ring>", steps=4, save_every=2)
 
 
 def test_learn_then_generate_with_two_words(capsys, tiny_dir, photos, tmp_path):
@@ -124,7 +90,7 @@ def test_settings_that_cannot_run_are_refused_in_one_line_before_any_work(
     from oneword.validate import LEARN_SETTINGS, number
 
     code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a", flag, value))
-    assert_one_line_error(code, err, flag)
+    one_line_error(code, err, flag)
     assert not (tmp_path / "a").exists()
     field = flag.removeprefix("--").replace("-", "_")
     typed = (float if LEARN_SETTINGS[field][0] is number else int)(value)
@@ -137,7 +103,7 @@ def test_existing_run_is_not_overwritten(capsys, tiny_dir, photos, tmp_path):
     assert run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a"))[0] == 0
     before = (tmp_path / "a" / "learned_embeds.safetensors").read_bytes()
     code, _, err = run(capsys, *learn_args(photos, tiny_dir, tmp_path / "a"))
-    assert_one_line_error(code, err, "--resume")
+    one_line_error(code, err, "--resume")
     assert (tmp_path / "a" / "learned_embeds.safetensors").read_bytes() == before
 
 
@@ -159,7 +125,7 @@ def test_bad_photo_folders(capsys, tiny_dir, tmp_path, case):
         write_photos(folder, n=2)
         (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     code, _, err = run(capsys, *learn_args(folder, tiny_dir, tmp_path / "out"))
-    assert_one_line_error(code, err)
+    one_line_error(code, err)
     assert not (tmp_path / "out" / "learned_embeds.safetensors").exists()
 
 
@@ -167,7 +133,7 @@ def test_token_in_vocabulary_and_unknown_init(capsys, tiny_dir, photos, tmp_path
     code, _, err = run(
         capsys, "learn", photos, "--token", "cat", "--model", tiny_dir, "--out", tmp_path / "a", "--quiet"
     )
-    assert_one_line_error(code, err, "already")
+    one_line_error(code, err, "already")
     code, _, err = run(
         capsys,
         "learn",
@@ -182,17 +148,17 @@ def test_token_in_vocabulary_and_unknown_init(capsys, tiny_dir, photos, tmp_path
         tmp_path / "b",
         "--quiet",
     )
-    assert_one_line_error(code, err, "zqxjvbkw")
+    one_line_error(code, err, "zqxjvbkw")
 
 
 def test_unknown_models(capsys, photos, tmp_path):
     code, _, err = run(capsys, *learn_args(photos, tmp_path / "nowhere", tmp_path / "a"))
-    assert_one_line_error(code, err, "unknown model")
+    one_line_error(code, err, "unknown model")
     code, _, err = run(capsys, *learn_args(photos, "someone/not-cached-model", tmp_path / "a"))
-    assert_one_line_error(code, err, "--model")
+    one_line_error(code, err, "--model")
     (tmp_path / "empty_model").mkdir()
     code, _, err = run(capsys, *learn_args(photos, tmp_path / "empty_model", tmp_path / "a"))
-    assert_one_line_error(code, err, "model_index.json")
+    one_line_error(code, err, "model_index.json")
 
 
 def test_wrong_width_embedding_is_refused(capsys, tiny_dir, tmp_path):
@@ -215,7 +181,7 @@ def test_wrong_width_embedding_is_refused(capsys, tiny_dir, tmp_path):
         "--out",
         tmp_path / "x.png",
     )
-    assert_one_line_error(code, err, "768", "32")
+    one_line_error(code, err, "768", "32")
     assert not (tmp_path / "x.png").exists()
 
 

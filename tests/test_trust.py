@@ -13,25 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from oneword.commands import main
-
-from conftest import write_photos
+from conftest import learn_args, one_line_error, run, write_photos
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line_error(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def word_file(folder, token="<w>", width=32, scale=0.1, seed=0):
@@ -46,29 +30,6 @@ def word_file(folder, token="<w>", width=32, scale=0.1, seed=0):
 
 def gen(tiny_dir, prompt, out, *extra):
     return ("generate", prompt, "--model", tiny_dir, "-n", "1", "--steps", "1", "--out", out, *extra)
-
-
-def learn_args(photos, tiny_dir, out, *extra):
-    return (
-        "learn",
-        photos,
-        "--token",
-        "<r>",
-        "--init",
-        "ring",
-        "--model",
-        tiny_dir,
-        "--out",
-        out,
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--save-every",
-        "1",
-        "--quiet",
-        *extra,
-    )
 
 
 def evaluate_args(word, images, tiny_dir, out):
