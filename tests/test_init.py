@@ -230,24 +230,12 @@ def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys)
     photos.mkdir()
     for i, im in enumerate(concept("teal_ring").photos(4)):
         im.save(photos / f"{i}.png")
-    code = main(
-        [
-            "learn",
-            str(photos),
-            "--token",
-            "<e>",
-            "--init",
-            "encoder",
-            "--out",
-            str(tmp_path / "run"),
-            "--steps",
-            "1",
-            "--lr",
-            "0",
-            "--no-early-stop",
-            "--quiet",
-        ]
-    )
+
+    def learn_encoder(out, *extra):  # on the world model
+        argv = ["learn", photos, "--token", "<e>", "--init", "encoder", "--out", out, "--steps", "1", *extra]
+        return main([str(a) for a in (*argv, "--quiet")])
+
+    code = learn_encoder(tmp_path / "run", "--lr", "0", "--no-early-stop")
     assert code == 0 and "photo encoder" in capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert saved["init_choice"]["method"] == "encoder"
@@ -255,23 +243,7 @@ def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys)
     from oneword.data import read_photos
 
     assert torch.allclose(word, encoder_vectors(model, read_photos(photos), "object", 1)[0], atol=1e-6)
-    code = main(
-        [
-            "learn",
-            str(photos),
-            "--token",
-            "<e>",
-            "--init",
-            "encoder",
-            "--init-mode",
-            "cross",
-            "--out",
-            str(tmp_path / "run2"),
-            "--steps",
-            "1",
-            "--quiet",
-        ]
-    )
+    code = learn_encoder(tmp_path / "run2", "--init-mode", "cross")
     assert code == 2 and "cannot be combined" in capsys.readouterr().err
 
 
