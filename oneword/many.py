@@ -3,8 +3,9 @@
 Each slot is a whole `oneword learn` run (invert.py) except for the UNet call: its own vectors, cached photo
 latents, templates and token ids, AdamW, random stream (run.py), early-stopping monitor and validation batch
 (early_stopping.py), non-finite guard (guard.py). The slots' words live side by side in one table of K x V rows
-(V: the most vectors any job asks for) read by the text encoder's LearnedTokenEmbedding; slot k's prompts point
-at its rows, so words with different vector counts and properties share a batch. One step draws every slot's
+(V: the most vectors any job asks for) read by each text encoder's LearnedTokenEmbedding (SDXL: clip_l and
+clip_g are columns of one table, as in `learn`; each photo keeps its own time ids); slot k's prompts point at its
+rows, so words with different vector counts and properties share a batch. One step draws every slot's
 batch from that slot's generator, runs the UNet once on all of them (diffusion_loss(groups=K): each slot's own
 mean loss) and steps each slot's AdamW on its rows. A slot that ends (early stop or step cap) is refilled from
 the queue at once.
@@ -247,11 +248,6 @@ class Engine:
         progress: bool = True,
         resume: bool = False,
     ):
-        if len(getattr(getattr(model, "family", None), "encoders", lambda p: [0])(model.pipe)) > 1:
-            raise OnewordError(
-                "learn-many learns for models with one text encoder (SD1.x, SD2.x) for now; "
-                "use oneword learn for this model"
-            )
         self.model, self.jobs, self.out = model, jobs, Path(out) if out is not None else None
         self.settings = {k: v for k, v in settings.items() if v is not None}
         self.cfgs: list[LearnConfig | None] = []
@@ -278,15 +274,18 @@ class Engine:
         self.iteration = 0
         self.noise_schedule = _training_schedule(model)
         self.n_train = self.noise_schedule.config.num_train_timesteps
-        self.first_id = len(model.tokenizer)
-        width = model.text_encoder.get_input_embeddings().weight.shape[1]
+        # every text encoder of the family reads the table (SDXL: its columns of the [K*V, 768 + 1280] rows)
+        self.encoders = model.family.encoders(model.pipe)
+        self.first_ids = [len(e.tokenizer) for e in self.encoders]
+        self.first_id = self.first_ids[0]
+        width = model.word_width
         self.table = nn.Parameter(torch.zeros(self.K * self.V, width, device=self.dev))
         self.init_rows = torch.zeros(self.K * self.V, width, device=self.dev)
         self.reg_rows = torch.zeros(self.K, self.V, device=self.dev)  # 1/n on a slot's used rows (reg_weight)
         self.latents: LatentCache | None = None
-        self.dummy_ids = model.tokenizer(
-            [""], padding="max_length", max_length=model.tokenizer.model_max_length, return_tensors="pt"
-        ).input_ids.repeat(self.B, 1)
+        tok = model.family.tokenizer_for([e.tokenizer for e in self.encoders])
+        empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+        self.dummy_ids = empty.expand(self.B, *empty.shape[1:]).clone()  # [B, L], or [B, E, L] for E encoders
         self.scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
         self.val_runners: dict = {}
         self.runner = None
@@ -294,9 +293,10 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ the run
     def run(self, source) -> list[dict]:
-        model = self.model
-        base = model.text_encoder.get_input_embeddings()
-        model.text_encoder.set_input_embeddings(LearnedTokenEmbedding(base, self.first_id, self.table))
+        bases = [e.text_encoder.get_input_embeddings() for e in self.encoders]
+        for e, base, first_id in zip(self.encoders, bases, self.first_ids):
+            columns = None if len(self.encoders) == 1 else e.columns
+            e.text_encoder.set_input_embeddings(LearnedTokenEmbedding(base, first_id, self.table, columns))
         bar, self.source = _Bar(len(self.jobs), self.progress), source
         try:
             with _tuned_kernels(self.dev):
@@ -318,7 +318,8 @@ class Engine:
                         self._fill(source)
         finally:
             bar.close()
-            model.text_encoder.set_input_embeddings(base)
+            for e, base in zip(self.encoders, bases):
+                e.text_encoder.set_input_embeddings(base)
             for s in self.slots:
                 if s is not None:
                     s.lock.close()
@@ -389,9 +390,9 @@ class Engine:
 
             def step_loss(rows, posterior_noise, noise, timesteps, prompt_ids):
                 groups = len(rows) // self.B
-                latents = self.latents.sample(rows, posterior_noise)
+                latents, sizes = self.latents.sample(rows, posterior_noise), self.latents.sizes[rows]
                 losses = diffusion_loss(
-                    self.model, self.noise_schedule, latents, noise, timesteps, prompt_ids, groups=groups
+                    self.model, self.noise_schedule, latents, noise, timesteps, prompt_ids, sizes, groups=groups
                 ).reshape(groups)
                 if self.shared.reg_weight:  # each slot's mean squared distance from its init vectors
                     slots = (rows[:: self.B] // self.R).long()
@@ -406,8 +407,8 @@ class Engine:
 
     def _sample_loss(self, rows, posterior_noise, noise, timesteps, prompt_ids):
         """learn's sample loss on the shared latent buffer (a slot's validation batch)."""
-        latents = self.latents.sample(rows, posterior_noise)
-        return diffusion_loss(self.model, self.noise_schedule, latents, noise, timesteps, prompt_ids)
+        latents, sizes = self.latents.sample(rows, posterior_noise), self.latents.sizes[rows]
+        return diffusion_loss(self.model, self.noise_schedule, latents, noise, timesteps, prompt_ids, sizes)
 
     # ------------------------------------------------------------------------------------------ slots
     def _fill(self, source) -> None:
@@ -458,11 +459,13 @@ class Engine:
                     torch.zeros(self.K * self.R, *shape, device=self.dev),
                     torch.zeros(self.K * self.R, *shape, device=self.dev),
                     cache.scaling_factor,
+                    torch.zeros(self.K * self.R, cache.sizes.shape[1], device=self.dev),  # SDXL's time ids
                 )
             rows = slice(k * self.V, k * self.V + cfg.vectors)
             with torch.no_grad():
                 self.latents.mean[k * self.R : k * self.R + len(cache)] = cache.mean
                 self.latents.std[k * self.R : k * self.R + len(cache)] = cache.std
+                self.latents.sizes[k * self.R : k * self.R + len(cache)] = cache.sizes
                 self.table[rows] = init
                 self.init_rows[rows] = init
                 self.reg_rows[k].zero_()
@@ -501,12 +504,15 @@ class Engine:
 
     def _ids(self, cfg: LearnConfig, k: int) -> torch.Tensor:
         """The job's template ids with its word's ids pointing at slot k's rows of the table."""
-        tokenizer = copy.deepcopy(self.model.tokenizer)
-        check_token_free(tokenizer, cfg.token, cfg.vectors)
-        if tokenizer.add_tokens(vector_token_names(cfg.token, cfg.vectors)) != cfg.vectors:
-            raise OnewordError(f"token {cfg.token!r} is already a word of this model's vocabulary")
-        ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors)
-        return torch.where(ids >= self.first_id, ids + k * self.V, ids)
+        tokenizers = [copy.deepcopy(e.tokenizer) for e in self.encoders]
+        for tokenizer in tokenizers:
+            check_token_free(tokenizer, cfg.token, cfg.vectors)
+            if tokenizer.add_tokens(vector_token_names(cfg.token, cfg.vectors)) != cfg.vectors:
+                raise OnewordError(f"token {cfg.token!r} is already a word of this model's vocabulary")
+        tokenizer = self.model.family.tokenizer_for(tokenizers)
+        ids = encode_templates(tokenizer, cfg.property, cfg.token, cfg.vectors)  # [T, L] or [T, E, L]
+        first = torch.tensor(self.first_ids).view(-1, 1) if ids.dim() == 3 else self.first_id
+        return torch.where(ids >= first, ids + k * self.V, ids)
 
     def _preview(self, s: _Slot) -> None:
         from .sampling import preview_grid
@@ -526,17 +532,19 @@ class Engine:
 
     @contextmanager
     def _vocabulary_only(self):
-        """The text encoder's own embedding while inside (the slots' table is put back after)."""
-        te = self.model.text_encoder
-        mine = te.get_input_embeddings()
-        if not isinstance(mine, LearnedTokenEmbedding):
+        """The text encoders' own embeddings while inside (the slots' table is put back after)."""
+        encoders = [e.text_encoder for e in self.encoders]
+        mine = [te.get_input_embeddings() for te in encoders]
+        if not isinstance(mine[0], LearnedTokenEmbedding):
             yield
             return
-        te.set_input_embeddings(mine.base)
+        for te, m in zip(encoders, mine):
+            te.set_input_embeddings(m.base)
         try:
             yield
         finally:
-            te.set_input_embeddings(mine)
+            for te, m in zip(encoders, mine):
+                te.set_input_embeddings(m)
 
     # ------------------------------------------------------------------------------------------ saving
     def _snapshot(self, source, ended=(), status: str = "running") -> None:
@@ -842,23 +850,19 @@ def _step_memory(model, batch_size: int) -> int:
     before = torch.cuda.memory_allocated(model.device)
     c, size = model.unet.config.in_channels, model.unet.config.sample_size
     x = torch.randn(batch_size, c, size, size, device=model.device, dtype=model.dtype, requires_grad=True)
-    emb = model.text_encoder.get_input_embeddings()
-    ids = torch.zeros(batch_size, model.tokenizer.model_max_length, dtype=torch.long, device=model.device)
-    e = emb(ids).detach().requires_grad_(True)
-    cond = model.text_encoder(inputs_embeds=e)[0] if _takes_embeds(model) else model.text_encoder(ids)[0]
-    model.unet(
-        x, torch.zeros(batch_size, dtype=torch.long, device=model.device), cond.to(model.dtype)
-    ).sample.float().pow(2).mean().backward()
+    encoders = len(model.family.encoders(model.pipe))
+    length = model.tokenizer.model_max_length
+    ids = torch.zeros(batch_size, *([encoders] if encoders > 1 else []), length, dtype=torch.long, device=model.device)
+    # the family's conditioning (SDXL: both encoders, pooled output, time ids); the gradient flows back through the
+    # UNet from the latents (the text encoders' share of a step's memory is small beside the UNet's)
+    with torch.no_grad():
+        cond = model.family.unet_conditioning(model, ids, None)
+    out = model.unet(x, torch.zeros(batch_size, dtype=torch.long, device=model.device), **cond).sample
+    out.float().pow(2).mean().backward()
     peak = torch.cuda.max_memory_allocated(model.device) - before
-    del x, e, cond
+    del x, cond, out
     torch.cuda.empty_cache()
     return int(peak * 1.2)
-
-
-def _takes_embeds(model) -> bool:
-    import inspect
-
-    return "inputs_embeds" in inspect.signature(model.text_encoder.forward).parameters
 
 
 def write_summary(out, rows: list[dict]) -> None:

@@ -289,6 +289,62 @@ def test_convert_writes_and_reads_diffusers_two_file_layout(xl_run, xl_dir, tmp_
     assert torch.equal(c.parts["clip_g"], emb["clip_g"])
 
 
+def test_learn_many_learns_sdxl_words_each_as_if_alone(xl, xl_dir, tmp_path):
+    """learn-many on SDXL: words of different vector counts, properties and photo shapes share a batch (one
+    refill); each equals the word `learn` gives alone (test_many's tolerance), time ids per photo included, and
+    its file loads into both encoders with diffusers exactly."""
+    import numpy as np
+    from diffusers import StableDiffusionXLPipeline
+    from PIL import Image
+
+    from oneword.many import Job, learn_many
+
+    shared = dict(batch_size=2, save_every=3, val_every=2, min_steps=1000, lr=5e-2)
+    specs = [  # (job, photo count, photo size): non-square photos give non-zero crop offsets in the time ids
+        (dict(token="<xa>", init="ring", steps=5, seed=0), 3, (64, 64)),
+        (dict(token="<xb>", init="blue", vectors=2, property="style", steps=3, seed=1), 4, (96, 48)),
+        (dict(token="<xc>", init="dot", steps=4, seed=2), 3, (40, 72)),
+    ]
+    jobs = []
+    for i, (spec, n, size) in enumerate(specs):
+        folder = tmp_path / "photos" / f"c{i}"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(i)
+        for j in range(n):
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{j}.png")
+        jobs.append(Job(photos=str(folder), **spec))
+    rows = learn_many(xl, jobs, tmp_path / "many", slots=2, progress=False, **shared)
+    assert [r["status"] for r in rows] == ["done"] * 3 and [r["steps"] for r in rows] == [5, 3, 4]
+    for job in jobs:
+        name = job.token.strip("<>")
+        alone = learn(
+            xl, job.photos, LearnConfig(**{**shared, **job.overrides()}), tmp_path / "alone" / name, progress=False
+        )
+        together = load_file(tmp_path / "many" / name / "learned_embeds.safetensors")
+        for part, width in (("clip_l", 768), ("clip_g", 1280)):
+            assert together[part].shape == (job.vectors or 1, width)
+            assert torch.allclose(together[part], alone.parts[part], rtol=1e-4, atol=1e-5), (job.token, part)
+        run = json.loads((tmp_path / "many" / name / "run.json").read_text())
+        assert run["model"]["family"] == "sdxl" and run["engine"]["slots"] == 2
+    emb = load_file(tmp_path / "many" / "xb" / "learned_embeds.safetensors")
+    start = torch.cat(
+        [
+            xl.text_encoder.get_input_embeddings().weight[xl.tokenizer("blue").input_ids[1]],
+            xl.text_encoder_2.get_input_embeddings().weight[xl.tokenizer_2("blue").input_ids[1]],
+        ]
+    )
+    assert not torch.equal(torch.cat([emb["clip_l"][0], emb["clip_g"][0]]), start)  # both parts learned
+    pipe = StableDiffusionXLPipeline.from_pretrained(xl_dir, local_files_only=True)
+    pipe.load_textual_inversion(emb["clip_l"], token="<xb>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(
+        emb["clip_g"], token="<xb>", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
+    names = ["<xb>", "<xb>_1"]
+    rows_l = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(names)]
+    rows_g = pipe.text_encoder_2.get_input_embeddings().weight[pipe.tokenizer_2.convert_tokens_to_ids(names)]
+    assert torch.equal(rows_l.detach(), emb["clip_l"]) and torch.equal(rows_g.detach(), emb["clip_g"])
+
+
 # ------------------------------------------------------------------------------------- interruption
 def _env():
     import os
