@@ -78,9 +78,8 @@ def serve(
         if v is not None:
             model_args += [flag, str(v)]
     ws = Workspace(root, model, model_config, device, photos_root, prediction_type)
-    m = ws.model()  # fail now, in the terminal, if the model cannot load
-    # learn-many learns for models with one text encoder (not SDXL): jobs for others each run as `oneword learn`
-    jobs = JobManager(root, model_args, many=len(m.family.encoders(m.pipe)) == 1)
+    ws.model()  # fail now, in the terminal, if the model cannot load
+    jobs = JobManager(root, model_args)
     app = build_app(ws, jobs)
     app.queue(default_concurrency_limit=1)
     theme = gr.themes.Default(
