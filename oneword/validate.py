@@ -98,7 +98,7 @@ LEARN_SETTINGS = {
     "warmup": (whole, 0, MAX_LEARN_STEPS),
     "vectors": (whole, 1, 75),
     "resolution": (whole, 8, MAX_SIDE),  # None: the model's
-    "save_every": (whole, 1, MAX_LEARN_STEPS),  # 0 would fail mid-run
+    "save_every": (whole, 1, None),  # 0 would fail mid-run; above --steps: only the end is saved
     "preview_every": (whole, 0, MAX_LEARN_STEPS),
     "reg_weight": (number, 0.0, 1e6),
     "weight_decay": (number, 0.0, None),
