@@ -249,7 +249,7 @@ def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys)
 
 def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encoder(world, tmp_path):
     from oneword.world.concepts import NOVEL_CONCEPTS, pretraining_exclusions
-    from oneword.world.encoder import concept_sets, load_encoder, train_encoder
+    from oneword.world.encoder import MAX_NORM, concept_sets, load_encoder, train_encoder
     from oneword.world.render import UNNAMED_STYLES
 
     model, judge = world
@@ -272,3 +272,28 @@ def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encod
     assert rec["steps"] == 2 and np.isfinite(rec["loss_last_50"])
     enc, meta = load_encoder(tmp_path / "e.safetensors", model)
     assert meta["model_fingerprint"] == model.identity["fingerprint"]
+    assert enc.max_norm == rec["max_norm"] == MAX_NORM
+
+
+def test_the_encoders_words_are_no_longer_than_learned_words_so_learning_can_turn_them(world, tmp_path):
+    """Left free, an encoder pushes its words to norms of 150-200 (they drown the position embedding), where
+    AdamW's steps barely turn them; its words are scaled down to at most max_norm, on the shipped file too."""
+    from oneword.world import encoder as W
+    from oneword.world.concepts import concept
+
+    model, _ = world
+    shipped, _ = W.load_encoder(W.default_path(), model)
+    assert shipped.max_norm == W.MAX_NORM
+    path = untrained_encoder(model, tmp_path / "enc.safetensors")
+    enc, _ = W.load_encoder(path, model)
+    with torch.no_grad():
+        enc.net[-1].bias.fill_(100.0)  # an offset of norm ~1100
+    feats = torch.randn(3, 64)
+    prop = torch.tensor([0, 1, 0])
+    enc.max_norm = None
+    assert (enc(feats, prop).norm(dim=-1) > 1000).all()
+    enc.max_norm = W.MAX_NORM
+    words = enc(feats, prop)
+    assert torch.allclose(words.norm(dim=-1), torch.full((3,), W.MAX_NORM))
+    v, _ = W.encoder_vectors(model, concept("teal_ring").photos(5), "object", 1)
+    assert 0 < v.norm() <= W.MAX_NORM + 1e-4

@@ -4,7 +4,10 @@ stopping decides how much learning is left.
 
 Network: the mean of the photos' L2-normalised world-CLIP image features (64) and the property (object/style)
 -> MLP (2 hidden layers of 512, GELU) -> an offset added to the property's default init word ("object" /
-"painting"); the last layer starts at zero, so an untrained encoder gives the paper's start.
+"painting"); the last layer starts at zero, so an untrained encoder gives the paper's start. The word is scaled
+down to at most `max_norm` (8): words learned on the world's tuning concepts at the shipped defaults have norms of
+1-6; an encoder left free pushes its words to norms of 150-200, which drown the position embedding and leave
+learning from them stuck (AdamW's steps of ~lr per coordinate barely turn such a vector).
 
 Training (`train_encoder`, `oneword world train-encoder`): concepts drawn from the world's pretraining scene
 distribution only -- an object concept is a (shape, colour, pattern) of a pretraining scene (never a novel
@@ -39,6 +42,7 @@ from torch import nn
 from ..errors import OnewordError
 
 PROPERTIES = ("object", "style")
+MAX_NORM = 8.0  # the longest word the encoder gives (see the module's docstring)
 TOKEN = "<encoded>"
 
 
@@ -48,9 +52,11 @@ def default_path() -> Path:
 
 
 class PhotoEncoder(nn.Module):
-    def __init__(self, feature_dim: int, word_width: int, base: torch.Tensor, hidden: int = 512):
+    def __init__(
+        self, feature_dim: int, word_width: int, base: torch.Tensor, hidden: int = 512, max_norm: float | None = None
+    ):
         super().__init__()
-        self.feature_dim, self.word_width, self.hidden = feature_dim, word_width, hidden
+        self.feature_dim, self.word_width, self.hidden, self.max_norm = feature_dim, word_width, hidden, max_norm
         self.register_buffer("base", base.detach().float().clone())  # [2, width]: "object" / "painting"
         self.net = nn.Sequential(
             nn.Linear(feature_dim + len(PROPERTIES), hidden),
@@ -65,7 +71,10 @@ class PhotoEncoder(nn.Module):
     def forward(self, features: torch.Tensor, prop: torch.Tensor) -> torch.Tensor:
         """features [B, d] (the mean of a set's normalised image features), prop [B] (0 object, 1 style) -> [B, width]."""
         x = torch.cat([features * features.shape[-1] ** 0.5, F.one_hot(prop, len(PROPERTIES)).float()], -1)
-        return self.base[prop] + self.net(x)
+        word = self.base[prop] + self.net(x)
+        if self.max_norm is None:
+            return word
+        return word * (self.max_norm / word.norm(dim=-1, keepdim=True).clamp(min=self.max_norm))
 
 
 def _judge_identity(judge) -> str:
@@ -82,7 +91,14 @@ def save_encoder(enc: PhotoEncoder, path: Path, model, judge, record: dict) -> N
     meta = {
         "model_fingerprint": str(model.identity["fingerprint"]),
         "judge": _judge_identity(judge),
-        "config": json.dumps({"feature_dim": enc.feature_dim, "word_width": enc.word_width, "hidden": enc.hidden}),
+        "config": json.dumps(
+            {
+                "feature_dim": enc.feature_dim,
+                "word_width": enc.word_width,
+                "hidden": enc.hidden,
+                "max_norm": enc.max_norm,
+            }
+        ),
         "record": json.dumps(record),
     }
     tensors = {k: v.detach().float().contiguous() for k, v in enc.state_dict().items()}
@@ -111,7 +127,7 @@ def load_encoder(path, model) -> tuple[PhotoEncoder, dict]:
             f"means something only in the text encoder it was trained through; --init encoder needs "
             f"an encoder trained for this model (`oneword world train-encoder` for the world model)"
         )
-    enc = PhotoEncoder(cfg["feature_dim"], cfg["word_width"], tensors["base"], cfg["hidden"])
+    enc = PhotoEncoder(cfg["feature_dim"], cfg["word_width"], tensors["base"], cfg["hidden"], cfg.get("max_norm"))
     enc.load_state_dict(tensors)
     enc.eval().requires_grad_(False)
     return enc, meta
@@ -210,6 +226,7 @@ def train_encoder(
     n_style: int = 300,
     photos: int = 6,
     seed: int = 0,
+    max_norm: float | None = MAX_NORM,
     threads: int | None = None,
     log=print,
     model=None,
@@ -258,7 +275,7 @@ def train_encoder(
     log(f"{n_sets} concepts x {k} photos rendered and encoded in {time.time() - started:.0f} s")
 
     sched = DDPMScheduler.from_config(model.scheduler.config)
-    enc = PhotoEncoder(feats.shape[-1], table.shape[1], base)
+    enc = PhotoEncoder(feats.shape[-1], table.shape[1], base, max_norm=max_norm)
     opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=0.01)
     emb = _PerSampleWord(te.get_input_embeddings(), first_id)
     original = te.get_input_embeddings()
@@ -308,6 +325,7 @@ def train_encoder(
         "concepts": {"object": n_object, "style": n_style},
         "photos_per_concept": k,
         "seed": seed,
+        "max_norm": max_norm,
         "minutes": round((time.time() - started) / 60, 1),
         "loss_first_50": round(float(np.mean(losses[:50])), 4) if losses else None,
         "loss_last_50": round(float(np.mean(losses[-50:])), 4) if losses else None,
