@@ -22,8 +22,8 @@ image-steps, with editability no worse (paired bootstrap over samples and concep
     .venv/bin/python -m benchmarks.time_to_quality --many 8 --repeat 2 --json runs/many.json
 
 --starts also learns each concept from the other starts (oneword.init_words), all at the shipped defaults with early
-stopping: `--init auto`, `--init-mode cross` (the concept's init word), `--init encoder`, and the encoder's word with
-no optimisation (zero-step: one step at lr 0); their image-steps and quality against the paper setting's final word,
+stopping: `--init auto`, `--init-mode cross` (the concept's init word), `--init encoder`, the encoder's word with
+no optimisation (zero-step: one step at lr 0), and the encoder's start with fixed budgets of 50, 100 and 250 steps; their image-steps and quality against the paper setting's final word,
 the caption and the default's start. With --held-out: the final report on the held-out concepts (choose nothing there).
 
     .venv/bin/python -m benchmarks.time_to_quality --starts --work runs/ttq_starts --docs /tmp/starts
@@ -106,6 +106,9 @@ STOPS = (50, 100, 150, 300, 600, 1250, 2500, PAPER_STEPS)
 # --starts: where the word starts (oneword.init_words), each at the shipped defaults with early stopping
 STARTS = {"start auto": {"init": "auto"}, "start cross": {"init_mode": "cross"}, "start encoder": {"init": "encoder"}}
 ZERO_STEP = {"encoder zero-step": {"init": "encoder", "steps": 1, "lr": 0.0, "early_stop": False}}
+# a word in seconds: the encoder's start and a fixed short budget at the shipped lr (early stopping's 24-validation
+# window cannot end a run before ~600 steps); 250 steps of 4 photos are 1/20 of the paper's 20,000 image-steps
+BUDGETS = {f"encoder + {n} steps": {"init": "encoder", "steps": n, "early_stop": False} for n in (50, 100, 250)}
 MARK = ("<!-- time-to-quality: written by benchmarks/time_to_quality.py -->", "<!-- /time-to-quality -->")
 
 
@@ -193,6 +196,7 @@ def main(argv=None) -> int:
         base = variants["oneword default"]
         variants.update({k: {**base, **v} for k, v in STARTS.items()})
         variants.update(ZERO_STEP)
+        variants.update({k: {**base, **v} for k, v in BUDGETS.items()})
     if args.merge:  # the lanes' saved concepts, in the order of NAMES where they are tuning concepts
         per, minutes = {}, 0.0
         for work in args.merge:
@@ -350,7 +354,7 @@ def starts_table(per: dict, names, summary: dict, default) -> list[dict]:
         ]
 
     rows = []
-    for m in ["oneword default", *STARTS, *ZERO_STEP]:
+    for m in ["oneword default", *STARTS, *ZERO_STEP, *BUDGETS]:
         if m not in summary:
             continue
         learned = [per[n]["results"][m]["learn"] for n in names]
@@ -506,9 +510,9 @@ def render_starts(res: dict, names) -> str:
         )
     return (
         f"""
-Where the word starts (`--starts`; concepts {", ".join(names)}; each at the shipped defaults with early stopping;
-the zero-step word is the photo encoder's with no optimisation). Differences are (reconstruction, editability),
-paired, concepts resampled:
+Where the word starts (`--starts`; concepts {", ".join(names)}; each at the shipped defaults with early stopping,
+except the encoder's zero-step word (no optimisation) and "encoder + N steps" (the encoder's start, N steps, no
+early stopping)). Differences are (reconstruction, editability), paired, concepts resampled:
 
 | start | image-steps (of the paper's) | seconds per word | reconstruction | editability | − paper's final word | − caption | − default start |
 |---|---|---|---|---|---|---|---|
