@@ -65,15 +65,7 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
             with gr.Tab("Learn", id="learn", elem_id="tab-learn"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        photos = gr.File(
-                            label="Photos of the concept (3-5)",
-                            file_count="multiple",
-                            file_types=["image"],
-                            elem_id="learn-photos",
-                        )
-                        folder = gr.Textbox(
-                            label=f"…or a folder of photos under {ws.photos_root}", elem_id="learn-folder"
-                        )
+                        photos, folder = _photo_inputs(ws, "learn", "Photos of the concept (3-5)")
                         token = gr.Textbox(label="New word", placeholder="<my-cat>", elem_id="learn-token")
                         with gr.Row():
                             init = gr.Textbox(
@@ -269,14 +261,8 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                         value=sample_steps, label="Sampling steps", precision=0, elem_id="eval-steps"
                     )
                 with gr.Row():
-                    eval_photos = gr.File(
-                        label="Photos of the concept (empty: a learned word's own training photos)",
-                        file_count="multiple",
-                        file_types=["image"],
-                        elem_id="eval-photos",
-                    )
-                    eval_folder = gr.Textbox(
-                        label=f"…or a folder of photos under {ws.photos_root}", elem_id="eval-folder"
+                    eval_photos, eval_folder = _photo_inputs(
+                        ws, "eval", "Photos of the concept (empty: a learned word's own training photos)"
                     )
                 eval_go = gr.Button("Evaluate", variant="primary", elem_id="eval-go")
                 eval_msg = gr.Markdown(elem_id="eval-msg", elem_classes="ow-msg")
@@ -790,6 +776,13 @@ def _status_html(j, p, jobs: JobManager) -> str:
 def _duration(s: float) -> str:
     s = max(0, int(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _photo_inputs(ws, prefix: str, label: str):
+    """Photos dropped in, or a folder under the photos root (the element ids the browser tests use)."""
+    photos = gr.File(label=label, file_count="multiple", file_types=["image"], elem_id=f"{prefix}-photos")
+    folder = gr.Textbox(label=f"…or a folder of photos under {ws.photos_root}", elem_id=f"{prefix}-folder")
+    return photos, folder
 
 
 def _queue_table(jobs: JobManager) -> str:
