@@ -122,13 +122,11 @@ class JobManager:
         python: str | None = None,
         env: dict | None = None,
         poll_s: float = 0.5,
-        many: bool = True,
         gather_s: float = 3.0,
     ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.model_args = list(model_args or [])
-        self.many = many  # queued jobs may share a learn-many batch
         # a job that could share a batch waits this long after the last Start for another to share it with
         self.gather_s = gather_s
         self._last_submit = 0.0
@@ -351,7 +349,7 @@ class JobManager:
     def _batch_key(self, job: Job) -> tuple | None:
         """What jobs must share to learn in one learn-many batch (its shared flags), or None: this job learns alone
         (a resume, --init auto / encoder, a preview prompt, other flags)."""
-        if job.resume or not self.many or len(job.argv) < 2 or job.argv[0] != "learn":
+        if job.resume or len(job.argv) < 2 or job.argv[0] != "learn":
             return None
         flags = _flags(job.argv[2:])
         if flags is None or "--token" not in flags or "--out" not in flags:
