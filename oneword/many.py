@@ -40,6 +40,7 @@ from .data import LatentCache, encode_photos, read_photos
 from .early_stopping import EarlyStopping, ValidationBatch
 from .errors import OnewordError
 from .guard import Guard
+from .init_words import start
 from .install import check_token_free
 from .invert import (
     LearnConfig,
@@ -51,7 +52,6 @@ from .invert import (
     diffusion_loss,
     draw_batch,
     encode_templates,
-    init_vectors,
     learned_word,
 )
 from .run import CHECKPOINT, Run
@@ -441,18 +441,15 @@ class Engine:
             if len(cache) > self.R:
                 raise OnewordError(f"{job.photos} now holds more photos than when learn-many started")
             ids = self._ids(cfg, k)
-            if (
-                cfg.init in ("auto", "encoder")
-                or (cfg.init or "").startswith("encoder:")
-                or (cfg.init_mode or "word") != "word"
-            ):
-                # those starts resolve per word (and cross pulls toward its own start): oneword learn has them
+            if (cfg.init_mode or "word") != "word":
+                # cross pulls each word toward its own start with its own weight; a batch shares one reg_weight
                 raise OnewordError(
-                    f"{job.token}: learn-many starts from init words only; learn a word with --init "
-                    f"{cfg.init} / --init-mode {cfg.init_mode} with oneword learn"
+                    f"{job.token}: learn-many cannot learn --init-mode {cfg.init_mode} (its pull toward the start "
+                    "is per word); learn this word with oneword learn"
                 )
-            with self._vocabulary_only():
-                init = init_vectors(model, cfg.init_word(), cfg.vectors).to(self.dev)
+            with self._vocabulary_only():  # the init words, --init auto or --init encoder, as oneword learn starts
+                cfg, init = start(model, cfg, job.photos)
+            init = init.to(self.dev)
             if self.latents is None:
                 shape = cache.mean.shape[1:]
                 self.latents = LatentCache(

@@ -247,6 +247,42 @@ def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys)
     assert code == 2 and "cannot be combined" in capsys.readouterr().err
 
 
+def test_learn_many_starts_each_word_where_learn_would(world, tmp_path):
+    from oneword import load_concepts
+    from oneword.data import read_photos
+    from oneword.many import Job, learn_many
+    from oneword.world.concepts import concept
+
+    model, judge = world
+    jobs = []
+    for name, init in (("teal_ring", "encoder"), ("blue_arrow", "auto"), ("lime_star", "star")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, im in enumerate(concept(name).photos(3)):
+            im.save(folder / f"{i}.png")
+        jobs.append(Job(token=f"<{name}>", photos=str(folder), out=str(tmp_path / "out" / name), init=init))
+    rows = learn_many(model, jobs, tmp_path / "out", progress=False, steps=1, lr=0.0, early_stop=False)
+    assert [r["status"] for r in rows] == ["done"] * 3
+
+    def word(name):  # lr 0: the start itself
+        return load_concepts(tmp_path / "out" / name / "learned_embeds.safetensors")[0].vectors
+
+    def saved(name):
+        return json.loads((tmp_path / "out" / name / "run.json").read_text())["config"]
+
+    ring = read_photos(jobs[0].photos)
+    assert torch.allclose(word("teal_ring"), I.start(model, LearnConfig(init="encoder"), ring)[1], atol=1e-6)
+    assert saved("teal_ring")["init_choice"]["method"] == "encoder"
+    choice = I.auto_words(model, read_photos(jobs[1].photos), "object", 1, judge=judge)
+    assert saved("blue_arrow")["init_choice"]["words"] == choice["words"]
+    assert torch.equal(word("blue_arrow"), init_vectors(model, " ".join(choice["words"]), 1))
+    assert torch.equal(word("lime_star"), init_vectors(model, "star", 1))
+
+    cross = [Job(token="<x>", photos=jobs[2].photos, out=str(tmp_path / "cross"))]
+    rows = learn_many(model, cross, tmp_path / "c", progress=False, steps=1, init_mode="cross")
+    assert rows[0]["status"] == "failed" and "cannot learn --init-mode cross" in rows[0]["error"]
+
+
 def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encoder(world, tmp_path):
     from oneword.world.concepts import NOVEL_CONCEPTS, pretraining_exclusions
     from oneword.world.encoder import MAX_NORM, concept_sets, load_encoder, train_encoder

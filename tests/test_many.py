@@ -133,7 +133,7 @@ def test_bad_concepts_fail_alone_and_the_command_exits_2(tiny_dir, tmp_path, cap
     write_photos(root / "cat", n=3)
     (root / "cat" / "oneword.json").write_text('{"token": "cat"}')  # an ordinary word of the vocabulary
     write_photos(root / "auto", n=3, seed=2)
-    (root / "auto" / "oneword.toml").write_text('init = "auto"\n')  # a start learn resolves per word, not here
+    (root / "auto" / "oneword.toml").write_text('init = "auto"\n')  # needs --clip on a real model
     code = main(
         [
             "learn-many",
@@ -159,7 +159,7 @@ def test_bad_concepts_fail_alone_and_the_command_exits_2(tiny_dir, tmp_path, cap
     summary = {r["token"]: r for r in json.loads((tmp_path / "out" / "summary.json").read_text())["concepts"]}
     assert summary["<good>"]["status"] == summary["<also_good>"]["status"] == "done"
     assert summary["<broken>"]["status"] == summary["cat"]["status"] == summary["<auto>"]["status"] == "failed"
-    assert "starts from init words only" in summary["<auto>"]["error"]
+    assert "pass --clip MODEL" in summary["<auto>"]["error"]
     for token in ("<broken>", "cat", "<auto>"):
         reason = summary[token]["error"]
         assert reason and "\n" not in reason and reason in out

@@ -264,7 +264,14 @@ def choose_job(pg, name: str) -> None:
 
 
 def start_job(
-    pg, token: str, steps: int, files=None, folder: str | None = None, preview_every: int = 0, seed: int = 0
+    pg,
+    token: str,
+    steps: int,
+    files=None,
+    folder: str | None = None,
+    preview_every: int = 0,
+    seed: int = 0,
+    init: str = "ring",
 ) -> str:
     before = message(pg, "learn-msg")
     if files:
@@ -273,7 +280,7 @@ def start_job(
     if folder:
         fill(pg, "learn-folder", folder)
     fill(pg, "learn-token", token)
-    fill(pg, "learn-init", "ring")
+    fill(pg, "learn-init", init)
     if not pg.locator("#learn-steps").is_visible():
         pg.click("#learn-advanced button, #learn-advanced .label-wrap")
     fill(pg, "learn-steps", steps)
@@ -367,7 +374,7 @@ def _resumed_at(folder: Path) -> int:
 
 
 def test_queued_jobs_learn_together_and_a_stop_keeps_the_others_work(page, server, tmp_path):
-    """Two jobs started one after the other learn together in one learn-many process (both cards' steps
+    """Two jobs started one after the other (one from the photo encoder's start) learn together in one learn-many process (both cards' steps
     moving at once, each with its own curves). Stop on one stops the batch with a checkpoint of each: the stopped
     one waits for Resume, the other goes back to the queue and continues from its checkpoint (not from step 0)
     to its step cap; Resume continues the stopped one from its checkpoint; the downloaded word loads in
@@ -378,7 +385,7 @@ def test_queued_jobs_learn_together_and_a_stop_keeps_the_others_work(page, serve
     server.jobs.gather_s = 60  # the second Start comes within this, however slow the machine
     try:
         start_job(page, "<ring-a>", steps=120, folder="teal-ring")
-        start_job(page, "<ring-b>", steps=120, folder="teal-ring", seed=1)
+        start_job(page, "<ring-b>", steps=120, folder="teal-ring", seed=1, init="encoder")
     finally:
         server.jobs.gather_s = 3.0
     queue = page.locator("#learn-queue")
@@ -387,7 +394,10 @@ def test_queued_jobs_learn_together_and_a_stop_keeps_the_others_work(page, serve
     batch = re.search(r"batch-\d+", rows()[0]).group(0)
     assert all(batch in r for r in rows())
     manifest = [json.loads(x) for x in (root / ".batches" / batch / "jobs.jsonl").read_text().splitlines()]
-    assert [(m["token"], m["seed"]) for m in manifest] == [("<ring-a>", 0), ("<ring-b>", 1)]
+    assert [(m["token"], m["seed"], m["init"]) for m in manifest] == [
+        ("<ring-a>", 0, "ring"),
+        ("<ring-b>", 1, "encoder"),
+    ]
     choose_job(page, "ring-a")
     wait_job(page, lambda: step(page) >= 25, SLOW, "ring-a learning in the batch")
     assert "ring-b" in page.locator("#learn-shared").inner_text()

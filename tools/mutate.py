@@ -386,6 +386,15 @@ MUTATIONS = [
         "tests/test_engine.py::test_profile_bound_splits_device_time_by_kind_of_work",
         core=False,
     ),
+    M(
+        "learn-many-ignores-the-encoders-start",
+        "many",
+        "oneword/many.py",
+        "cfg, init = start(model, cfg, job.photos)",
+        'init = start(model, __import__("dataclasses").replace(cfg, init=None), job.photos)[1]',
+        "tests/test_init.py::test_learn_many_starts_each_word_where_learn_would",
+        core=False,
+    ),
 ]
 
 

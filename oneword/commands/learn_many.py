@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         "learn many words at once, several concepts per batch",
         description="Learn one word per job: JOBS is a folder of photo folders (token <folder name>; an "
         "optional oneword.json or oneword.toml beside the photos sets init, property, vectors, "
-        "steps, seed, lr) or a JSONL manifest with those fields and photos, token, out. "
+        'steps, seed, lr; init may be "auto" or "encoder" as in oneword learn) or a JSONL manifest with '
+        "those fields and photos, token, out. "
         "Each concept's folder under --out is what `oneword learn` writes.",
     )
     p.add_argument("jobs", nargs="?", help="folder of photo folders, or a .jsonl manifest (not needed with --resume)")
@@ -29,6 +30,11 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, help="learning rate unless the job sets it (default: learn's)")
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 250)")
     p.add_argument("--no-early-stop", action="store_true", help="run every concept to its step cap")
+    p.add_argument(
+        "--clip",
+        metavar="MODEL",
+        help='the CLIP judge for jobs whose init is "auto" on a real model (transformers CLIPModel folder or hub id)',
+    )
     p.add_argument("--preview-every", type=int, help="write a preview grid into each concept's previews/ every N steps")
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run each step eagerly")
     p.add_argument("--resume", metavar="OUT", help="continue an interrupted learn-many run in OUT")
@@ -50,6 +56,7 @@ def run(args) -> None:
         "lr": args.lr,
         "save_every": args.save_every,
         "preview_every": args.preview_every,
+        "init_clip": args.clip,
     }
     if args.no_early_stop:
         settings["early_stop"] = False

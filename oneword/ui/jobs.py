@@ -348,14 +348,11 @@ class JobManager:
 
     def _batch_key(self, job: Job) -> tuple | None:
         """What jobs must share to learn in one learn-many batch (its shared flags), or None: this job learns alone
-        (a resume, --init auto / encoder, a preview prompt, other flags)."""
+        (a resume, a preview prompt, other flags)."""
         if job.resume or len(job.argv) < 2 or job.argv[0] != "learn":
             return None
         flags = _flags(job.argv[2:])
         if flags is None or "--token" not in flags or "--out" not in flags:
-            return None
-        init = flags.get("--init") or ""
-        if init in ("auto", "encoder") or init.startswith("encoder:"):
             return None
         shared = {k: v for k, v in flags.items() if k not in PER_JOB}
         if set(shared) - SHARED - SWITCHES:
