@@ -36,7 +36,8 @@ written down before it ran and dated: experiments/world_defaults/README.md).
 of them have, concepts resampled (95% bootstrap; the statistic is the mean over concepts of each concept's mean
 over seeds): default - paper per seed (paired: the same sampling seeds) and pooled; the paper run's own word at
 each earlier stop (--stops) against its final one, pooled (does the paper setting itself get there by then?);
-and each setting against a rerun of itself with another seed.
+and each setting against a rerun of itself with another seed. Runs made with --starts also give each start against
+the default start and the paper's final word, pooled, and each start - the default start per concept and seed.
 """
 
 from __future__ import annotations
@@ -566,6 +567,18 @@ def compare_seeds(work: list[str]) -> int:
                 pooled_diff(by_concept(early[stop], "edit"), by_concept(paper, "edit"), 46),
             )
         )
+    # --starts runs: each start against the default start and the paper's final word, pooled over the seeds
+    starts = [m for m in (*STARTS, *ZERO_STEP, *BUDGETS) if all(m in p[n]["results"] for p in pers for n in names)]
+    started = {m: [scores(p, m, names) for p in pers] for m in starts}
+    for m in starts:
+        for label, ref in (("the default start", default), ("paper final", paper)):
+            rows.append(
+                (
+                    f"{m} - {label}, pooled over {len(pers)} seeds",
+                    pooled_diff(by_concept(started[m], "rec"), by_concept(ref, "rec"), 48),
+                    pooled_diff(by_concept(started[m], "edit"), by_concept(ref, "edit"), 49),
+                )
+            )
     for (i, a), (j, b) in itertools.combinations(enumerate(work), 2):
         for label, runs in (("paper", paper), ("default", default)):
             rows.append(
@@ -602,6 +615,18 @@ def compare_seeds(work: list[str]) -> int:
             f"| {n} | {', '.join(map(str, steps))} | {', '.join(f'{r:+.3f}' for r in rec)} | {fmt_diff(pooled)} | "
             f"{fmt_diff(pooled_edit)} |{own}"
         )
+    if starts:
+        print(f"\nPer concept, each start - the default start in reconstruction, per seed ({', '.join(work)}):\n")
+        print("| concept | " + " | ".join(starts) + " |\n|---|" + "---|" * len(starts))
+        for i, n in enumerate(names):
+            cells = [
+                ", ".join(
+                    f"{E.difference(s['rec'][i], d['rec'][i], seed=50)['mean']:+.3f}"
+                    for s, d in zip(started[m], default)
+                )
+                for m in starts
+            ]
+            print(f"| {n} | " + " | ".join(cells) + " |")
     return 0
 
 
