@@ -1,5 +1,5 @@
 """Where a word starts: `--init auto` (words chosen from the photos by a CLIP judge), `--init-mode cross`
-(CrossInit: the text encoder's output for the init words) and `--init encoder` (the world model's photo encoder).
+(CrossInit: the text encoder's output for the init words) and `--init encoder` (a photo encoder, oneword.photo_encoder: the world model's, or one trained for a real model).
 
 `start(model, cfg, photos)` is what `learn` calls: it returns the config with the init resolved (the chosen
 words in `init`, how they were chosen in `init_choice`, which run.json records) and the start vectors [n, width].
@@ -55,11 +55,11 @@ def start(model, cfg, photos):
         if mode != "word":
             raise OnewordError("--init encoder gives vectors, not words: it cannot be combined with --init-mode cross")
         from .data import read_photos
-        from .world.encoder import encoder_vectors
+        from .photo_encoder import encoder_vectors
 
-        vectors, record = encoder_vectors(
-            model, read_photos(photos), cfg.property, cfg.vectors, path=init.partition(":")[2] or None
-        )
+        path = init.partition(":")[2] or None
+        clip = getattr(cfg, "init_clip", None)
+        vectors, record = encoder_vectors(model, read_photos(photos), cfg.property, cfg.vectors, path=path, clip=clip)
         return replace(cfg, init_choice=record), vectors
     if init == "auto":
         from .data import read_photos

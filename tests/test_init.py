@@ -171,8 +171,8 @@ def untrained_encoder(model, path, fingerprint=None):
     model with another fingerprint)."""
     from types import SimpleNamespace
 
-    from oneword.world import encoder as W
-    from oneword.world.judge import load_judge
+    from oneword import photo_encoder as W
+    from oneword.judges import load_judge
 
     table = model.pipe.text_encoder.get_input_embeddings().weight.detach()
     base = torch.stack(
@@ -180,13 +180,13 @@ def untrained_encoder(model, path, fingerprint=None):
     )
     enc = W.PhotoEncoder(64, table.shape[1], base, hidden=16)
     owner = SimpleNamespace(identity={"fingerprint": fingerprint}) if fingerprint else model
-    W.save_encoder(enc, path, owner, W._Adapter(load_judge()), {"steps": 0})
+    W.save_encoder(enc, path, owner, load_judge("world"), {"steps": 0})
     return path
 
 
 def test_an_untrained_encoder_gives_the_default_init_word(world, tmp_path):
+    from oneword.photo_encoder import encoder_vectors
     from oneword.world.concepts import concept
-    from oneword.world.encoder import encoder_vectors
 
     model, _ = world
     path = untrained_encoder(model, tmp_path / "enc.safetensors")
@@ -197,7 +197,7 @@ def test_an_untrained_encoder_gives_the_default_init_word(world, tmp_path):
 
 
 def test_an_encoder_for_another_model_is_refused_by_fingerprint(world, tmp_path):
-    from oneword.world.encoder import load_encoder
+    from oneword.photo_encoder import load_encoder
 
     model, _ = world
     path = untrained_encoder(model, tmp_path / "other.safetensors", fingerprint="0123456789abcdef")
@@ -209,11 +209,12 @@ def test_an_encoder_for_another_model_is_refused_by_fingerprint(world, tmp_path)
 
 
 def test_the_shipped_encoder_belongs_to_the_world_model_fits_5_mb_and_reads_the_photos(world):
+    from oneword.photo_encoder import encoder_vectors
+    from oneword.world import encoder_path
     from oneword.world.concepts import concept
-    from oneword.world.encoder import default_path, encoder_vectors
 
     model, _ = world
-    assert default_path().stat().st_size <= 5 * 2**20
+    assert encoder_path().stat().st_size <= 5 * 2**20
     red, _ = encoder_vectors(model, concept("red_crescent").photos(5), "object", 1)
     blue, record = encoder_vectors(model, concept("blue_arrow").photos(5), "object", 1)
     assert record["model_fingerprint"] == model.identity["fingerprint"]
@@ -222,8 +223,8 @@ def test_the_shipped_encoder_belongs_to_the_world_model_fits_5_mb_and_reads_the_
 
 def test_cli_init_encoder_starts_from_the_encoders_word(world, tmp_path, capsys):
     from oneword import load_concepts
+    from oneword.photo_encoder import encoder_vectors
     from oneword.world.concepts import concept
-    from oneword.world.encoder import encoder_vectors
 
     model, _ = world
     photos = tmp_path / "p"
@@ -283,9 +284,63 @@ def test_learn_many_starts_each_word_where_learn_would(world, tmp_path):
     assert rows[0]["status"] == "failed" and "cannot learn --init-mode cross" in rows[0]["error"]
 
 
+def frozen_weights(model) -> dict:
+    parts = {"unet": model.unet, **{e.part: e.text_encoder for e in model.family.encoders(model.pipe)}}
+    return {f"{n}.{k}": v.clone() for n, m in parts.items() for k, v in m.state_dict().items()}
+
+
+def test_an_encoder_for_a_real_model_trains_only_itself_and_learn_starts_from_it(
+    tiny_dir, tiny_clip_dir, tmp_path, capsys
+):
+    from oneword import load_concepts, load_model
+    from oneword.data import read_photos
+    from oneword.encoder_training import train_photo_encoder
+    from oneword.judges import load_judge
+    from oneword.photo_encoder import encoder_vectors, load_encoder
+
+    subjects = tmp_path / "subjects"
+    sets = [read_photos(write_photos(subjects / f"s{i}", n=2 + i, seed=i)) for i in range(3)]
+    (subjects / "s2" / "oneword.toml").write_text('property = "style"\n')
+    model = load_model(str(tiny_dir), device="cpu")
+    frozen = frozen_weights(model)
+    path = tmp_path / "api.safetensors"
+    judge = load_judge(str(tiny_clip_dir))
+    rec = train_photo_encoder(
+        model, judge, sets, [0, 0, 1], path, str(tiny_clip_dir), max_steps=3, batch=2, hidden=16, log=lambda m: None
+    )
+    assert rec["steps"] == 3 and rec["photos_per_subject"] == [2, 4] and np.isfinite(rec["loss_last_50"])
+    assert all(torch.equal(v, frozen[k]) for k, v in frozen_weights(model).items())  # only the encoder learned
+    enc, meta = load_encoder(path, model)
+    assert enc.net[-1].weight.abs().sum() > 0 and meta["judge_source"] == str(tiny_clip_dir)
+    with pytest.raises(OnewordError, match="another judge"):
+        encoder_vectors(model, sets[0], "object", 1, path=path, judge=load_judge("world"))
+
+    out = tmp_path / "enc.safetensors"
+    argv = [str(a) for a in ("train-encoder", subjects, "--model", tiny_dir, "--out", out, "--steps", "2")]
+    assert main([*argv, "--batch", "2", "--clip", str(tiny_clip_dir)]) == 0
+    assert f"--init encoder:{out}" in capsys.readouterr().out
+    written = out.read_bytes()
+    one_line = lambda: capsys.readouterr().err.strip().splitlines()  # noqa: E731
+    assert main([*argv, "--clip", str(tiny_clip_dir)]) == 2 and "already exists" in one_line()[0]
+    assert main([*argv, "--overwrite"]) == 2 and "needs --clip MODEL" in one_line()[0]
+    assert out.read_bytes() == written
+
+    def learn_from(init, run):
+        argv = ["learn", subjects / "s0", "--token", "<e>", "--model", tiny_dir, "--init", init, "--out", run]
+        extra = ["--steps", "1", "--lr", "0", "--no-early-stop", "--batch-size", "2", "--quiet"]
+        return main([str(a) for a in (*argv, *extra)])
+
+    assert learn_from(f"encoder:{out}", tmp_path / "run") == 0  # its CLIP found where the file says it lies
+    word = load_concepts(tmp_path / "run" / "learned_embeds.safetensors")[0].vectors
+    assert torch.allclose(word, encoder_vectors(model, sets[0], "object", 1, path=out)[0], atol=1e-6)
+    assert not torch.allclose(word, init_vectors(model, "object", 1), atol=1e-6)
+    assert learn_from("encoder", tmp_path / "run2") == 2 and "no photo encoder ships" in one_line()[0]
+
+
 def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encoder(world, tmp_path):
+    from oneword.photo_encoder import MAX_NORM, load_encoder
     from oneword.world.concepts import NOVEL_CONCEPTS, pretraining_exclusions
-    from oneword.world.encoder import MAX_NORM, concept_sets, load_encoder, train_encoder
+    from oneword.world.encoder import concept_sets, train_encoder
     from oneword.world.render import UNNAMED_STYLES
 
     model, judge = world
@@ -303,7 +358,7 @@ def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encod
         photos=2,
         log=lambda m: None,
         model=model,
-        judge=judge.judge,
+        judge=judge,
     )
     assert rec["steps"] == 2 and np.isfinite(rec["loss_last_50"])
     enc, meta = load_encoder(tmp_path / "e.safetensors", model)
@@ -314,11 +369,12 @@ def test_encoder_training_never_sees_a_novel_concept_and_writes_a_loadable_encod
 def test_the_encoders_words_are_no_longer_than_learned_words_so_learning_can_turn_them(world, tmp_path):
     """Left free, an encoder pushes its words to norms of 150-200 (they drown the position embedding), where
     AdamW's steps barely turn them; its words are scaled down to at most max_norm, on the shipped file too."""
-    from oneword.world import encoder as W
+    from oneword import photo_encoder as W
+    from oneword.world import encoder_path
     from oneword.world.concepts import concept
 
     model, _ = world
-    shipped, _ = W.load_encoder(W.default_path(), model)
+    shipped, _ = W.load_encoder(encoder_path(), model)
     assert shipped.max_norm == W.MAX_NORM
     path = untrained_encoder(model, tmp_path / "enc.safetensors")
     enc, _ = W.load_encoder(path, model)

@@ -553,3 +553,50 @@ def test_speed_benchmark_runs_sdxl_against_diffusers_sdxl_loop(tmp_path, capsys)
     assert {r["system"] for r in results} == {"oneword", "reference"}
     assert all(r["image_steps_per_s"] > 0 and r["model"] == "tiny-sdxl" for r in results)
     assert "ratio/reference" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- a photo encoder for SDXL
+def test_a_photo_encoder_trains_through_both_encoders_and_learn_starts_from_its_word(
+    xl, xl_photos, tiny_clip_dir, tmp_path
+):
+    from oneword import load_concepts
+    from oneword.encoder_training import train_photo_encoder
+    from oneword.judges import load_judge
+    from oneword.photo_encoder import encoder_vectors
+
+    photos = read_photos(xl_photos)
+    text_encoders = [e.text_encoder for e in xl.family.encoders(xl.pipe)]
+    frozen = [copy.deepcopy(m.state_dict()) for m in (xl.unet, *text_encoders)]
+    path = tmp_path / "xl-encoder.safetensors"
+    judge = load_judge(str(tiny_clip_dir))
+    sets, props = [photos, photos[:2]], [0, 1]
+    train_photo_encoder(xl, judge, sets, props, path, str(tiny_clip_dir), max_steps=2, batch=2, hidden=16, log=print)
+    for before, m in zip(frozen, (xl.unet, *text_encoders)):
+        assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+    start, _ = encoder_vectors(xl, photos, "object", 2, path=path)
+    assert start.shape == (2, 768 + 1280)
+    out = tmp_path / "run"
+    cfg = LearnConfig(token="<enc>", init=f"encoder:{path}", vectors=2, steps=1, lr=0.0, early_stop=False, batch_size=2)
+    learn(xl, xl_photos, cfg, out, progress=False)
+    word = load_concepts(out / "learned_embeds.safetensors")[0]
+    assert torch.allclose(xl.family.word_vectors(xl.pipe, word), start, atol=1e-6)
+
+
+def test_each_sample_of_an_encoder_batch_reads_its_own_word_in_both_encoders(xl):
+    """The photo encoder's batch gives sample b the word in row b of its table: the same conditioning (both
+    encoders' states, the pooled text) as that word installed alone the way learn installs it."""
+    from oneword.encoder_training import per_sample_words
+    from oneword.invert import learned_word
+    from oneword.photo_encoder import TOKEN
+    from oneword.templates import encode_templates
+
+    words = torch.randn(2, 768 + 1280, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad(), per_sample_words(xl) as (set_words, templates, own_ids):
+        set_words(words)
+        together = xl.family.unet_conditioning(xl, own_ids(templates["object"][:2]))
+    for b in range(2):
+        with torch.no_grad(), learned_word(xl, TOKEN, words[b : b + 1]) as tokenizer:
+            alone = xl.family.unet_conditioning(xl, encode_templates(tokenizer, "object", TOKEN, 1)[b : b + 1])
+        assert torch.allclose(together["encoder_hidden_states"][b], alone["encoder_hidden_states"][0], atol=1e-5)
+        pooled = together["added_cond_kwargs"]["text_embeds"]
+        assert torch.allclose(pooled[b], alone["added_cond_kwargs"]["text_embeds"][0], atol=1e-5)

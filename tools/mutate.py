@@ -395,6 +395,25 @@ MUTATIONS = [
         "tests/test_init.py::test_learn_many_starts_each_word_where_learn_would",
         core=False,
     ),
+    M(
+        "photo-encoder-batch-reads-one-word",
+        "init",
+        "oneword/encoder_training.py",
+        "return torch.where(ids >= f, ids + b, ids)",
+        "return ids",
+        "tests/test_sdxl.py::test_each_sample_of_an_encoder_batch_reads_its_own_word_in_both_encoders",
+        core=False,
+    ),
+    M(
+        "photo-encoder-leaves-its-embeddings-in-the-model",
+        "init",
+        "oneword/encoder_training.py",
+        """        for e, original in zip(encoders, originals):
+            e.text_encoder.set_input_embeddings(original)""",
+        """        pass""",
+        "tests/test_init.py::test_an_encoder_for_a_real_model_trains_only_itself_and_learn_starts_from_it",
+        core=False,
+    ),
 ]
 
 

@@ -16,10 +16,36 @@ import warnings
 
 from .. import __version__
 from ..errors import OnewordError
-from . import convert, demo, edit, evaluate, generate, inspect, learn, learn_many, ui, variations, world
+from . import (
+    convert,
+    demo,
+    edit,
+    evaluate,
+    generate,
+    inspect,
+    learn,
+    learn_many,
+    train_encoder,
+    ui,
+    variations,
+    world,
+)
 from ._common import HelpFormatter, Parser, quiet_libraries
 
-SUBCOMMANDS = (learn, learn_many, generate, variations, edit, evaluate, convert, inspect, ui, demo, world)
+SUBCOMMANDS = (
+    learn,
+    learn_many,
+    generate,
+    variations,
+    edit,
+    evaluate,
+    convert,
+    inspect,
+    ui,
+    demo,
+    train_encoder,
+    world,
+)
 
 __all__ = ["main", "build_parser", "register", "quiet_libraries"]
 

@@ -24,7 +24,8 @@ def register(subparsers) -> None:
         help='a word to start from, e.g. "cat" (default: "object", or "painting" for styles); '
         'with --vectors N, several words spread over the vectors ("green star": colour slot, shape slot); '
         '"auto": the words a CLIP judge matches best to the photos (the world judge for the world model, '
-        'else --clip); "encoder": the world model\'s photo encoder',
+        'else --clip); "encoder": the world model\'s photo encoder; "encoder:FILE": an encoder trained for '
+        "this model by `oneword train-encoder`",
     )
     p.add_argument(
         "--init-mode",
@@ -36,7 +37,8 @@ def register(subparsers) -> None:
         "--clip",
         metavar="MODEL",
         help="--init auto's CLIP judge: a transformers CLIPModel folder or "
-        "cached hub id (default: the world judge for the world model; needed for other models)",
+        "cached hub id (default: the world judge for the world model; needed for other models); "
+        "with --init encoder:FILE, where the encoder's CLIP lies here (default: where it was trained from)",
     )
     add_model_args(p)
     p.add_argument("--out", help="run folder (default: runs/<token>)")
