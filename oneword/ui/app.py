@@ -69,7 +69,7 @@ def build_app(ws: Workspace, jobs: JobManager) -> gr.Blocks:
                         token = gr.Textbox(label="New word", placeholder="<my-cat>", elem_id="learn-token")
                         with gr.Row():
                             init = gr.Textbox(
-                                label="Init word (a word for what the photos show)",
+                                label="Init word (a word for what the photos show; auto or encoder: from the photos)",
                                 placeholder="cat",
                                 elem_id="learn-init",
                                 scale=3,
