@@ -1,5 +1,6 @@
 """Where a word starts: `--init auto` (words chosen from the photos by a CLIP judge), `--init-mode cross`
-(CrossInit: the text encoder's output for the init words) and `--init encoder` (a photo encoder, oneword.photo_encoder: the world model's, or one trained for a real model).
+(CrossInit: the text encoder's output for the init words) and `--init encoder` (a photo encoder,
+oneword.photo_encoder: the world model's, or one trained for a real model by `oneword train-encoder`).
 
 `start(model, cfg, photos)` is what `learn` calls: it returns the config with the init resolved (the chosen
 words in `init`, how they were chosen in `init_choice`, which run.json records) and the start vectors [n, width].
