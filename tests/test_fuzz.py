@@ -91,6 +91,21 @@ def test_seed_files_load(fmt):
         assert check(data, fuzz.EXT[fmt]) == "loaded"
 
 
+def test_a_name_with_a_line_break_in_a_corrupt_file_is_still_a_one_line_error():
+    """The safetensors library quotes the bad tensor's name; a name read from the file may hold a line break
+    (found by the fuzzer: ONEWORD_FUZZ_SEED=1917892111)."""
+    import json
+    import struct
+
+    header = {
+        "clip_g": {"dtype": "F32", "shape": [2, 1280], "data_offsets": [0, 10240]},
+        "a\nb": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},  # overlaps clip_g's bytes
+    }
+    text = json.dumps(header).encode()
+    data = struct.pack("<Q", len(text)) + text + bytes(10240)
+    assert check(data, ".safetensors") == "refused"
+
+
 def _fuzz_format(fmt):
     @hypothesis_seed(FUZZ_SEED)
     @SETTINGS
